@@ -1,0 +1,72 @@
+"""The composition root: the one place that builds the database, store, ledger,
+projection runner (and, from the API and the consumer, everything on top)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from ledger.domain import DEFAULT_RULES, ProgramRules
+from ledger.embedded import EmbeddedPostgres
+from ledger.handlers import Ledger
+from ledger.settings import Settings
+from ledger.store import EventStore, connect_pool, migrate
+from ledger.store.database import ensure_database
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger(__name__)
+
+
+def load_rules(settings: Settings) -> ProgramRules:
+    return ProgramRules.load(settings.rules_file) if settings.rules_file else DEFAULT_RULES
+
+
+async def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The configured URL, or an embedded server started under the data directory."""
+    if settings.database_url:
+        return settings.database_url, None
+    server = EmbeddedPostgres(settings.data_dir / "postgres", settings.embedded_port)
+    server_url = await asyncio.to_thread(server.start)
+    await ensure_database(server_url, settings.database_name)
+    log.info("embedded PostgreSQL at %s (data in %s)", server.url(settings.database_name), server.pgdata)
+    return server.url(settings.database_name), server
+
+
+@dataclass
+class Container:
+    settings: Settings
+    url: str
+    pool: asyncpg.Pool
+    rules: ProgramRules
+    store: EventStore
+    ledger: Ledger
+    runner: ProjectionRunner
+    embedded: EmbeddedPostgres | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    async def close(self, *, stop_embedded: bool = False) -> None:
+        await self.pool.close()
+        if stop_embedded and self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
+    embedded = None
+    if url is None:
+        url, embedded = await database_url(settings)
+    if run_migrations:
+        await migrate(url)
+    pool = await connect_pool(url, settings.db_pool_size_max)
+    rules = load_rules(settings)
+    store = EventStore(pool)
+    ledger = Ledger(
+        store, rules, cache_members_max=settings.state_cache_members_max, attempts_max=settings.command_attempts_max
+    )
+    runner = ProjectionRunner(
+        pool, store, rules, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
+        wake=ledger.appended,
+    )
+    return Container(settings, url, pool, rules, store, ledger, runner, embedded)

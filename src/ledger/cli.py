@@ -1,0 +1,117 @@
+"""`ledger ...`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from ledger.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from ledger.bootstrap import database_url
+    from ledger.store import migrate
+
+    url, _ = await database_url(_settings())
+    await migrate(url)
+    print("migrations applied")
+    return 0
+
+
+async def _rebuild(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ledger.bootstrap import build
+    from projections.runner import rebuild
+
+    container = await build(_settings())
+    try:
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as progress:
+            task = progress.add_task("replaying events", total=None)
+            position = await rebuild(
+                container.pool, container.store, container.rules,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        print(f"read models rebuilt up to position {position}")
+    finally:
+        await container.close()
+    return 0
+
+
+async def _project(args: argparse.Namespace) -> int:
+    from ledger.bootstrap import build
+
+    container = await build(_settings())
+    try:
+        await container.runner.run_until_caught_up()
+        print(f"read models at position {container.runner.position}")
+    finally:
+        await container.close()
+    return 0
+
+
+async def _expire(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ledger.bootstrap import build
+    from ledger.expiry import expire_due
+
+    container = await build(_settings())
+    try:
+        await container.runner.run_until_caught_up()
+        total = 0
+        while expired := await expire_due(container.ledger, container.pool, datetime.now(UTC)):
+            total += expired
+            await container.runner.run_until_caught_up()
+        print(f"expired {total} lots")
+    finally:
+        await container.close()
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    from ledger.bootstrap import build
+    from ledger.store import verify_chain
+
+    container = await build(_settings())
+    try:
+        events = await container.store.read_stream(args.member_id)
+        broken = verify_chain(events)
+        if broken is None:
+            print(f"{len(events)} events, hash chain intact")
+            return 0
+        print(f"hash chain broken at stream version {broken}", file=sys.stderr)
+        return 1
+    finally:
+        await container.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ledger", description="Event-sourced travel loyalty points ledger.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
+    proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
+    proj.add_parser("run", help="project until caught up, then exit").set_defaults(func=_project)
+    sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
+    verify = sub.add_parser("verify", help="check a member's hash chain")
+    verify.add_argument("member_id")
+    verify.set_defaults(func=_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    return asyncio.run(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The pure domain: no I/O, no clock, no framework. Standard library only."""
+
+from .commands import (
+    AdjustPoints,
+    CancelBooking,
+    Command,
+    CompleteBooking,
+    ConfirmBooking,
+    ExpirePoints,
+    RedeemPoints,
+    RefundBooking,
+)
+from .decider import decide
+from .errors import (
+    BookingNotFound,
+    BookingStateConflict,
+    ConcurrencyConflict,
+    DuplicateEvent,
+    InsufficientPoints,
+    InvalidCommand,
+    LedgerError,
+    MemberNotFound,
+)
+from .events import (
+    EarnReversed,
+    Event,
+    PendingPointsActivated,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    from_data,
+    to_data,
+)
+from .rules import DEFAULT_RULES, ProgramRules
+from .state import Lot, MemberState, evolve, fold
+from .tiers import TierStatus, tier_status
+
+__all__ = [name for name in dir() if not name.startswith("_")]

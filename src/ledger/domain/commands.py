@@ -1,0 +1,65 @@
+"""Commands: imperative, carrying their time (`occurred_at`) and ids as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    member_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmBooking(Command):
+    """A booking was confirmed: its points are earned as pending until the trip is completed."""
+
+    booking_id: str
+    product: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteBooking(Command):
+    """The trip was completed: pending points activate (or are earned active if the
+    confirmation never reached us)."""
+
+    booking_id: str
+    product: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelBooking(Command):
+    booking_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundBooking(Command):
+    booking_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemPoints(Command):
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustPoints(Command):
+    adjustment_id: str
+    points: int
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpirePoints(Command):
+    """Expire what is left of every lot whose date is at or before `occurred_at`."""

@@ -1,0 +1,187 @@
+"""`decide(state, command, rules) -> events`: the ledger's rules, pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .commands import (
+    AdjustPoints,
+    CancelBooking,
+    Command,
+    CompleteBooking,
+    ConfirmBooking,
+    ExpirePoints,
+    RedeemPoints,
+    RefundBooking,
+)
+from .errors import BookingNotFound, BookingStateConflict, InsufficientPoints, InvalidCommand, MemberNotFound
+from .events import (
+    EarnReversed,
+    Event,
+    LotTake,
+    PendingPointsActivated,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+)
+from .rules import ProgramRules
+from .state import MemberState
+from .tiers import tier_status
+from .timeutil import add_months
+
+
+def booking_lot_id(booking_id: str) -> str:
+    return f"booking:{booking_id}"
+
+
+def adjustment_lot_id(adjustment_id: str) -> str:
+    return f"adjustment:{adjustment_id}"
+
+
+def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:
+    if command.occurred_at.tzinfo is None:
+        raise InvalidCommand("occurred_at must carry a time zone offset.")
+    match command:
+        case ConfirmBooking():
+            return [_earn(state, command, rules, status="pending")]
+        case CompleteBooking():
+            return _complete(state, command, rules)
+        case CancelBooking():
+            return [_reverse(state, command.booking_id, "cancelled", command.occurred_at, rules)]
+        case RefundBooking():
+            return [_reverse(state, command.booking_id, "refunded", command.occurred_at, rules)]
+        case RedeemPoints():
+            return [_redeem(state, command)]
+        case AdjustPoints():
+            return [_adjust(state, command, rules)]
+        case ExpirePoints():
+            return [
+                PointsExpired(occurred_at=command.occurred_at, lot_id=lot.lot_id, points=lot.remaining)
+                for lot in sorted(state.lots.values(), key=lambda lot: (lot.expires_at or command.occurred_at, lot.lot_id))
+                if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None
+                and lot.expires_at <= command.occurred_at
+            ]
+    raise InvalidCommand(f"Unknown command {type(command).__name__}.")
+
+
+def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: ProgramRules, *, status: str) -> PointsEarned:
+    if command.booking_id in state.bookings:
+        raise BookingStateConflict(f"Booking {command.booking_id!r} already earned points for this member.")
+    if command.amount < 0:
+        raise InvalidCommand("A booking amount cannot be negative.")
+    tier = tier_status(state.qualifying_entries(), command.occurred_at, rules).tier
+    points, qualifying, breakdown = rules.compute_earn(
+        product=command.product,
+        amount=command.amount,
+        currency=command.currency,
+        tier=tier,
+        first_booking=not state.bookings,
+        at=command.occurred_at,
+    )
+    return PointsEarned(
+        occurred_at=command.occurred_at,
+        lot_id=booking_lot_id(command.booking_id),
+        booking_id=command.booking_id,
+        product=command.product,
+        amount=str(command.amount),
+        currency=command.currency,
+        points=points,
+        qualifying_points=qualifying,
+        status=status,  # type: ignore[arg-type]
+        expires_at=add_months(command.occurred_at, rules.expiry_months) if status == "active" else None,
+        rules_version=rules.version,
+        breakdown=breakdown,
+    )
+
+
+def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:
+    lot_id = state.bookings.get(command.booking_id)
+    if lot_id is None:
+        return [_earn(state, command, rules, status="active")]
+    lot = state.lots[lot_id]
+    if lot.status != "pending":
+        raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
+    return [
+        PendingPointsActivated(
+            occurred_at=command.occurred_at,
+            lot_id=lot_id,
+            booking_id=command.booking_id,
+            points=lot.remaining,
+            qualifying_points=lot.qualifying,
+            expires_at=add_months(command.occurred_at, rules.expiry_months),
+        )
+    ]
+
+
+def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rules: ProgramRules) -> EarnReversed:
+    lot_id = state.bookings.get(booking_id)
+    if lot_id is None:
+        raise BookingNotFound(f"Booking {booking_id!r} never earned points for member {state.member_id!r}.")
+    lot = state.lots[lot_id]
+    if lot.status == "reversed":
+        raise BookingStateConflict(f"Booking {booking_id!r} was already reversed.")
+    takes: tuple[LotTake, ...] = ((lot_id, lot.remaining),) if lot.remaining else ()
+    qualifying = sum(points for bid, _, points in state.qualifying if bid == booking_id)
+    return EarnReversed(
+        occurred_at=at,
+        booking_id=booking_id,
+        reason=reason,  # type: ignore[arg-type]
+        points=lot.remaining,
+        lots=takes,
+        pending_points=lot.remaining if lot.status == "pending" else 0,
+        qualifying_points=qualifying,
+        shortfall=lot.spent,
+        shortfall_debited=rules.allow_negative_balance and lot.spent > 0,
+    )
+
+
+def _take_fifo(state: MemberState, points: int, at: datetime) -> tuple[LotTake, ...]:
+    available = state.available(at)
+    if points > available:
+        raise InsufficientPoints(requested=points, available=max(available, 0))
+    takes: list[LotTake] = []
+    left = points
+    for lot in state.spendable_lots(at):
+        take = min(left, lot.remaining)
+        takes.append((lot.lot_id, take))
+        left -= take
+        if left == 0:
+            break
+    assert left == 0, "available covered the request, so the lots must"
+    return tuple(takes)
+
+
+def _redeem(state: MemberState, command: RedeemPoints) -> PointsRedeemed:
+    if not state.exists:
+        raise MemberNotFound(state.member_id)
+    if command.points <= 0:
+        raise InvalidCommand("A redemption must be for a positive number of points.")
+    return PointsRedeemed(
+        occurred_at=command.occurred_at,
+        redemption_id=command.redemption_id,
+        points=command.points,
+        reward_id=command.reward_id,
+        reward_kind=command.reward_kind,
+        lots=_take_fifo(state, command.points, command.occurred_at),
+    )
+
+
+def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> PointsAdjusted:
+    if not state.exists:
+        raise MemberNotFound(state.member_id)
+    if command.points == 0 or abs(command.points) > rules.adjustment_points_max:
+        raise InvalidCommand(f"An adjustment must be non-zero and at most {rules.adjustment_points_max} points either way.")
+    if not command.reason.strip():
+        raise InvalidCommand("An adjustment needs a reason.")
+    credit = command.points > 0
+    return PointsAdjusted(
+        occurred_at=command.occurred_at,
+        adjustment_id=command.adjustment_id,
+        points=command.points,
+        reason=command.reason,
+        actor=command.actor,
+        lot_id=adjustment_lot_id(command.adjustment_id) if credit else None,
+        expires_at=add_months(command.occurred_at, rules.expiry_months) if credit else None,
+        lots=() if credit else _take_fifo(state, -command.points, command.occurred_at),
+    )

@@ -1,0 +1,57 @@
+"""The ledger's error tree. Every message is written for a support agent to read."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+    title = "Ledger error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidCommand(LedgerError):
+    title = "Invalid command"
+
+
+class BookingNotFound(InvalidCommand):
+    title = "Booking not found"
+
+
+class BookingStateConflict(InvalidCommand):
+    title = "Booking state conflict"
+
+
+class InsufficientPoints(LedgerError):
+    title = "Insufficient points"
+
+    def __init__(self, requested: int, available: int) -> None:
+        super().__init__(
+            f"The member has {available} points available and {requested} were requested.",
+            requested=requested,
+            available=available,
+        )
+        self.requested = requested
+        self.available = available
+
+
+class MemberNotFound(LedgerError):
+    title = "Member not found"
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"No member {member_id!r} is known to the ledger.", member_id=member_id)
+        self.member_id = member_id
+
+
+class ConcurrencyConflict(LedgerError):
+    title = "Concurrent update"
+
+
+class DuplicateEvent(LedgerError):
+    """The idempotency key was used before for a different request."""
+
+    title = "Idempotency key reused"

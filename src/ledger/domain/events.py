@@ -1,0 +1,122 @@
+"""Domain events: frozen, past tense, versioned. Never change one once written: a new
+shape is a new `version` plus an upcaster in `UPCASTERS`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+LotTake = tuple[str, int]  # (lot id, points taken from it)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    version: ClassVar[int] = 1
+    occurred_at: datetime
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class PointsEarned(Event):
+    lot_id: str
+    booking_id: str
+    product: str
+    amount: str  # decimal string, as the booking system sent it
+    currency: str
+    points: int
+    qualifying_points: int
+    status: Literal["pending", "active"]
+    expires_at: datetime | None  # None while pending: expiry runs from activation
+    rules_version: str
+    breakdown: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPointsActivated(Event):
+    lot_id: str
+    booking_id: str
+    points: int
+    qualifying_points: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PointsRedeemed(Event):
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    lots: tuple[LotTake, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PointsExpired(Event):
+    lot_id: str
+    points: int  # what was still left of the lot
+
+
+@dataclass(frozen=True, slots=True)
+class PointsAdjusted(Event):
+    adjustment_id: str
+    points: int  # signed
+    reason: str
+    actor: str
+    lot_id: str | None  # the new lot of a credit
+    expires_at: datetime | None  # of that lot
+    lots: tuple[LotTake, ...]  # what a debit took
+
+
+@dataclass(frozen=True, slots=True)
+class EarnReversed(Event):
+    booking_id: str
+    reason: Literal["cancelled", "refunded"]
+    points: int  # what the booking earned and is taken back
+    lots: tuple[LotTake, ...]  # where it was taken from
+    pending_points: int  # of `lots`, taken from pending lots
+    qualifying_points: int  # tier-qualifying points withdrawn
+    shortfall: int  # already spent, could not be taken back from any lot
+    shortfall_debited: bool  # True: the shortfall became a negative balance
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed)
+}
+
+# (type, stored version) -> function turning that version's data into the next one's.
+UPCASTERS: dict[tuple[str, int], Any] = {}
+
+_DATETIME_FIELDS = {"occurred_at", "expires_at"}
+_PAIR_FIELDS = {"lots", "breakdown"}
+
+
+def to_data(event: Event) -> dict[str, Any]:
+    """The JSON body of an event; the inverse of `from_data`."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif f.name in _PAIR_FIELDS:
+            value = [list(pair) for pair in value]
+        data[f.name] = value
+    return data
+
+
+def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[type_name]
+    while version < cls.version:
+        data = UPCASTERS[(type_name, version)](data)
+        version += 1
+    kwargs = dict(data)
+    for name in _DATETIME_FIELDS & kwargs.keys():
+        if kwargs[name] is not None:
+            kwargs[name] = datetime.fromisoformat(kwargs[name])
+    for name in _PAIR_FIELDS & kwargs.keys():
+        kwargs[name] = tuple((str(a), int(b)) for a, b in kwargs[name])
+    return cls(**kwargs)

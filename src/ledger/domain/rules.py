@@ -1,0 +1,160 @@
+"""Programme rules as data: versioned, loaded from a JSON file, with a travel default.
+
+Every earn event records `rules.version` and a per-rule breakdown, so an auditor can
+reproduce each number from the event and the rule set of that version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidCommand
+
+PRODUCTS = ("flight", "hotel", "package", "rail", "car")
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    threshold: int  # tier-qualifying points needed in the rolling window
+    multiplier: Decimal
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    starts_on: date  # inclusive, by the booking's occurred_at date (UTC)
+    ends_on: date  # inclusive
+    multiplier: Decimal  # 2 means double points: one extra base amount as a bonus
+    products: tuple[str, ...] = PRODUCTS
+
+    def applies(self, product: str, on: date) -> bool:
+        return product in self.products and self.starts_on <= on <= self.ends_on
+
+
+@dataclass(frozen=True)
+class ProgramRules:
+    version: str
+    earn_rates: dict[str, dict[str, Decimal]]  # product -> currency -> points per unit
+    tiers: tuple[Tier, ...]  # ascending thresholds, the first at 0
+    first_booking_bonus: int
+    promotions: tuple[Promotion, ...]
+    expiry_months: int
+    tier_window_months: int
+    allow_negative_balance: bool
+    adjustment_points_max: int = 1_000_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.tiers and self.tiers[0].threshold == 0, "the lowest tier starts at 0"
+        thresholds = [t.threshold for t in self.tiers]
+        assert thresholds == sorted(thresholds), "tiers ascend by threshold"
+        assert self.expiry_months > 0 and self.tier_window_months > 0
+
+    def rate(self, product: str, currency: str) -> Decimal:
+        rates = self.earn_rates.get(product)
+        if rates is None:
+            raise InvalidCommand(f"Product {product!r} earns no points in rules {self.version}.")
+        rate = rates.get(currency)
+        if rate is None:
+            raise InvalidCommand(
+                f"Currency {currency} is not supported for {product} in rules {self.version}; "
+                f"supported: {', '.join(sorted(rates))}."
+            )
+        return rate
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+    def compute_earn(
+        self, *, product: str, amount: Decimal, currency: str, tier: str, first_booking: bool, at: datetime
+    ) -> tuple[int, int, tuple[tuple[str, int], ...]]:
+        """Points for one booking: (total, tier-qualifying points, breakdown by rule).
+
+        Each bonus is computed on the base points and rounded down on its own, so the
+        breakdown adds up exactly and does not depend on the order rules are listed in.
+        """
+        base = int((amount * self.rate(product, currency)).to_integral_value(rounding=ROUND_FLOOR))
+        breakdown: list[tuple[str, int]] = [(f"base:{product}:{currency}", base)]
+        multiplier = self.tier(tier).multiplier
+        if multiplier != 1:
+            breakdown.append((f"tier:{tier}", int((base * (multiplier - 1)).to_integral_value(ROUND_FLOOR))))
+        on = at.date()
+        for promo in self.promotions:
+            if promo.applies(product, on):
+                bonus = base * (promo.multiplier - 1)
+                breakdown.append((f"promotion:{promo.name}", int(bonus.to_integral_value(ROUND_FLOOR))))
+        if first_booking and self.first_booking_bonus:
+            breakdown.append(("first_booking_bonus", self.first_booking_bonus))
+        return sum(points for _, points in breakdown), base, tuple(breakdown)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ProgramRules:
+        return cls(
+            version=str(raw["version"]),
+            earn_rates={
+                product: {cur: Decimal(str(rate)) for cur, rate in rates.items()}
+                for product, rates in raw["earn_rates"].items()
+            },
+            tiers=tuple(
+                Tier(t["name"], int(t["threshold"]), Decimal(str(t["multiplier"]))) for t in raw["tiers"]
+            ),
+            first_booking_bonus=int(raw.get("first_booking_bonus", 0)),
+            promotions=tuple(
+                Promotion(
+                    name=p["name"],
+                    starts_on=date.fromisoformat(p["starts_on"]),
+                    ends_on=date.fromisoformat(p["ends_on"]),
+                    multiplier=Decimal(str(p["multiplier"])),
+                    products=tuple(p.get("products", PRODUCTS)),
+                )
+                for p in raw.get("promotions", ())
+            ),
+            expiry_months=int(raw["expiry_months"]),
+            tier_window_months=int(raw.get("tier_window_months", 12)),
+            allow_negative_balance=bool(raw.get("allow_negative_balance", False)),
+            adjustment_points_max=int(raw.get("adjustment_points_max", 1_000_000)),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> ProgramRules:
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _rates(per_eur: int) -> dict[str, str]:
+    """Points per currency unit, scaled from the EUR rate by rough purchasing value."""
+    scale = {"EUR": "1", "USD": "0.92", "GBP": "1.17", "CHF": "1.05", "SEK": "0.088", "NOK": "0.086",
+             "DKK": "0.134", "PLN": "0.23", "JPY": "0.0062", "AUD": "0.6", "CAD": "0.68", "SGD": "0.69"}
+    return {cur: str(Decimal(per_eur) * Decimal(f)) for cur, f in scale.items()}
+
+
+DEFAULT_RULES_DICT: dict[str, Any] = {
+    "version": "2026.1",
+    "earn_rates": {"flight": _rates(5), "hotel": _rates(10), "package": _rates(8), "rail": _rates(3), "car": _rates(2)},
+    "tiers": [
+        {"name": "member", "threshold": 0, "multiplier": "1"},
+        {"name": "silver", "threshold": 5000, "multiplier": "1.25"},
+        {"name": "gold", "threshold": 15000, "multiplier": "1.5"},
+        {"name": "platinum", "threshold": 40000, "multiplier": "2"},
+    ],
+    "first_booking_bonus": 500,
+    "promotions": [
+        {"name": "off-season-winter-2026", "starts_on": "2026-01-07", "ends_on": "2026-03-15", "multiplier": "2"},
+        {"name": "off-season-autumn-2026", "starts_on": "2026-11-02", "ends_on": "2026-12-15", "multiplier": "2",
+         "products": ["hotel", "package"]},
+        {"name": "off-season-winter-2027", "starts_on": "2027-01-07", "ends_on": "2027-03-15", "multiplier": "2"},
+    ],
+    "expiry_months": 24,
+    "tier_window_months": 12,
+    "allow_negative_balance": False,
+}
+
+DEFAULT_RULES = ProgramRules.from_dict(DEFAULT_RULES_DICT)

@@ -1,0 +1,45 @@
+"""The one function that decides a member's tier, used by the decider (the multiplier
+in force at earn time) and by the tier projection (what the app shows)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from .rules import ProgramRules
+from .timeutil import add_months
+
+
+@dataclass(frozen=True, slots=True)
+class TierStatus:
+    tier: str
+    qualifying_points: int
+    window_start: datetime
+    next_tier: str | None
+    points_to_next_tier: int | None
+    reevaluation_date: datetime | None  # when the oldest qualifying points leave the window
+
+
+def tier_status(entries: Iterable[tuple[datetime, int]], at: datetime, rules: ProgramRules) -> TierStatus:
+    """Tier from the tier-qualifying points dated in the rolling window (window_start, at]."""
+    window_start = add_months(at, -rules.tier_window_months)
+    total, oldest = 0, None
+    for earned_at, points in entries:
+        if window_start < earned_at <= at:
+            total += points
+            oldest = earned_at if oldest is None or earned_at < oldest else oldest
+    current, following = rules.tiers[0], None
+    for tier in rules.tiers:
+        if tier.threshold <= total:
+            current = tier
+        elif following is None:
+            following = tier
+    return TierStatus(
+        tier=current.name,
+        qualifying_points=total,
+        window_start=window_start,
+        next_tier=following.name if following else None,
+        points_to_next_tier=following.threshold - total if following else None,
+        reevaluation_date=add_months(oldest, rules.tier_window_months) if oldest is not None else None,
+    )

@@ -1,0 +1,217 @@
+"""Command handling: load member state, decide, append; retried against fresh state.
+
+This is the one path every write takes: the HTTP API, the Kafka consumer and the
+expiry scheduler hand commands to `Ledger.handle` or `Ledger.handle_batch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ledger.domain import (
+    Command,
+    ConcurrencyConflict,
+    DuplicateEvent,
+    LedgerError,
+    MemberState,
+    ProgramRules,
+    decide,
+    evolve,
+    to_data,
+)
+from ledger.store.events import GENESIS_HASH, AppendRequest, BeforeCommit, EventStore
+
+log = logging.getLogger(__name__)
+
+BATCH_COMMANDS_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    command: Command
+    idempotency_key: str | None = None
+    request_hash: str = ""  # fingerprint of the source request: same key, other body is refused
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    status: Literal["applied", "duplicate", "rejected"]
+    result: dict[str, Any] | None = None  # {"events": [...], "position": int | None}
+    error: LedgerError | None = None
+
+    @property
+    def position(self) -> int | None:
+        return self.result["position"] if self.result else None
+
+
+def _result_of(req: AppendRequest) -> dict[str, Any]:
+    return {
+        "member_id": req.stream_id,
+        "events": [
+            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": to_data(ev)}
+            for i, (pos, ev) in enumerate(zip(req.positions, req.events, strict=True))
+        ],
+        "position": req.positions[-1] if req.positions else None,
+    }
+
+
+class StateCache:
+    """Member states this process has seen, with the hash of their last event; bounded
+    LRU. Always topped up from the store before use, so it is never trusted blindly:
+    it only saves re-reading the part of a stream already folded."""
+
+    def __init__(self, members_max: int) -> None:
+        self._members_max = members_max
+        self._items: OrderedDict[str, tuple[MemberState, bytes]] = OrderedDict()
+
+    def get(self, member_id: str) -> tuple[MemberState, bytes]:
+        item = self._items.get(member_id)
+        if item is None:
+            return MemberState(member_id), GENESIS_HASH
+        self._items.move_to_end(member_id)
+        return item
+
+    def put(self, state: MemberState, last_hash: bytes) -> None:
+        if self._members_max == 0:
+            return
+        current = self._items.get(state.member_id)
+        if current is None or current[0].version < state.version:
+            self._items[state.member_id] = (state, last_hash)
+            self._items.move_to_end(state.member_id)
+            while len(self._items) > self._members_max:
+                self._items.popitem(last=False)
+
+    def forget(self, member_ids: Sequence[str]) -> None:
+        for member_id in member_ids:
+            self._items.pop(member_id, None)
+
+
+class Ledger:
+    def __init__(
+        self, store: EventStore, rules: ProgramRules, *, cache_members_max: int = 100_000, attempts_max: int = 100
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.cache = StateCache(cache_members_max)
+        self.attempts_max = attempts_max
+        self.appended = asyncio.Event()  # set after each append, to wake in-process readers
+
+    async def load(self, member_ids: Sequence[str]) -> dict[str, tuple[MemberState, bytes]]:
+        """Fresh state of each member: the cached fold topped up with newer events."""
+        states = {m: self.cache.get(m) for m in dict.fromkeys(member_ids)}
+        newer = await self.store.read_streams_after({m: s.version for m, (s, _) in states.items()})
+        for stored in newer:
+            state, _ = states[stored.stream_id]
+            states[stored.stream_id] = (evolve(state, stored.event), stored.hash)
+        for state, last_hash in states.values():
+            self.cache.put(state, last_hash)
+        return states
+
+    async def member_state(self, member_id: str) -> MemberState:
+        return (await self.load([member_id]))[member_id][0]
+
+    async def handle(self, request: CommandRequest) -> CommandResult:
+        """One command; a domain refusal is raised, not returned."""
+        (result,) = await self.handle_batch([request])
+        if result.error is not None:
+            raise result.error
+        return result
+
+    async def handle_batch(
+        self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None = None
+    ) -> list[CommandResult]:
+        """Decide every command against current state and append all of the resulting
+        events in one transaction. A command the domain refuses is returned as
+        `rejected` and does not stop the others."""
+        assert len(requests) <= BATCH_COMMANDS_MAX
+        for attempt in range(1, self.attempts_max + 1):
+            try:
+                return await self._attempt(requests, before_commit)
+            except ConcurrencyConflict:
+                self.cache.forget([r.command.member_id for r in requests])
+                if attempt == self.attempts_max:
+                    raise
+                # Spread the retries of colliding writers so one of them wins each round.
+                await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None) -> list[CommandResult]:
+        keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
+        recorded = await self.store.find_commands(keys)
+        states = await self.load([r.command.member_id for r in requests if r.idempotency_key not in recorded])
+        results: list[CommandResult | None] = [None] * len(requests)
+        appends: list[AppendRequest] = []
+        owner: dict[int, AppendRequest] = {}
+        in_batch: dict[str, int] = {}
+        for i, req in enumerate(requests):
+            key = req.idempotency_key
+            if key is not None and key in recorded:
+                request_hash, result = recorded[key]
+                results[i] = _duplicate(key, request_hash, req, result)
+                continue
+            if key is not None and key in in_batch:
+                continue  # resolved below, once the first one's result is known
+            try:
+                state, last_hash = states[req.command.member_id]
+                events = decide(state, req.command, self.rules)
+                new_state = state
+                for event in events:
+                    new_state = evolve(new_state, event)
+            except LedgerError as error:
+                results[i] = CommandResult("rejected", error=error)
+                continue
+            if key is not None:
+                in_batch[key] = i
+            if not events:
+                results[i] = CommandResult("applied", {"member_id": state.member_id, "events": [], "position": None})
+                continue
+            append = AppendRequest(
+                stream_id=state.member_id,
+                expected_version=state.version,
+                prev_hash=last_hash,
+                events=events,
+                metadata=req.metadata,
+                idempotency_key=key,
+                request_hash=req.request_hash,
+            )
+            appends.append(append)
+            owner[i] = append
+            states[state.member_id] = (new_state, b"")  # hash filled in by the store
+        if appends or before_commit is not None:
+            await self.store.append(appends, _result_of, before_commit)
+        for append in appends:
+            state = states[append.stream_id][0]
+            if state.version == append.expected_version + len(append.events):
+                self.cache.put(state, append.hashes[-1])
+        if appends:
+            self.appended.set()
+            self.appended.clear()
+        for i, append in owner.items():
+            results[i] = CommandResult("applied", _result_of(append))
+        for i, req in enumerate(requests):
+            if results[i] is None:
+                first = results[in_batch[req.idempotency_key]]  # type: ignore[index]
+                assert first is not None
+                if first.status == "applied" and requests[in_batch[req.idempotency_key]].request_hash == req.request_hash:  # type: ignore[index]
+                    results[i] = CommandResult("duplicate", first.result)
+                else:
+                    results[i] = _duplicate(req.idempotency_key or "", "", req, first.result or {})
+        return results  # type: ignore[return-value]
+
+
+def _duplicate(key: str, request_hash: str, req: CommandRequest, result: dict[str, Any]) -> CommandResult:
+    if request_hash != req.request_hash:
+        return CommandResult(
+            "rejected",
+            error=DuplicateEvent(
+                f"Idempotency key {key!r} was already used for a different request.", idempotency_key=key
+            ),
+        )
+    return CommandResult("duplicate", result)

@@ -1,0 +1,50 @@
+"""All settings, in one class, read from LEDGER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str | None = Field(
+        None, description="PostgreSQL 14+ URL; unset starts an embedded PostgreSQL under data_dir."
+    )
+    data_dir: Path = Field(Path(user_data_dir("travel-points-ledger")), description="Embedded PostgreSQL home.")
+    embedded_port: int = Field(0, ge=0, le=65535, description="Embedded PostgreSQL port; 0 picks a free one once.")
+    database_name: str = Field("ledger", description="Database created on the embedded server.")
+    db_pool_size_max: int = Field(10, ge=2, le=100)
+    rules_file: Path | None = Field(None, description="Programme rules JSON; unset uses the built-in travel rules.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    request_body_bytes_max: int = Field(65_536, ge=1024, le=10_485_760)
+    read_wait_s_max: float = Field(5.0, gt=0, le=30, description="How long a read with min_position waits.")
+
+    projection_page_size: int = Field(2_000, ge=1, le=50_000)
+    projection_idle_ms: int = Field(50, ge=1, le=10_000)
+    expiry_interval_s: float = Field(60.0, gt=0, le=86_400)
+    expiry_batch_members_max: int = Field(500, ge=1, le=10_000)
+    state_cache_members_max: int = Field(200_000, ge=0, le=10_000_000)
+    command_attempts_max: int = Field(100, ge=1, le=1_000)
+
+    kafka_bootstrap_servers: str | None = Field(None, description="Set to consume booking events from Kafka.")
+    kafka_topic: str = "travel.booking-events"
+    kafka_dlq_topic: str = "travel.booking-events.dlq"
+    kafka_group_id: str = "travel-points-ledger"
+    kafka_batch_messages_max: int = Field(500, ge=1, le=10_000)
+    kafka_batch_ms_max: int = Field(100, ge=1, le=10_000)
+    kafka_message_bytes_max: int = Field(65_536, ge=1024, le=1_048_576)
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_database(self) -> Settings:
+        if self.environment == "production" and not self.database_url:
+            raise ValueError("LEDGER_DATABASE_URL is required when LEDGER_ENVIRONMENT=production")
+        return self

@@ -1,0 +1,68 @@
+"""Connections and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+
+_REPO_MIGRATIONS = Path(__file__).resolve().parents[3] / "migrations"
+_PACKAGED_MIGRATIONS = Path(__file__).resolve().parents[1] / "_migrations"
+
+
+def migrations_dir() -> Path:
+    """The repository's migrations in a checkout, the packaged copy in a wheel."""
+    return _REPO_MIGRATIONS if (_REPO_MIGRATIONS / "env.py").exists() else _PACKAGED_MIGRATIONS
+
+
+def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    return config
+
+
+async def migrate(url: str) -> None:
+    """Bring the schema to the latest revision (Alembic runs its own event loop, so
+    it gets a thread)."""
+    from alembic import command
+
+    await asyncio.to_thread(command.upgrade, _alembic_config(url), "head")
+
+
+async def schema_is_current(conn: asyncpg.Connection) -> bool:
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(_alembic_config("postgresql://x")).get_heads())
+    try:
+        rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    except asyncpg.UndefinedTableError:
+        return False
+    return {r["version_num"] for r in rows} == heads
+
+
+async def ensure_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await conn.close()
+
+
+async def connect_pool(url: str, size_max: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=size_max,
+        command_timeout=60,
+        max_inactive_connection_lifetime=300,
+    )
+    assert pool is not None
+    return pool

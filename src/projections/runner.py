@@ -1,0 +1,198 @@
+"""Feeds the read models from the global event stream, page by page.
+
+Each page's read-model rows and the checkpoint are written in one transaction, so a
+crash never applies an event twice nor skips one. An advisory lock makes runners in
+several processes take turns, and lets a rebuild swap its tables in safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+from ledger.domain import ProgramRules
+from ledger.store import EventStore, StoredEvent
+
+from .balances import Balances
+from .expiry import ExpirySchedule
+from .tiers import TierQualifying, write_tier_status
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "read_models"
+ADVISORY_LOCK_ID = 0x1ED6E2  # any constant unique to this lock within the database
+TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
+
+
+class ReadModels:
+    """The three projections' deltas for one page."""
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.balances = Balances(f"balances{suffix}")
+        self.qualifying = TierQualifying(f"tier_qualifying{suffix}")
+        self.expiry = ExpirySchedule(f"expiry_lots{suffix}")
+
+    def apply(self, stored: StoredEvent) -> None:
+        self.balances.apply(stored)
+        self.qualifying.apply(stored)
+        self.expiry.apply(stored)
+
+    async def write(self, conn: asyncpg.Connection, rules: ProgramRules, *, tiers: bool = True) -> None:
+        await self.balances.write(conn)
+        await self.qualifying.write(conn)
+        await self.expiry.write(conn)
+        if tiers:
+            await write_tier_status(
+                conn, self.qualifying.touched, rules,
+                qualifying_table=f"tier_qualifying{self.suffix}", balances_table=f"balances{self.suffix}",
+                status_table=f"tier_status{self.suffix}",
+            )
+        self.qualifying.touched.clear()
+
+
+async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", CHECKPOINT))
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        store: EventStore,
+        rules: ProgramRules,
+        *,
+        page_size: int = 2_000,
+        idle_ms: int = 50,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        assert 1 <= page_size <= 50_000
+        self.pool = pool
+        self.store = store
+        self.rules = rules
+        self.page_size = page_size
+        self.idle_s = idle_ms / 1000
+        self.wake = wake
+        self.position = 0  # last checkpoint this process wrote or saw
+
+    async def run_once(self) -> int:
+        """Project one page; returns how many events it took."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+            # Read inside the lock: a rebuild may have moved the checkpoint.
+            position = await checkpoint(conn)
+            events = await self.store.read_all(position, self.page_size, conn=conn)
+            if events:
+                models = ReadModels()
+                for stored in events:
+                    models.apply(stored)
+                await models.write(conn, self.rules)
+                position = events[-1].position
+                await conn.execute(
+                    "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position
+                )
+        self.position = position
+        return len(events)
+
+    async def run_until_caught_up(self, pages_max: int = 1_000_000) -> None:
+        for _ in range(pages_max):
+            if not await self.run_once():
+                return
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; survives database outages by retrying."""
+        backoff = self.idle_s
+        while not stop.is_set():
+            try:
+                taken = await self.run_once()
+                backoff = self.idle_s
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("projection runner: %s; retrying in %.1fs", exc, backoff)
+                taken, backoff = 0, min(backoff * 2, 5.0)
+                await _sleep_or_stop(stop, backoff)
+                continue
+            if taken < self.page_size:
+                await _sleep_or_stop(stop, self.idle_s, self.wake)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def rebuild(
+    pool: asyncpg.Pool,
+    store: EventStore,
+    rules: ProgramRules,
+    *,
+    page_size: int = 20_000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Replay every event from position 0 into fresh tables, then swap them in.
+
+    Reads keep working on the old tables meanwhile. Tier statuses are computed once per
+    member at the end rather than per page, the same function over the same rows as
+    the live runner. Returns the position the new tables are at.
+    """
+    suffix = "_rebuild"
+    async with pool.acquire() as conn:
+        for table in TABLES:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
+            await conn.execute(f"CREATE TABLE {table}{suffix} (LIKE {table} INCLUDING ALL)")
+    head = await store.head()
+    position = 0
+    models = ReadModels(suffix)
+    while position < head:
+        events = await store.read_all(position, page_size)
+        if not events:
+            break
+        for stored in events:
+            models.apply(stored)
+        async with pool.acquire() as conn, conn.transaction():
+            await models.write(conn, rules, tiers=False)
+        position = events[-1].position
+        if progress:
+            progress(position, head)
+    async with pool.acquire() as conn:
+        await _all_tier_statuses(conn, rules, suffix)
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+            # Catch up on what was appended during the replay, then swap under the lock
+            # so the live runner continues from exactly where the new tables stand.
+            while events := await store.read_all(position, page_size, conn=conn):
+                for stored in events:
+                    models.apply(stored)
+                await models.write(conn, rules)
+                position = events[-1].position
+            for table in TABLES:
+                await conn.execute(f"DROP TABLE {table}")
+                await conn.execute(f"ALTER TABLE {table}{suffix} RENAME TO {table}")
+            await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position)
+    if progress:
+        progress(position, max(head, position))
+    return position
+
+
+async def _all_tier_statuses(conn: asyncpg.Connection, rules: ProgramRules, suffix: str, chunk: int = 5_000) -> None:
+    after = ""
+    while True:
+        members = [r["member_id"] for r in await conn.fetch(
+            f"SELECT member_id FROM balances{suffix} WHERE member_id > $1 ORDER BY member_id LIMIT $2", after, chunk
+        )]
+        if not members:
+            return
+        async with conn.transaction():
+            await write_tier_status(
+                conn, members, rules, qualifying_table=f"tier_qualifying{suffix}",
+                balances_table=f"balances{suffix}", status_table=f"tier_status{suffix}",
+            )
+        after = members[-1]
