@@ -143,9 +143,10 @@ class Ledger:
         raise AssertionError("unreachable")
 
     async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None) -> list[CommandResult]:
-        keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
-        recorded = await self.store.find_commands(keys)
-        states = await self.load([r.command.member_id for r in requests if r.idempotency_key not in recorded])
+        # State first, idempotency records second: they commit together, so any command
+        # whose events the state already shows is sure to be found as recorded.
+        states = await self.load([r.command.member_id for r in requests])
+        recorded = await self.store.find_commands([r.idempotency_key for r in requests if r.idempotency_key])
         results: list[CommandResult | None] = [None] * len(requests)
         appends: list[AppendRequest] = []
         owner: dict[int, AppendRequest] = {}

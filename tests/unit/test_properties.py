@@ -1,0 +1,156 @@
+"""Properties of the domain for any sequence of commands, checked with Hypothesis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.domain import (
+    DEFAULT_RULES,
+    AdjustPoints,
+    CancelBooking,
+    CompleteBooking,
+    ConfirmBooking,
+    EarnReversed,
+    ExpirePoints,
+    LedgerError,
+    MemberState,
+    PendingPointsActivated,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    ProgramRules,
+    RedeemPoints,
+    RefundBooking,
+    decide,
+    evolve,
+)
+from ledger.domain.rules import DEFAULT_RULES_DICT
+from ledger.store import StoredEvent
+from projections.balances import COUNTERS, Balances
+from projections.expiry import ExpirySchedule
+
+M = "m"
+START = datetime(2025, 12, 1, tzinfo=UTC)
+bookings = st.sampled_from(["B0", "B1", "B2", "B3", "B4", "B5"])
+amounts = st.decimals(min_value=0, max_value=5000, places=2).map(Decimal)
+products = st.sampled_from(["flight", "hotel", "package", "rail", "car"])
+
+
+@st.composite
+def commands(draw: st.DrawFn) -> list:
+    at, out = START, []
+    for i in range(draw(st.integers(1, 40))):
+        at += timedelta(days=draw(st.integers(0, 200)), minutes=draw(st.integers(0, 600)))
+        kind = draw(st.sampled_from(["confirm", "complete", "cancel", "refund", "redeem", "expire", "adjust"]))
+        match kind:
+            case "confirm":
+                out.append(ConfirmBooking(M, at, draw(bookings), draw(products), draw(amounts), "EUR"))
+            case "complete":
+                out.append(CompleteBooking(M, at, draw(bookings), draw(products), draw(amounts), "EUR"))
+            case "cancel":
+                out.append(CancelBooking(M, at, draw(bookings)))
+            case "refund":
+                out.append(RefundBooking(M, at, draw(bookings)))
+            case "redeem":
+                out.append(RedeemPoints(M, at, f"R{i}", draw(st.integers(1, 30_000)), "rw", "miles"))
+            case "expire":
+                out.append(ExpirePoints(M, at))
+            case "adjust":
+                points = draw(st.integers(-20_000, 20_000).filter(bool))
+                out.append(AdjustPoints(M, at, f"A{i}", points, "goodwill", "support"))
+    return out
+
+
+def independent_lots(events: list) -> dict[str, list]:
+    """What is left of each lot, from the events' own figures only: [remaining, status, expires_at]."""
+    lots: dict[str, list] = {}
+    for e in events:
+        match e:
+            case PointsEarned():
+                lots[e.lot_id] = [e.points, e.status, e.expires_at]
+            case PendingPointsActivated():
+                lots[e.lot_id][1:] = ["active", e.expires_at]
+            case PointsRedeemed() | PointsAdjusted() if e.lots:
+                for lot_id, amount in e.lots:
+                    lots[lot_id][0] -= amount
+            case PointsAdjusted():
+                lots[e.lot_id] = [e.points, "active", e.expires_at]  # type: ignore[index]
+            case PointsExpired():
+                lots[e.lot_id][0] -= e.points
+            case EarnReversed():
+                for lot_id, amount in e.lots:
+                    lots[lot_id][0] -= amount
+                lots[f"booking:{e.booking_id}"][1] = "reversed"
+    return lots
+
+
+def run(cmds: list, rules: ProgramRules) -> tuple[MemberState, list]:
+    state, events = MemberState(M), []
+    for command in cmds:
+        try:
+            new = decide(state, command, rules)
+        except LedgerError:
+            continue
+        for event in new:
+            state = evolve(state, event)
+        events += new
+        if isinstance(command, RedeemPoints):
+            assert state.available(command.occurred_at) >= -state.debt
+        if not rules.allow_negative_balance:
+            assert state.debt == 0
+            assert state.available(command.occurred_at) >= 0
+        assert all(lot.remaining >= 0 for lot in state.lots.values())
+    return state, events
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands(), st.booleans())
+def test_balances_add_up_and_match_the_projections(cmds: list, negative_allowed: bool) -> None:
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": negative_allowed})
+    state, events = run(cmds, rules)
+    at = cmds[-1].occurred_at
+
+    lots = independent_lots(events)
+    spendable = sum(r for r, status, exp in lots.values() if status == "active" and exp > at)
+    assert state.available(at) == spendable - state.debt
+    assert {k: v[0] for k, v in lots.items()} == {k: lot.remaining for k, lot in state.lots.items()}
+
+    stored = [StoredEvent(i + 1, M, i + 1, e, {}, START, b"") for i, e in enumerate(events)]
+    balances, expiry = Balances(), ExpirySchedule()
+    for s in stored:
+        balances.apply(s)
+        expiry.apply(s)
+    if not events:
+        return
+    row = dict(zip(COUNTERS, balances.rows[M], strict=False))
+    assert row["available"] == state.balance
+    assert row["pending"] == state.pending
+    assert row["debt"] == state.debt
+    assert row["available"] == (
+        row["lifetime_earned"] + row["lifetime_adjusted"] - row["lifetime_redeemed"] - row["lifetime_expired"]
+        - (row["lifetime_reversed"] - sum(e.pending_points for e in events if isinstance(e, EarnReversed)))
+        - row["debt"]
+    )
+    assert {lot: r[2] for (_, lot), r in expiry.rows.items()} == {k: lot.remaining for k, lot in state.lots.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(commands())
+def test_redemptions_never_overdraw(cmds: list) -> None:
+    state = MemberState(M)
+    for command in cmds:
+        before = state.available(command.occurred_at)
+        try:
+            new = decide(state, command, DEFAULT_RULES)
+        except LedgerError:
+            continue
+        for event in new:
+            state = evolve(state, event)
+        if isinstance(command, RedeemPoints):
+            assert command.points <= before
+            assert state.available(command.occurred_at) == before - command.points
