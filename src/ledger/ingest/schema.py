@@ -1,0 +1,109 @@
+"""The booking event a booking system sends, over HTTP or Kafka: one model for both."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+import pycountry
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
+from ledger.handlers import CommandRequest
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in value):
+        raise ValueError("must not contain control characters")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace")
+    return value
+
+
+def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
+    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_printable)]
+
+
+def _currency(code: str) -> str:
+    if pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return code
+
+
+EventId = Identifier(128)
+MemberId = Identifier(64)
+BookingId = Identifier(64)
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
+Amount = Annotated[Decimal, Field(ge=0, le=10_000_000, max_digits=10, decimal_places=2)]
+
+
+class BookingEventType(StrEnum):
+    confirmed = "booking.confirmed"
+    completed = "booking.completed"
+    cancelled = "booking.cancelled"
+    refunded = "booking.refunded"
+
+
+class Product(StrEnum):
+    flight = "flight"
+    hotel = "hotel"
+    package = "package"
+    rail = "rail"
+    car = "car"
+
+
+class BookingEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{
+                "event_id": "bk-20261125-000123-confirmed",
+                "type": "booking.confirmed",
+                "member_id": "M-1001",
+                "booking_id": "BK-000123",
+                "product": "flight",
+                "amount": "420.00",
+                "currency": "EUR",
+                "occurred_at": "2026-11-25T09:30:00+01:00",
+            }]
+        },
+    )
+
+    event_id: EventId = Field(description="Unique per source message: the idempotency key.")
+    type: BookingEventType
+    member_id: MemberId
+    booking_id: BookingId
+    product: Product
+    amount: Amount = Field(description="Decimal string, at most 2 decimals, 0 to 10,000,000.")
+    currency: Currency = Field(description="ISO 4217 code.")
+    occurred_at: AwareDatetime = Field(description="RFC 3339 with offset.")
+
+    def fingerprint(self) -> str:
+        """Same event id with a different body is refused: this is what 'same' means."""
+        canonical = self.model_dump_json()
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_command(self) -> Command:
+        at: datetime = self.occurred_at
+        match self.type:
+            case BookingEventType.confirmed:
+                return ConfirmBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
+            case BookingEventType.completed:
+                return CompleteBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
+            case BookingEventType.cancelled:
+                return CancelBooking(self.member_id, at, self.booking_id)
+            case BookingEventType.refunded:
+                return RefundBooking(self.member_id, at, self.booking_id)
+        raise AssertionError(self.type)
+
+    def to_request(self, source: str, **metadata: Any) -> CommandRequest:
+        return CommandRequest(
+            self.to_command(),
+            idempotency_key=f"booking-event:{self.event_id}",
+            request_hash=self.fingerprint(),
+            metadata={"source": source, "causation_id": self.event_id, "correlation_id": self.booking_id, **metadata},
+        )
