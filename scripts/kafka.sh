@@ -172,7 +172,8 @@ cmd_start() {
   # In KRaft mode the client port opens, and "Kafka Server started" is logged,
   # only after the broker has registered with the controller and been
   # unfenced, i.e. once it answers metadata/produce/fetch requests.
-  while ! { port_open "$PORT" && grep -q "Kafka Server started" "$STATE/server.log" 2>/dev/null; }; do
+  # (Sleep first: until nohup has exec'd, the child's cmdline is still bash's.)
+  while sleep 0.2 && ! { port_open "$PORT" && grep -q "Kafka Server started" "$STATE/server.log" 2>/dev/null; }; do
     if ! running_pid >/dev/null; then
       tail -n 40 "$STATE/kafka.out" "$STATE/server.log" >&2 2>/dev/null || true
       rm -f "$PIDFILE"
@@ -183,7 +184,6 @@ cmd_start() {
       cmd_stop "$PORT"
       die "broker not ready after 60 s; logs in $STATE"
     fi
-    sleep 0.2
   done
   echo "kafka.sh: broker up on 127.0.0.1:$PORT after $((SECONDS - t0)) s (state in $STATE)" >&2
   echo "KAFKA_BOOTSTRAP=127.0.0.1:$PORT"

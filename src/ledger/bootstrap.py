@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -45,6 +47,7 @@ class Container:
     ledger: Ledger
     runner: ProjectionRunner
     embedded: EmbeddedPostgres | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self, *, stop_embedded: bool = False) -> None:

@@ -93,10 +93,54 @@ async def _verify(args: argparse.Namespace) -> int:
         await container.close()
 
 
+async def _keys(args: argparse.Namespace) -> int:
+    from ledger.bootstrap import build
+    from ledger.keys import Role, create_key, list_keys, revoke_key
+
+    container = await build(_settings())
+    try:
+        if args.action == "create":
+            key, token = await create_key(container.pool, args.name, Role(args.role))
+            print(f"created {key.role.value} key {key.name!r} ({key.key_id}); it is shown only once:")
+            print(token)
+        elif args.action == "list":
+            for key in await list_keys(container.pool):
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                print(f"{key.key_id}  {key.name:<24} {key.role.value:<8} {state}")
+        elif not await revoke_key(container.pool, args.name):
+            print(f"no active key named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.name!r}")
+    finally:
+        await container.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ledger.serve import serve
+
+    return serve(_settings(), host=args.host, port=args.port)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Event-sourced travel loyalty points ledger.")
     sub = p.add_subparsers(dest="command", required=True)
+    settings_help = "settings come from LEDGER_* environment variables (see the README)"
+    serve = sub.add_parser("serve", help="run the HTTP API with projections and expiry", description=settings_help)
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    serve.set_defaults(func=_serve, sync=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=["ingest", "app", "support", "auditor", "admin"])
+    create.set_defaults(func=_keys)
+    keys.add_parser("list", help="list keys (never their secrets)").set_defaults(func=_keys)
+    revoke = keys.add_parser("revoke", help="revoke a key by name or id")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_keys)
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
     proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
     proj.add_parser("run", help="project until caught up, then exit").set_defaults(func=_project)
@@ -110,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = parser().parse_args(argv)
+    if getattr(args, "sync", False):
+        return int(args.func(args))
     return asyncio.run(args.func(args))
 
 

@@ -59,6 +59,7 @@ def _result_of(req: AppendRequest) -> dict[str, Any]:
             for i, (pos, ev) in enumerate(zip(req.positions, req.events, strict=True))
         ],
         "position": req.positions[-1] if req.positions else None,
+        **req.summary,
     }
 
 
@@ -171,7 +172,10 @@ class Ledger:
             if key is not None:
                 in_batch[key] = i
             if not events:
-                results[i] = CommandResult("applied", {"member_id": state.member_id, "events": [], "position": None})
+                results[i] = CommandResult("applied", {
+                    "member_id": state.member_id, "events": [], "position": None,
+                    "available_after": state.available(req.command.occurred_at), "pending_after": state.pending,
+                })
                 continue
             append = AppendRequest(
                 stream_id=state.member_id,
@@ -181,6 +185,8 @@ class Ledger:
                 metadata=req.metadata,
                 idempotency_key=key,
                 request_hash=req.request_hash,
+                summary={"available_after": new_state.available(req.command.occurred_at),
+                         "pending_after": new_state.pending},
             )
             appends.append(append)
             owner[i] = append

@@ -50,6 +50,7 @@ class AppendRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_hash: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)  # stored with the result, e.g. available after
     # Filled in by `append`:
     positions: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)

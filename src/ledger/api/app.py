@@ -1,0 +1,135 @@
+"""The FastAPI application and its lifespan: the API, the projection runner, the
+expiry scheduler (and the Kafka consumer when configured) in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.bootstrap import Container, build
+from ledger.settings import Settings
+from ledger.store.database import schema_is_current
+from ledger.expiry import run_expiry_scheduler
+
+from . import problems
+from .routes import router
+from .schemas import Health, Readiness
+
+log = logging.getLogger(__name__)
+
+Background = Callable[[Container, asyncio.Event], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, whether or not the client
+    sent a Content-Length, before the application reads all of them."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            response = problems.problem(413, "Request too large", f"Request bodies are limited to {self.limit} bytes.")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                # An HTTPException passes through FastAPI's body parsing unchanged and
+                # reaches the problem+json handler.
+                raise StarletteHTTPException(413, f"Request bodies are limited to {self.limit} bytes.")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    container: Container | None = None,
+    background: bool = True,
+    extra_tasks: list[Background] | None = None,
+) -> FastAPI:
+    """With `container`, the caller owns it (tests); otherwise the lifespan builds one."""
+    settings = settings or (container.settings if container else Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        c = container or await build(settings)
+        app.state.container = c
+        app.state.key_cache = {}
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if background:
+            tasks.append(asyncio.create_task(c.runner.run_forever(stop), name="projections"))
+            tasks.append(asyncio.create_task(run_expiry_scheduler(
+                c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock,
+            ), name="expiry"))
+        for task in extra_tasks or []:
+            tasks.append(asyncio.create_task(task(c, stop)))
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if owned:
+                await c.close(stop_embedded=True)
+
+    app = FastAPI(
+        title="Travel points ledger",
+        version="1.0.0",
+        description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(router)
+
+    @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Health:
+        """The process is alive."""
+        return Health(status="ok")
+
+    @app.get("/readyz", operation_id="readyz", response_model=Readiness, tags=["operations"],
+             responses={503: {"model": Readiness}})
+    async def readyz() -> JSONResponse:
+        """Database reachable, migrations applied; projection lag (and Kafka lag) in the body."""
+        c: Container = app.state.container
+        body: dict[str, Any] = {"status": "not_ready", "database": "unreachable", "migrations": "unknown",
+                                "head_position": None, "projection_position": None, "projection_lag_events": None,
+                                "kafka": None}
+        try:
+            async with c.pool.acquire(timeout=2) as conn:
+                body["database"] = "ok"
+                current = await schema_is_current(conn)
+                body["migrations"] = "current" if current else "pending"
+                if current:
+                    head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+                    projected = await conn.fetchval(
+                        "SELECT position FROM projection_checkpoints WHERE name = 'read_models'")
+                    body.update(head_position=head, projection_position=projected,
+                                projection_lag_events=head - projected)
+        except Exception as exc:  # any failure to reach the database means not ready
+            log.warning("readiness: %s", exc)
+        kafka_status = c.extras.get("kafka_status")
+        if callable(kafka_status):
+            body["kafka"] = kafka_status()
+        ready = body["database"] == "ok" and body["migrations"] == "current"
+        body["status"] = "ready" if ready else "not_ready"
+        return JSONResponse(Readiness(**body).model_dump(mode="json"), status_code=200 if ready else 503)
+
+    app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
+    return app

@@ -1,0 +1,101 @@
+"""Every error leaves as RFC 9457 application/problem+json, mapped here and only here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.domain import (
+    BookingNotFound,
+    BookingStateConflict,
+    ConcurrencyConflict,
+    DuplicateEvent,
+    InsufficientPoints,
+    InvalidCommand,
+    LedgerError,
+    MemberNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+class ApiProblem(Exception):
+    """An HTTP-level refusal raised by the API layer itself (auth, waits, limits)."""
+
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any):
+        self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
+
+
+# Most specific first: the first match wins.
+_STATUS: list[tuple[type[LedgerError], int]] = [
+    (InsufficientPoints, 409),
+    (MemberNotFound, 404),
+    (BookingNotFound, 422),
+    (BookingStateConflict, 409),
+    (DuplicateEvent, 409),
+    (ConcurrencyConflict, 409),
+    (InvalidCommand, 422),
+    (LedgerError, 400),
+]
+
+
+def _slug(title: str) -> str:
+    return "/problems/" + title.lower().replace(" ", "-")
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": _slug(title), "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(LedgerError)
+    async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:
+        status = next(code for cls, code in _STATUS if isinstance(exc, cls))
+        details = {k: v for k, v in exc.details.items() if isinstance(v, (int, str))}
+        return problem(status, exc.title, exc.message, **details)
+
+    @app.exception_handler(ApiProblem)
+    async def _api(_: Request, exc: ApiProblem) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=errors)
+        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        return problem(422, "Invalid request", f"Invalid value for: {fields}.", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden",
+                  413: "Request too large"}
+        return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.TooManyConnectionsError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(OSError)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return problem(503, "Service unavailable", "The ledger database is unreachable; retry shortly.",
+                       {"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")

@@ -1,0 +1,216 @@
+"""The /v1 routes: each turns a request into a command or a read, nothing more."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+
+from ledger.domain import AdjustPoints, MemberNotFound, RedeemPoints, tier_status
+from ledger.handlers import CommandRequest, CommandResult
+from ledger.ingest.schema import BookingEvent
+from ledger.keys import ApiKey, Permission
+
+from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
+from .schemas import (
+    AdjustmentRequest,
+    AdjustmentResult,
+    Balance,
+    BookingEventResult,
+    ExpirySchedule,
+    HistoryPage,
+    Problem,
+    RedemptionRequest,
+    RedemptionResult,
+    TierView,
+)
+
+router = APIRouter(prefix="/v1")
+Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
+HISTORY_LIMIT_MAX = 200
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 403, 422, *codes)}
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _status(response: Response, result: CommandResult) -> None:
+    response.status_code = 200 if result.status == "duplicate" else 201
+
+
+@router.post("/booking-events", status_code=201, operation_id="postBookingEvent", response_model=BookingEventResult,
+             responses={200: {"model": BookingEventResult, "description": "Already applied: the original result."},
+                        **_errors(409)}, tags=["ingest"])
+async def post_booking_event(
+    event: BookingEvent, response: Response, container: ContainerDep,
+    key: Annotated[ApiKey, require(Permission.post_bookings)],
+) -> BookingEventResult:
+    """Apply a booking event (the Kafka topic's schema); `event_id` is the idempotency key."""
+    result = await container.ledger.handle(event.to_request("http", actor=key.name))
+    _status(response, result)
+    return booking_event_result(result)
+
+
+def booking_event_result(result: CommandResult) -> BookingEventResult:
+    assert result.result is not None
+    points = 0
+    for e in result.result["events"]:
+        data = e["data"]
+        if e["type"] == "PointsEarned":
+            points += data["points"]
+        elif e["type"] == "EarnReversed":
+            points -= data["points"] + (data["shortfall"] if data["shortfall_debited"] else 0)
+    return BookingEventResult(
+        member_id=result.result["member_id"], events=result.result["events"], points=points,
+        pending_points=result.result.get("pending_after", 0), position=result.result["position"],
+    )
+
+
+@router.post("/members/{member_id}/redemptions", status_code=201, operation_id="redeemPoints",
+             response_model=RedemptionResult, responses={200: {"model": RedemptionResult}, **_errors(404, 409)},
+             tags=["members"])
+async def redeem(
+    member_id: Member, body: RedemptionRequest, idempotency_key: IdempotencyKey, response: Response,
+    container: ContainerDep, key: Annotated[ApiKey, require(Permission.redeem)],
+) -> RedemptionResult:
+    """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short."""
+    redemption_id = f"rd-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
+    command = RedeemPoints(member_id, container.clock(), redemption_id, body.points, body.reward.id, body.reward.kind)
+    result = await container.ledger.handle(CommandRequest(
+        command, idempotency_key=f"redemption:{member_id}:{idempotency_key}",
+        request_hash=_fingerprint(member_id, body.model_dump()),
+        metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
+    ))
+    _status(response, result)
+    assert result.result is not None
+    (event,) = result.result["events"]
+    return RedemptionResult(
+        redemption_id=event["data"]["redemption_id"], points=event["data"]["points"], reward=body.reward,
+        lots=[{"lot_id": lot, "points": n} for lot, n in event["data"]["lots"]],
+        available_after=result.result["available_after"], position=result.result["position"],
+    )
+
+
+@router.post("/members/{member_id}/adjustments", status_code=201, operation_id="adjustPoints",
+             response_model=AdjustmentResult, responses={200: {"model": AdjustmentResult}, **_errors(404, 409)},
+             tags=["members"])
+async def adjust(
+    member_id: Member, body: AdjustmentRequest, idempotency_key: IdempotencyKey, response: Response,
+    container: ContainerDep, key: Annotated[ApiKey, require(Permission.adjust)],
+) -> AdjustmentResult:
+    """Credit or debit points after a complaint; the reason and the key's name stay on record."""
+    adjustment_id = f"adj-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
+    command = AdjustPoints(member_id, container.clock(), adjustment_id, body.points, body.reason, key.name)
+    result = await container.ledger.handle(CommandRequest(
+        command, idempotency_key=f"adjustment:{member_id}:{idempotency_key}",
+        request_hash=_fingerprint(member_id, body.model_dump(), key.name),
+        metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
+    ))
+    _status(response, result)
+    assert result.result is not None
+    (event,) = result.result["events"]
+    data = event["data"]
+    return AdjustmentResult(
+        adjustment_id=data["adjustment_id"], points=data["points"], reason=data["reason"], actor=data["actor"],
+        available_after=result.result["available_after"], position=result.result["position"],
+    )
+
+
+_READ = require(Permission.read_members)
+
+
+@router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
+            responses=_errors(404, 503), tags=["members"])
+async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
+                  min_position: MinPosition = None) -> Balance:
+    """Available, pending and lifetime points, and the tier in force now."""
+    position = await wait_for_position(container, min_position)
+    now = container.clock()
+    async with container.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM balances WHERE member_id = $1", member_id)
+        if row is None:
+            raise MemberNotFound(member_id)
+        # Lots past their date stop being spendable before the expiry job records it.
+        overdue = await conn.fetchval(
+            "SELECT coalesce(sum(remaining), 0) FROM expiry_lots WHERE member_id = $1 AND status = 'active'"
+            " AND remaining > 0 AND expires_at <= $2", member_id, now)
+        entries = await conn.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1", member_id)
+    tier = tier_status([(r["earned_at"], r["points"]) for r in entries], now, container.rules)
+    return Balance(
+        member_id=member_id, available=row["available"] - overdue, pending=row["pending"],
+        lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
+        lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"], tier=tier.tier,
+        last_activity=row["last_activity"], position=position,
+    )
+
+
+@router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
+            responses=_errors(404, 503), tags=["members"])
+async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
+               min_position: MinPosition = None) -> TierView:
+    """Tier from tier-qualifying points in the rolling window, evaluated now."""
+    position = await wait_for_position(container, min_position)
+    async with container.pool.acquire() as conn:
+        if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
+            raise MemberNotFound(member_id)
+        entries = await conn.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1", member_id)
+    s = tier_status([(r["earned_at"], r["points"]) for r in entries], container.clock(), container.rules)
+    return TierView(member_id=member_id, tier=s.tier, qualifying_points=s.qualifying_points,
+                    window_start=s.window_start, next_tier=s.next_tier, points_to_next_tier=s.points_to_next_tier,
+                    reevaluation_date=s.reevaluation_date, position=position)
+
+
+@router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
+            responses=_errors(404, 503), tags=["members"])
+async def expiry_schedule(
+    member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
+    within_days: Annotated[int, Query(ge=0, le=3650)] = 90, min_position: MinPosition = None,
+) -> ExpirySchedule:
+    """Every lot with points left, soonest expiry first, and how many expire within N days."""
+    position = await wait_for_position(container, min_position)
+    now = container.clock()
+    async with container.pool.acquire() as conn:
+        if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
+            raise MemberNotFound(member_id)
+        rows = await conn.fetch(
+            "SELECT lot_id, remaining, expires_at FROM expiry_lots WHERE member_id = $1 AND status = 'active'"
+            " AND remaining > 0 AND expires_at > $2 ORDER BY expires_at, lot_id LIMIT 1000", member_id, now)
+    horizon = now + timedelta(days=within_days)
+    return ExpirySchedule(
+        member_id=member_id, within_days=within_days,
+        expiring_points=sum(r["remaining"] for r in rows if r["expires_at"] <= horizon),
+        lots=[dict(r) for r in rows], position=position,
+    )
+
+
+@router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
+            responses=_errors(404, 503), tags=["members"])
+async def history(
+    member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
+    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    min_position: MinPosition = None,
+) -> HistoryPage:
+    """The member's events from the event store itself, newest first."""
+    await wait_for_position(container, min_position)
+    before = min(int(cursor), 2**31 - 1) if cursor else 2**31 - 1
+    rows = await container.pool.fetch(
+        "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
+        " WHERE stream_id = $1 AND stream_version < $2 ORDER BY stream_version DESC LIMIT $3",
+        member_id, before, limit + 1)
+    if not rows and cursor is None:
+        raise MemberNotFound(member_id)
+    page = rows[:limit]
+    return HistoryPage(
+        member_id=member_id,
+        events=[{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"])} for r in page],
+        next_cursor=str(page[-1]["stream_version"]) if len(rows) > limit else None,
+    )

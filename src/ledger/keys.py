@@ -1,0 +1,99 @@
+"""API keys: random, shown once, stored only as a hash, each with one role."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+
+
+class Role(StrEnum):
+    ingest = "ingest"  # booking systems: post booking events
+    app = "app"  # mobile app backends: read members, redeem
+    support = "support"  # support agents: read members, adjust
+    auditor = "auditor"  # read everything, write nothing
+    admin = "admin"  # everything
+
+
+class Permission(StrEnum):
+    read_members = "members:read"
+    post_bookings = "bookings:write"
+    redeem = "redemptions:write"
+    adjust = "adjustments:write"
+    audit = "audit:read"
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.ingest: frozenset({Permission.post_bookings}),
+    Role.app: frozenset({Permission.read_members, Permission.redeem}),
+    Role.support: frozenset({Permission.read_members, Permission.adjust}),
+    Role.auditor: frozenset({Permission.read_members, Permission.audit}),
+    Role.admin: frozenset(Permission),
+}
+
+_PREFIX = "lk_"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def can(self, permission: Permission) -> bool:
+        return self.revoked_at is None and permission in GRANTS[self.role]
+
+
+def _hash(secret: str) -> str:
+    # The secret is 256 random bits, so a plain SHA-256 cannot be brute-forced;
+    # a slow password hash would only cost latency on every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    if not token.startswith(_PREFIX) or "." not in token or len(token) > 200:
+        return None
+    key_id, _, secret = token[len(_PREFIX):].partition(".")
+    return (key_id, secret) if key_id and secret else None
+
+
+async def create_key(pool: asyncpg.Pool, name: str, role: Role) -> tuple[ApiKey, str]:
+    """Returns the key and its token; the token is not stored and cannot be shown again."""
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    row = await pool.fetchrow(
+        "INSERT INTO api_keys (key_id, name, role, secret_hash) VALUES ($1, $2, $3, $4) RETURNING *",
+        key_id, name, role.value, _hash(secret),
+    )
+    return _key(row), f"{_PREFIX}{key_id}.{secret}"
+
+
+async def list_keys(pool: asyncpg.Pool) -> list[ApiKey]:
+    return [_key(r) for r in await pool.fetch("SELECT * FROM api_keys ORDER BY created_at, name")]
+
+
+async def revoke_key(pool: asyncpg.Pool, name_or_id: str) -> bool:
+    status = await pool.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE (name = $1 OR key_id = $1) AND revoked_at IS NULL", name_or_id
+    )
+    return status != "UPDATE 0"
+
+
+async def authenticate(pool: asyncpg.Pool, token: str) -> ApiKey | None:
+    parts = _split(token)
+    if parts is None:
+        return None
+    row = await pool.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", parts[0])
+    if row is None or not hmac.compare_digest(row["secret_hash"], _hash(parts[1])) or row["revoked_at"]:
+        return None
+    return _key(row)
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(row["key_id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"])
