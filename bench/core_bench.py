@@ -261,8 +261,6 @@ async def stage_copy(container: Container, head: int, chunk: int, label: str) ->
     async with container.pool.acquire() as conn:
         await conn.execute(f"DROP TABLE IF EXISTS {scratch}")
         await conn.execute(f"CREATE TABLE {scratch} (LIKE events INCLUDING ALL)")
-        # Hand jsonb over as the text it is stored as, so COPY does no Python encoding.
-        await conn.set_type_codec("jsonb", encoder=str, decoder=str, schema="pg_catalog", format="text")
         after = 0
         with _progress() as progress:
             task = progress.add_task(label, total=head)
@@ -278,7 +276,6 @@ async def stage_copy(container: Container, head: int, chunk: int, label: str) ->
                 copy_s += time.perf_counter() - t
                 after = rows[-1]["position"]
                 progress.update(task, completed=after)
-        await conn.reset_type_codec("jsonb", schema="pg_catalog")
         copied = await conn.fetchval(f"SELECT count(*) FROM {scratch}")
         await conn.execute(f"DROP TABLE {scratch}")
     assert copied == head

@@ -51,9 +51,11 @@ class Container:
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self, *, stop_embedded: bool = False) -> None:
-        await self.pool.close()
-        if stop_embedded and self.embedded is not None:
+        if not self.pool.is_closing():
+            await self.pool.close()
+        if stop_embedded and self.embedded is not None and self.embedded.is_running():
             await asyncio.to_thread(self.embedded.stop)
+            log.info("embedded PostgreSQL stopped")
 
 
 async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:

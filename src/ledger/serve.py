@@ -27,15 +27,15 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
             from ledger.ingest.consumer import consumer_task
 
             tasks.append(consumer_task)
-        app = create_app(settings, container=container, extra_tasks=tasks)
+        app = create_app(settings, container=container, extra_tasks=tasks, close_container=True)
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                                 timeout_graceful_shutdown=10)
         # uvicorn installs the SIGINT/SIGTERM handlers: it stops accepting, drains,
         # then runs the lifespan's shutdown, which stops the background tasks.
         await uvicorn.Server(config).serve()
-    finally:
+    except BaseException:
         await container.close(stop_embedded=True)
-        log.info("stopped")
+        raise
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:

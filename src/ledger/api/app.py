@@ -62,13 +62,17 @@ def create_app(
     container: Container | None = None,
     background: bool = True,
     extra_tasks: list[Background] | None = None,
+    close_container: bool | None = None,
 ) -> FastAPI:
-    """With `container`, the caller owns it (tests); otherwise the lifespan builds one."""
+    """Without `container` the lifespan builds one. The lifespan closes the container
+    (and stops an embedded database) if it built it or `close_container` is set: the
+    server's shutdown is the last moment the process is sure to reach, since uvicorn
+    re-raises the stopping signal once it has shut down."""
     settings = settings or (container.settings if container else Settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = container is None
+        owned = container is None if close_container is None else close_container
         c = container or await build(settings)
         app.state.container = c
         app.state.key_cache = {}
