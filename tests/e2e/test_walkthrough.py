@@ -1,0 +1,132 @@
+"""The README's walk-through, through HTTP, plus idempotency and read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import Api
+
+BOOKING = {
+    "event_id": "bk-000123-confirmed",
+    "type": "booking.confirmed",
+    "member_id": "M-1001",
+    "booking_id": "BK-000123",
+    "product": "flight",
+    "amount": "420.00",
+    "currency": "EUR",
+    "occurred_at": "2026-11-20T09:30:00+01:00",
+}
+
+
+async def test_readme_walkthrough(api: Api) -> None:
+    async with api.client("ingest") as ingest, api.client("app") as app, api.client("support") as support:
+        r = await ingest.post("/v1/booking-events", json=BOOKING)
+        assert r.status_code == 201, r.text
+        assert r.json()["points"] == 2600 and r.json()["pending_points"] == 2600
+        completed = {**BOOKING, "event_id": "bk-000123-completed", "type": "booking.completed",
+                     "occurred_at": "2026-11-24T18:00:00+01:00"}
+        r = await ingest.post("/v1/booking-events", json=completed)
+        assert r.status_code == 201, r.text
+        position = r.json()["position"]
+
+        r = await app.get("/v1/members/M-1001/balance", params={"min_position": position})
+        assert r.status_code == 200, r.text
+        balance = r.json()
+        assert (balance["available"], balance["pending"], balance["tier"]) == (2600, 0, "member")
+
+        r = await app.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "order-77"},
+                           json={"points": 2000, "reward": {"id": "HTL-DISC-20", "kind": "hotel_discount"}})
+        assert r.status_code == 201, r.text
+        redemption = r.json()
+        assert redemption["available_after"] == 600
+        assert redemption["lots"] == [{"lot_id": "booking:BK-000123", "points": 2000}]
+
+        r = await support.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "case-9"},
+                               json={"points": 300, "reason": "Seat not as booked"})
+        assert r.status_code == 201 and r.json()["actor"] == "support-key"
+
+        params = {"min_position": r.json()["position"], "within_days": 800}
+        r = await app.get("/v1/members/M-1001/expiry-schedule", params=params)
+        assert r.status_code == 200
+        lots = r.json()["lots"]
+        assert [lot["remaining"] for lot in lots] == [600, 300]
+        assert r.json()["expiring_points"] == 900
+
+        r = await app.get("/v1/members/M-1001/tier")
+        assert r.json()["qualifying_points"] == 2100 and r.json()["next_tier"] == "silver"
+
+        r = await app.get("/v1/members/M-1001/history", params={"limit": 2})
+        page = r.json()
+        assert [e["type"] for e in page["events"]] == ["PointsAdjusted", "PointsRedeemed"]
+        r = await app.get("/v1/members/M-1001/history", params={"limit": 2, "cursor": page["next_cursor"]})
+        assert [e["type"] for e in r.json()["events"]] == ["PendingPointsActivated", "PointsEarned"]
+        assert r.json()["next_cursor"] is None
+
+
+async def test_reposting_a_booking_event_returns_the_original_and_appends_nothing(api: Api) -> None:
+    async with api.client("ingest") as ingest:
+        first = await ingest.post("/v1/booking-events", json=BOOKING)
+        again = await ingest.post("/v1/booking-events", json=BOOKING)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json() == first.json()
+        changed = await ingest.post("/v1/booking-events", json={**BOOKING, "amount": "999.00"})
+        assert changed.status_code == 409
+        assert changed.headers["content-type"] == "application/problem+json"
+    assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_redemption_replay_and_insufficient_points(api: Api) -> None:
+    async with api.client("admin") as admin:
+        await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        body = {"points": 1000, "reward": {"id": "MILES-1000", "kind": "airline_miles"}}
+        first = await admin.post("/v1/members/M-1001/redemptions", json=body, headers={"Idempotency-Key": "k1"})
+        again = await admin.post("/v1/members/M-1001/redemptions", json=body, headers={"Idempotency-Key": "k1"})
+        assert (first.status_code, again.status_code) == (201, 200) and first.json() == again.json()
+        short = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "k2"},
+                                 json={**body, "points": 5000})
+        assert short.status_code == 409
+        assert short.json()["available"] == 1600 and short.json()["title"] == "Insufficient points"
+        missing = await admin.post("/v1/members/nobody/redemptions", json=body, headers={"Idempotency-Key": "k3"})
+        assert missing.status_code == 404
+
+
+async def test_concurrent_redemptions_through_http_never_overdraw(api: Api) -> None:
+    async with api.client("admin") as admin:
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed", "amount": "100.00"})
+        assert r.status_code == 201  # 500 + 500 first-booking bonus = 1000 points
+
+        async def one(i: int) -> int:
+            r = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": f"c{i}"},
+                                 json={"points": 100, "reward": {"id": "R", "kind": "voucher"}})
+            return r.status_code
+
+        codes = await asyncio.gather(*(one(i) for i in range(30)))
+        assert sorted(codes) == [201] * 10 + [409] * 20
+        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": 11})
+        assert r.json()["available"] == 0 and r.json()["lifetime_redeemed"] == 1000
+
+
+async def test_read_your_writes_with_min_position(api: Api) -> None:
+    runner = api.container.runner
+    async with api.client("admin") as admin:
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        position = r.json()["position"]
+        # Immediately after the write, with min_position, the read sees it.
+        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": position})
+        assert r.status_code == 200 and r.json()["available"] == 2600 and r.json()["position"] >= position
+        # A position the projections cannot reach: a bounded wait, then 503 with Retry-After.
+        api.container.settings.read_wait_s_max = 0.3
+        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": position + 1000})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["position"] == position
+    assert runner is not None
+
+
+async def test_health_and_readiness(api: Api) -> None:
+    async with api.client(None) as anyone:
+        assert (await anyone.get("/healthz")).json() == {"status": "ok"}
+        r = await anyone.get("/readyz")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "ready" and body["migrations"] == "current"
+        assert body["projection_lag_events"] == 0
