@@ -23,7 +23,6 @@ from ledger.domain import (
     ProgramRules,
     decide,
     evolve,
-    to_data,
 )
 from ledger.store.events import GENESIS_HASH, AppendRequest, BeforeCommit, EventStore
 
@@ -55,8 +54,8 @@ def _result_of(req: AppendRequest) -> dict[str, Any]:
     return {
         "member_id": req.stream_id,
         "events": [
-            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": to_data(ev)}
-            for i, (pos, ev) in enumerate(zip(req.positions, req.events, strict=True))
+            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": data}
+            for i, (pos, ev, data) in enumerate(zip(req.positions, req.events, req.data, strict=True))
         ],
         "position": req.positions[-1] if req.positions else None,
         **req.summary,
@@ -201,7 +200,7 @@ class Ledger:
             self.appended.set()
             self.appended.clear()
         for i, append in owner.items():
-            results[i] = CommandResult("applied", _result_of(append))
+            results[i] = CommandResult("applied", append.result)
         for i, req in enumerate(requests):
             if results[i] is None:
                 first = results[in_batch[req.idempotency_key]]  # type: ignore[index]

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     kafka_batch_messages_max: int = Field(500, ge=1, le=10_000)
     kafka_batch_ms_max: int = Field(100, ge=1, le=10_000)
     kafka_message_bytes_max: int = Field(65_536, ge=1024, le=1_048_576)
+    kafka_batch_bytes_max: int = Field(8_388_608, ge=1_048_576, le=268_435_456,
+                                       description="Bytes of message values held in one batch.")
+    kafka_fetch_bytes_max: int = Field(8_388_608, ge=1_048_576, le=268_435_456,
+                                       description="Bytes one fetch from the broker may return (all partitions).")
+    kafka_session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000,
+                                          description="A consumer silent this long leaves the group.")
+    kafka_max_poll_interval_ms: int = Field(60_000, ge=10_000, le=3_600_000,
+                                            description="Longest pause between polls before the group moves on.")
+    kafka_request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
+    kafka_lag_log_interval_s: float = Field(30.0, gt=0, le=3_600, description="How often consumer lag is logged.")
 
     @model_validator(mode="after")
     def _production_needs_a_real_database(self) -> Settings:

@@ -80,6 +80,13 @@ async def wait_for_position(container: Container, min_position: int | None) -> i
             "SELECT position FROM projection_checkpoints WHERE name = 'read_models'"))
         if min_position is None or position >= min_position:
             return position
+        if delay == 0.002:
+            head = await container.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
+            if min_position > head:
+                raise ApiProblem(
+                    422, "Invalid request", "min_position is beyond the last event written to the ledger.",
+                    errors=[{"field": "min_position", "message": f"must be at most {head}", "type": "beyond_head"}],
+                )
         if time.monotonic() >= deadline:
             raise ApiProblem(
                 503, "Read model behind",

@@ -35,7 +35,8 @@ HISTORY_LIMIT_MAX = 200
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 403, 422, *codes)}
+    return {code: {"model": Problem, "content": {"application/problem+json": {}}}
+            for code in (400, 401, 403, 413, 422, *codes)}
 
 
 def _fingerprint(*parts: Any) -> str:

@@ -4,6 +4,7 @@ shape is a new `version` plus an upcaster in `UPCASTERS`."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -91,20 +92,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 # (type, stored version) -> function turning that version's data into the next one's.
 UPCASTERS: dict[tuple[str, int], Any] = {}
 
-_DATETIME_FIELDS = {"occurred_at", "expires_at"}
-_PAIR_FIELDS = {"lots", "breakdown"}
+_DATETIME_FIELDS = ("occurred_at", "expires_at")
+_PAIR_FIELDS = ("lots", "breakdown")
+
+
+@functools.cache
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its answer on every call; the store and the
+    # projections convert every event, so the names are looked up once per class.
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def to_data(event: Event) -> dict[str, Any]:
     """The JSON body of an event; the inverse of `from_data`."""
     data: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
         if isinstance(value, datetime):
             value = value.isoformat()
-        elif f.name in _PAIR_FIELDS:
+        elif name in _PAIR_FIELDS:
             value = [list(pair) for pair in value]
-        data[f.name] = value
+        data[name] = value
     return data
 
 
@@ -114,9 +122,10 @@ def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
         data = UPCASTERS[(type_name, version)](data)
         version += 1
     kwargs = dict(data)
-    for name in _DATETIME_FIELDS & kwargs.keys():
-        if kwargs[name] is not None:
+    for name in _DATETIME_FIELDS:
+        if kwargs.get(name) is not None:
             kwargs[name] = datetime.fromisoformat(kwargs[name])
-    for name in _PAIR_FIELDS & kwargs.keys():
-        kwargs[name] = tuple((str(a), int(b)) for a, b in kwargs[name])
+    for name in _PAIR_FIELDS:
+        if name in kwargs:
+            kwargs[name] = tuple([(str(a), int(b)) for a, b in kwargs[name]])
     return cls(**kwargs)

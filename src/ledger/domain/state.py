@@ -83,28 +83,28 @@ def _take(lots: dict[str, Lot], takes: Iterable[LotTake], *, spent: bool) -> dic
 def evolve(state: MemberState, event: Event) -> MemberState:
     version = state.version + 1
     match event:
+        # The two earn cases build their objects directly rather than through
+        # `replace`, which inspects the dataclass on every call: they are most of
+        # the events a member has, and every command and replay folds them.
         case PointsEarned():
             lot = Lot(
                 event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
-                qualifying=event.qualifying_points,
+                event.qualifying_points,
             )
             qualifying = state.qualifying
             if event.status == "active":
                 qualifying += ((event.booking_id, event.occurred_at, event.qualifying_points),)
-            return replace(
-                state,
-                version=version,
-                lots={**state.lots, lot.lot_id: lot},
-                bookings={**state.bookings, event.booking_id: lot.lot_id},
-                qualifying=qualifying,
+            return MemberState(
+                state.member_id, version, {**state.lots, lot.lot_id: lot},
+                {**state.bookings, event.booking_id: lot.lot_id}, qualifying, state.debt,
             )
         case PendingPointsActivated():
-            lot = replace(state.lots[event.lot_id], status="active", expires_at=event.expires_at)
-            return replace(
-                state,
-                version=version,
-                lots={**state.lots, lot.lot_id: lot},
-                qualifying=state.qualifying + ((event.booking_id, event.occurred_at, event.qualifying_points),),
+            old = state.lots[event.lot_id]
+            lot = Lot(old.lot_id, old.booking_id, old.points, old.remaining, "active", event.expires_at,
+                      old.qualifying, old.spent, old.expired)
+            return MemberState(
+                state.member_id, version, {**state.lots, lot.lot_id: lot}, state.bookings,
+                state.qualifying + ((event.booking_id, event.occurred_at, event.qualifying_points),), state.debt,
             )
         case PointsRedeemed():
             return replace(state, version=version, lots=_take(state.lots, event.lots, spent=True))

@@ -54,6 +54,8 @@ class AppendRequest:
     # Filled in by `append`:
     positions: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)  # each event's body, for its result
+    result: dict[str, Any] = field(default_factory=dict)  # what `results` built, for the caller too
 
 
 def canonical(data: dict[str, Any]) -> str:
@@ -169,7 +171,8 @@ class EventStore:
             meta = canonical(req.metadata)
             for event in req.events:
                 version += 1
-                body = canonical(to_data(event))
+                data = to_data(event)
+                body = canonical(data)
                 prev = chain_hash(prev, req.stream_id, version, event.type, event.version, body)
                 stream_ids.append(req.stream_id)
                 versions.append(version)
@@ -180,6 +183,7 @@ class EventStore:
                 occurred.append(event.occurred_at)
                 hashes.append(prev)
                 req.hashes.append(prev)
+                req.data.append(data)
             last_hash[req.stream_id] = (version, prev)
         assert len(stream_ids) <= APPEND_EVENTS_MAX, "batches are bounded by their callers"
 
@@ -211,6 +215,8 @@ class EventStore:
                 for req in requests:
                     first = req.expected_version + 1
                     req.positions = [by_key[(req.stream_id, v)] for v in range(first, first + len(req.events))]
+            for req in requests:
+                req.result = results(req)
             keyed = [req for req in requests if req.idempotency_key is not None]
             if keyed:
                 inserted = await conn.fetch(
@@ -220,7 +226,7 @@ class EventStore:
                     [r.idempotency_key for r in keyed],
                     [r.request_hash for r in keyed],
                     [r.stream_id for r in keyed],
-                    [json.dumps(results(r)) for r in keyed],
+                    [json.dumps(r.result) for r in keyed],
                 )
                 if len(inserted) != len(keyed):
                     raise IdempotencyRace("A request with the same idempotency key was recorded concurrently.")
