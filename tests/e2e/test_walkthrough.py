@@ -107,19 +107,33 @@ async def test_concurrent_redemptions_through_http_never_overdraw(api: Api) -> N
 
 
 async def test_read_your_writes_with_min_position(api: Api) -> None:
-    runner = api.container.runner
+    from projections.runner import ADVISORY_LOCK_ID
+
     async with api.client("admin") as admin:
         r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
         position = r.json()["position"]
         # Immediately after the write, with min_position, the read sees it.
         r = await admin.get("/v1/members/M-1001/balance", params={"min_position": position})
         assert r.status_code == 200 and r.json()["available"] == 2600 and r.json()["position"] >= position
-        # A position the projections cannot reach: a bounded wait, then 503 with Retry-After.
+
+        # Hold the projections back: a bounded wait, then 503 with Retry-After.
         api.container.settings.read_wait_s_max = 0.3
-        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": position + 1000})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()["position"] == position
-    assert runner is not None
+        async with api.container.pool.acquire() as blocker:
+            await blocker.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
+            body = {"points": 100, "reward": {"id": "R", "kind": "voucher"}}
+            r = await admin.post("/v1/members/M-1001/redemptions", json=body, headers={"Idempotency-Key": "x"})
+            later = r.json()["position"]
+            r = await admin.get("/v1/members/M-1001/balance", params={"min_position": later})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["position"] == position
+            await blocker.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
+        api.container.settings.read_wait_s_max = 5
+        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": later})
+        assert r.status_code == 200 and r.json()["available"] == 2500
+
+        # A position no write has produced yet is the client's mistake.
+        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": later + 1000})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "min_position"
 
 
 async def test_health_and_readiness(api: Api) -> None:
