@@ -21,13 +21,14 @@ ROUTES = {
     "tier": ("GET", "/v1/members/M-1001/tier", None, False),
     "expiry": ("GET", "/v1/members/M-1001/expiry-schedule", None, False),
     "history": ("GET", "/v1/members/M-1001/history", None, False),
+    "events": ("GET", "/v1/events", None, False),
 }
 READS = {"balance", "tier", "expiry", "history"}
 ALLOWED = {
     "ingest": {"post_booking"},
     "app": READS | {"redeem"},
     "support": READS | {"adjust"},
-    "auditor": READS,
+    "auditor": READS | {"events"},
     "admin": set(ROUTES),
 }
 

@@ -144,3 +144,38 @@ async def test_health_and_readiness(api: Api) -> None:
         body = r.json()
         assert body["status"] == "ready" and body["migrations"] == "current"
         assert body["projection_lag_events"] == 0
+
+
+async def test_an_auditor_replays_the_history_and_reproduces_every_balance(api: Api) -> None:
+    from ledger.domain import from_data
+    from ledger.domain.state import fold
+    from ledger.store import StoredEvent, verify_chain
+
+    async with api.client("admin") as admin:
+        for m in range(5):
+            for b in range(3):
+                await admin.post("/v1/booking-events", json={
+                    **BOOKING, "event_id": f"e{m}-{b}", "member_id": f"M-{m}", "booking_id": f"B{m}-{b}",
+                    "type": "booking.completed", "amount": f"{100 + 37 * b}.50"})
+        r = await admin.post("/v1/members/M-1/redemptions", headers={"Idempotency-Key": "r"},
+                             json={"points": 700, "reward": {"id": "R", "kind": "upgrade"}})
+        last = r.json()["position"]
+    async with api.client("auditor") as auditor:
+        events, after = [], 0
+        while True:
+            page = (await auditor.get("/v1/events", params={"after": after, "limit": 4})).json()
+            events += page["events"]
+            if page["next_after"] is None:
+                break
+            after = page["next_after"]
+        assert [e["position"] for e in events] == list(range(1, last + 1))
+        streams: dict[str, list] = {}
+        for e in events:
+            streams.setdefault(e["stream_id"], []).append(StoredEvent(
+                e["position"], e["stream_id"], e["stream_version"], from_data(e["type"], e["schema_version"], e["data"]),
+                e["metadata"], e["recorded_at"], bytes.fromhex(e["hash"])))
+        for member, stored in streams.items():
+            assert verify_chain(stored) is None
+            state = fold(member, [s.event for s in stored])
+            balance = (await auditor.get(f"/v1/members/{member}/balance", params={"min_position": last})).json()
+            assert balance["available"] == state.balance, member

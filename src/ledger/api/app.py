@@ -19,6 +19,7 @@ from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
 from . import problems
+from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
 
@@ -101,6 +102,7 @@ def create_app(
     )
     problems.install(app)
     app.include_router(router)
+    app.include_router(rejected_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

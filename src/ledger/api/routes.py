@@ -18,6 +18,8 @@ from ledger.keys import ApiKey, Permission
 from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
 from .schemas import (
     AdjustmentRequest,
+    AuditEvent,
+    AuditPage,
     AdjustmentResult,
     Balance,
     BookingEventResult,
@@ -224,3 +226,18 @@ async def history(
         events=[{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"])} for r in page],
         next_cursor=str(page[-1]["stream_version"]) if len(rows) > limit else None,
     )
+
+
+@router.get("/events", operation_id="listEvents", response_model=AuditPage, responses=_errors(), tags=["audit"])
+async def list_events(
+    container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],
+    after: Annotated[int, Query(ge=0, le=2**62, description="Global position to read after.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    """Every event in global order, with its hash chained to the stream's previous one, for replay."""
+    rows = await container.pool.fetch(
+        "SELECT position, stream_id, stream_version, type, schema_version, data, metadata, occurred_at,"
+        " recorded_at, hash FROM events WHERE position > $1 ORDER BY position LIMIT $2", after, limit)
+    events = [{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"]),
+               "hash": bytes(r["hash"]).hex()} for r in rows]
+    return AuditPage(events=events, next_after=events[-1]["position"] if len(events) == limit else None)

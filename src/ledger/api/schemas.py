@@ -161,6 +161,30 @@ class HistoryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for older events; null on the last page.")
 
 
+class AuditEvent(BaseModel):
+    model_config = _examples({
+        "position": 43, "stream_id": "M-1001", "stream_version": 2, "type": "PointsRedeemed", "schema_version": 1,
+        "occurred_at": "2026-11-25T10:00:00Z", "recorded_at": "2026-11-25T10:00:00.120Z",
+        "data": {"points": 2500}, "metadata": {"actor": "app"}, "hash": "9f2c...",
+    })
+    position: int
+    stream_id: str
+    stream_version: int
+    type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    hash: str = Field(description="SHA-256 (hex) over the previous event's hash and this event's content.")
+
+
+class AuditPage(BaseModel):
+    model_config = _examples({"events": [], "next_after": None})
+    events: list[AuditEvent]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null when caught up.")
+
+
 class Health(BaseModel):
     model_config = _examples({"status": "ok"})
     status: str
