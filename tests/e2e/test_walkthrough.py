@@ -144,6 +144,9 @@ async def test_health_and_readiness(api: Api) -> None:
         body = r.json()
         assert body["status"] == "ready" and body["migrations"] == "current"
         assert body["projection_lag_events"] == 0
+        metrics = (await anyone.get("/metrics")).text
+        assert 'ledger_http_requests_total{method="GET",route="/readyz",status="200"} 1.0' in metrics
+        assert "ledger_projection_position" in metrics
 
 
 async def test_an_auditor_replays_the_history_and_reproduces_every_balance(api: Api) -> None:

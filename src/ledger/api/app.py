@@ -18,7 +18,7 @@ from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
-from . import problems
+from . import metrics, problems
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -101,6 +101,7 @@ def create_app(
         lifespan=lifespan,
     )
     problems.install(app)
+    metrics.install(app)
     app.include_router(router)
     app.include_router(rejected_router)
 

@@ -1,0 +1,61 @@
+"""Prometheus metrics: request counts and latencies per route, projection lag."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # A registry per app, so several apps in one process (tests) do not collide.
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ledger_http_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("ledger_http_request_duration_seconds", "HTTP request latency", ["route"],
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                                 registry=self.registry)
+        self.head = Gauge("ledger_events_head_position", "Last position in the event store", registry=self.registry)
+        self.projected = Gauge("ledger_projection_position", "Position the read models include",
+                               registry=self.registry)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def capture(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def install(app: FastAPI) -> None:
+    metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        container = app.state.container
+        row = await container.pool.fetchrow(
+            "SELECT (SELECT coalesce(max(position), 0) FROM events) AS head,"
+            " (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS projected")
+        metrics.head.set(row["head"])
+        metrics.projected.set(row["projected"])
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
