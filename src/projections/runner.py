@@ -8,6 +8,7 @@ several processes take turns, and lets a rebuild swap its tables in safely.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -149,19 +150,8 @@ async def rebuild(
             await conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
             await conn.execute(f"CREATE TABLE {table}{suffix} (LIKE {table} INCLUDING ALL)")
     head = await store.head()
-    position = 0
     models = ReadModels(suffix)
-    while position < head:
-        events = await store.read_all(position, page_size)
-        if not events:
-            break
-        for stored in events:
-            models.apply(stored)
-        async with pool.acquire() as conn, conn.transaction():
-            await models.write(conn, rules, tiers=False)
-        position = events[-1].position
-        if progress:
-            progress(position, head)
+    position = await _replay(pool, store, rules, models, head, page_size, progress)
     async with pool.acquire() as conn:
         await _all_tier_statuses(conn, rules, suffix)
         async with conn.transaction():
@@ -179,6 +169,39 @@ async def rebuild(
             await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position)
     if progress:
         progress(position, max(head, position))
+    return position
+
+
+async def _replay(
+    pool: asyncpg.Pool, store: EventStore, rules: ProgramRules, models: ReadModels, head: int, page_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Replay up to `head` into the rebuild tables; returns the position reached.
+
+    The next page is read while this one is applied and written: the server works on
+    the read in one backend and the writes in another, in parallel with this process
+    decoding and applying events, so the replay uses both cores.
+    """
+    position = 0
+    next_page = asyncio.ensure_future(store.read_all(position, page_size))
+    try:
+        while position < head:
+            events = await next_page
+            if not events:
+                break
+            position = events[-1].position
+            next_page = asyncio.ensure_future(store.read_all(position, page_size))
+            for stored in events:
+                models.apply(stored)
+            async with pool.acquire() as conn, conn.transaction():
+                await models.write(conn, rules, tiers=False)
+            if progress:
+                progress(position, head)
+    finally:
+        # The page read ahead is discarded: past the head, or the replay failed.
+        next_page.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await next_page
     return position
 
 

@@ -83,7 +83,8 @@ def verify_chain(events: Iterable[StoredEvent]) -> int | None:
     return None
 
 
-_SELECT = "SELECT position, stream_id, stream_version, type, schema_version, data, metadata, recorded_at, hash FROM events"
+_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, metadata, recorded_at, hash"
+_SELECT = f"SELECT {_COLUMNS} FROM events"
 
 
 def _row_to_event(row: asyncpg.Record) -> StoredEvent:
@@ -113,9 +114,14 @@ class EventStore:
         """The events of many streams after the version given for each, in stream order."""
         if not versions:
             return []
+        # One index probe per stream. As a plain join the planner prefers a merge join
+        # that walks the whole (stream_id, stream_version) index, which grows with
+        # the table (25 ms per batch at 50,000 events, 10x that at 1M); OFFSET 0
+        # keeps it from flattening the lateral subquery into that join.
         rows = await self.pool.fetch(
-            f"{_SELECT} e JOIN unnest($1::text[], $2::int[]) AS c(sid, v)"
-            " ON e.stream_id = c.sid AND e.stream_version > c.v ORDER BY e.stream_id, e.stream_version",
+            f"SELECT {_COLUMNS} FROM unnest($1::text[], $2::int[]) AS c(sid, v) CROSS JOIN LATERAL"
+            " (SELECT * FROM events e WHERE e.stream_id = c.sid AND e.stream_version > c.v OFFSET 0) e"
+            " ORDER BY e.stream_id, e.stream_version",
             list(versions), list(versions.values()),
         )
         return [_row_to_event(r) for r in rows]
