@@ -117,6 +117,49 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _consume(args: argparse.Namespace) -> int:
+    import signal
+
+    from ledger.bootstrap import build
+    from ledger.ingest.consumer import consumer_task
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        print("set LEDGER_KAFKA_BOOTSTRAP_SERVERS to consume", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    container = await build(settings)
+    try:
+        await consumer_task(container, stop)
+    finally:
+        await container.close(stop_embedded=True)
+    return 0
+
+
+async def _rejected(args: argparse.Namespace) -> int:
+    from ledger.bootstrap import build
+    from ledger.ingest.rejected import list_rejected, retry_rejected
+
+    settings = _settings()
+    container = await build(settings)
+    try:
+        if args.action == "list":
+            for row in await list_rejected(container.pool, limit=args.limit, pending_only=args.pending):
+                where = f"{row.topic}[{row.partition}]@{row.offset}" if row.topic else row.source
+                state = f"retried {row.retried_at:%Y-%m-%d %H:%M}" if row.retried_at else "pending"
+                print(f"{row.id:>8}  {row.rejected_at:%Y-%m-%d %H:%M:%S}  {where:<40} {state:<24} {row.reason}")
+            return 0
+        outcome = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
+                                       ids=None if args.all else [args.id])
+        print(f"{outcome.applied} applied, {outcome.rejected} still rejected")
+        return 0 if outcome.rejected == 0 else 1
+    finally:
+        await container.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ledger.serve import serve
 
@@ -132,6 +175,19 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     serve.set_defaults(func=_serve, sync=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
+    sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",
+                   description=settings_help).set_defaults(func=_consume)
+    rejected = sub.add_parser("rejected", help="messages the consumer rejected").add_subparsers(
+        dest="action", required=True)
+    rejected_list = rejected.add_parser("list", help="newest first")
+    rejected_list.add_argument("--limit", type=int, default=50, choices=range(1, 501), metavar="1..500")
+    rejected_list.add_argument("--pending", action="store_true", help="only those not yet retried successfully")
+    rejected_list.set_defaults(func=_rejected)
+    retry = rejected.add_parser("retry", help="re-submit rejected messages after a fix")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, help="one rejected message")
+    which.add_argument("--all", action="store_true", help="every pending one, oldest first")
+    retry.set_defaults(func=_rejected)
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
     create.add_argument("name")

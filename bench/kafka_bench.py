@@ -1,0 +1,296 @@
+"""Kafka ingestion benchmark: topic to queryable balances, against the machine's limits.
+
+    .venv/bin/python bench/kafka_bench.py [--events 1000000 --members 100000 --rate 5000 --seconds 30]
+
+With N booking events already in the topic it measures, in one run:
+- produce: how fast one aiokafka producer fills the topic (setup, for context);
+- raw consume: aiokafka reading the N messages with no processing (a limit);
+- raw COPY: the same number of event-shaped rows COPYed into PostgreSQL (a limit);
+- end to end: `ledger consume` in its own process plus the projection runner, from the
+  first message to every balance queryable (the projection checkpoint past the last
+  event), in events/s;
+- latency: booking events produced at a steady rate, from the produce call to the
+  moment the balance read model includes them (p50, p99).
+
+It starts its own Kafka broker (scripts/kafka.sh) and embedded PostgreSQL unless
+LEDGER_BENCH_KAFKA_BOOTSTRAP / LEDGER_BENCH_DATABASE_URL point at running ones (the
+bench creates and drops its own topic and database there). A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ledger.bootstrap import build  # noqa: E402
+from ledger.embedded import EmbeddedPostgres  # noqa: E402
+from ledger.settings import Settings  # noqa: E402
+from ledger.store import migrate  # noqa: E402
+from ledger.store.database import ensure_database  # noqa: E402
+from tests.kafka_broker import KafkaBroker, ensure_topic, free_port_pair  # noqa: E402
+
+T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+PRODUCTS = ("flight", "hotel", "package", "rail", "car")
+PRODUCE_CHUNK = 5_000
+POLL_S = 0.005
+E2E_TARGET = 20_000
+P99_TARGET_S = 1.0
+
+
+def events(n: int, members: int, run: str, first: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    rng = random.Random(f"{run}-{first}")
+    for i in range(first, first + n):
+        member = f"M-{run}-{rng.randrange(members)}"
+        yield member.encode(), json.dumps({
+            "event_id": f"{run}-{i}", "type": "booking.completed", "member_id": member, "booking_id": f"BK-{run}-{i}",
+            "product": PRODUCTS[i % 5], "amount": f"{rng.randrange(1_000, 60_000) / 100:.2f}", "currency": "EUR",
+            "occurred_at": (T0 + timedelta(seconds=i)).isoformat(),
+        }).encode()
+
+
+def producer(bootstrap: str):  # type: ignore[no-untyped-def]
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                            max_batch_size=262_144, request_timeout_ms=30_000)
+
+
+async def produce_all(bootstrap: str, topic: str, n: int, members: int, run: str) -> float:
+    p = producer(bootstrap)
+    await p.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for key, value in events(n, members, run):
+            pending.append(await p.send(topic, key=key, value=value))
+            if len(pending) >= PRODUCE_CHUNK:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await p.stop()
+    return time.perf_counter() - started
+
+
+async def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=10_000,
+                                fetch_max_bytes=8_388_608, max_partition_fetch_bytes=4_194_304)
+    await consumer.start()
+    got = 0
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        started = time.perf_counter()
+        while got < n:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=10_000)).values():
+                got += len(records)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def raw_copy(url: str, n: int, members: int, run: str) -> float:
+    """COPY of N rows shaped like the events table's (jsonb data and metadata, hash)."""
+    rows = []
+    for i, (key, value) in enumerate(events(n, members, run)):
+        rows.append((key.decode(), i + 1, "PointsEarned", 1, value.decode(), '{"source": "kafka"}',
+                     T0 + timedelta(seconds=i), os.urandom(32)))
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TEMP TABLE copy_probe (stream_id text, stream_version int, type text,"
+                           " schema_version smallint, data jsonb, metadata jsonb, occurred_at timestamptz, hash bytea)")
+        started = time.perf_counter()
+        await conn.copy_records_to_table("copy_probe", records=rows)
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+def consumer_process(url: str, bootstrap: str, topic: str, group: str, data_dir: Path, batch: int,
+                     log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_DATA_DIR": str(data_dir),
+           "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LEDGER_KAFKA_TOPIC": topic,
+           "LEDGER_KAFKA_DLQ_TOPIC": f"{topic}.dlq", "LEDGER_KAFKA_GROUP_ID": group,
+           "LEDGER_KAFKA_BATCH_MESSAGES_MAX": str(batch), "LEDGER_KAFKA_BATCH_MS_MAX": "50",
+           "LEDGER_KAFKA_LAG_LOG_INTERVAL_S": "10"}
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "ledger.cli", "consume"], env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+async def end_to_end(url: str, bootstrap: str, topic: str, n: int, batch: int, data_dir: Path,
+                     consumers: int) -> tuple[float, int]:
+    settings = Settings(database_url=url, data_dir=data_dir, projection_idle_ms=5, projection_page_size=5_000)
+    container = await build(settings, run_migrations=False, url=url)
+    stop = asyncio.Event()
+    group = f"ledger-{uuid.uuid4().hex[:6]}"
+    procs = [consumer_process(url, bootstrap, topic, group, data_dir, batch, data_dir / f"consumer-{i}.log")
+             for i in range(consumers)]
+    proc = procs[0]
+    runner = asyncio.create_task(container.runner.run_forever(stop))
+    try:
+        # Timed from the first stored event: the process start and group join are not ingestion.
+        while not await container.pool.fetchval("SELECT exists (SELECT 1 FROM events)"):
+            assert proc.poll() is None, (data_dir / "consumer-0.log").read_text()[-3000:]
+            await asyncio.sleep(POLL_S)
+        started = time.perf_counter()
+        while True:
+            # The database is fresh, so position n is the n-th event.
+            projected = await container.pool.fetchval(
+                "SELECT position FROM projection_checkpoints WHERE name = 'read_models'")
+            if projected >= n:
+                break
+            assert proc.poll() is None, (data_dir / "consumer-0.log").read_text()[-3000:]
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        stored = int(await container.pool.fetchval("SELECT count(*) FROM events"))
+        return elapsed, stored
+    finally:
+        stop.set()
+        await runner
+        for p in procs:
+            p.terminate()
+            p.wait(60)
+        await container.close()
+
+
+async def latency(url: str, bootstrap: str, topic: str, rate: int, seconds: float, members: int, run: str,
+                  data_dir: Path, batch: int) -> list[float]:
+    settings = Settings(database_url=url, data_dir=data_dir, projection_idle_ms=5)
+    container = await build(settings, run_migrations=False, url=url)
+    stop = asyncio.Event()
+    group = f"ledger-{uuid.uuid4().hex[:6]}"
+    # The steady phase has its own topic, so the consumer starts from an empty backlog.
+    await ensure_topic(bootstrap, topic, 4)
+    proc = consumer_process(url, bootstrap, topic, group, data_dir, batch, data_dir / "consumer-latency.log")
+    runner = asyncio.create_task(container.runner.run_forever(stop))
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    total = int(rate * seconds)
+    try:
+        await asyncio.sleep(5)  # let the consumer join its group
+        p = producer(bootstrap)
+        await p.start()
+
+        async def poll() -> None:
+            last = int(await container.pool.fetchval("SELECT position FROM projection_checkpoints"))
+            while len(seen) < total:
+                projected = int(await container.pool.fetchval("SELECT position FROM projection_checkpoints"))
+                if projected > last:
+                    now = time.perf_counter()
+                    for row in await container.pool.fetch(
+                            "SELECT metadata->>'causation_id' AS id FROM events WHERE position > $1 AND position <= $2",
+                            last, projected):
+                        seen.setdefault(row["id"], now)
+                    last = projected
+                await asyncio.sleep(POLL_S)
+
+        poller = asyncio.create_task(poll())
+        started = time.perf_counter()
+        futures = []
+        for i, (key, value) in enumerate(events(total, members, run, first=10_000_000)):
+            ahead = started + i / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            sent[f"{run}-{10_000_000 + i}"] = time.perf_counter()
+            futures.append(await p.send(topic, key=key, value=value))
+        await asyncio.gather(*futures)
+        await p.stop()
+        await asyncio.wait_for(poller, 120)
+        return [seen[k] - t for k, t in sent.items()]
+    finally:
+        stop.set()
+        await runner
+        proc.terminate()
+        proc.wait(60)
+        await container.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1]
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--members", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=2_000, help="LEDGER_KAFKA_BATCH_MESSAGES_MAX for the consumer")
+    ap.add_argument("--consumers", type=int, default=1, help="`ledger consume` processes in the group")
+    ap.add_argument("--rate", type=int, default=5_000, help="steady produce rate for the latency phase")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
+    broker = server = None
+    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        broker = KafkaBroker(free_port_pair(), work)
+        broker.external = None
+        broker.start()
+        bootstrap = broker.bootstrap
+    server_url = os.environ.get("LEDGER_BENCH_DATABASE_URL")
+    if not server_url:
+        server = EmbeddedPostgres(work / "pg")
+        server_url = server.start()
+    database = f"ledger_kafka_bench_{uuid.uuid4().hex[:6]}"
+    await ensure_database(server_url, database)
+    url = f"{server_url.rpartition('/')[0]}/{database}"
+    run = uuid.uuid4().hex[:6]
+    topic = f"bench-{run}"
+    try:
+        await migrate(url)
+        await ensure_topic(bootstrap, topic, args.partitions)
+        await ensure_topic(bootstrap, f"{topic}.dlq", 1)
+        n = args.events
+        print(f"producing {n:,} booking events for {args.members:,} members into {args.partitions} partitions...",
+              flush=True)
+        produce_s = await produce_all(bootstrap, topic, n, args.members, run)
+        print(f"  produce            {n / produce_s:>10,.0f} events/s  ({produce_s:.1f} s)", flush=True)
+        consume_s = await raw_consume(bootstrap, topic, n)
+        print(f"  raw aiokafka read  {n / consume_s:>10,.0f} events/s  ({consume_s:.1f} s)", flush=True)
+        copy_s = await raw_copy(url, n, args.members, run)
+        print(f"  raw COPY           {n / copy_s:>10,.0f} rows/s    ({copy_s:.1f} s)", flush=True)
+        e2e_s, stored = await end_to_end(url, bootstrap, topic, n, args.batch, work, args.consumers)
+        assert stored == n, f"{stored} events stored for {n} produced"
+        verdict = "meets" if n / e2e_s >= E2E_TARGET else "MISSES"
+        print(f"  end to end         {n / e2e_s:>10,.0f} events/s  ({e2e_s:.1f} s, {args.consumers} consumer process(es); {verdict} the"
+              f" {E2E_TARGET:,}/s target)", flush=True)
+        lat = await latency(url, bootstrap, f"{topic}-steady", args.rate, args.seconds, args.members, run, work,
+                            args.batch)
+        p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
+        verdict = "meets" if p99 < P99_TARGET_S else "MISSES"
+        print(f"  produce->queryable at {args.rate:,}/s for {args.seconds:.0f} s: p50 {p50 * 1000:.0f} ms,"
+              f" p99 {p99 * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms ({verdict} the p99 < 1 s target)", flush=True)
+    finally:
+        conn = await asyncpg.connect(server_url)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.close()
+        if broker is not None:
+            broker.stop()
+        if server is not None:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,465 @@
+"""The Kafka consumer: booking events from a topic into the ledger, exactly once in effect.
+
+Why it holds together:
+- PostgreSQL, not Kafka, owns the consumed offsets. Each batch appends its events,
+  moves `kafka_offsets` and records its rejected messages in one transaction, so
+  after a crash anywhere the batch is either all there or not at all, and the
+  consumer resumes from the stored offsets (it seeks to them on every assignment).
+- The offset write is fenced: it only moves a partition's offset forward from the
+  value this consumer last saw stored. A consumer that lost the partition in a
+  rebalance, and whose replacement has moved on, finds the value changed and rolls
+  the whole batch back. Idempotency keys (`booking-event:<event_id>`) stay as a second
+  line of defence.
+- Offsets are committed to Kafka too, after the database commit, only so that the
+  usual lag tools work; they are never read back.
+- Bad messages go to `rejected_messages` (with the offsets) and then to the
+  dead-letter topic (see ingest/rejected.py); the consumer goes on.
+- Everything is bounded: a batch has at most N messages, B bytes and T ms of waiting;
+  fetches are bounded in bytes; a batch is applied before the next one is fetched,
+  which is the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from ledger.bootstrap import Container
+from ledger.handlers import CommandRequest, Ledger
+from ledger.settings import Settings
+
+from .rejected import (
+    REFUSAL_PENDING,
+    SOURCE,
+    Rejection,
+    insert_rejections,
+    parse_message,
+    publish_pending,
+    refusal_reason,
+    refused_indexes,
+    set_reasons,
+)
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 200  # how long one empty poll waits: also how fast a stop is noticed
+BACKOFF_S_MIN = 0.1
+BACKOFF_S_MAX = 5.0
+KAFKA_CALL_TIMEOUT_S = 10.0  # start, commit, offset look-ups: each is bounded on its own
+SHUTDOWN_BATCH_S_MAX = 20.0  # a batch under way at shutdown gets this long to finish
+DLQ_RETRY_S = 5.0
+PRODUCER_LINGER_MS = 5
+
+
+class Fenced(Exception):
+    """A partition's stored offset is not where this consumer left it: another member
+    of the group has taken the partition over. The batch is rolled back."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    next_offset: int  # the stored offset (or the log start when nothing is stored yet)
+    stored: bool  # whether a kafka_offsets row exists, i.e. update it or insert it
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    messages: int
+    applied: int
+    duplicates: int
+    rejected: int
+
+
+class _Backoff:
+    def __init__(self) -> None:
+        self.delay = BACKOFF_S_MIN
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_S_MAX)
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.delay = BACKOFF_S_MIN
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: BookingConsumer, consumer: AIOKafkaConsumer) -> None:
+        self.owner, self.consumer = owner, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.owner.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.owner.assigned(self.consumer, assigned)
+
+
+class BookingConsumer:
+    """One member of the consumer group. `run(stop)` until `stop` is set."""
+
+    def __init__(self, ledger: Ledger, pool: asyncpg.Pool, settings: Settings, *,
+                 bootstrap_servers: str | None = None, client_id: str = "ledger-consumer") -> None:
+        bootstrap = bootstrap_servers or settings.kafka_bootstrap_servers
+        assert bootstrap, "the consumer needs LEDGER_KAFKA_BOOTSTRAP_SERVERS"
+        self.ledger, self.pool, self.settings = ledger, pool, settings
+        self.bootstrap, self.client_id = bootstrap, client_id
+        self.topic, self.group = settings.kafka_topic, settings.kafka_group_id
+        self._parts: dict[int, _Partition] = {}
+        # Held while a batch is applied; a rebalance waits for it, so a partition is
+        # never handed over in the middle of one of our transactions.
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq_due = True
+        self._dlq_next_try = 0.0
+        self._lag_logged_at = time.monotonic()
+        self.state = "starting"
+        self.totals = {"messages": 0, "applied": 0, "duplicates": 0, "rejected": 0, "batches": 0, "fenced": 0}
+
+    # -- the group ---------------------------------------------------------------------
+
+    async def revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in revoked:
+                self._parts.pop(tp.partition, None)
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    async def assigned(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
+        """Seek every new partition to the offset stored in PostgreSQL."""
+        async with self._lock:
+            mine = [tp for tp in assigned if tp.topic == self.topic]
+            stored = await self._stored_offsets([tp.partition for tp in mine])
+            missing = [tp for tp in mine if tp.partition not in stored]
+            starts = await consumer.beginning_offsets(missing) if missing else {}
+            for tp in mine:
+                if tp.partition in stored:
+                    self._parts[tp.partition] = _Partition(stored[tp.partition], True)
+                else:
+                    self._parts[tp.partition] = _Partition(starts[tp], False)
+                consumer.seek(tp, self._parts[tp.partition].next_offset)
+            log.info("partitions assigned: %s", {p: self._parts[p].next_offset for p in sorted(self._parts)})
+
+    async def _stored_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        # PostgreSQL may be restarting just now; the rebalance waits for this, so it
+        # retries within the poll interval rather than joining with unknown offsets.
+        deadline = time.monotonic() + self.settings.kafka_max_poll_interval_ms / 2000
+        backoff = _Backoff()
+        while True:
+            try:
+                rows = await self.pool.fetch(
+                    "SELECT partition, next_offset FROM kafka_offsets WHERE consumer_group = $1 AND topic = $2"
+                    " AND partition = ANY($3::int[])", self.group, self.topic, list(partitions))
+                return {r["partition"]: r["next_offset"] for r in rows}
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("reading stored offsets failed (%s); retrying", exc)
+                await asyncio.sleep(backoff.next())
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = _Backoff()
+        while not stop.is_set():
+            try:
+                await self._session(stop, backoff)
+            except Exception as exc:  # the broker or the database is away: start over
+                self.state = "retrying"
+                log.warning("consumer session ended (%s: %s); starting again", type(exc).__name__, exc)
+                await _sleep_or_stop(stop, backoff.next())
+        self.state = "stopped"
+
+    def _kafka_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=s.kafka_batch_messages_max,
+            fetch_max_bytes=s.kafka_fetch_bytes_max,
+            # At least one message larger than the limit still comes through, so an
+            # oversized message is rejected rather than stalling its partition.
+            max_partition_fetch_bytes=min(s.kafka_fetch_bytes_max, max(s.kafka_message_bytes_max * 4, 1_048_576)),
+            fetch_max_wait_ms=min(s.kafka_batch_ms_max, 500),
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_session_timeout_ms // 3,
+            max_poll_interval_ms=s.kafka_max_poll_interval_ms,
+            rebalance_timeout_ms=s.kafka_max_poll_interval_ms,
+            request_timeout_ms=max(s.kafka_request_timeout_ms, s.kafka_session_timeout_ms + 1_000),
+            retry_backoff_ms=100,
+            metadata_max_age_ms=60_000,
+            consumer_timeout_ms=IDLE_POLL_MS,
+        )
+
+    def _producer(self) -> AIOKafkaProducer:
+        s = self.settings
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.client_id}-dlq",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=PRODUCER_LINGER_MS,
+            request_timeout_ms=s.kafka_request_timeout_ms,
+            max_request_size=max(1_048_576, s.kafka_fetch_bytes_max),
+            max_batch_size=65_536,
+        )
+
+    async def _session(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+        consumer, producer = self._kafka_consumer(), self._producer()
+        self._consumer = consumer
+        try:
+            async with asyncio.timeout(KAFKA_CALL_TIMEOUT_S):
+                await producer.start()
+                await consumer.start()
+            consumer.subscribe([self.topic], listener=_Listener(self, consumer))
+            self.state = "running"
+            backoff.reset()
+            while not stop.is_set():
+                batch = await self._collect(consumer, stop)
+                if stop.is_set():
+                    break  # abandoned before it was applied: nothing of it is stored
+                if batch:
+                    try:
+                        # Shielded: a stop during the transaction lets it finish.
+                        outcome = await asyncio.shield(self._apply_locked(consumer, batch))
+                    except Fenced as exc:
+                        self.totals["fenced"] += 1
+                        log.warning("%s", exc)
+                        await self._rewind(consumer, batch, reload=True)
+                        continue
+                    except Exception as exc:
+                        log.warning("batch failed (%s: %s); it will be read again", type(exc).__name__, exc)
+                        await self._rewind(consumer, batch)
+                        await _sleep_or_stop(stop, backoff.next())
+                        continue
+                    backoff.reset()
+                    if outcome.messages:
+                        await self._commit_kafka(consumer)
+                await self._publish_dlq(producer)
+                self._log_lag()
+        finally:
+            self.state = "stopping"
+            # Waits for a batch still under way (bounded), then leaves the group.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_BATCH_S_MAX):
+                    async with self._lock:
+                        pass
+            with contextlib.suppress(Exception):
+                await self._commit_kafka(consumer)
+            self._consumer = None
+            self._parts.clear()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(KAFKA_CALL_TIMEOUT_S):
+                    await consumer.stop()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(KAFKA_CALL_TIMEOUT_S):
+                    await producer.stop()
+
+    async def _collect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Up to N messages (and B bytes), waiting at most T ms after the first one."""
+        s = self.settings
+        batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+        count = size = 0
+        deadline: float | None = None
+        while count < s.kafka_batch_messages_max and size < s.kafka_batch_bytes_max and not stop.is_set():
+            if deadline is None:
+                wait_ms = IDLE_POLL_MS
+            else:
+                wait_ms = int((deadline - time.monotonic()) * 1000)
+                if wait_ms <= 0:
+                    break
+            got = await consumer.getmany(timeout_ms=wait_ms, max_records=s.kafka_batch_messages_max - count)
+            if not got:
+                if deadline is None:
+                    break  # idle: let the caller look at stop, the DLQ and the lag
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + s.kafka_batch_ms_max / 1000
+            for tp, records in got.items():
+                batch.setdefault(tp, []).extend(records)
+                count += len(records)
+                size += sum(r.serialized_value_size for r in records)
+        return batch
+
+    async def _apply_locked(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+        async with self._lock:
+            return await self.apply_batch(batch)
+
+    async def apply_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+        """Apply one batch: events, offsets and rejections in one transaction.
+
+        Only records of partitions this consumer holds, at or past the stored offset,
+        are applied (earlier ones are already in). Raises Fenced, and writes nothing,
+        if another consumer moved any of the partitions' offsets meanwhile."""
+        s = self.settings
+        records: list[ConsumerRecord] = []
+        start: dict[int, _Partition] = {}
+        end: dict[int, int] = {}
+        for tp, recs in batch.items():
+            part = self._parts.get(tp.partition) if tp.topic == self.topic else None
+            fresh = [r for r in recs if part is not None and r.offset >= part.next_offset]
+            if part is None or not fresh:
+                continue
+            start[tp.partition] = part
+            end[tp.partition] = fresh[-1].offset + 1
+            records.extend(fresh)
+        if not records:
+            return BatchOutcome(0, 0, 0, 0)
+
+        requests: list[CommandRequest] = []
+        owners: list[ConsumerRecord] = []
+        rejections: list[Rejection] = []
+        for r in records:
+            parsed = parse_message(r.key, r.value, s.kafka_message_bytes_max)
+            if isinstance(parsed, str):
+                rejections.append(Rejection(r.topic, r.partition, r.offset, r.key, r.value or b"", parsed))
+            else:
+                requests.append(parsed.to_request(SOURCE, kafka_topic=r.topic, kafka_partition=r.partition,
+                                                  kafka_offset=r.offset))
+                owners.append(r)
+        refused_in_txn: list[int] = []
+
+        async def before_commit(conn: asyncpg.Connection) -> None:
+            await self._move_offsets(conn, start, end)
+            refused_in_txn[:] = await refused_indexes(conn, requests) if requests else []
+            refused = [Rejection(o.topic, o.partition, o.offset, o.key, o.value or b"", REFUSAL_PENDING)
+                       for o in (owners[i] for i in refused_in_txn)]
+            await insert_rejections(conn, rejections + refused)
+
+        results = await self.ledger.handle_batch(requests, before_commit)
+        for partition, offset in end.items():
+            start[partition].next_offset, start[partition].stored = offset, True
+
+        refusals = [(i, r) for i, r in enumerate(results) if r.status == "rejected"]
+        outcome = BatchOutcome(
+            messages=len(records),
+            applied=sum(r.status == "applied" for r in results),
+            duplicates=sum(r.status == "duplicate" for r in results),
+            rejected=len(rejections) + len(refusals),
+        )
+        self.totals["batches"] += 1
+        for name in ("messages", "applied", "duplicates", "rejected"):
+            self.totals[name] += getattr(outcome, name)
+        if outcome.rejected:
+            self._dlq_due, self._dlq_next_try = True, 0.0
+        if [i for i, _ in refusals] != refused_in_txn:
+            log.error("refusals seen in the transaction %s differ from the results %s", refused_in_txn,
+                      [i for i, _ in refusals])
+        try:
+            await set_reasons(self.pool, [(owners[i].topic, owners[i].partition, owners[i].offset,
+                                           refusal_reason(r.error)) for i, r in refusals if r.error is not None])
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("could not record why %d messages were refused (%s); they keep a generic reason",
+                        len(refusals), exc)
+        return outcome
+
+    async def _move_offsets(self, conn: asyncpg.Connection, start: dict[int, _Partition], end: dict[int, int]) -> None:
+        """The fence: each offset moves from the value we saw stored, or not at all."""
+        update = [p for p, part in start.items() if part.stored]
+        insert = [p for p, part in start.items() if not part.stored]
+        moved = 0
+        if update:
+            moved += len(await conn.fetch(
+                "UPDATE kafka_offsets o SET next_offset = x.n, updated_at = now()"
+                " FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS x(p, f, n)"
+                " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = x.p AND o.next_offset = x.f"
+                " RETURNING o.partition",
+                self.group, self.topic, update, [start[p].next_offset for p in update], [end[p] for p in update]))
+        if insert:
+            moved += len(await conn.fetch(
+                "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)"
+                " SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS x(p, n)"
+                " ON CONFLICT DO NOTHING RETURNING partition",
+                self.group, self.topic, insert, [end[p] for p in insert]))
+        if moved != len(start):
+            raise Fenced(
+                f"offsets of {self.topic} partitions {sorted(start)} moved under this consumer; the batch is rolled"
+                " back (another group member owns them now)")
+
+    async def _rewind(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]], *,
+                      reload: bool = False) -> None:
+        """After a failed batch, fetch its partitions again from the stored offsets
+        (read afresh when `reload`: someone else moved them)."""
+        async with self._lock:
+            held = [tp for tp in batch if tp.partition in self._parts and tp in consumer.assignment()]
+            if reload and held:
+                with contextlib.suppress(Exception):
+                    stored = await self._stored_offsets([tp.partition for tp in held])
+                    for tp in held:
+                        if tp.partition in stored:
+                            self._parts[tp.partition] = _Partition(stored[tp.partition], True)
+            for tp in held:
+                consumer.seek(tp, self._parts[tp.partition].next_offset)
+
+    async def _commit_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Tell Kafka too, for lag tools only: a failure here costs nothing."""
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(part.next_offset, "")
+                   for p, part in self._parts.items() if part.stored}
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(KAFKA_CALL_TIMEOUT_S):
+                await consumer.commit(offsets)
+        except Exception as exc:
+            log.info("offset commit to Kafka skipped (%s)", type(exc).__name__)
+
+    async def _publish_dlq(self, producer: AIOKafkaProducer) -> None:
+        if not self._dlq_due or time.monotonic() < self._dlq_next_try:
+            return
+        try:
+            published = await publish_pending(self.pool, producer, self.settings.kafka_dlq_topic, self.topic)
+            self._dlq_due = False
+            if published:
+                log.info("%d rejected messages published to %s", published, self.settings.kafka_dlq_topic)
+        except Exception as exc:
+            self._dlq_next_try = time.monotonic() + DLQ_RETRY_S
+            log.warning("publishing to the dead-letter topic failed (%s); retrying in %.0f s", exc, DLQ_RETRY_S)
+
+    # -- lag ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Per-partition position and lag, for /readyz."""
+        consumer = self._consumer
+        partitions = {}
+        for p, part in sorted(self._parts.items()):
+            high = consumer.highwater(TopicPartition(self.topic, p)) if consumer is not None else None
+            partitions[str(p)] = {"next_offset": part.next_offset, "highwater": high,
+                                  "lag": None if high is None else max(high - part.next_offset, 0)}
+        known = [v["lag"] for v in partitions.values() if v["lag"] is not None]
+        return {"state": self.state, "topic": self.topic, "group": self.group, "partitions": partitions,
+                "lag_total": sum(known) if known else None, **self.totals}
+
+    def _log_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_logged_at < self.settings.kafka_lag_log_interval_s:
+            return
+        self._lag_logged_at = now
+        status = self.status()
+        lags = ", ".join(f"p{p}={v['lag']}" for p, v in status["partitions"].items())
+        log.info("kafka lag %s: %s (total %s; %d messages, %d rejected so far)", self.topic, lags or "no partitions",
+                 status["lag_total"], self.totals["messages"], self.totals["rejected"])
+
+
+async def consumer_task(container: Container, stop: asyncio.Event) -> None:
+    """Consume until `stop` is set; what `ledger serve` and `ledger consume` run."""
+    consumer = BookingConsumer(container.ledger, container.pool, container.settings)
+    container.extras["kafka_status"] = consumer.status
+    log.info("consuming %s as group %s from %s", consumer.topic, consumer.group, consumer.bootstrap)
+    await consumer.run(stop)
+    log.info("consumer stopped after %d messages", consumer.totals["messages"])

@@ -1,0 +1,269 @@
+"""The Kafka consumer against a real broker and a real PostgreSQL: the happy path through
+the API, poison messages, and the offset fence that stops a consumer which lost its
+partition from writing for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from ledger.api.app import create_app
+from ledger.bootstrap import build
+from ledger.domain import ConfirmBooking
+from ledger.handlers import CommandRequest
+from ledger.ingest.consumer import BookingConsumer, Fenced, _Partition, consumer_task
+from ledger.ingest.rejected import REFUSAL_PENDING, retry_rejected
+from ledger.keys import Role, create_key
+
+from .kafka_load import (
+    ROOT,
+    T0,
+    booking_events,
+    check_exact,
+    create_topics,
+    encode,
+    end_offsets,
+    expected_balances,
+    kafka_env,
+    kafka_settings,
+    produce,
+    read_topic,
+    wait_consumed,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def _names() -> tuple[str, str]:
+    run = uuid.uuid4().hex[:8]
+    return f"bookings-{run}", f"ledger-{run}"
+
+
+async def test_events_on_the_topic_become_balances_readable_through_the_api(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic, group = _names()
+    await create_topics(kafka_bootstrap, topic, partitions=4)
+    events = booking_events(400, 25, seed=1)
+    member = events[0]["member_id"]
+    # A pending earn that completes later, and one that is cancelled.
+    for i, kind in enumerate(["booking.confirmed", "booking.completed", "booking.confirmed", "booking.cancelled"]):
+        events.append({**events[0], "event_id": f"{events[0]['event_id']}-x{i}", "type": kind,
+                       "booking_id": f"BK-x{i // 2}", "occurred_at": (T0 + timedelta(days=2, minutes=i)).isoformat()})
+    await produce(kafka_bootstrap, topic, [encode(e) for e in events])
+    expected = expected_balances(events)
+
+    settings = kafka_settings(db_url, kafka_bootstrap, topic, group, tmp_path)
+    container = await build(settings, run_migrations=False, url=db_url)
+    try:
+        _, token = await create_key(container.pool, "app", Role.app)
+        app = create_app(settings, container=container, extra_tasks=[consumer_task])
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ledger",
+                headers={"Authorization": f"Bearer {token}"}) as client:
+            await wait_consumed(container.pool, group, topic, await end_offsets(kafka_bootstrap, topic), 60)
+            head = await container.store.head()
+            for member_id, points in expected.items():
+                response = await client.get(f"/v1/members/{member_id}/balance", params={"min_position": head})
+                assert response.status_code == 200, response.text
+                assert response.json()["available"] == points, member_id
+            assert (await client.get(f"/v1/members/{member}/history")).json()["events"][0]["metadata"]["source"] \
+                == "kafka"
+            ready = (await client.get("/readyz")).json()
+            kafka = ready["kafka"]
+            assert kafka["state"] == "running" and kafka["topic"] == topic
+            assert sorted(kafka["partitions"]) == ["0", "1", "2", "3"]
+            assert kafka["lag_total"] == 0 and kafka["messages"] == len(events) and kafka["rejected"] == 0
+    finally:
+        await container.close()
+
+
+def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, str]]:
+    """(key, value, expected reason prefix): one of each way a message can be bad."""
+    first, second = good[0], good[1]
+    member = first["member_id"].encode()
+
+    def ev(**changes: object) -> bytes:
+        return json.dumps({**first, "event_id": f"bad-{uuid.uuid4().hex[:6]}", **changes}).encode()
+
+    return [
+        (member, b"{not json", "not JSON"),
+        (member, b'{"hello": "world"}', "schema"),
+        (member, ev(loyalty_tier="gold"), "schema"),  # unknown field
+        (member, ev(amount="99999999.00"), "schema"),  # out of range
+        (member, ev(amount="-5.00"), "schema"),
+        (member, ev(currency="QQQ"), "schema"),  # not ISO 4217
+        (member, ev(occurred_at="2026-04-01T08:00:00"), "schema"),  # no offset
+        (member, b"x" * 70_000, "oversized"),
+        (b"someone-else", ev(), "key"),
+        (None, ev(), "key"),
+        (member, None, "empty"),
+        (member, ev(currency="BRL", booking_id="BK-in-reais"), "Invalid command"),  # the rules earn nothing in BRL
+        (member, ev(type="booking.cancelled", booking_id="BK-never-seen"), "Booking not found"),
+        (second["member_id"].encode(), json.dumps({**second, "event_id": "bad-again"}).encode(),
+         "Booking state conflict"),  # completes a booking a second time
+        (second["member_id"].encode(), json.dumps({**second, "amount": "1.00"}).encode(),
+         "Idempotency key reused"),  # the same event id with another body
+    ]
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic_and_table_and_good_ones_apply(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic, group = _names()
+    await create_topics(kafka_bootstrap, topic, partitions=4)
+    good = booking_events(300, 10, seed=2)
+    bad = _bad_messages(good)
+    messages: list[tuple[bytes | None, bytes | None]] = [encode(e) for e in good]
+    # Bad ones go after the good ones they refer to, spread through the rest.
+    for i, (key, value, _) in enumerate(bad):
+        messages.insert(10 + i * 19, (key, value))
+    messages.append(encode(good[5]))  # a plain redelivery: a duplicate, not a bad message
+    await produce(kafka_bootstrap, topic, messages)
+
+    settings = kafka_settings(db_url, kafka_bootstrap, topic, group, tmp_path, kafka_batch_messages_max=50)
+    container = await build(settings, run_migrations=False, url=db_url)
+    stop = asyncio.Event()
+    consumer = BookingConsumer(container.ledger, container.pool, settings)
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await wait_consumed(container.pool, group, topic, await end_offsets(kafka_bootstrap, topic), 60)
+        await check_exact(container.pool, good, expected_balances(good), container.runner)
+        assert consumer.totals["rejected"] == len(bad) and consumer.totals["duplicates"] == 1
+
+        rows = await container.pool.fetch('SELECT * FROM rejected_messages ORDER BY "offset", partition')
+        assert len(rows) == len(bad)
+        by_value = {bytes(r["value"]): r for r in rows}
+        for key, value, reason in bad:
+            row = by_value[value or b""]
+            assert row["reason"].startswith(reason), (reason, row["reason"])
+            assert row["key"] == (None if key is None else key.decode()) and row["topic"] == topic
+
+        dlq = await read_topic(kafka_bootstrap, f"{topic}.dlq", len(bad))
+        assert len(dlq) == len(bad)
+        for record in dlq:
+            headers = {k: v.decode() for k, v in record.headers}
+            row = by_value[record.value or b""]
+            assert headers["reason"] == row["reason"] != REFUSAL_PENDING
+            assert (headers["original-topic"], int(headers["original-partition"]), int(headers["original-offset"])) \
+                == (topic, row["partition"], row["offset"])
+        await _wait_published(container.pool, len(bad))
+
+        # The auditor's route, a page at a time; other roles may not read it.
+        tokens = {role: (await create_key(container.pool, role.value, role))[1] for role in (Role.auditor, Role.app)}
+        app = create_app(settings, container=container, background=False)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ledger") as client:
+            seen, cursor = [], None
+            for _ in range(10):
+                response = await client.get("/v1/rejected-messages", params={"limit": 4, **({"cursor": cursor} if
+                                            cursor else {})}, headers={"Authorization": f"Bearer {tokens[Role.auditor]}"})
+                assert response.status_code == 200, response.text
+                seen += response.json()["messages"]
+                cursor = response.json()["next_cursor"]
+                if cursor is None:
+                    break
+            assert sorted(m["id"] for m in seen) == sorted(r["id"] for r in rows)
+            assert all(m["dlq_published_at"] for m in seen)
+            forbidden = await client.get("/v1/rejected-messages",
+                                         headers={"Authorization": f"Bearer {tokens[Role.app]}"})
+            assert forbidden.status_code == 403
+
+        # After a fix (the missing booking arrives over HTTP), a retry applies the cancel.
+        cancel = next(r for r in rows if r["reason"].startswith("Booking not found"))
+        member = cancel["key"]
+        await container.ledger.handle(CommandRequest(
+            ConfirmBooking(member, T0, "BK-never-seen", "hotel", Decimal("100.00"), "EUR"),
+            idempotency_key="http-fix", request_hash="http-fix"))
+        outcome = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
+                                       ids=[cancel["id"]])
+        assert (outcome.applied, outcome.rejected) == (1, 0)
+        assert await container.pool.fetchval("SELECT retried_at IS NOT NULL FROM rejected_messages WHERE id = $1",
+                                             cancel["id"])
+        again = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
+                                     ids=[cancel["id"]])
+        assert (again.applied, again.rejected) == (0, 0)  # already retried: nothing to do
+
+        # The command line shows the same rows and retries the rest (all still bad).
+        env = {**os.environ, **kafka_env(container.url, kafka_bootstrap, topic, group, tmp_path)}
+        listed = subprocess.run([sys.executable, "-m", "ledger.cli", "rejected", "list", "--limit", "100"], env=env,
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert len(listed.stdout.splitlines()) == len(bad)
+        retried = subprocess.run([sys.executable, "-m", "ledger.cli", "rejected", "retry", "--all"], env=env,
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert retried.returncode == 1 and f"0 applied, {len(bad) - 1} still rejected" in retried.stdout, \
+            retried.stdout + retried.stderr
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await container.close()
+
+
+async def _wait_published(pool, count: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(100):
+        if await pool.fetchval("SELECT count(*) FROM rejected_messages WHERE dlq_published_at IS NOT NULL") == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("rejected messages not marked as published")
+
+
+def _records(topic: str, events: list[dict], first_offset: int, partition: int = 0) -> list[ConsumerRecord]:
+    out = []
+    for i, event in enumerate(events):
+        key, value = encode(event)
+        out.append(ConsumerRecord(topic, partition, first_offset + i, 0, 0, key, value, None, len(key), len(value), []))
+    return out
+
+
+async def test_a_consumer_that_lost_its_partition_cannot_write_for_it(db_url: str, tmp_path: Path) -> None:
+    """Two group members that both believe they hold partition 0: the fenced one's
+    batch is rolled back whole (events, offsets and rejections)."""
+    from aiokafka import TopicPartition
+
+    topic, group = _names()
+    settings = kafka_settings(db_url, "127.0.0.1:1", topic, group, tmp_path)
+    container = await build(settings, run_migrations=False, url=db_url)
+    try:
+        a = BookingConsumer(container.ledger, container.pool, settings)
+        b = BookingConsumer(container.ledger, container.pool, settings)
+        tp = TopicPartition(topic, 0)
+        events = booking_events(60, 5, seed=3)
+        first, second, third = events[:20], events[20:40], events[40:]
+        a._parts = {0: _Partition(0, stored=False)}
+        b._parts = {0: _Partition(0, stored=False)}
+        assert (await a.apply_batch({tp: _records(topic, first, 0)})).applied == 20
+        with pytest.raises(Fenced):  # b never saw a stored offset; a inserted one meanwhile
+            await b.apply_batch({tp: _records(topic, first, 0)})
+
+        # b is told partition 0 is at 0 (stale); a moves on; b's batch of new events is refused.
+        b._parts = {0: _Partition(0, stored=True)}
+        assert (await a.apply_batch({tp: _records(topic, second, 20)})).applied == 20
+        bad = _records(topic, third[:1], 40)[0]
+        poisoned = [*_records(topic, third, 41)[:5], ConsumerRecord(topic, 0, 46, 0, 0, bad.key, b"{oops", None, 1, 5, [])]
+        with pytest.raises(Fenced):
+            await b.apply_batch({tp: poisoned})
+        assert await container.pool.fetchval("SELECT count(*) FROM events") == 40
+        assert await container.pool.fetchval("SELECT count(*) FROM rejected_messages") == 0
+        assert await container.pool.fetchval("SELECT next_offset FROM kafka_offsets") == 40
+
+        # Both at 40 and both sure they own it, at the same moment: exactly one wins.
+        a._parts = {0: _Partition(40, stored=True)}
+        b._parts = {0: _Partition(40, stored=True)}
+        outcomes = await asyncio.gather(a.apply_batch({tp: _records(topic, third, 40)}),
+                                        b.apply_batch({tp: _records(topic, third, 40)}), return_exceptions=True)
+        assert sorted(type(o).__name__ for o in outcomes) == ["BatchOutcome", "Fenced"], outcomes
+        assert await container.pool.fetchval("SELECT count(*) FROM events") == 60
+        assert await container.pool.fetchval("SELECT next_offset FROM kafka_offsets") == 60
+        await check_exact(container.pool, events, expected_balances(events), container.runner)
+    finally:
+        await container.close()
