@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -15,8 +16,11 @@ from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBookin
 from ledger.handlers import CommandRequest
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _printable(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in value):
+    if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
     if value != value.strip():
         raise ValueError("must not start or end with whitespace")
