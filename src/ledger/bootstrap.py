@@ -4,6 +4,7 @@ projection runner (and, from the API and the consumer, everything on top)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,21 @@ from ledger.store.database import ensure_database
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a process that allocates many short-lived,
+    acyclic objects (rows, events, dicts) per batch: the objects alive after startup
+    (modules, classes, rules) move to the permanent generation so that full
+    collections stop walking them, and the young generation collects every 50,000
+    allocations rather than every 700. Measured: full collections took about a fifth
+    of the append and rebuild time with the defaults."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def load_rules(settings: Settings) -> ProgramRules:
@@ -74,4 +90,5 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
         pool, store, rules, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
         wake=ledger.appended,
     )
+    tune_gc()
     return Container(settings, url, pool, rules, store, ledger, runner, embedded)

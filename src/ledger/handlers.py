@@ -142,11 +142,20 @@ class Ledger:
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
         raise AssertionError("unreachable")
 
+    async def _expand(self, recorded: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Idempotency records turned back into full results, reading the events of
+        all of them in one query."""
+        positions = [p for _, record in recorded.values() for p in record.get("positions", ())]
+        events = await self.store.read_positions(positions)
+        return {key: (request_hash, _expanded(record, events)) for key, (request_hash, record) in recorded.items()}
+
     async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None) -> list[CommandResult]:
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
         states = await self.load([r.command.member_id for r in requests])
         recorded = await self.store.find_commands([r.idempotency_key for r in requests if r.idempotency_key])
+        if recorded:
+            recorded = await self._expand(recorded)
         results: list[CommandResult | None] = [None] * len(requests)
         appends: list[AppendRequest] = []
         owner: dict[int, AppendRequest] = {}
@@ -210,6 +219,24 @@ class Ledger:
                 else:
                     results[i] = _duplicate(req.idempotency_key or "", "", req, first.result or {})
         return results  # type: ignore[return-value]
+
+
+def _expanded(record: dict[str, Any], events: dict[int, tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
+    """The full result of an applied command from its idempotency record: the same
+    shape `_result_of` gave the first caller."""
+    if "positions" not in record:
+        return record  # recorded before records were slimmed: the full result itself
+    positions = record["positions"]
+    summary = {k: v for k, v in record.items() if k not in ("member_id", "positions")}
+    return {
+        "member_id": record["member_id"],
+        "events": [
+            {"position": pos, "stream_version": events[pos][0], "type": events[pos][1], "data": events[pos][2]}
+            for pos in positions
+        ],
+        "position": positions[-1] if positions else None,
+        **summary,
+    }
 
 
 def _duplicate(key: str, request_hash: str, req: CommandRequest, result: dict[str, Any]) -> CommandResult:

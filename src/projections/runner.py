@@ -43,16 +43,57 @@ class ReadModels:
         self.expiry.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules, *, tiers: bool = True) -> None:
-        await self.balances.write(conn)
+        """Write the page's deltas. Without `tiers` (a rebuild's replay) the members'
+        as-of dates keep accumulating for `write_all_tier_statuses` at the end."""
+        new_members = await self.balances.write(conn)
         await self.qualifying.write(conn)
         await self.expiry.write(conn)
         if tiers:
             await write_tier_status(
-                conn, self.qualifying.touched, rules,
-                qualifying_table=f"tier_qualifying{self.suffix}", balances_table=f"balances{self.suffix}",
-                status_table=f"tier_status{self.suffix}",
+                conn, self.qualifying.as_of(new_members), rules,
+                qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
             )
-        self.qualifying.touched.clear()
+            self.qualifying.clear_members()
+
+    async def write_all_tier_statuses(self, conn: asyncpg.Connection, rules: ProgramRules, chunk: int = 5_000) -> None:
+        """Every member's tier once, after a replay written without `tiers`."""
+        q = self.qualifying
+        members = sorted(q.first)
+        for start in range(0, len(members), chunk):
+            as_of = {}
+            for m in members[start:start + chunk]:
+                first, changed = q.first[m], q.changed.get(m)
+                as_of[m] = first if changed is None or changed < first else changed
+            async with conn.transaction():
+                await write_tier_status(
+                    conn, as_of, rules, qualifying_table=f"tier_qualifying{self.suffix}",
+                    status_table=f"tier_status{self.suffix}",
+                )
+        q.clear_members()
+
+
+def _applied(events: list[StoredEvent]) -> tuple[list[StoredEvent], ReadModels]:
+    models = ReadModels()
+    for stored in events:
+        models.apply(stored)
+    return events, models
+
+
+async def _taken(
+    ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None, position: int
+) -> tuple[list[StoredEvent], ReadModels] | None:
+    """The page read ahead if it starts at `position`; else it is dropped (and a failed
+    read ahead is only logged: the caller reads the page itself)."""
+    if ahead is None:
+        return None
+    if ahead.done() and not ahead.cancelled() and ahead.exception() is None and ahead.result()[0] != position:
+        return None
+    try:
+        after, page = await ahead
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("projection runner: reading ahead failed: %s", exc)
+        return None
+    return page if after == position else None
 
 
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool) -> int:
@@ -78,18 +119,29 @@ class ProjectionRunner:
         self.idle_s = idle_ms / 1000
         self.wake = wake
         self.position = 0  # last checkpoint this process wrote or saw
+        self._ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None = None
 
     async def run_once(self) -> int:
-        """Project one page; returns how many events it took."""
+        """Project one page; returns how many events it took.
+
+        After a full page (a backlog), the next page is read and applied on another
+        connection while this one's rows are written: the server writes one page while
+        this process decodes the next, so catching up uses both. The page read ahead
+        is used only if it starts at the checkpoint found under the lock (a rebuild may
+        have moved it); it is a read of committed events, so it changes nothing.
+        """
+        ahead, self._ahead = self._ahead, None
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
             # Read inside the lock: a rebuild may have moved the checkpoint.
             position = await checkpoint(conn)
-            events = await self.store.read_all(position, self.page_size, conn=conn)
+            page = await _taken(ahead, position)
+            if page is None:
+                page = _applied(await self.store.read_all(position, self.page_size, conn=conn, lean=True))
+            events, models = page
             if events:
-                models = ReadModels()
-                for stored in events:
-                    models.apply(stored)
+                if len(events) == self.page_size:
+                    self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
                 await models.write(conn, self.rules)
                 position = events[-1].position
                 await conn.execute(
@@ -98,6 +150,17 @@ class ProjectionRunner:
         self.position = position
         return len(events)
 
+    async def _read_ahead(self, after_position: int) -> tuple[int, tuple[list[StoredEvent], ReadModels]]:
+        return after_position, _applied(await self.store.read_all(after_position, self.page_size, lean=True))
+
+    async def close(self) -> None:
+        """Drop a page read ahead that no run will take."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await ahead
+
     async def run_until_caught_up(self, pages_max: int = 1_000_000) -> None:
         for _ in range(pages_max):
             if not await self.run_once():
@@ -105,6 +168,12 @@ class ProjectionRunner:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; survives database outages by retrying."""
+        try:
+            await self._run_until_stopped(stop)
+        finally:
+            await self.close()
+
+    async def _run_until_stopped(self, stop: asyncio.Event) -> None:
         backoff = self.idle_s
         while not stop.is_set():
             try:
@@ -141,8 +210,8 @@ async def rebuild(
     """Replay every event from position 0 into fresh tables, then swap them in.
 
     Reads keep working on the old tables meanwhile. Tier statuses are computed once per
-    member at the end rather than per page, the same function over the same rows as
-    the live runner. Returns the position the new tables are at.
+    member at the end rather than per page, the same function over the same rows and
+    as-of dates as the live runner. Returns the position the new tables are at.
     """
     suffix = "_rebuild"
     async with pool.acquire() as conn:
@@ -153,12 +222,12 @@ async def rebuild(
     models = ReadModels(suffix)
     position = await _replay(pool, store, rules, models, head, page_size, progress)
     async with pool.acquire() as conn:
-        await _all_tier_statuses(conn, rules, suffix)
+        await models.write_all_tier_statuses(conn, rules)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
             # Catch up on what was appended during the replay, then swap under the lock
             # so the live runner continues from exactly where the new tables stand.
-            while events := await store.read_all(position, page_size, conn=conn):
+            while events := await store.read_all(position, page_size, conn=conn, lean=True):
                 for stored in events:
                     models.apply(stored)
                 await models.write(conn, rules)
@@ -183,14 +252,14 @@ async def _replay(
     decoding and applying events, so the replay uses both cores.
     """
     position = 0
-    next_page = asyncio.ensure_future(store.read_all(position, page_size))
+    next_page = asyncio.ensure_future(store.read_all(position, page_size, lean=True))
     try:
         while position < head:
             events = await next_page
             if not events:
                 break
             position = events[-1].position
-            next_page = asyncio.ensure_future(store.read_all(position, page_size))
+            next_page = asyncio.ensure_future(store.read_all(position, page_size, lean=True))
             for stored in events:
                 models.apply(stored)
             async with pool.acquire() as conn, conn.transaction():
@@ -203,19 +272,3 @@ async def _replay(
         with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             await next_page
     return position
-
-
-async def _all_tier_statuses(conn: asyncpg.Connection, rules: ProgramRules, suffix: str, chunk: int = 5_000) -> None:
-    after = ""
-    while True:
-        members = [r["member_id"] for r in await conn.fetch(
-            f"SELECT member_id FROM balances{suffix} WHERE member_id > $1 ORDER BY member_id LIMIT $2", after, chunk
-        )]
-        if not members:
-            return
-        async with conn.transaction():
-            await write_tier_status(
-                conn, members, rules, qualifying_table=f"tier_qualifying{suffix}",
-                balances_table=f"balances{suffix}", status_table=f"tier_status{suffix}",
-            )
-        after = members[-1]

@@ -1,14 +1,24 @@
 """Tier status: tier-qualifying points per booking, and each member's tier computed
-from them by the domain's own `tier_status`, as of the member's last activity."""
+from them by the domain's own `tier_status`, as of the member's last qualifying change.
+
+"As of the last qualifying change" (the latest of the member's first event and every
+event that added, changed or withdrew tier-qualifying points) rather than "as of the
+last activity" lets the live runner recompute only the members whose qualifying rows
+changed in a page, plus members new in it, instead of every member it touched. It is a
+maximum over a set of events, so the live runner (page by page) and a rebuild (once at
+the end) arrive at the same value. The API evaluates tiers "now" from the qualifying
+rows and does not read this table.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
-from ledger.domain import EarnReversed, PendingPointsActivated, PointsEarned, ProgramRules, tier_status
+from ledger.domain import EarnReversed, PendingPointsActivated, PointsEarned, ProgramRules, tier_in_window
+from ledger.domain.timeutil import add_months
 from ledger.store import StoredEvent
 
 
@@ -17,17 +27,38 @@ class TierQualifying:
         self.table = table
         # (member, booking) -> (earned_at, points), or None to delete
         self.rows: dict[tuple[str, str], tuple[datetime, int] | None] = {}
-        self.touched: set[str] = set()
+        # member -> occurred_at of its first event seen / of its latest qualifying change
+        self.first: dict[str, datetime] = {}
+        self.changed: dict[str, datetime] = {}
 
     def apply(self, stored: StoredEvent) -> None:
-        # Every event moves the member's last activity, the date the tier is shown as of.
-        self.touched.add(stored.stream_id)
-        e = stored.event
+        e, m = stored.event, stored.stream_id
+        if m not in self.first:
+            self.first[m] = e.occurred_at
         match e:
             case PointsEarned(status="active") | PendingPointsActivated():
-                self.rows[(stored.stream_id, e.booking_id)] = (e.occurred_at, e.qualifying_points)
+                self.rows[(m, e.booking_id)] = (e.occurred_at, e.qualifying_points)
             case EarnReversed() if e.qualifying_points:
-                self.rows[(stored.stream_id, e.booking_id)] = None
+                self.rows[(m, e.booking_id)] = None
+            case _:
+                return
+        at = self.changed.get(m)
+        if at is None or at < e.occurred_at:
+            self.changed[m] = e.occurred_at
+
+    def as_of(self, new_members: Iterable[str]) -> dict[str, datetime]:
+        """The as-of candidate of each member whose tier may have moved: those with a
+        qualifying change and those seen for the first time (`new_members`)."""
+        out = dict(self.changed)
+        for m in new_members:
+            first = self.first[m]
+            at = out.get(m)
+            out[m] = first if at is None or at < first else at
+        return out
+
+    def clear_members(self) -> None:
+        self.first.clear()
+        self.changed.clear()
 
     async def write(self, conn: asyncpg.Connection) -> None:
         gone = [key for key, value in self.rows.items() if value is None]
@@ -51,32 +82,50 @@ class TierQualifying:
 
 async def write_tier_status(
     conn: asyncpg.Connection,
-    members: Iterable[str],
+    as_of: dict[str, datetime],
     rules: ProgramRules,
     *,
     qualifying_table: str = "tier_qualifying",
-    balances_table: str = "balances",
     status_table: str = "tier_status",
 ) -> int:
-    """Recompute the tier of `members` from their qualifying rows; returns how many."""
-    members = list(members)
-    if not members:
+    """Recompute the tier of the members in `as_of` from their qualifying rows, as of
+    the later of the date given and the one already stored; returns how many.
+
+    The server adds up each member's points in the window (what `tier_status` does
+    over the rows), so one row per member comes back rather than every qualifying
+    row; the window's start is still computed here, by the domain's calendar."""
+    if not as_of:
         return 0
-    rows = await conn.fetch(
-        f"SELECT b.member_id, b.last_activity, q.earned_at, q.points FROM {balances_table} b"
-        f" LEFT JOIN {qualifying_table} q ON q.member_id = b.member_id WHERE b.member_id = ANY($1::text[])",
-        members,
-    )
-    entries: dict[str, tuple[datetime, list[tuple[datetime, int]]]] = {}
-    for r in rows:
-        _, points = entries.setdefault(r["member_id"], (r["last_activity"], []))
-        if r["earned_at"] is not None:
-            points.append((r["earned_at"], r["points"]))
+    # In UTC, as the server returns the stored dates: the window's start is calendar
+    # arithmetic on the wall clock, so the live runner and a rebuild must both start
+    # from the same zone to agree.
+    ats = {m: at.astimezone(UTC) for m, at in as_of.items()}
     out = []
-    for member, (as_of, points) in entries.items():
-        s = tier_status(points, as_of, rules)
-        out.append((member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
-                    s.reevaluation_date, as_of))
+    for _ in range(2):
+        starts = [add_months(at, -rules.tier_window_months) for at in ats.values()]
+        rows = await conn.fetch(
+            f"SELECT m.member_id, s.as_of, m.ws,"
+            f" coalesce(sum(q.points) FILTER (WHERE q.earned_at > m.ws AND q.earned_at <= m.at), 0)::bigint,"
+            f" min(q.earned_at) FILTER (WHERE q.earned_at > m.ws AND q.earned_at <= m.at)"
+            f" FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS m(member_id, at, ws)"
+            f" LEFT JOIN {status_table} s ON s.member_id = m.member_id"
+            f" LEFT JOIN {qualifying_table} q ON q.member_id = m.member_id"
+            f" GROUP BY m.member_id, m.at, m.ws, s.as_of",
+            list(ats), list(ats.values()), starts,
+        )
+        later: dict[str, datetime] = {}
+        for member, stored_as_of, window_start, total, oldest in rows:
+            at = ats[member]
+            if stored_as_of is not None and stored_as_of > at:
+                later[member] = stored_as_of  # a qualifying change dated after this page's
+                continue
+            s = tier_in_window(total, oldest, window_start, rules)
+            out.append((member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
+                        s.reevaluation_date, at))
+        if not later:
+            break
+        ats = later
+    assert not later, "a stored date is never later than itself"
     await conn.execute(
         f"INSERT INTO {status_table} (member_id, tier, qualifying_points, window_start, next_tier,"
         " points_to_next_tier, reevaluation_date, as_of)"

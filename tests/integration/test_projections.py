@@ -6,7 +6,15 @@ import random
 from datetime import timedelta
 
 from ledger.bootstrap import Container
-from ledger.domain import AdjustPoints, CancelBooking, RefundBooking, tier_status
+from ledger.domain import (
+    AdjustPoints,
+    CancelBooking,
+    EarnReversed,
+    PendingPointsActivated,
+    PointsEarned,
+    RefundBooking,
+    tier_status,
+)
 from ledger.expiry import expire_due
 from ledger.handlers import CommandRequest
 from projections.runner import TABLES, checkpoint, rebuild
@@ -60,8 +68,17 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
         state = await container.ledger.member_state(row["member_id"])
         assert row["available"] == state.balance
         assert row["pending"] == state.pending
-        status = tier_status(state.qualifying_entries(), row["last_activity"], container.rules)
+        # The tier is shown as of the member's last qualifying change (or first event).
+        stream = [s.event for s in await container.store.read_stream(row["member_id"])]
+        as_of = max([stream[0].occurred_at] + [
+            e.occurred_at for e in stream
+            if isinstance(e, PointsEarned | PendingPointsActivated) and not (isinstance(e, PointsEarned)
+                                                                             and e.status == "pending")
+            or isinstance(e, EarnReversed) and e.qualifying_points
+        ])
+        status = tier_status(state.qualifying_entries(), as_of, container.rules)
         tier_row = next(t for t in live["tier_status"] if t["member_id"] == row["member_id"])
+        assert tier_row["as_of"] == as_of
         assert (tier_row["tier"], tier_row["qualifying_points"]) == (status.tier, status.qualifying_points)
         lots = {r["lot_id"]: r["remaining"] for r in live["expiry_lots"] if r["member_id"] == row["member_id"]}
         assert lots == {lot_id: lot.remaining for lot_id, lot in state.lots.items()}

@@ -34,6 +34,6 @@ from .events import (
 )
 from .rules import DEFAULT_RULES, ProgramRules
 from .state import Lot, MemberState, evolve, fold
-from .tiers import TierStatus, tier_status
+from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]

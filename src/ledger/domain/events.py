@@ -116,16 +116,28 @@ def to_data(event: Event) -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def _decoding(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The datetime fields and the pair fields of an event class."""
+    names = _field_names(cls)
+    return tuple(n for n in _DATETIME_FIELDS if n in names), tuple(n for n in _PAIR_FIELDS if n in names)
+
+
+_fromisoformat = datetime.fromisoformat
+
+
 def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[type_name]
     while version < cls.version:
         data = UPCASTERS[(type_name, version)](data)
         version += 1
     kwargs = dict(data)
-    for name in _DATETIME_FIELDS:
-        if kwargs.get(name) is not None:
-            kwargs[name] = datetime.fromisoformat(kwargs[name])
-    for name in _PAIR_FIELDS:
+    datetimes, pairs = _decoding(cls)
+    for name in datetimes:
+        value = kwargs.get(name)
+        if value is not None:
+            kwargs[name] = _fromisoformat(value)
+    for name in pairs:
         if name in kwargs:
             kwargs[name] = tuple([(str(a), int(b)) for a, b in kwargs[name]])
     return cls(**kwargs)

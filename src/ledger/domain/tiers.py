@@ -29,6 +29,13 @@ def tier_status(entries: Iterable[tuple[datetime, int]], at: datetime, rules: Pr
         if window_start < earned_at <= at:
             total += points
             oldest = earned_at if oldest is None or earned_at < oldest else oldest
+    return tier_in_window(total, oldest, window_start, rules)
+
+
+def tier_in_window(total: int, oldest: datetime | None, window_start: datetime, rules: ProgramRules) -> TierStatus:
+    """The tier from what `tier_status` adds up in the window starting at `window_start`:
+    the `total` of the qualifying points dated in it, and the `oldest` of their dates.
+    For callers that add them up elsewhere, such as the tier projection in SQL."""
     current, following = rules.tiers[0], None
     for tier in rules.tiers:
         if tier.threshold <= total:

@@ -7,13 +7,13 @@ DELETE and TRUNCATE by trigger, so nothing here (or anywhere) can rewrite histor
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
 
@@ -57,17 +57,34 @@ class AppendRequest:
     data: list[dict[str, Any]] = field(default_factory=list)  # each event's body, for its result
     result: dict[str, Any] = field(default_factory=dict)  # what `results` built, for the caller too
 
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the idempotency record keeps: enough to answer a duplicate, whose events
+        are read back by position rather than stored a second time."""
+        return {"member_id": self.stream_id, "positions": self.positions, **self.summary}
+
+
+def canonical_bytes(data: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 and no escaping beyond what JSON requires: the
+    same bytes as `json.dumps(data, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False).encode()` for event data (strings, ints, bools, None, lists and
+    str-keyed dicts), which tests/unit/test_canonical_json.py checks, because the hash
+    chain of every stored event was computed over that text."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
 
 def canonical(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_bytes(data).decode()
 
 
-def chain_hash(prev: bytes, stream_id: str, version: int, type_name: str, schema_version: int, body: str) -> bytes:
+def chain_hash(
+    prev: bytes, stream_id: str, version: int, type_name: str, schema_version: int, body: str | bytes
+) -> bytes:
     """Each event's hash covers its content and the previous event's hash, so altering
     or removing any event breaks every hash after it in the stream."""
     h = hashlib.sha256(prev)
     h.update(f"\x00{stream_id}\x00{version}\x00{type_name}\x00{schema_version}\x00".encode())
-    h.update(body.encode())
+    h.update(body if isinstance(body, bytes) else body.encode())
     return h.digest()
 
 
@@ -75,7 +92,7 @@ def verify_chain(events: Iterable[StoredEvent]) -> int | None:
     """The stream version of the first event whose hash does not verify, or None."""
     prev = GENESIS_HASH
     for stored in events:
-        body = canonical(to_data(stored.event))
+        body = canonical_bytes(to_data(stored.event))
         expected = chain_hash(prev, stored.stream_id, stored.stream_version, stored.event.type, stored.event.version, body)
         if expected != stored.hash:
             return stored.stream_version
@@ -85,17 +102,25 @@ def verify_chain(events: Iterable[StoredEvent]) -> int | None:
 
 _COLUMNS = "position, stream_id, stream_version, type, schema_version, data, metadata, recorded_at, hash"
 _SELECT = f"SELECT {_COLUMNS} FROM events"
+# Projections need neither the metadata nor the hash: not decoding them (nor shipping
+# them from the server) is a good part of the cost of a page.
+_LEAN_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at"
+_NO_METADATA: dict[str, Any] = {}
 
 
 def _row_to_event(row: asyncpg.Record) -> StoredEvent:
+    position, stream_id, stream_version, type_name, schema_version, data, metadata, recorded_at, hash_ = row
     return StoredEvent(
-        position=row["position"],
-        stream_id=row["stream_id"],
-        stream_version=row["stream_version"],
-        event=from_data(row["type"], row["schema_version"], json.loads(row["data"])),
-        metadata=json.loads(row["metadata"]),
-        recorded_at=row["recorded_at"],
-        hash=bytes(row["hash"]),
+        position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
+        orjson.loads(metadata), recorded_at, bytes(hash_),
+    )
+
+
+def _lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
+    position, stream_id, stream_version, type_name, schema_version, data, recorded_at = row
+    return StoredEvent(
+        position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
+        _NO_METADATA, recorded_at, b"",
     )
 
 
@@ -126,17 +151,35 @@ class EventStore:
         )
         return [_row_to_event(r) for r in rows]
 
-    async def read_all(self, after_position: int, limit: int, conn: asyncpg.Connection | None = None) -> list[StoredEvent]:
-        """Events after a global position, in position order.
+    async def read_all(
+        self, after_position: int, limit: int, conn: asyncpg.Connection | None = None, *, lean: bool = False
+    ) -> list[StoredEvent]:
+        """Events after a global position, in position order. `lean` leaves out the
+        metadata (an empty dict) and the hash (empty bytes), for readers such as the
+        projections that use neither.
 
         A reader polling this never skips an event that commits late, because appends
         hold an exclusive table lock until they commit (see `append`): positions become
         visible in the order they were handed out.
         """
+        columns, convert = (_LEAN_COLUMNS, _lean_row_to_event) if lean else (_COLUMNS, _row_to_event)
         rows = await (conn or self.pool).fetch(
-            f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2", after_position, min(limit, READ_PAGE_MAX)
+            f"SELECT {columns} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after_position, min(limit, READ_PAGE_MAX),
         )
-        return [_row_to_event(r) for r in rows]
+        return [convert(r) for r in rows]
+
+    async def read_positions(self, positions: Sequence[int]) -> dict[int, tuple[int, str, dict[str, Any]]]:
+        """(stream version, type, data) of the events at `positions`, by position: how a
+        duplicate command's result is rebuilt from its slim idempotency record."""
+        if not positions:
+            return {}
+        assert len(positions) <= READ_PAGE_MAX
+        rows = await self.pool.fetch(
+            "SELECT position, stream_version, type, data FROM events WHERE position = ANY($1::bigint[])",
+            list(positions),
+        )
+        return {r[0]: (r[1], r[2], orjson.loads(r[3])) for r in rows}
 
     async def head(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
@@ -147,7 +190,7 @@ class EventStore:
         rows = await self.pool.fetch(
             "SELECT idempotency_key, request_hash, result FROM commands WHERE idempotency_key = ANY($1::text[])", list(keys)
         )
-        return {r["idempotency_key"]: (r["request_hash"], json.loads(r["result"])) for r in rows}
+        return {r[0]: (r[1], orjson.loads(r[2])) for r in rows}
 
     async def append(
         self,
@@ -156,7 +199,8 @@ class EventStore:
         before_commit: BeforeCommit | None = None,
     ) -> None:
         """Append every request's events in one transaction, with their idempotency
-        records (whose stored result `results` builds once positions are known).
+        records (`AppendRequest.record`, once positions are known); `results` builds
+        each request's full result for the caller.
 
         Raises ConcurrencyConflict when a stream moved past an expected version, and
         IdempotencyRace when another transaction took one of the keys first; either
@@ -178,8 +222,9 @@ class EventStore:
             for event in req.events:
                 version += 1
                 data = to_data(event)
-                body = canonical(data)
-                prev = chain_hash(prev, req.stream_id, version, event.type, event.version, body)
+                body_bytes = canonical_bytes(data)
+                body = body_bytes.decode()
+                prev = chain_hash(prev, req.stream_id, version, event.type, event.version, body_bytes)
                 stream_ids.append(req.stream_id)
                 versions.append(version)
                 types.append(event.type)
@@ -232,7 +277,7 @@ class EventStore:
                     [r.idempotency_key for r in keyed],
                     [r.request_hash for r in keyed],
                     [r.stream_id for r in keyed],
-                    [json.dumps(r.result) for r in keyed],
+                    [orjson.dumps(r.record).decode() for r in keyed],
                 )
                 if len(inserted) != len(keyed):
                     raise IdempotencyRace("A request with the same idempotency key was recorded concurrently.")
