@@ -10,9 +10,11 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import asyncpg
 
 from ledger.domain import (
     Command,
@@ -24,11 +26,16 @@ from ledger.domain import (
     decide,
     evolve,
 )
-from ledger.store.events import GENESIS_HASH, AppendRequest, BeforeCommit, EventStore
+from ledger.store.events import GENESIS_HASH, AppendRequest, EventStore
 
 log = logging.getLogger(__name__)
 
 BATCH_COMMANDS_MAX = 10_000
+
+# Runs inside the batch's transaction, just before commit, with the commands the ledger
+# refused (index in the batch -> why): the Kafka consumer writes its offsets and its
+# rejected messages there, so they commit or roll back with the events.
+BatchHook = Callable[[asyncpg.Connection, dict[int, LedgerError]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,7 @@ class Ledger:
         return result
 
     async def handle_batch(
-        self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None = None
+        self, requests: Sequence[CommandRequest], before_commit: BatchHook | None = None
     ) -> list[CommandResult]:
         """Decide every command against current state and append all of the resulting
         events in one transaction. A command the domain refuses is returned as
@@ -149,7 +156,7 @@ class Ledger:
         events = await self.store.read_positions(positions)
         return {key: (request_hash, _expanded(record, events)) for key, (request_hash, record) in recorded.items()}
 
-    async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BeforeCommit | None) -> list[CommandResult]:
+    async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BatchHook | None) -> list[CommandResult]:
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
         states = await self.load([r.command.member_id for r in requests])
@@ -200,7 +207,14 @@ class Ledger:
             owner[i] = append
             states[state.member_id] = (new_state, b"")  # hash filled in by the store
         if appends or before_commit is not None:
-            await self.store.append(appends, _result_of, before_commit)
+            hook = None
+            if before_commit is not None:
+                refusals = _refusals(requests, results, in_batch)
+
+                async def hook(conn: asyncpg.Connection) -> None:
+                    await before_commit(conn, refusals)
+
+            await self.store.append(appends, _result_of, hook)
         for append in appends:
             state = states[append.stream_id][0]
             if state.version == append.expected_version + len(append.events):
@@ -219,6 +233,22 @@ class Ledger:
                 else:
                     results[i] = _duplicate(req.idempotency_key or "", "", req, first.result or {})
         return results  # type: ignore[return-value]
+
+
+def _refusals(
+    requests: Sequence[CommandRequest], results: Sequence[CommandResult | None], in_batch: dict[str, int]
+) -> dict[int, LedgerError]:
+    """Before the append: every command refused so far, and the repeats of an idempotency
+    key within the batch whose body differs from the first (the same rule `_duplicate`
+    applies once the results are final)."""
+    refusals = {i: r.error for i, r in enumerate(results) if r is not None and r.error is not None}
+    for i, req in enumerate(requests):
+        if results[i] is None and req.idempotency_key in in_batch and in_batch[req.idempotency_key] != i:
+            if requests[in_batch[req.idempotency_key]].request_hash != req.request_hash:
+                refusals[i] = DuplicateEvent(
+                    f"Idempotency key {req.idempotency_key!r} was already used for a different request.",
+                    idempotency_key=req.idempotency_key)
+    return refusals
 
 
 def _expanded(record: dict[str, Any], events: dict[int, tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:

@@ -136,7 +136,7 @@ async def test_a_reader_polling_during_concurrent_batch_writers_sees_every_event
     writers_done = asyncio.Event()
     seen: list[int] = []
 
-    async def linger(conn: asyncpg.Connection) -> None:
+    async def linger(conn: asyncpg.Connection, refusals: object) -> None:
         await asyncio.sleep(random.uniform(0, 0.02))
 
     async def writer(w: int) -> None:

@@ -35,20 +35,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from ledger.bootstrap import Container
+from ledger.domain import LedgerError
 from ledger.handlers import CommandRequest, Ledger
 from ledger.settings import Settings
 
-from .rejected import (
-    REFUSAL_PENDING,
-    SOURCE,
-    Rejection,
-    insert_rejections,
-    parse_message,
-    publish_pending,
-    refusal_reason,
-    refused_indexes,
-    set_reasons,
-)
+from .rejected import SOURCE, Rejection, insert_rejections, parse_message, publish_pending, refusal_reason
 
 log = logging.getLogger(__name__)
 
@@ -333,40 +324,28 @@ class BookingConsumer:
                 requests.append(parsed.to_request(SOURCE, kafka_topic=r.topic, kafka_partition=r.partition,
                                                   kafka_offset=r.offset))
                 owners.append(r)
-        refused_in_txn: list[int] = []
 
-        async def before_commit(conn: asyncpg.Connection) -> None:
+        async def before_commit(conn: asyncpg.Connection, refusals: dict[int, LedgerError]) -> None:
             await self._move_offsets(conn, start, end)
-            refused_in_txn[:] = await refused_indexes(conn, requests) if requests else []
-            refused = [Rejection(o.topic, o.partition, o.offset, o.key, o.value or b"", REFUSAL_PENDING)
-                       for o in (owners[i] for i in refused_in_txn)]
+            refused = [Rejection(o.topic, o.partition, o.offset, o.key, o.value or b"", refusal_reason(refusals[i]))
+                       for i, o in enumerate(owners) if i in refusals]
             await insert_rejections(conn, rejections + refused)
 
         results = await self.ledger.handle_batch(requests, before_commit)
         for partition, offset in end.items():
             start[partition].next_offset, start[partition].stored = offset, True
 
-        refusals = [(i, r) for i, r in enumerate(results) if r.status == "rejected"]
         outcome = BatchOutcome(
             messages=len(records),
             applied=sum(r.status == "applied" for r in results),
             duplicates=sum(r.status == "duplicate" for r in results),
-            rejected=len(rejections) + len(refusals),
+            rejected=len(rejections) + sum(r.status == "rejected" for r in results),
         )
         self.totals["batches"] += 1
         for name in ("messages", "applied", "duplicates", "rejected"):
             self.totals[name] += getattr(outcome, name)
         if outcome.rejected:
             self._dlq_due, self._dlq_next_try = True, 0.0
-        if [i for i, _ in refusals] != refused_in_txn:
-            log.error("refusals seen in the transaction %s differ from the results %s", refused_in_txn,
-                      [i for i, _ in refusals])
-        try:
-            await set_reasons(self.pool, [(owners[i].topic, owners[i].partition, owners[i].offset,
-                                           refusal_reason(r.error)) for i, r in refusals if r.error is not None])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("could not record why %d messages were refused (%s); they keep a generic reason",
-                        len(refusals), exc)
         return outcome
 
     async def _move_offsets(self, conn: asyncpg.Connection, start: dict[int, _Partition], end: dict[int, int]) -> None:

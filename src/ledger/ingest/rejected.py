@@ -34,7 +34,6 @@ PUBLISH_PAGES_MAX = 20
 PUBLISH_TIMEOUT_S = 30.0
 # Written with the offsets, replaced by the ledger's own words once the batch is
 # committed: `handle_batch` reports each refusal only after its transaction ends.
-REFUSAL_PENDING = "refused by the ledger (the consumer stopped before it could record the reason)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +80,6 @@ def refusal_reason(error: LedgerError) -> str:
     return _clip(f"{error.title}: {error.message}")
 
 
-async def refused_indexes(conn: asyncpg.Connection, requests: Sequence[CommandRequest]) -> list[int]:
-    """Inside the batch's transaction: which requests the ledger did not apply.
-
-    A booking command always appends one event when it is applied, so it is applied
-    (now or before) exactly when its idempotency key is recorded with its own
-    fingerprint; anything else was refused. The caller checks this against the
-    results once the batch is committed."""
-    keys = [r.idempotency_key for r in requests]
-    assert all(keys), "every consumed message has an idempotency key"
-    rows = await conn.fetch(
-        "SELECT idempotency_key, request_hash FROM commands WHERE idempotency_key = ANY($1::text[])", keys)
-    recorded = {r["idempotency_key"]: r["request_hash"] for r in rows}
-    return [i for i, r in enumerate(requests) if recorded.get(r.idempotency_key) != r.request_hash]
-
-
 async def insert_rejections(conn: asyncpg.Connection, rejections: Sequence[Rejection]) -> None:
     if not rejections:
         return
@@ -108,18 +92,6 @@ async def insert_rejections(conn: asyncpg.Connection, rejections: Sequence[Rejec
         [r.topic for r in rejections], [r.partition for r in rejections], [r.offset for r in rejections],
         [None if r.key is None else r.key.decode(errors="replace") for r in rejections],
         [r.value for r in rejections], [r.reason for r in rejections],
-    )
-
-
-async def set_reasons(pool: asyncpg.Pool, reasons: Sequence[tuple[str, int, int, str]]) -> None:
-    """(topic, partition, offset, reason) for rows written with REFUSAL_PENDING."""
-    if not reasons:
-        return
-    await pool.execute(
-        "UPDATE rejected_messages m SET reason = x.r FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])"
-        ' AS x(t, p, o, r) WHERE m.topic = x.t AND m.partition = x.p AND m."offset" = x.o',
-        [t for t, _, _, _ in reasons], [p for _, p, _, _ in reasons], [o for _, _, o, _ in reasons],
-        [r for _, _, _, r in reasons],
     )
 
 
@@ -217,9 +189,8 @@ async def retry_rejected(ledger: Ledger, pool: asyncpg.Pool, *, bytes_max: int, 
                                               kafka_offset=r["offset"], retried_rejection=r["id"]))
             owners.append(r["id"])
 
-        async def mark_applied(conn: asyncpg.Connection) -> None:
-            refused = set(await refused_indexes(conn, requests))
-            applied = [owner for i, owner in enumerate(owners) if i not in refused]
+        async def mark_applied(conn: asyncpg.Connection, refusals: dict[int, LedgerError]) -> None:
+            applied = [owner for i, owner in enumerate(owners) if i not in refusals]
             await conn.execute("UPDATE rejected_messages SET retried_at = now() WHERE id = ANY($1::bigint[])", applied)
 
         results = await ledger.handle_batch(requests, mark_applied) if requests else []
