@@ -138,6 +138,16 @@ def consumer_process(url: str, bootstrap: str, topic: str, group: str, data_dir:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def projections_process(url: str, data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`ledger projections run --follow`: the read models in a process of their own, as
+    when scaling out, so neither the consumer nor this bench's producer slows them."""
+    env = {**os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_DATA_DIR": str(data_dir),
+           "LEDGER_PROJECTION_IDLE_MS": "5", "LEDGER_PROJECTION_PAGE_SIZE": "5000"}
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "ledger.cli", "projections", "run", "--follow"], env=env,
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
 async def end_to_end(url: str, bootstrap: str, topic: str, n: int, batch: int, data_dir: Path,
                      consumers: int) -> tuple[float, int]:
     settings = Settings(database_url=url, data_dir=data_dir, projection_idle_ms=5, projection_page_size=5_000)
@@ -183,7 +193,8 @@ async def latency(url: str, bootstrap: str, topic: str, rate: int, seconds: floa
     # The steady phase has its own topic, so the consumer starts from an empty backlog.
     await ensure_topic(bootstrap, topic, 4)
     proc = consumer_process(url, bootstrap, topic, group, data_dir, batch, data_dir / "consumer-latency.log")
-    runner = asyncio.create_task(container.runner.run_forever(stop))
+    projector = projections_process(url, data_dir, data_dir / "projections-latency.log")
+    messages = list(events(int(rate * seconds), members, run, first=10_000_000))  # not generated on the clock
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     total = int(rate * seconds)
@@ -208,7 +219,7 @@ async def latency(url: str, bootstrap: str, topic: str, rate: int, seconds: floa
         poller = asyncio.create_task(poll())
         started = time.perf_counter()
         futures = []
-        for i, (key, value) in enumerate(events(total, members, run, first=10_000_000)):
+        for i, (key, value) in enumerate(messages):
             ahead = started + i / rate - time.perf_counter()
             if ahead > 0:
                 await asyncio.sleep(ahead)
@@ -220,9 +231,9 @@ async def latency(url: str, bootstrap: str, topic: str, rate: int, seconds: floa
         return [seen[k] - t for k, t in sent.items()]
     finally:
         stop.set()
-        await runner
-        proc.terminate()
-        proc.wait(60)
+        for process in (proc, projector):
+            process.terminate()
+            process.wait(60)
         await container.close()
 
 

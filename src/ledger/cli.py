@@ -48,9 +48,18 @@ async def _rebuild(args: argparse.Namespace) -> int:
 async def _project(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
 
+    import signal
+
     container = await build(_settings())
     try:
-        await container.runner.run_until_caught_up()
+        if args.follow:
+            # A projection process of its own, when scaling out: until SIGTERM/SIGINT.
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await container.runner.run_forever(stop)
+        else:
+            await container.runner.run_until_caught_up()
         print(f"read models at position {container.runner.position}")
     finally:
         await container.close()
@@ -199,7 +208,9 @@ def parser() -> argparse.ArgumentParser:
     revoke.set_defaults(func=_keys)
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
     proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
-    proj.add_parser("run", help="project until caught up, then exit").set_defaults(func=_project)
+    run = proj.add_parser("run", help="project until caught up, then exit (or keep following)")
+    run.add_argument("--follow", action="store_true", help="keep projecting new events until SIGTERM/SIGINT")
+    run.set_defaults(func=_project)
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
     verify = sub.add_parser("verify", help="check a member's hash chain")
     verify.add_argument("member_id")
