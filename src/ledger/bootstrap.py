@@ -47,7 +47,7 @@ async def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None
     if settings.database_url:
         return settings.database_url, None
     server = EmbeddedPostgres(settings.data_dir / "postgres", settings.embedded_port)
-    server_url = await asyncio.to_thread(server.start)
+    server_url = await asyncio.to_thread(server.acquire)
     await ensure_database(server_url, settings.database_name)
     log.info("embedded PostgreSQL at %s (data in %s)", server.url(settings.database_name), server.pgdata)
     return server.url(settings.database_name), server
@@ -66,11 +66,12 @@ class Container:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     extras: dict[str, object] = field(default_factory=dict)
 
-    async def close(self, *, stop_embedded: bool = False) -> None:
+    async def close(self, *, stop_embedded: bool = True) -> None:
+        """Close the pool and let go of an embedded server, which stops once no other
+        process of this data directory uses it."""
         if not self.pool.is_closing():
             await self.pool.close()
-        if stop_embedded and self.embedded is not None and self.embedded.is_running():
-            await asyncio.to_thread(self.embedded.stop)
+        if stop_embedded and self.embedded is not None and await asyncio.to_thread(self.embedded.release):
             log.info("embedded PostgreSQL stopped")
 
 

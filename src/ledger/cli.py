@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
 
 from ledger.settings import Settings
 
@@ -18,8 +19,12 @@ async def _migrate(args: argparse.Namespace) -> int:
     from ledger.bootstrap import database_url
     from ledger.store import migrate
 
-    url, _ = await database_url(_settings())
-    await migrate(url)
+    url, embedded = await database_url(_settings())
+    try:
+        await migrate(url)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
     print("migrations applied")
     return 0
 
@@ -92,6 +97,9 @@ async def _verify(args: argparse.Namespace) -> int:
     container = await build(_settings())
     try:
         events = await container.store.read_stream(args.member_id)
+        if not events:
+            print(f"no events for member {args.member_id!r}", file=sys.stderr)
+            return 1
         broken = verify_chain(events)
         if broken is None:
             print(f"{len(events)} events, hash chain intact")
@@ -220,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = parser().parse_args(argv)
     if getattr(args, "sync", False):
         return int(args.func(args))

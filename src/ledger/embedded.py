@@ -4,6 +4,8 @@ settings and for the tests. It listens on loopback TCP only."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +40,10 @@ class EmbeddedPostgres:
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pgdata"
         self._port_file = self.data_dir / "postgres.port"
+        # Processes using the server (serve, consume, a projection process, a CLI command):
+        # the last one to let go stops it, so one exiting never cuts the others off.
+        self._clients_file = self.data_dir / "postgres.clients"
+        self._lock_file = self.data_dir / "postgres.lock"
         self._requested_port = port
         self.port = 0
 
@@ -85,6 +91,48 @@ class EmbeddedPostgres:
             os.kill(pid, 0)
             return True
         return False
+
+    @contextlib.contextmanager
+    def _locked(self):  # type: ignore[no-untyped-def]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _clients(self) -> set[int]:
+        """Registered processes that are still alive."""
+        try:
+            pids = set(json.loads(self._clients_file.read_text()))
+        except (FileNotFoundError, ValueError):
+            return set()
+        alive = set()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, 0)
+                alive.add(pid)
+        return alive
+
+    def acquire(self) -> str:
+        """Start the server if needed, register this process as a user of it, and
+        return its URL for the `postgres` database."""
+        with self._locked():
+            url = self.start()
+            self._clients_file.write_text(json.dumps(sorted(self._clients() | {os.getpid()})))
+            return url
+
+    def release(self) -> bool:
+        """Unregister this process; stop the server if no other process uses it.
+        Returns whether it was stopped."""
+        with self._locked():
+            others = self._clients() - {os.getpid()}
+            self._clients_file.write_text(json.dumps(sorted(others)))
+            if others:
+                return False
+            self.stop()
+            return True
 
     def start(self) -> str:
         """Start (or reuse) the server and return its URL for the `postgres` database."""

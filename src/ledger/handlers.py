@@ -20,6 +20,7 @@ from ledger.domain import (
     Command,
     ConcurrencyConflict,
     DuplicateEvent,
+    InvalidCommand,
     LedgerError,
     MemberState,
     ProgramRules,
@@ -183,6 +184,13 @@ class Ledger:
                     new_state = evolve(new_state, event)
             except LedgerError as error:
                 results[i] = CommandResult("rejected", error=error)
+                continue
+            except (ValueError, ArithmeticError) as exc:
+                # Input the validation let through and the rules cannot compute with: refuse
+                # this one command (a Kafka message goes to the dead-letter topic) rather
+                # than fail the batch and block everything behind it.
+                log.warning("command %r could not be decided: %s", req.command, exc)
+                results[i] = CommandResult("rejected", error=InvalidCommand(f"The command cannot be applied: {exc}."))
                 continue
             if key is not None:
                 in_batch[key] = i

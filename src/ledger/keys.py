@@ -28,6 +28,14 @@ class Permission(StrEnum):
     audit = "audit:read"
 
 
+WHAT: dict[Permission, str] = {
+    Permission.read_members: "read member accounts",
+    Permission.post_bookings: "post booking events",
+    Permission.redeem: "redeem points",
+    Permission.adjust: "adjust points",
+    Permission.audit: "read the audit trail",
+}
+
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
     Role.app: frozenset({Permission.read_members, Permission.redeem}),

@@ -272,3 +272,9 @@ def test_invalid_adjustments(points: int, reason: str) -> None:
 def test_adjusting_an_unknown_member() -> None:
     with pytest.raises(MemberNotFound):
         decide(MemberState(M), AdjustPoints(M, T0, "A1", 10, "goodwill", "support"), RULES)
+
+
+@pytest.mark.parametrize("year", [1, 1899, 9001, 9999])
+def test_times_outside_the_supported_years_are_refused(year: int) -> None:
+    with pytest.raises(InvalidCommand, match="between the years"):
+        decide(MemberState(M), confirm(at=datetime(year, 6, 1, tzinfo=UTC)), RULES)

@@ -10,7 +10,7 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.bootstrap import Container
-from ledger.keys import ApiKey, Permission, authenticate
+from ledger.keys import WHAT, ApiKey, Permission, authenticate
 from ledger.ingest.schema import Identifier
 
 from .problems import ApiProblem
@@ -53,7 +53,7 @@ async def _caller(request: Request, container: ContainerDep,
 def require(permission: Permission):  # type: ignore[no-untyped-def]
     async def check(key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
         if not key.can(permission):
-            raise ApiProblem(403, "Forbidden", f"The role {key.role.value!r} may not {permission.value}.")
+            raise ApiProblem(403, "Forbidden", f"A key with the role {key.role.value!r} may not {WHAT[permission]}.")
         return key
 
     return Depends(check)

@@ -74,7 +74,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+        errors = [{"field": "body" if e["type"] == "json_invalid" else _field(tuple(e["loc"])), "message": e["msg"],
+                   "type": e["type"]} for e in exc.errors()]
         if any(e["type"] == "json_invalid" for e in errors):
             return problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=errors)
         fields = ", ".join(dict.fromkeys(e["field"] for e in errors))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ledger.ingest.schema import Identifier
+from ledger.ingest.schema import Identifier, Text
 
 POINTS_MAX = 10_000_000
 RewardKind = Literal["travel_product", "hotel_discount", "airline_miles", "upgrade", "voucher", "other"]
@@ -31,8 +31,15 @@ class RedemptionRequest(BaseModel):
 
 class AdjustmentRequest(BaseModel):
     model_config = _examples({"points": 750, "reason": "Flight LH400 delayed 5 hours; goodwill credit"})
-    points: Annotated[int, Field(ge=-1_000_000, le=1_000_000, strict=True)]
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    points: Annotated[int, Field(ge=-1_000_000, le=1_000_000, strict=True, description="Non-zero.")]
+    reason: Text(500)  # type: ignore[valid-type]
+
+    @field_validator("points")
+    @classmethod
+    def _non_zero(cls, points: int) -> int:
+        if points == 0:
+            raise ValueError("must not be zero")
+        return points
 
 
 class AppendedEvent(BaseModel):

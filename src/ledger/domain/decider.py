@@ -31,6 +31,9 @@ from .tiers import tier_status
 from .timeutil import add_months
 
 
+YEAR_MIN, YEAR_MAX = 1900, 9000
+
+
 def booking_lot_id(booking_id: str) -> str:
     return f"booking:{booking_id}"
 
@@ -42,6 +45,9 @@ def adjustment_lot_id(adjustment_id: str) -> str:
 def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:
     if command.occurred_at.tzinfo is None:
         raise InvalidCommand("occurred_at must carry a time zone offset.")
+    if not YEAR_MIN <= command.occurred_at.year <= YEAR_MAX:
+        # Expiry and tier windows add and subtract months: keep well inside datetime's range.
+        raise InvalidCommand(f"occurred_at must be between the years {YEAR_MIN} and {YEAR_MAX}.")
     match command:
         case ConfirmBooking():
             return [_earn(state, command, rules, status="pending")]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
 import pycountry
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
 from ledger.handlers import CommandRequest
@@ -27,8 +36,41 @@ def _printable(value: str) -> str:
     return value
 
 
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _text(value: str) -> str:
+    """Free text (a reason): line breaks and tabs are fine, other control characters not."""
+    if _TEXT_CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
+    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_text)]
+
+
 def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
     return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_printable)]
+
+
+OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+OCCURRED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _plausible(moment: datetime) -> datetime:
+    if not OCCURRED_AT_MIN <= moment < OCCURRED_AT_MAX:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return moment
+
+
+def _decimal_string(value: Any) -> Any:
+    # A JSON number may already have lost digits in a client's float; money travels as text.
+    if not isinstance(value, str):
+        raise ValueError("must be a decimal string such as \"420.00\"")
+    return value
 
 
 def _currency(code: str) -> str:
@@ -41,7 +83,13 @@ EventId = Identifier(128)
 MemberId = Identifier(64)
 BookingId = Identifier(64)
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
-Amount = Annotated[Decimal, Field(ge=0, le=10_000_000, max_digits=10, decimal_places=2)]
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_string),
+    Field(ge=0, le=10_000_000, max_digits=10, decimal_places=2),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "examples": ["420.00"]}),
+]
+OccurredAt = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class BookingEventType(StrEnum):
@@ -84,7 +132,7 @@ class BookingEvent(BaseModel):
     product: Product
     amount: Amount = Field(description="Decimal string, at most 2 decimals, 0 to 10,000,000.")
     currency: Currency = Field(description="ISO 4217 code.")
-    occurred_at: AwareDatetime = Field(description="RFC 3339 with offset.")
+    occurred_at: OccurredAt = Field(description="RFC 3339 with offset, between 2000 and 2100.")
 
     def fingerprint(self) -> str:
         """Same event id with a different body is refused: this is what 'same' means."""
