@@ -53,10 +53,6 @@ class CommandResult:
     result: dict[str, Any] | None = None  # {"events": [...], "position": int | None}
     error: LedgerError | None = None
 
-    @property
-    def position(self) -> int | None:
-        return self.result["position"] if self.result else None
-
 
 def _result_of(req: AppendRequest) -> dict[str, Any]:
     return {
@@ -153,7 +149,7 @@ class Ledger:
     async def _expand(self, recorded: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Idempotency records turned back into full results, reading the events of
         all of them in one query."""
-        positions = [p for _, record in recorded.values() for p in record.get("positions", ())]
+        positions = [p for _, record in recorded.values() for p in record["positions"]]
         events = await self.store.read_positions(positions)
         return {key: (request_hash, _expanded(record, events)) for key, (request_hash, record) in recorded.items()}
 
@@ -175,7 +171,9 @@ class Ledger:
                 results[i] = _duplicate(key, request_hash, req, result)
                 continue
             if key is not None and key in in_batch:
-                continue  # resolved below, once the first one's result is known
+                if requests[in_batch[key]].request_hash != req.request_hash:
+                    results[i] = CommandResult("rejected", error=_key_reused(key))
+                continue  # else a duplicate of the first, filled in once its result is known
             try:
                 state, last_hash = states[req.command.member_id]
                 events = decide(state, req.command, self.rules)
@@ -217,7 +215,7 @@ class Ledger:
         if appends or before_commit is not None:
             hook = None
             if before_commit is not None:
-                refusals = _refusals(requests, results, in_batch)
+                refusals = {i: r.error for i, r in enumerate(results) if r is not None and r.error is not None}
 
                 async def hook(conn: asyncpg.Connection) -> None:
                     await before_commit(conn, refusals)
@@ -233,37 +231,16 @@ class Ledger:
         for i, append in owner.items():
             results[i] = CommandResult("applied", append.result)
         for i, req in enumerate(requests):
-            if results[i] is None:
+            if results[i] is None:  # a repeat of a key earlier in this batch, same body
                 first = results[in_batch[req.idempotency_key]]  # type: ignore[index]
-                assert first is not None
-                if first.status == "applied" and requests[in_batch[req.idempotency_key]].request_hash == req.request_hash:  # type: ignore[index]
-                    results[i] = CommandResult("duplicate", first.result)
-                else:
-                    results[i] = _duplicate(req.idempotency_key or "", "", req, first.result or {})
+                assert first is not None and first.status == "applied"
+                results[i] = CommandResult("duplicate", first.result)
         return results  # type: ignore[return-value]
-
-
-def _refusals(
-    requests: Sequence[CommandRequest], results: Sequence[CommandResult | None], in_batch: dict[str, int]
-) -> dict[int, LedgerError]:
-    """Before the append: every command refused so far, and the repeats of an idempotency
-    key within the batch whose body differs from the first (the same rule `_duplicate`
-    applies once the results are final)."""
-    refusals = {i: r.error for i, r in enumerate(results) if r is not None and r.error is not None}
-    for i, req in enumerate(requests):
-        if results[i] is None and req.idempotency_key in in_batch and in_batch[req.idempotency_key] != i:
-            if requests[in_batch[req.idempotency_key]].request_hash != req.request_hash:
-                refusals[i] = DuplicateEvent(
-                    f"Idempotency key {req.idempotency_key!r} was already used for a different request.",
-                    idempotency_key=req.idempotency_key)
-    return refusals
 
 
 def _expanded(record: dict[str, Any], events: dict[int, tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
     """The full result of an applied command from its idempotency record: the same
     shape `_result_of` gave the first caller."""
-    if "positions" not in record:
-        return record  # recorded before records were slimmed: the full result itself
     positions = record["positions"]
     summary = {k: v for k, v in record.items() if k not in ("member_id", "positions")}
     return {
@@ -277,12 +254,11 @@ def _expanded(record: dict[str, Any], events: dict[int, tuple[int, str, dict[str
     }
 
 
+def _key_reused(key: str) -> DuplicateEvent:
+    return DuplicateEvent(f"Idempotency key {key!r} was already used for a different request.", idempotency_key=key)
+
+
 def _duplicate(key: str, request_hash: str, req: CommandRequest, result: dict[str, Any]) -> CommandResult:
     if request_hash != req.request_hash:
-        return CommandResult(
-            "rejected",
-            error=DuplicateEvent(
-                f"Idempotency key {key!r} was already used for a different request.", idempotency_key=key
-            ),
-        )
+        return CommandResult("rejected", error=_key_reused(key))
     return CommandResult("duplicate", result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from ledger.domain import AdjustPoints, MemberNotFound, RedeemPoints, tier_status
+from ledger.bootstrap import Container
+from ledger.domain import AdjustPoints, Command, MemberNotFound, RedeemPoints, tier_status
 from ledger.handlers import CommandRequest, CommandResult
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
@@ -85,20 +87,13 @@ async def redeem(
     container: ContainerDep, key: Annotated[ApiKey, require(Permission.redeem)],
 ) -> RedemptionResult:
     """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short."""
-    redemption_id = f"rd-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
-    command = RedeemPoints(member_id, container.clock(), redemption_id, body.points, body.reward.id, body.reward.kind)
-    result = await container.ledger.handle(CommandRequest(
-        command, idempotency_key=f"redemption:{member_id}:{idempotency_key}",
-        request_hash=_fingerprint(member_id, body.model_dump()),
-        metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
-    ))
-    _status(response, result)
-    assert result.result is not None
-    (event,) = result.result["events"]
+    command = RedeemPoints(member_id, container.clock(), _command_id("rd", member_id, idempotency_key), body.points,
+                           body.reward.id, body.reward.kind)
+    result, data = await _member_write(container, response, command, "redemption", idempotency_key, key)
     return RedemptionResult(
-        redemption_id=event["data"]["redemption_id"], points=event["data"]["points"], reward=body.reward,
-        lots=[{"lot_id": lot, "points": n} for lot, n in event["data"]["lots"]],
-        available_after=result.result["available_after"], position=result.result["position"],
+        redemption_id=data["redemption_id"], points=data["points"], reward=body.reward,
+        lots=[{"lot_id": lot, "points": n} for lot, n in data["lots"]],
+        available_after=result["available_after"], position=result["position"],
     )
 
 
@@ -110,21 +105,36 @@ async def adjust(
     container: ContainerDep, key: Annotated[ApiKey, require(Permission.adjust)],
 ) -> AdjustmentResult:
     """Credit or debit points after a complaint; the reason and the key's name stay on record."""
-    adjustment_id = f"adj-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
-    command = AdjustPoints(member_id, container.clock(), adjustment_id, body.points, body.reason, key.name)
+    command = AdjustPoints(member_id, container.clock(), _command_id("adj", member_id, idempotency_key), body.points,
+                           body.reason, key.name)
+    result, data = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+    return AdjustmentResult(
+        adjustment_id=data["adjustment_id"], points=data["points"], reason=data["reason"], actor=data["actor"],
+        available_after=result["available_after"], position=result["position"],
+    )
+
+
+def _command_id(prefix: str, member_id: str, idempotency_key: str) -> str:
+    """The same id for every retry of one request, so a replayed command is the same command."""
+    return f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
+
+
+async def _member_write(
+    container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A one-event write on a member's account, keyed by its Idempotency-Key header:
+    (the stored result, the event's data); 201 when applied, 200 when replayed. A replay
+    is the same request when it asks for the same command, whatever the time."""
+    same_command = {k: v for k, v in dataclasses.asdict(command).items() if k != "occurred_at"}
     result = await container.ledger.handle(CommandRequest(
-        command, idempotency_key=f"adjustment:{member_id}:{idempotency_key}",
-        request_hash=_fingerprint(member_id, body.model_dump(), key.name),
+        command, idempotency_key=f"{kind}:{command.member_id}:{idempotency_key}",
+        request_hash=_fingerprint(same_command),
         metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
     ))
     _status(response, result)
     assert result.result is not None
     (event,) = result.result["events"]
-    data = event["data"]
-    return AdjustmentResult(
-        adjustment_id=data["adjustment_id"], points=data["points"], reason=data["reason"], actor=data["actor"],
-        available_after=result.result["available_after"], position=result.result["position"],
-    )
+    return result.result, event["data"]
 
 
 _READ = require(Permission.read_members)
@@ -212,7 +222,8 @@ async def history(
     min_position: MinPosition = None,
 ) -> HistoryPage:
     """The member's events from the event store itself, newest first."""
-    await wait_for_position(container, min_position)
+    if min_position is not None:
+        await wait_for_position(container, min_position)
     before = min(int(cursor), 2**31 - 1) if cursor else 2**31 - 1
     rows = await container.pool.fetch(
         "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
