@@ -47,11 +47,34 @@ class CommandRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class CommandResult:
-    status: Literal["applied", "duplicate", "rejected"]
-    result: dict[str, Any] | None = None  # {"events": [...], "position": int | None}
-    error: LedgerError | None = None
+    """What became of one command. `result` ({"member_id", "events": [...], "position",
+    "available_after", "pending_after"}) is built on first use: the Kafka consumer and
+    the benchmarks never look at it, and building it costs as much as hashing the event."""
+
+    __slots__ = ("status", "error", "_result", "_append")
+
+    def __init__(
+        self,
+        status: Literal["applied", "duplicate", "rejected"],
+        result: dict[str, Any] | None = None,
+        error: LedgerError | None = None,
+        *,
+        append: AppendRequest | None = None,
+    ) -> None:
+        self.status = status
+        self.error = error
+        self._result = result
+        self._append = append
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        if self._result is None and self._append is not None:
+            self._result = _result_of(self._append)
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"CommandResult({self.status!r}, {self.result!r}, {self.error!r})"
 
 
 def _result_of(req: AppendRequest) -> dict[str, Any]:
@@ -220,7 +243,7 @@ class Ledger:
                 async def hook(conn: asyncpg.Connection) -> None:
                     await before_commit(conn, refusals)
 
-            await self.store.append(appends, _result_of, hook)
+            await self.store.append(appends, hook)
         for append in appends:
             state = states[append.stream_id][0]
             if state.version == append.expected_version + len(append.events):
@@ -229,7 +252,7 @@ class Ledger:
             self.appended.set()
             self.appended.clear()
         for i, append in owner.items():
-            results[i] = CommandResult("applied", append.result)
+            results[i] = CommandResult("applied", append=append)
         for i, req in enumerate(requests):
             if results[i] is None:  # a repeat of a key earlier in this batch, same body
                 first = results[in_batch[req.idempotency_key]]  # type: ignore[index]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import timedelta
 
 import asyncpg
 import pytest
 
 from ledger.bootstrap import Container
-from ledger.domain import ConcurrencyConflict, DuplicateEvent, InsufficientPoints
+from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints
+from ledger.handlers import CommandRequest
 from ledger.store import AppendRequest, verify_chain
 from ledger.store.events import GENESIS_HASH
 
@@ -45,9 +47,9 @@ async def test_two_concurrent_appends_to_one_stream_one_wins_the_other_conflicts
         events = decide(state, CompleteBooking("m1", T0, booking, "hotel", Decimal(10), "EUR"), container.rules)
         return AppendRequest("m1", state.version, last.hash, events)
 
-    first = asyncio.create_task(store.append([attempt("B1")], lambda r: {}, hold))
+    first = asyncio.create_task(store.append([attempt("B1")], hold))
     await asyncio.sleep(0.1)
-    second = asyncio.create_task(store.append([attempt("B2")], lambda r: {}))
+    second = asyncio.create_task(store.append([attempt("B2")]))
     await asyncio.sleep(0.1)
     gate.set()
     await first
@@ -99,6 +101,35 @@ async def test_a_duplicate_idempotency_key_applies_once_and_returns_the_original
     other_body = type(other_body)(other_body.command, "evt-1", "another-body-hash")
     with pytest.raises(DuplicateEvent):
         await ledger.handle(other_body)
+
+
+async def test_a_duplicate_of_a_command_with_several_events_returns_all_of_them(container: Container) -> None:
+    ledger = container.ledger
+    await ledger.handle_batch([earn("m1", "B1", key="e1"), earn("m1", "B2", key="e2", at=T0 + timedelta(days=1))])
+    expire = CommandRequest(ExpirePoints("m1", T0 + timedelta(days=2000)), idempotency_key="expiry-run-1",
+                            request_hash="run-1")
+    first = await ledger.handle(expire)
+    assert [e["type"] for e in first.result["events"]] == ["PointsExpired", "PointsExpired"]
+    again = await ledger.handle(expire)
+    assert again.status == "duplicate" and again.result == first.result
+    assert len(await container.store.read_stream("m1")) == 4
+
+
+async def test_a_key_recorded_before_keys_moved_onto_events_is_still_a_duplicate(container: Container) -> None:
+    """Records written before migration 0003 live in `commands`; they must still count."""
+    ledger = container.ledger
+    applied = await ledger.handle(earn("m1", "B1"))  # no key: nothing recorded on the event
+    position = applied.result["position"]
+    await container.pool.execute(
+        "INSERT INTO commands (idempotency_key, request_hash, stream_id, result) VALUES ($1, $2, $3, $4::jsonb)",
+        "legacy-1", "legacy-1", "m1",
+        f'{{"member_id": "m1", "positions": [{position}], "available_after": 7, "pending_after": 0}}',
+    )
+    again = await ledger.handle(earn("m1", "B9", key="legacy-1"))
+    assert again.status == "duplicate"
+    assert again.result["position"] == position and again.result["available_after"] == 7
+    assert again.result["events"] == applied.result["events"]
+    assert len(await container.store.read_stream("m1")) == 1
 
 
 async def test_a_batch_appends_many_members_in_one_transaction_and_isolates_refusals(container: Container) -> None:

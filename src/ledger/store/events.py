@@ -18,6 +18,7 @@ import orjson
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
 
 GENESIS_HASH = bytes(32)
+_sha256 = hashlib.sha256
 READ_PAGE_MAX = 50_000
 APPEND_EVENTS_MAX = 20_000
 
@@ -55,13 +56,12 @@ class AppendRequest:
     positions: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
     data: list[dict[str, Any]] = field(default_factory=list)  # each event's body, for its result
-    result: dict[str, Any] = field(default_factory=dict)  # what `results` built, for the caller too
 
     @property
-    def record(self) -> dict[str, Any]:
-        """What the idempotency record keeps: enough to answer a duplicate, whose events
-        are read back by position rather than stored a second time."""
-        return {"member_id": self.stream_id, "positions": self.positions, **self.summary}
+    def command_record(self) -> dict[str, Any]:
+        """What the first event's metadata keeps of a keyed command, to answer a
+        duplicate: its events are read back by position rather than stored twice."""
+        return {"request_hash": self.request_hash, "events": len(self.events), **self.summary}
 
 
 def canonical_bytes(data: dict[str, Any]) -> bytes:
@@ -82,10 +82,8 @@ def chain_hash(
 ) -> bytes:
     """Each event's hash covers its content and the previous event's hash, so altering
     or removing any event breaks every hash after it in the stream."""
-    h = hashlib.sha256(prev)
-    h.update(f"\x00{stream_id}\x00{version}\x00{type_name}\x00{schema_version}\x00".encode())
-    h.update(body if isinstance(body, bytes) else body.encode())
-    return h.digest()
+    header = f"\x00{stream_id}\x00{version}\x00{type_name}\x00{schema_version}\x00".encode()
+    return _sha256(b"".join((prev, header, body if isinstance(body, bytes) else body.encode()))).digest()
 
 
 def verify_chain(events: Iterable[StoredEvent]) -> int | None:
@@ -106,6 +104,8 @@ _SELECT = f"SELECT {_COLUMNS} FROM events"
 # them from the server) is a good part of the cost of a page.
 _LEAN_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at"
 _NO_METADATA: dict[str, Any] = {}
+_APPEND_COLUMNS = ("stream_id", "stream_version", "type", "schema_version", "data", "metadata", "occurred_at", "hash",
+                   "idempotency_key")
 
 
 def _row_to_event(row: asyncpg.Record) -> StoredEvent:
@@ -185,61 +185,83 @@ class EventStore:
         return int(await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
 
     async def find_commands(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The idempotency records of the keys already used: key -> (request hash, record),
+        the record being what `AppendRequest.record` describes. Keys are found on the
+        first event their command appended, or in `commands` for records written before
+        they moved onto the events (migration 0003)."""
         if not keys:
             return {}
         rows = await self.pool.fetch(
-            "SELECT idempotency_key, request_hash, result FROM commands WHERE idempotency_key = ANY($1::text[])", list(keys)
+            "SELECT k, e.stream_id, e.stream_version, e.position, e.metadata->'command', c.request_hash, c.result"
+            " FROM unnest($1::text[]) AS k LEFT JOIN events e ON e.idempotency_key = k"
+            " LEFT JOIN commands c ON c.idempotency_key = k"
+            " WHERE e.position IS NOT NULL OR c.idempotency_key IS NOT NULL",
+            list(keys),
         )
-        return {r[0]: (r[1], orjson.loads(r[2])) for r in rows}
+        found: dict[str, tuple[str, dict[str, Any]]] = {}
+        longer: dict[str, tuple[str, int, int]] = {}  # key -> (stream, first version, last version)
+        for key, stream_id, version, position, command, legacy_hash, legacy_result in rows:
+            if position is None:
+                found[key] = (legacy_hash, orjson.loads(legacy_result))
+                continue
+            command = orjson.loads(command)
+            count = command.pop("events")
+            found[key] = (command.pop("request_hash"), {"member_id": stream_id, "positions": [position], **command})
+            if count > 1:
+                longer[key] = (stream_id, version, version + count - 1)
+        if longer:
+            # A command with several events (an expiry run) appended them as consecutive
+            # versions of its stream.
+            spans = list(longer.values())
+            rows = await self.pool.fetch(
+                "SELECT e.stream_id, e.stream_version, e.position"
+                " FROM unnest($1::text[], $2::int[], $3::int[]) AS c(s, lo, hi)"
+                " JOIN events e ON e.stream_id = c.s AND e.stream_version BETWEEN c.lo AND c.hi",
+                [s for s, _, _ in spans], [lo for _, lo, _ in spans], [hi for _, _, hi in spans],
+            )
+            position_of = {(r[0], r[1]): r[2] for r in rows}
+            for key, (stream_id, lo, hi) in longer.items():
+                found[key][1]["positions"] = [position_of[(stream_id, v)] for v in range(lo, hi + 1)]
+        return found
 
     async def append(
         self,
         requests: Sequence[AppendRequest],
-        results: Callable[[AppendRequest], dict[str, Any]],
         before_commit: BeforeCommit | None = None,
     ) -> None:
-        """Append every request's events in one transaction, with their idempotency
-        records (`AppendRequest.record`, once positions are known); `results` builds
-        each request's full result for the caller.
+        """Append every request's events in one transaction, and fill in their
+        positions, hashes and bodies. A request with an idempotency key records it on
+        its first event, with what `find_commands` needs to answer a duplicate in that
+        event's metadata.
 
         Raises ConcurrencyConflict when a stream moved past an expected version, and
         IdempotencyRace when another transaction took one of the keys first; either
         way nothing was written and the caller retries against fresh state.
         """
-        stream_ids: list[str] = []
-        versions: list[int] = []
-        types: list[str] = []
-        schema_versions: list[int] = []
-        bodies: list[str] = []
-        metadatas: list[str] = []
-        occurred: list[datetime] = []
-        hashes: list[bytes] = []
+        records: list[tuple] = []  # in the order of _APPEND_COLUMNS
         last_hash: dict[str, tuple[int, bytes]] = {}
         for req in requests:
-            version, prev = last_hash.get(req.stream_id, (req.expected_version, req.prev_hash))
+            stream_id = req.stream_id
+            version, prev = last_hash.get(stream_id, (req.expected_version, req.prev_hash))
             assert version == req.expected_version, "appends to one stream in a batch must follow each other"
-            meta = canonical(req.metadata)
+            key = req.idempotency_key
+            meta = canonical(req.metadata if key is None else {**req.metadata, "command": req.command_record})
             for event in req.events:
                 version += 1
                 data = to_data(event)
-                body_bytes = canonical_bytes(data)
-                body = body_bytes.decode()
-                prev = chain_hash(prev, req.stream_id, version, event.type, event.version, body_bytes)
-                stream_ids.append(req.stream_id)
-                versions.append(version)
-                types.append(event.type)
-                schema_versions.append(event.version)
-                bodies.append(body)
-                metadatas.append(meta)
-                occurred.append(event.occurred_at)
-                hashes.append(prev)
+                body = canonical_bytes(data)
+                prev = chain_hash(prev, stream_id, version, event.type, event.version, body)
+                records.append((stream_id, version, event.type, event.version, body.decode(), meta, event.occurred_at,
+                                prev, key))
                 req.hashes.append(prev)
                 req.data.append(data)
-            last_hash[req.stream_id] = (version, prev)
-        assert len(stream_ids) <= APPEND_EVENTS_MAX, "batches are bounded by their callers"
+                if key is not None and len(req.events) > 1:  # the key and its record: first event only
+                    key, meta = None, canonical(req.metadata)
+            last_hash[stream_id] = (version, prev)
+        assert len(records) <= APPEND_EVENTS_MAX, "batches are bounded by their callers"
 
         async with self.pool.acquire() as conn, conn.transaction():
-            if stream_ids:
+            if records:
                 # Why lock: positions come from an identity column when each row is
                 # inserted, but transactions commit in their own order, so without this a
                 # reader polling `position > last_seen` could pass over a position whose
@@ -249,37 +271,22 @@ class EventStore:
                 # possible, and the batch path amortises it over hundreds of events.
                 await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
                 try:
-                    rows = await conn.fetch(
-                        "INSERT INTO events (stream_id, stream_version, type, schema_version, data, metadata,"
-                        " occurred_at, hash)"
-                        " SELECT s, v, t, sv, d::jsonb, m::jsonb, o, h FROM unnest($1::text[], $2::int[], $3::text[],"
-                        " $4::smallint[], $5::text[], $6::text[], $7::timestamptz[], $8::bytea[])"
-                        " WITH ORDINALITY AS x(s, v, t, sv, d, m, o, h, n) ORDER BY n"
-                        " RETURNING position, stream_id, stream_version",
-                        stream_ids, versions, types, schema_versions, bodies, metadatas, occurred, hashes,
-                    )
+                    await conn.copy_records_to_table("events", columns=_APPEND_COLUMNS, records=records)
                 except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name == "events_idempotency_key":
+                        raise IdempotencyRace(
+                            "A request with the same idempotency key was recorded concurrently."
+                        ) from exc
                     raise ConcurrencyConflict(
                         "The member's account changed while this request was processed; please retry."
                     ) from exc
-                by_key = {(r["stream_id"], r["stream_version"]): r["position"] for r in rows}
+                # COPY hands out positions row by row in the order of the records, and the
+                # lock keeps every other writer out until commit: this batch's positions
+                # are the consecutive values ending at the sequence's current one.
+                last = await conn.fetchval("SELECT currval(pg_get_serial_sequence('events', 'position'))")
+                position = last - len(records)
                 for req in requests:
-                    first = req.expected_version + 1
-                    req.positions = [by_key[(req.stream_id, v)] for v in range(first, first + len(req.events))]
-            for req in requests:
-                req.result = results(req)
-            keyed = [req for req in requests if req.idempotency_key is not None]
-            if keyed:
-                inserted = await conn.fetch(
-                    "INSERT INTO commands (idempotency_key, request_hash, stream_id, result)"
-                    " SELECT k, h, s, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(k, h, s, r)"
-                    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
-                    [r.idempotency_key for r in keyed],
-                    [r.request_hash for r in keyed],
-                    [r.stream_id for r in keyed],
-                    [orjson.dumps(r.record).decode() for r in keyed],
-                )
-                if len(inserted) != len(keyed):
-                    raise IdempotencyRace("A request with the same idempotency key was recorded concurrently.")
+                    req.positions = list(range(position + 1, position + 1 + len(req.events)))
+                    position += len(req.events)
             if before_commit is not None:
                 await before_commit(conn)
