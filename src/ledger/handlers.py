@@ -7,11 +7,13 @@ expiry scheduler hand commands to `Ledger.handle` or `Ledger.handle_batch`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal
 
 import asyncpg
@@ -26,6 +28,7 @@ from ledger.domain import (
     ProgramRules,
     decide,
     evolve,
+    fold,
 )
 from ledger.store.events import GENESIS_HASH, AppendRequest, EventStore
 
@@ -134,9 +137,11 @@ class Ledger:
         """Fresh state of each member: the cached fold topped up with newer events."""
         states = {m: self.cache.get(m) for m in dict.fromkeys(member_ids)}
         newer = await self.store.read_streams_after({m: s.version for m, (s, _) in states.items()})
-        for stored in newer:
-            state, _ = states[stored.stream_id]
-            states[stored.stream_id] = (evolve(state, stored.event), stored.hash)
+        # In stream order: one fold per member (a member new to this process folds its
+        # whole history here).
+        for member_id, group in itertools.groupby(newer, key=attrgetter("stream_id")):
+            stored = list(group)
+            states[member_id] = (fold(member_id, [s.event for s in stored], states[member_id][0]), stored[-1].hash)
         for state, last_hash in states.values():
             self.cache.put(state, last_hash)
         return states

@@ -116,6 +116,17 @@ def _row_to_event(row: asyncpg.Record) -> StoredEvent:
     )
 
 
+_STATE_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at, hash"
+
+
+def _state_row_to_event(row: asyncpg.Record) -> StoredEvent:
+    position, stream_id, stream_version, type_name, schema_version, data, recorded_at, hash_ = row
+    return StoredEvent(
+        position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
+        _NO_METADATA, recorded_at, bytes(hash_),
+    )
+
+
 def _lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
     position, stream_id, stream_version, type_name, schema_version, data, recorded_at = row
     return StoredEvent(
@@ -136,7 +147,8 @@ class EventStore:
         return [_row_to_event(r) for r in rows]
 
     async def read_streams_after(self, versions: dict[str, int]) -> list[StoredEvent]:
-        """The events of many streams after the version given for each, in stream order."""
+        """The events of many streams after the version given for each, in stream order,
+        without their metadata (an empty dict): what loading member states needs."""
         if not versions:
             return []
         # One index probe per stream. As a plain join the planner prefers a merge join
@@ -144,12 +156,12 @@ class EventStore:
         # the table (25 ms per batch at 50,000 events, 10x that at 1M); OFFSET 0
         # keeps it from flattening the lateral subquery into that join.
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM unnest($1::text[], $2::int[]) AS c(sid, v) CROSS JOIN LATERAL"
+            f"SELECT {_STATE_COLUMNS} FROM unnest($1::text[], $2::int[]) AS c(sid, v) CROSS JOIN LATERAL"
             " (SELECT * FROM events e WHERE e.stream_id = c.sid AND e.stream_version > c.v OFFSET 0) e"
             " ORDER BY e.stream_id, e.stream_version",
             list(versions), list(versions.values()),
         )
-        return [_row_to_event(r) for r in rows]
+        return [_state_row_to_event(r) for r in rows]
 
     async def read_all(
         self, after_position: int, limit: int, conn: asyncpg.Connection | None = None, *, lean: bool = False
