@@ -28,6 +28,7 @@ from ledger.domain import (
     RefundBooking,
     decide,
     evolve,
+    fold,
 )
 from ledger.domain.rules import DEFAULT_RULES_DICT
 from ledger.store import StoredEvent
@@ -154,3 +155,28 @@ def test_redemptions_never_overdraw(cmds: list) -> None:
         if isinstance(command, RedeemPoints):
             assert command.points <= before
             assert state.available(command.occurred_at) == before - command.points
+
+
+def _snapshot(state: MemberState) -> tuple:
+    """Everything a state holds, dictionary order included (== on dicts ignores it)."""
+    return (state, list(state.lots.items()), list(state.bookings.items()), state.qualifying)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands(), st.booleans(), st.data())
+def test_fold_gives_the_state_evolve_gives_one_event_at_a_time(cmds: list, negative_allowed: bool, data) -> None:
+    """`fold` keeps mutable locals where `evolve` builds a new state per event: from no
+    state, and from any state part-way through, they must agree exactly."""
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": negative_allowed})
+    _, events = run(cmds, rules)
+    states = [MemberState(M)]
+    for event in events:
+        states.append(evolve(states[-1], event))
+    assert _snapshot(fold(M, events)) == _snapshot(states[-1])
+    assert _snapshot(fold(M, iter(events))) == _snapshot(states[-1])
+    k = data.draw(st.integers(0, len(events)))
+    before = _snapshot(states[k])[1:]
+    assert _snapshot(fold("ignored", events[k:], states[k])) == _snapshot(states[-1])
+    assert _snapshot(states[k])[1:] == before  # the state folded from is left as it was
+    assert fold(M, [], states[k]) is states[k]
+    assert _snapshot(fold(M, events[:k])) == _snapshot(states[k])

@@ -6,13 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from ._frozen import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Command:
     member_id: str
     occurred_at: datetime
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ConfirmBooking(Command):
     """A booking was confirmed: its points are earned as pending until the trip is completed."""
@@ -23,6 +27,7 @@ class ConfirmBooking(Command):
     currency: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CompleteBooking(Command):
     """The trip was completed: pending points activate (or are earned active if the
@@ -34,16 +39,19 @@ class CompleteBooking(Command):
     currency: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CancelBooking(Command):
     booking_id: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RefundBooking(Command):
     booking_id: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RedeemPoints(Command):
     redemption_id: str
@@ -52,6 +60,7 @@ class RedeemPoints(Command):
     reward_kind: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AdjustPoints(Command):
     adjustment_id: str
@@ -60,6 +69,7 @@ class AdjustPoints(Command):
     actor: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ExpirePoints(Command):
     """Expire what is left of every lot whose date is at or before `occurred_at`."""

@@ -27,7 +27,6 @@ from .events import (
 )
 from .rules import ProgramRules
 from .state import MemberState
-from .tiers import tier_status
 from .timeutil import add_months
 
 
@@ -76,7 +75,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         raise BookingStateConflict(f"Booking {command.booking_id!r} already earned points for this member.")
     if command.amount < 0:
         raise InvalidCommand("A booking amount cannot be negative.")
-    tier = tier_status(state.qualifying_entries(), command.occurred_at, rules).tier
+    tier = _tier(state, command.occurred_at, rules)
     points, qualifying, breakdown = rules.compute_earn(
         product=command.product,
         amount=command.amount,
@@ -99,6 +98,22 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         rules_version=rules.version,
         breakdown=breakdown,
     )
+
+
+def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
+    """The member's tier at `at`: `tier_status(state.qualifying_entries(), at, rules).tier`
+    (a unit test holds the two to the same answer), without the list of entries and the
+    parts of a `TierStatus` only the tier projection needs. Every earn asks it."""
+    window_start = add_months(at, -rules.tier_window_months)
+    total = 0
+    for _, earned_at, points in state.qualifying:
+        if window_start < earned_at <= at:
+            total += points
+    name = rules.tiers[0].name
+    for tier in rules.tiers:
+        if tier.threshold <= total:
+            name = tier.name
+    return name
 
 
 def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:
@@ -143,12 +158,13 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
 
 
 def _take_fifo(state: MemberState, points: int, at: datetime) -> tuple[LotTake, ...]:
-    available = state.available(at)
+    lots = state.spendable_lots(at)
+    available = sum(lot.remaining for lot in lots) - state.debt  # state.available(at), from the same lots
     if points > available:
         raise InsufficientPoints(requested=points, available=max(available, 0))
     takes: list[LotTake] = []
     left = points
-    for lot in state.spendable_lots(at):
+    for lot in lots:
         take = min(left, lot.remaining)
         takes.append((lot.lot_id, take))
         left -= take

@@ -7,11 +7,15 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
+
+from ._frozen import fast_init
 
 LotTake = tuple[str, int]  # (lot id, points taken from it)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Event:
     version: ClassVar[int] = 1
@@ -22,6 +26,7 @@ class Event:
         return type(self).__name__
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PointsEarned(Event):
     lot_id: str
@@ -37,6 +42,7 @@ class PointsEarned(Event):
     breakdown: tuple[tuple[str, int], ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PendingPointsActivated(Event):
     lot_id: str
@@ -46,6 +52,7 @@ class PendingPointsActivated(Event):
     expires_at: datetime
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PointsRedeemed(Event):
     redemption_id: str
@@ -55,12 +62,14 @@ class PointsRedeemed(Event):
     lots: tuple[LotTake, ...]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PointsExpired(Event):
     lot_id: str
     points: int  # what was still left of the lot
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PointsAdjusted(Event):
     adjustment_id: str
@@ -72,6 +81,7 @@ class PointsAdjusted(Event):
     lots: tuple[LotTake, ...]  # what a debit took
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EarnReversed(Event):
     booking_id: str
@@ -103,8 +113,8 @@ def _field_names(cls: type[Event]) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def to_data(event: Event) -> dict[str, Any]:
-    """The JSON body of an event; the inverse of `from_data`."""
+def _to_data_reference(event: Event) -> dict[str, Any]:
+    """`to_data` spelt out for any event: what the generated encoders must match."""
     data: dict[str, Any] = {}
     for name in _field_names(type(event)):
         value = getattr(event, name)
@@ -114,6 +124,36 @@ def to_data(event: Event) -> dict[str, Any]:
             value = [list(pair) for pair in value]
         data[name] = value
     return data
+
+
+def _make_encoder(cls: type[Event]) -> Callable[[Event], dict[str, Any]]:
+    """`_to_data_reference` for one class, as one generated dict display: the store
+    encodes every event it appends, and a loop over the fields with getattr and
+    isinstance per field cost twice as much. Only the fields annotated as datetimes
+    are checked for one (a well-typed event holds no datetime anywhere else)."""
+    items = []
+    for f in dataclasses.fields(cls):
+        value = f"event.{f.name}"
+        if "datetime" in str(f.type):
+            value = f"(_v.isoformat() if isinstance(_v := {value}, datetime) else _v)"
+        elif f.name in _PAIR_FIELDS:
+            value = f"[list(pair) for pair in {value}]"
+        items.append(f"{f.name!r}: {value}")
+    source = f"def encode(event):\n    return {{{', '.join(items)}}}\n"
+    namespace: dict[str, Any] = {"datetime": datetime}
+    exec(source, namespace)  # noqa: S102 - generated from the field names only
+    return namespace["encode"]
+
+
+_ENCODERS: dict[type, Callable[[Event], dict[str, Any]]] = {}
+
+
+def to_data(event: Event) -> dict[str, Any]:
+    """The JSON body of an event; the inverse of `from_data`."""
+    encode = _ENCODERS.get(event.__class__)
+    if encode is None:
+        encode = _ENCODERS[event.__class__] = _make_encoder(event.__class__)
+    return encode(event)
 
 
 @functools.cache
@@ -126,11 +166,9 @@ def _decoding(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 _fromisoformat = datetime.fromisoformat
 
 
-def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
-    cls = EVENT_TYPES[type_name]
-    while version < cls.version:
-        data = UPCASTERS[(type_name, version)](data)
-        version += 1
+def _from_data_reference(cls: type[Event], data: dict[str, Any]) -> Event:
+    """Current-version data to an event, spelt out: what the generated decoders must
+    match, and what decides (and raises) for any data they do not expect."""
     kwargs = dict(data)
     datetimes, pairs = _decoding(cls)
     for name in datetimes:
@@ -141,3 +179,43 @@ def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
         if name in kwargs:
             kwargs[name] = tuple([(str(a), int(b)) for a, b in kwargs[name]])
     return cls(**kwargs)
+
+
+def _make_decoder(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
+    """`_from_data_reference` for one class and data with exactly its fields, as one
+    generated function: no copy of the dict, no keyword arguments. The conversions run
+    in the reference's order (datetimes, then pairs), so they fail the same way."""
+    names = _field_names(cls)
+    assert not {"data", "cls", "a", "b"} & set(names), "a field would shadow a name the decoder uses"
+    datetimes, pairs = _decoding(cls)
+    lines = [f"    if type(data) is not dict or len(data) != {len(names)}:\n        raise KeyError\n"]
+    for name in datetimes:
+        lines.append(
+            f"    {name} = data[{name!r}]\n    if {name} is not None:\n        {name} = _fromisoformat({name})\n"
+        )
+    for name in pairs:
+        lines.append(f"    {name} = tuple([(str(a), int(b)) for a, b in data[{name!r}]])\n")
+    args = ", ".join(name if name in datetimes or name in pairs else f"data[{name!r}]" for name in names)
+    source = f"def decode(data):\n{''.join(lines)}    return cls({args})\n"
+    namespace: dict[str, Any] = {"cls": cls, "_fromisoformat": _fromisoformat}
+    exec(source, namespace)  # noqa: S102 - generated from the field names only
+    return namespace["decode"]
+
+
+_DECODERS: dict[type, Callable[[dict[str, Any]], Event]] = {cls: _make_decoder(cls) for cls in EVENT_TYPES.values()}
+
+
+def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[type_name]
+    while version < cls.version:
+        data = UPCASTERS[(type_name, version)](data)
+        version += 1
+    try:
+        return _DECODERS[cls](data)
+    except Exception:  # noqa: BLE001, S110
+        # Data the generated decoder does not expect (a missing or unknown key, a value
+        # that does not convert): the reference decides, so the outcome and any error
+        # are exactly what they always were. It runs outside this handler so that its
+        # error does not carry the decoder's as its context.
+        pass
+    return _from_data_reference(cls, data)

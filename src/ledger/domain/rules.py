@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
+from math import floor
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +83,27 @@ class ProgramRules:
         Each bonus is computed on the base points and rounded down on its own, so the
         breakdown adds up exactly and does not depend on the order rules are listed in.
         """
-        base = int((amount * self.rate(product, currency)).to_integral_value(rounding=ROUND_FLOOR))
+        # floor(d) is int(d.to_integral_value(ROUND_FLOOR)) in one C call instead of two:
+        # the same value, and the same error for an infinite or NaN product (they differ
+        # only on a signalling NaN, which a multiplication never returns).
+        base = floor(amount * self.rate(product, currency))
         breakdown: list[tuple[str, int]] = [(f"base:{product}:{currency}", base)]
+        total = base
         multiplier = self.tier(tier).multiplier
         if multiplier != 1:
-            breakdown.append((f"tier:{tier}", int((base * (multiplier - 1)).to_integral_value(ROUND_FLOOR))))
+            bonus = floor(base * (multiplier - 1))
+            breakdown.append((f"tier:{tier}", bonus))
+            total += bonus
         on = at.date()
         for promo in self.promotions:
             if promo.applies(product, on):
-                bonus = base * (promo.multiplier - 1)
-                breakdown.append((f"promotion:{promo.name}", int(bonus.to_integral_value(ROUND_FLOOR))))
+                bonus = floor(base * (promo.multiplier - 1))
+                breakdown.append((f"promotion:{promo.name}", bonus))
+                total += bonus
         if first_booking and self.first_booking_bonus:
             breakdown.append(("first_booking_bonus", self.first_booking_bonus))
-        return sum(points for _, points in breakdown), base, tuple(breakdown)
+            total += self.first_booking_bonus
+        return total, base, tuple(breakdown)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProgramRules:

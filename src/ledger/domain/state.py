@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from ._frozen import fast_init
 from .events import (
     EarnReversed,
     Event,
@@ -18,6 +19,7 @@ from .events import (
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Lot:
     lot_id: str
@@ -34,6 +36,7 @@ class Lot:
         return self.status == "active" and self.remaining > 0 and self.expires_at is not None and self.expires_at > at
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MemberState:
     member_id: str
@@ -49,7 +52,13 @@ class MemberState:
 
     def available(self, at: datetime) -> int:
         """Spendable now: active lots not yet past their date, less any debt."""
-        return sum(lot.remaining for lot in self.lots.values() if lot.spendable(at)) - self.debt
+        # `Lot.spendable` inlined: the handler asks this after every command, and a
+        # method call per lot was most of its cost.
+        total = 0
+        for lot in self.lots.values():
+            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at:
+                total += lot.remaining
+        return total - self.debt
 
     @property
     def balance(self) -> int:
@@ -63,7 +72,10 @@ class MemberState:
 
     def spendable_lots(self, at: datetime) -> list[Lot]:
         """In the order redemptions consume them: soonest expiry first."""
-        lots = [lot for lot in self.lots.values() if lot.spendable(at)]
+        lots = [
+            lot for lot in self.lots.values()  # Lot.spendable inlined, as in `available`
+            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at
+        ]
         lots.sort(key=lambda lot: (lot.expires_at, lot.lot_id))
         return lots
 
@@ -71,21 +83,45 @@ class MemberState:
         return [(at, points) for _, at, points in self.qualifying]
 
 
+# Lots and states are built directly rather than through `dataclasses.replace`, which
+# inspects the dataclass's fields on every call: every command and every replayed
+# event goes through here.
+
+
+def _taken(lot: Lot, amount: int, spent: bool) -> Lot:
+    """The lot after `amount` points were taken from it: spent (redeemed or debited), or
+    taken back by a reversal."""
+    assert 0 < amount <= lot.remaining, (lot.lot_id, amount, lot.remaining)
+    return Lot(
+        lot.lot_id, lot.booking_id, lot.points, lot.remaining - amount, lot.status, lot.expires_at, lot.qualifying,
+        lot.spent + amount if spent else lot.spent, lot.expired,
+    )
+
+
+def _expired(lot: Lot, points: int) -> Lot:
+    return Lot(
+        lot.lot_id, lot.booking_id, lot.points, lot.remaining - points, lot.status, lot.expires_at, lot.qualifying,
+        lot.spent, lot.expired + points,
+    )
+
+
+def _with_status(lot: Lot, status: str, expires_at: datetime | None) -> Lot:
+    return Lot(lot.lot_id, lot.booking_id, lot.points, lot.remaining, status, expires_at, lot.qualifying, lot.spent,
+               lot.expired)
+
+
 def _take(lots: dict[str, Lot], takes: Iterable[LotTake], *, spent: bool) -> dict[str, Lot]:
     lots = dict(lots)
     for lot_id, amount in takes:
-        lot = lots[lot_id]
-        assert 0 < amount <= lot.remaining, (lot_id, amount, lot.remaining)
-        lots[lot_id] = replace(lot, remaining=lot.remaining - amount, spent=lot.spent + amount * spent)
+        lots[lot_id] = _taken(lots[lot_id], amount, spent)
     return lots
 
 
 def evolve(state: MemberState, event: Event) -> MemberState:
+    """The state after one event. `fold` does the same for many events at once; a
+    property test checks that the two agree."""
     version = state.version + 1
     match event:
-        # The two earn cases build their objects directly rather than through
-        # `replace`, which inspects the dataclass on every call: they are most of
-        # the events a member has, and every command and replay folds them.
         case PointsEarned():
             lot = Lot(
                 event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
@@ -99,41 +135,90 @@ def evolve(state: MemberState, event: Event) -> MemberState:
                 {**state.bookings, event.booking_id: lot.lot_id}, qualifying, state.debt,
             )
         case PendingPointsActivated():
-            old = state.lots[event.lot_id]
-            lot = Lot(old.lot_id, old.booking_id, old.points, old.remaining, "active", event.expires_at,
-                      old.qualifying, old.spent, old.expired)
+            lot = _with_status(state.lots[event.lot_id], "active", event.expires_at)
             return MemberState(
                 state.member_id, version, {**state.lots, lot.lot_id: lot}, state.bookings,
                 state.qualifying + ((event.booking_id, event.occurred_at, event.qualifying_points),), state.debt,
             )
         case PointsRedeemed():
-            return replace(state, version=version, lots=_take(state.lots, event.lots, spent=True))
+            lots = _take(state.lots, event.lots, spent=True)
+            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
         case PointsExpired():
-            lot = state.lots[event.lot_id]
-            lot = replace(lot, remaining=lot.remaining - event.points, expired=lot.expired + event.points)
-            return replace(state, version=version, lots={**state.lots, lot.lot_id: lot})
+            lot = _expired(state.lots[event.lot_id], event.points)
+            lots = {**state.lots, lot.lot_id: lot}
+            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
         case PointsAdjusted():
             if event.points > 0:
                 assert event.lot_id is not None
                 lot = Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at)
-                return replace(state, version=version, lots={**state.lots, lot.lot_id: lot})
-            return replace(state, version=version, lots=_take(state.lots, event.lots, spent=True))
+                lots = {**state.lots, lot.lot_id: lot}
+            else:
+                lots = _take(state.lots, event.lots, spent=True)
+            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
         case EarnReversed():
             lots = _take(state.lots, event.lots, spent=False)
             lot_id = state.bookings[event.booking_id]
-            lots[lot_id] = replace(lots[lot_id], status="reversed")
-            return replace(
-                state,
-                version=version,
-                lots=lots,
-                qualifying=tuple(q for q in state.qualifying if q[0] != event.booking_id),
-                debt=state.debt + (event.shortfall if event.shortfall_debited else 0),
+            lot = lots[lot_id]
+            lots[lot_id] = _with_status(lot, "reversed", lot.expires_at)
+            return MemberState(
+                state.member_id, version, lots, state.bookings,
+                tuple(q for q in state.qualifying if q[0] != event.booking_id),
+                state.debt + (event.shortfall if event.shortfall_debited else 0),
             )
     raise AssertionError(f"unknown event {event!r}")
 
 
 def fold(member_id: str, events: Iterable[Event], state: MemberState | None = None) -> MemberState:
+    """`evolve` over `events`, starting from `state` (or a new member).
+
+    What loads a member from its history: rather than a new state, with copies of its
+    dictionaries, per event (quadratic in the length of the history), the lots,
+    bookings and qualifying entries are kept in mutable locals and frozen once at the
+    end. Each case does what the same case of `evolve` does, in the same order (the
+    same errors for a broken history, the same dictionary order);
+    tests/unit/test_properties.py checks that both give the same state.
+    """
     state = state or MemberState(member_id)
+    lots, bookings, qualifying = dict(state.lots), dict(state.bookings), list(state.qualifying)
+    version, debt = state.version, state.debt
     for event in events:
-        state = evolve(state, event)
-    return state
+        version += 1
+        match event:
+            case PointsEarned():
+                lots[event.lot_id] = Lot(
+                    event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
+                    event.qualifying_points,
+                )
+                if event.status == "active":
+                    qualifying.append((event.booking_id, event.occurred_at, event.qualifying_points))
+                bookings[event.booking_id] = event.lot_id
+            case PendingPointsActivated():
+                lot = _with_status(lots[event.lot_id], "active", event.expires_at)
+                lots[lot.lot_id] = lot
+                qualifying.append((event.booking_id, event.occurred_at, event.qualifying_points))
+            case PointsRedeemed():
+                for lot_id, amount in event.lots:
+                    lots[lot_id] = _taken(lots[lot_id], amount, True)
+            case PointsExpired():
+                lot = _expired(lots[event.lot_id], event.points)
+                lots[lot.lot_id] = lot
+            case PointsAdjusted():
+                if event.points > 0:
+                    assert event.lot_id is not None
+                    lots[event.lot_id] = Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at)
+                else:
+                    for lot_id, amount in event.lots:
+                        lots[lot_id] = _taken(lots[lot_id], amount, True)
+            case EarnReversed():
+                for lot_id, amount in event.lots:
+                    lots[lot_id] = _taken(lots[lot_id], amount, False)
+                lot_id = bookings[event.booking_id]
+                lot = lots[lot_id]
+                lots[lot_id] = _with_status(lot, "reversed", lot.expires_at)
+                qualifying = [q for q in qualifying if q[0] != event.booking_id]
+                debt += event.shortfall if event.shortfall_debited else 0
+            case _:
+                raise AssertionError(f"unknown event {event!r}")
+    if version == state.version:
+        return state  # no events: the very same state, as evolving nothing gives
+    return MemberState(state.member_id, version, lots, bookings, tuple(qualifying), debt)

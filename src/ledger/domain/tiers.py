@@ -7,10 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ._frozen import fast_init
 from .rules import ProgramRules
 from .timeutil import add_months
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TierStatus:
     tier: str

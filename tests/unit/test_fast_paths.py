@@ -1,0 +1,287 @@
+"""Every fast path of the domain against the straightforward code it replaced: the
+generated `__init__`s, encoders and decoders, the decider's tier and the earn
+arithmetic. Each must give the same values and raise the same errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_FLOOR, Decimal
+from math import floor
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.domain import (
+    DEFAULT_RULES,
+    Lot,
+    MemberState,
+    PointsEarned,
+    PointsExpired,
+    ProgramRules,
+    from_data,
+    tier_status,
+    to_data,
+)
+from ledger.domain._frozen import ORIGINAL_INITS
+from ledger.domain.decider import _tier
+from ledger.domain.events import EVENT_TYPES, _from_data_reference, _to_data_reference
+from ledger.domain.rules import DEFAULT_RULES_DICT
+
+from .test_canonical_json import EVENTS
+from .test_properties import START, commands, run
+
+# --- the generated __init__ of frozen dataclasses ---------------------------------------
+
+FAST_CLASSES = sorted(ORIGINAL_INITS, key=lambda cls: cls.__qualname__)
+_values = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.datetimes(), st.tuples(st.text(max_size=3)))
+
+
+def _built_by_the_original(cls: type, *args: Any, **kwargs: Any) -> Any:
+    obj = object.__new__(cls)
+    ORIGINAL_INITS[cls](obj, *args, **kwargs)
+    return obj
+
+
+def _slots(obj: Any) -> list[Any]:
+    return [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+
+
+def test_every_domain_dataclass_has_the_fast_init() -> None:
+    names = {cls.__name__ for cls in FAST_CLASSES}
+    assert {"Lot", "MemberState", "TierStatus", "Command", "ConfirmBooking", "ExpirePoints", "Event"} <= names
+    assert set(EVENT_TYPES) <= names
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(FAST_CLASSES), st.data())
+def test_fast_init_stores_what_the_dataclass_init_stores(cls: type, data: st.DataObject) -> None:
+    fields = dataclasses.fields(cls)
+    required = [f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    given_count = data.draw(st.integers(len(required), len(fields)))
+    args = [data.draw(_values) for _ in fields[:given_count]]
+    fast, original = cls(*args), _built_by_the_original(cls, *args)
+    assert _slots(fast) == _slots(original)
+    assert fast == original and repr(fast) == repr(original)
+    by_name = {f.name: a for f, a in zip(fields, args, strict=False)}
+    assert _slots(cls(**by_name)) == _slots(original)
+    if all(isinstance(a, (int, str, datetime, tuple, type(None))) for a in args) and cls is not MemberState:
+        assert hash(fast) == hash(original)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(fast, fields[0].name, None)
+
+
+def test_fast_init_defaults_and_fresh_default_factories() -> None:
+    a, b = MemberState("m"), MemberState("m")
+    assert _slots(a) == _slots(_built_by_the_original(MemberState, "m"))
+    assert a.lots is not b.lots and a.bookings is not b.bookings
+    lot = Lot("l", None, 5, 5, "active", None)
+    assert (lot.qualifying, lot.spent, lot.expired) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("cls", FAST_CLASSES, ids=lambda cls: cls.__name__)
+def test_fast_init_refuses_bad_arguments_with_the_same_message(cls: type) -> None:
+    def message(build: Any, *args: Any, **kwargs: Any) -> str:
+        with pytest.raises(TypeError) as info:
+            build(*args, **kwargs)
+        return str(info.value)
+
+    too_many = [None] * (len(dataclasses.fields(cls)) + 1)
+    for args, kwargs in (((), {}), (too_many, {}), ((), {"no_such_field": 1})):
+        if not args and not kwargs and not any(
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            for f in dataclasses.fields(cls)
+        ):
+            continue  # every field has a default: nothing is missing
+        assert message(cls, *args, **kwargs) == message(
+            lambda *a, **k: ORIGINAL_INITS[cls](object.__new__(cls), *a, **k), *args, **kwargs
+        )
+
+
+# --- to_data and from_data ---------------------------------------------------------------
+
+
+def _with_types(data: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The data with each value's type, recursively: equal data of other types differ."""
+    def typed(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return (type(value), [typed(v) for v in value])
+        return (type(value), value)
+    return [(k, *typed(v)) for k, v in data.items()]
+
+
+def _check_round_trip(event: Any) -> None:
+    data = to_data(event)
+    assert _with_types(data) == _with_types(_to_data_reference(event))  # keys in the same order, same types
+    name = type(event).__name__
+    decoded = from_data(name, event.version, data)
+    reference = _from_data_reference(type(event), data)
+    assert type(decoded) is type(reference) and _slots(decoded) == _slots(reference)
+    for value, ref in zip(_slots(decoded), _slots(reference), strict=True):
+        assert type(value) is type(ref)
+    assert decoded == event
+
+
+def test_the_canonical_events_convert_as_the_reference_does() -> None:
+    for event in EVENTS:
+        _check_round_trip(event)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands(), st.booleans())
+def test_decided_events_convert_as_the_reference_does(cmds: list, negative_allowed: bool) -> None:
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": negative_allowed})
+    _, events = run(cmds, rules)
+    for event in events:
+        _check_round_trip(event)
+
+
+def _outcome(decode: Any) -> tuple[Any, ...]:
+    try:
+        event = decode()
+    except Exception as error:  # noqa: BLE001
+        return ("raised", type(error), str(error), error.__context__ is None)
+    return ("returned", type(event), _slots(event))
+
+
+_GOOD = to_data(EVENTS[0])
+_MALFORMED: list[Any] = [
+    {k: v for k, v in _GOOD.items() if k != "lot_id"},  # missing
+    {k: v for k, v in _GOOD.items() if k != "expires_at"},  # a missing datetime
+    {**_GOOD, "extra": 1},  # unknown
+    {**{k: v for k, v in _GOOD.items() if k != "lot_id"}, "extra": 1},  # as many keys, one of them wrong
+    {**{k: v for k, v in _GOOD.items() if k != "breakdown"}, "extra": 1},
+    {**_GOOD, "occurred_at": "not a date"},
+    {**_GOOD, "occurred_at": 12},
+    {**_GOOD, "occurred_at": None},  # passed through as None, as always
+    {**_GOOD, "expires_at": None},
+    {**_GOOD, "breakdown": [["a", "x"]]},
+    {**_GOOD, "breakdown": [["a"]]},
+    {**_GOOD, "breakdown": None},
+    {**_GOOD, "breakdown": [[1, "2"]]},  # converted: str(1), int("2")
+    list(_GOOD.items()),  # any mapping or pairs, as dict() takes them
+    {},
+]
+
+
+@pytest.mark.parametrize("data", _MALFORMED)
+def test_unexpected_data_decodes_or_fails_exactly_as_the_reference(data: Any) -> None:
+    fast = _outcome(lambda: from_data("PointsEarned", 1, data))
+    assert fast == _outcome(lambda: _from_data_reference(PointsEarned, data))
+    if fast[0] == "raised":
+        assert fast[3], "the error carries no context from the fast decoder"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["occurred_at", "lot_id", "points", "other"]),
+                       st.one_of(st.none(), st.integers(), st.text(max_size=4), st.just("2026-05-04T10:00:00+00:00"))))
+def test_any_data_decodes_or_fails_exactly_as_the_reference(data: dict[str, Any]) -> None:
+    assert _outcome(lambda: from_data("PointsExpired", 1, data)) == _outcome(
+        lambda: _from_data_reference(PointsExpired, data)
+    )
+
+
+# --- the decider's tier and the earn arithmetic ---------------------------------------------
+
+_moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["B1", "B2"]), _moments, st.integers(0, 30_000)), max_size=20), _moments,
+       st.integers(1, 36))
+def test_the_deciders_tier_is_tier_status_tier(qualifying: list, at: datetime, window: int) -> None:
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tier_window_months": window})
+    state = MemberState("m", 1, qualifying=tuple(qualifying))
+    assert _tier(state, at, rules) == tier_status(state.qualifying_entries(), at, rules).tier
+
+
+def _compute_earn_reference(
+    rules: ProgramRules, *, product: str, amount: Decimal, currency: str, tier: str, first_booking: bool, at: datetime
+) -> tuple[int, int, tuple[tuple[str, int], ...]]:
+    """`ProgramRules.compute_earn` as it was first written."""
+    base = int((amount * rules.rate(product, currency)).to_integral_value(rounding=ROUND_FLOOR))
+    breakdown: list[tuple[str, int]] = [(f"base:{product}:{currency}", base)]
+    multiplier = rules.tier(tier).multiplier
+    if multiplier != 1:
+        breakdown.append((f"tier:{tier}", int((base * (multiplier - 1)).to_integral_value(ROUND_FLOOR))))
+    on = at.date()
+    for promo in rules.promotions:
+        if promo.applies(product, on):
+            bonus = base * (promo.multiplier - 1)
+            breakdown.append((f"promotion:{promo.name}", int(bonus.to_integral_value(ROUND_FLOOR))))
+    if first_booking and rules.first_booking_bonus:
+        breakdown.append(("first_booking_bonus", rules.first_booking_bonus))
+    return sum(points for _, points in breakdown), base, tuple(breakdown)
+
+
+def _result(compute: Any) -> tuple[Any, ...]:
+    try:
+        return ("returned", compute())
+    except Exception as error:  # noqa: BLE001
+        return ("raised", type(error), str(error))
+
+
+_amounts = st.one_of(
+    st.decimals(min_value=-100, max_value=100_000, places=2),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.sampled_from([Decimal("1e40"), Decimal("-1e-40"), Decimal("NaN"), Decimal("-Infinity"), Decimal("0.999999")]),
+)
+_rules = [
+    DEFAULT_RULES,
+    ProgramRules.from_dict({
+        **DEFAULT_RULES_DICT,
+        "tiers": [{"name": "a", "threshold": 0, "multiplier": "0.5"},
+                  {"name": "b", "threshold": 1, "multiplier": "1.333"},
+                  {"name": "c", "threshold": 2, "multiplier": "1"}],
+        "promotions": [{"name": "p", "starts_on": "2026-01-01", "ends_on": "2026-12-31", "multiplier": "0.7"},
+                       {"name": "q", "starts_on": "2026-06-01", "ends_on": "2026-06-30", "multiplier": "3.01",
+                        "products": ["rail"]}],
+        "first_booking_bonus": 0,
+    }),
+]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(_rules), st.data(), _amounts, st.sampled_from(["flight", "hotel", "package", "rail", "x"]),
+       st.sampled_from(["EUR", "JPY", "SEK", "XXX"]), st.booleans(), _moments)
+def test_compute_earn_is_the_reference(
+    rules: ProgramRules, data: st.DataObject, amount: Decimal, product: str, currency: str, first: bool, at: datetime
+) -> None:
+    tier = data.draw(st.sampled_from([t.name for t in rules.tiers]))
+    kwargs = dict(product=product, amount=amount, currency=currency, tier=tier, first_booking=first, at=at)
+    assert _result(lambda: rules.compute_earn(**kwargs)) == _result(lambda: _compute_earn_reference(rules, **kwargs))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.decimals(allow_nan=True, allow_infinity=True), st.decimals(allow_nan=True, allow_infinity=True))
+def test_floor_of_a_product_is_its_floor_to_integral_value(a: Decimal, b: Decimal) -> None:
+    """What compute_earn floors is always a product (never a signalling NaN, the one
+    value the two differ on: the multiplication raises first)."""
+    assert _result(lambda: floor(a * b)) == _result(lambda: int((a * b).to_integral_value(rounding=ROUND_FLOOR)))
+
+
+# --- available() and spendable_lots(), with Lot.spendable inlined -----------------------------
+
+_lots = st.builds(
+    Lot, st.sampled_from(["l1", "l2", "l3", "l4", "l5"]), st.none(), st.integers(0, 100), st.integers(-5, 100),
+    st.sampled_from(["pending", "active", "reversed"]), st.one_of(st.none(), _moments),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_lots, max_size=8), st.integers(0, 50), _moments)
+def test_available_and_spendable_lots_agree_with_lot_spendable(lots: list[Lot], debt: int, at: datetime) -> None:
+    state = MemberState("m", 1, {lot.lot_id: lot for lot in lots}, debt=debt)
+    spendable = [lot for lot in state.lots.values() if lot.spendable(at)]
+    assert state.available(at) == sum(lot.remaining for lot in spendable) - debt
+    assert state.spendable_lots(at) == sorted(spendable, key=lambda lot: (lot.expires_at, lot.lot_id))
+
+
+def test_naive_and_aware_times_still_fail_to_compare() -> None:
+    lot = Lot("l", None, 5, 5, "active", datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=1))))
+    state = MemberState("m", 1, {"l": lot})
+    with pytest.raises(TypeError):
+        state.available(datetime(2026, 1, 1))
+    assert state.available(START) == 5 and START.date() < date(2026, 1, 1)
