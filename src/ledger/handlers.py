@@ -94,18 +94,17 @@ def _result_of(req: AppendRequest) -> dict[str, Any]:
 
 class StateCache:
     """Member states this process has seen, with the hash of their last event; bounded
-    LRU. Always topped up from the store before use, so it is never trusted blindly:
-    it only saves re-reading the part of a stream already folded."""
+    LRU. Only ever updated after a commit, so a state here may be behind the store
+    (another process appended since) but never ahead of it."""
 
     def __init__(self, members_max: int) -> None:
         self._members_max = members_max
         self._items: OrderedDict[str, tuple[MemberState, bytes]] = OrderedDict()
 
-    def get(self, member_id: str) -> tuple[MemberState, bytes]:
+    def get(self, member_id: str) -> tuple[MemberState, bytes] | None:
         item = self._items.get(member_id)
-        if item is None:
-            return MemberState(member_id), GENESIS_HASH
-        self._items.move_to_end(member_id)
+        if item is not None:
+            self._items.move_to_end(member_id)
         return item
 
     def put(self, state: MemberState, last_hash: bytes) -> None:
@@ -135,16 +134,42 @@ class Ledger:
 
     async def load(self, member_ids: Sequence[str]) -> dict[str, tuple[MemberState, bytes]]:
         """Fresh state of each member: the cached fold topped up with newer events."""
-        states = {m: self.cache.get(m) for m in dict.fromkeys(member_ids)}
-        newer = await self.store.read_streams_after({m: s.version for m, (s, _) in states.items()})
+        return (await self._load(member_ids, trust_cache=False))[0]
+
+    async def _load(
+        self, member_ids: Sequence[str], *, trust_cache: bool
+    ) -> tuple[dict[str, tuple[MemberState, bytes]], set[str]]:
+        """The state of each member, and which of them were taken from the cache as they
+        were (`trust_cache`) rather than topped up from the store.
+
+        A cached state that is behind the store is harmless for a command that appends:
+        its event takes a stream version that already exists, the unique index refuses
+        it, and the command is retried against fresh state. Only a refusal (or a command
+        with nothing to do) decided on such a state could be wrong, so `_attempt` checks
+        those members before it trusts the outcome. One process owning its members (a
+        Kafka partition's consumer) thus skips a read per member per batch."""
+        states: dict[str, tuple[MemberState, bytes]] = {}
+        trusted: set[str] = set()
+        versions: dict[str, int] = {}
+        for m in dict.fromkeys(member_ids):
+            item = self.cache.get(m)
+            if item is None:
+                item = (MemberState(m), GENESIS_HASH)
+            elif trust_cache:
+                trusted.add(m)
+                states[m] = item
+                continue
+            states[m] = item
+            versions[m] = item[0].version
+        newer = await self.store.read_streams_after(versions) if versions else []
         # In stream order: one fold per member (a member new to this process folds its
         # whole history here).
         for member_id, group in itertools.groupby(newer, key=attrgetter("stream_id")):
             stored = list(group)
             states[member_id] = (fold(member_id, [s.event for s in stored], states[member_id][0]), stored[-1].hash)
-        for state, last_hash in states.values():
-            self.cache.put(state, last_hash)
-        return states
+        for m in versions:
+            self.cache.put(*states[m])
+        return states, trusted
 
     async def member_state(self, member_id: str) -> MemberState:
         return (await self.load([member_id]))[member_id][0]
@@ -165,9 +190,9 @@ class Ledger:
         assert len(requests) <= BATCH_COMMANDS_MAX
         for attempt in range(1, self.attempts_max + 1):
             try:
-                return await self._attempt(requests, before_commit)
+                # A retry reads every member's newer events: the cache was behind.
+                return await self._attempt(requests, before_commit, trust_cache=attempt == 1)
             except ConcurrencyConflict:
-                self.cache.forget([r.command.member_id for r in requests])
                 if attempt == self.attempts_max:
                     raise
                 # Spread the retries of colliding writers so one of them wins each round.
@@ -181,10 +206,14 @@ class Ledger:
         events = await self.store.read_positions(positions)
         return {key: (request_hash, _expanded(record, events)) for key, (request_hash, record) in recorded.items()}
 
-    async def _attempt(self, requests: Sequence[CommandRequest], before_commit: BatchHook | None) -> list[CommandResult]:
+    async def _attempt(
+        self, requests: Sequence[CommandRequest], before_commit: BatchHook | None, *, trust_cache: bool
+    ) -> list[CommandResult]:
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
-        states = await self.load([r.command.member_id for r in requests])
+        states, trusted = await self._load([r.command.member_id for r in requests], trust_cache=trust_cache)
+        loaded_versions = {m: states[m][0].version for m in trusted}
+        doubtful: set[str] = set()  # trusted members with an outcome that appends nothing
         recorded = await self.store.find_commands([r.idempotency_key for r in requests if r.idempotency_key])
         if recorded:
             recorded = await self._expand(recorded)
@@ -210,6 +239,7 @@ class Ledger:
                     new_state = evolve(new_state, event)
             except LedgerError as error:
                 results[i] = CommandResult("rejected", error=error)
+                doubtful.add(req.command.member_id)
                 continue
             except (ValueError, ArithmeticError) as exc:
                 # Input the validation let through and the rules cannot compute with: refuse
@@ -217,10 +247,12 @@ class Ledger:
                 # than fail the batch and block everything behind it.
                 log.warning("command %r could not be decided: %s", req.command, exc)
                 results[i] = CommandResult("rejected", error=InvalidCommand(f"The command cannot be applied: {exc}."))
+                doubtful.add(req.command.member_id)
                 continue
             if key is not None:
                 in_batch[key] = i
             if not events:
+                doubtful.add(state.member_id)
                 results[i] = CommandResult("applied", {
                     "member_id": state.member_id, "events": [], "position": None,
                     "available_after": state.available(req.command.occurred_at), "pending_after": state.pending,
@@ -240,6 +272,9 @@ class Ledger:
             appends.append(append)
             owner[i] = append
             states[state.member_id] = (new_state, b"")  # hash filled in by the store
+        doubtful &= trusted
+        if doubtful and await self.store.read_streams_after({m: loaded_versions[m] for m in doubtful}):
+            raise ConcurrencyConflict("A member's cached state was behind the store; deciding again on fresh state.")
         if appends or before_commit is not None:
             hook = None
             if before_commit is not None:

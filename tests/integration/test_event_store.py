@@ -11,7 +11,7 @@ import pytest
 
 from ledger.bootstrap import Container
 from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints
-from ledger.handlers import CommandRequest
+from ledger.handlers import CommandRequest, Ledger
 from ledger.store import AppendRequest, verify_chain
 from ledger.store.events import GENESIS_HASH
 
@@ -66,6 +66,27 @@ async def test_the_handler_retries_a_conflicting_command_against_fresh_state(con
     events = await container.store.read_stream("m1")
     assert [e.stream_version for e in events] == list(range(1, 12))
     assert sorted(e.event.booking_id for e in events) == sorted(f"B{i}" for i in range(11))
+
+
+async def test_a_process_whose_cached_state_is_behind_decides_again_on_fresh_state(container: Container) -> None:
+    """Two processes writing for one member: each one's state cache falls behind the
+    other's appends. An append on a stale state must be retried, and so must a refusal
+    that the newer events would have turned into a success."""
+    here = container.ledger
+    there = Ledger(container.store, container.rules)  # another process's ledger, with its own cache
+    await here.handle(earn("m1", "B1", amount="20.00"))  # 100 base + 500 first-booking bonus: 600
+    assert (await here.member_state("m1")).available(T0) == 600
+    await there.handle(earn("m1", "B2", amount="200.00"))  # 1000 more, unknown to `here`'s cache
+    # `here` still believes 600: a redemption of 1,200 only fits on the fresh state.
+    result = await here.handle(redeem("m1", 1_200, "r1"))
+    assert result.result["available_after"] == 400
+    await there.handle(earn("m1", "B3"))  # behind again
+    await here.handle(earn("m1", "B4"))  # a conflict on the stream version, then applied
+    events = await container.store.read_stream("m1")
+    assert [e.stream_version for e in events] == [1, 2, 3, 4, 5]
+    assert verify_chain(events) is None
+    with pytest.raises(InsufficientPoints):  # a real refusal survives the check
+        await here.handle(redeem("m1", 100_000, "r2"))
 
 
 async def test_fifty_concurrent_redemptions_with_room_for_ten_give_exactly_ten(container: Container) -> None:
