@@ -20,6 +20,7 @@ from ledger.store import StoredEvent
 COUNTERS = ("available", "pending", "lifetime_earned", "lifetime_redeemed", "lifetime_expired",
             "lifetime_adjusted", "lifetime_reversed", "debt")
 _A, _P, _E, _R, _X, _ADJ, _REV, _D = range(len(COUNTERS))
+COLUMNS = ("member_id", *COUNTERS, "last_activity", "position")
 
 
 class Balances:
@@ -63,6 +64,15 @@ class Balances:
                 if e.shortfall_debited:
                     row[_A] -= e.shortfall
                     row[_D] += e.shortfall
+
+    def completed(self, keep: str | None = None) -> list[tuple]:
+        """The rows of the members whose every event has been applied, in `COLUMNS` order,
+        for a replay in stream order: all but `keep`, the page's last member, whose
+        events may go on in the next page and whose deltas stay here until then."""
+        kept = {keep: self.rows.pop(keep)} if keep is not None and keep in self.rows else {}
+        out = [(m, *r) for m, r in self.rows.items()]
+        self.rows = kept
+        return out
 
     async def write(self, conn: asyncpg.Connection) -> list[str]:
         """Upsert the page's deltas; returns the members that had no row before."""

@@ -16,6 +16,7 @@ from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
 
 _KEEP = ""  # status placeholder: leave the stored status as it is
+COLUMNS = ("member_id", "lot_id", "status", "points", "remaining", "expires_at")
 
 
 class ExpirySchedule:
@@ -59,6 +60,18 @@ class ExpirySchedule:
             case EarnReversed():
                 self._take(m, e.lots)
                 self._row(m, booking_lot_id(e.booking_id))[0] = "reversed"
+
+    def completed(self, keep: str | None = None) -> list[tuple]:
+        """The lots of the members whose every event has been applied, in `COLUMNS` order:
+        all but those of `keep` (see `Balances.completed`)."""
+        out, kept = [], {}
+        for key, row in self.rows.items():
+            if key[0] == keep:
+                kept[key] = row
+            else:
+                out.append((key[0], key[1], row[0], row[1], row[2], row[3]))
+        self.rows = kept
+        return out
 
     async def write(self, conn: asyncpg.Connection) -> None:
         if not self.rows:

@@ -17,59 +17,13 @@ import asyncpg
 from ledger.domain import ProgramRules
 from ledger.store import EventStore, StoredEvent
 
-from .balances import Balances
-from .expiry import ExpirySchedule
-from .tiers import TierQualifying, write_tier_status
+from .models import TABLES, ReadModels
+from .rebuild import SUFFIX, create_indexes, create_tables, replay
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "read_models"
 ADVISORY_LOCK_ID = 0x1ED6E2  # any constant unique to this lock within the database
-TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
-
-
-class ReadModels:
-    """The three projections' deltas for one page."""
-
-    def __init__(self, suffix: str = "") -> None:
-        self.suffix = suffix
-        self.balances = Balances(f"balances{suffix}")
-        self.qualifying = TierQualifying(f"tier_qualifying{suffix}")
-        self.expiry = ExpirySchedule(f"expiry_lots{suffix}")
-
-    def apply(self, stored: StoredEvent) -> None:
-        self.balances.apply(stored)
-        self.qualifying.apply(stored)
-        self.expiry.apply(stored)
-
-    async def write(self, conn: asyncpg.Connection, rules: ProgramRules, *, tiers: bool = True) -> None:
-        """Write the page's deltas. Without `tiers` (a rebuild's replay) the members'
-        as-of dates keep accumulating for `write_all_tier_statuses` at the end."""
-        new_members = await self.balances.write(conn)
-        await self.qualifying.write(conn)
-        await self.expiry.write(conn)
-        if tiers:
-            await write_tier_status(
-                conn, self.qualifying.as_of(new_members), rules,
-                qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
-            )
-            self.qualifying.clear_members()
-
-    async def write_all_tier_statuses(self, conn: asyncpg.Connection, rules: ProgramRules, chunk: int = 5_000) -> None:
-        """Every member's tier once, after a replay written without `tiers`."""
-        q = self.qualifying
-        members = sorted(q.first)
-        for start in range(0, len(members), chunk):
-            as_of = {}
-            for m in members[start:start + chunk]:
-                first, changed = q.first[m], q.changed.get(m)
-                as_of[m] = first if changed is None or changed < first else changed
-            async with conn.transaction():
-                await write_tier_status(
-                    conn, as_of, rules, qualifying_table=f"tier_qualifying{self.suffix}",
-                    status_table=f"tier_status{self.suffix}",
-                )
-        q.clear_members()
 
 
 def _applied(events: list[StoredEvent]) -> tuple[list[StoredEvent], ReadModels]:
@@ -206,69 +160,40 @@ async def rebuild(
     *,
     page_size: int = 20_000,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+    dsn: str | None = None,
 ) -> int:
     """Replay every event from position 0 into fresh tables, then swap them in.
 
-    Reads keep working on the old tables meanwhile. Tier statuses are computed once per
-    member at the end rather than per page, the same function over the same rows and
-    as-of dates as the live runner. Returns the position the new tables are at.
+    Reads keep working on the old tables meanwhile. The events up to the head found at
+    the start (all committed by then: appends hold a table lock until they commit) are
+    replayed member by member in `workers` processes, by default one per core (see
+    `projections.rebuild`; spawned processes connect with `dsn`, by default the pool's
+    URL). What was appended since is then applied by the live runner's path, under its
+    lock, before the swap. `progress(done, total)` gets the events replayed so far and
+    the head. Returns the position the new tables are at.
     """
-    suffix = "_rebuild"
+    assert 1 <= page_size <= 50_000
     async with pool.acquire() as conn:
-        for table in TABLES:
-            await conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
-            await conn.execute(f"CREATE TABLE {table}{suffix} (LIKE {table} INCLUDING ALL)")
+        indexes = await create_tables(conn)
     head = await store.head()
-    models = ReadModels(suffix)
-    position = await _replay(pool, store, rules, models, head, page_size, progress)
-    async with pool.acquire() as conn:
-        await models.write_all_tier_statuses(conn, rules)
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
-            # Catch up on what was appended during the replay, then swap under the lock
-            # so the live runner continues from exactly where the new tables stand.
-            while events := await store.read_all(position, page_size, conn=conn, lean=True):
-                for stored in events:
-                    models.apply(stored)
-                await models.write(conn, rules)
-                position = events[-1].position
-            for table in TABLES:
-                await conn.execute(f"DROP TABLE {table}")
-                await conn.execute(f"ALTER TABLE {table}{suffix} RENAME TO {table}")
-            await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position)
-    if progress:
-        progress(position, max(head, position))
-    return position
-
-
-async def _replay(
-    pool: asyncpg.Pool, store: EventStore, rules: ProgramRules, models: ReadModels, head: int, page_size: int,
-    progress: Callable[[int, int], None] | None,
-) -> int:
-    """Replay up to `head` into the rebuild tables; returns the position reached.
-
-    The next page is read while this one is applied and written: the server works on
-    the read in one backend and the writes in another, in parallel with this process
-    decoding and applying events, so the replay uses both cores.
-    """
-    position = 0
-    next_page = asyncio.ensure_future(store.read_all(position, page_size, lean=True))
-    try:
-        while position < head:
-            events = await next_page
-            if not events:
-                break
-            position = events[-1].position
-            next_page = asyncio.ensure_future(store.read_all(position, page_size, lean=True))
+    await replay(pool, rules, head, page_size=page_size, workers=workers, dsn=dsn, progress=progress)
+    await create_indexes(pool, indexes)
+    position = head
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+        # Catch up on what was appended during the replay, then swap under the lock
+        # so the live runner continues from exactly where the new tables stand.
+        while events := await store.read_all(position, page_size, conn=conn, lean=True):
+            models = ReadModels(SUFFIX)
             for stored in events:
                 models.apply(stored)
-            async with pool.acquire() as conn, conn.transaction():
-                await models.write(conn, rules, tiers=False)
-            if progress:
-                progress(position, head)
-    finally:
-        # The page read ahead is discarded: past the head, or the replay failed.
-        next_page.cancel()
-        with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            await next_page
+            await models.write(conn, rules)
+            position = events[-1].position
+        for table in TABLES:
+            await conn.execute(f"DROP TABLE {table}")
+            await conn.execute(f"ALTER TABLE {table}{SUFFIX} RENAME TO {table}")
+        await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position)
+    if progress:
+        progress(position, max(head, position))
     return position

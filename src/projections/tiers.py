@@ -5,9 +5,11 @@ from them by the domain's own `tier_status`, as of the member's last qualifying 
 event that added, changed or withdrew tier-qualifying points) rather than "as of the
 last activity" lets the live runner recompute only the members whose qualifying rows
 changed in a page, plus members new in it, instead of every member it touched. It is a
-maximum over a set of events, so the live runner (page by page) and a rebuild (once at
-the end) arrive at the same value. The API evaluates tiers "now" from the qualifying
-rows and does not read this table.
+maximum over a set of events, so the live runner (page by page) and a rebuild (once per
+member, after its last event) arrive at the same value. The live runner has the server
+add up the points in the window (`write_tier_status`); a rebuild, which has each
+member's rows at hand, gives them to the domain's `tier_status` (`status_row`). The API
+evaluates tiers "now" from the qualifying rows and does not read this table.
 """
 
 from __future__ import annotations
@@ -17,9 +19,22 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ledger.domain import EarnReversed, PendingPointsActivated, PointsEarned, ProgramRules, tier_in_window
+from ledger.domain import EarnReversed, PendingPointsActivated, PointsEarned, ProgramRules, tier_in_window, tier_status
 from ledger.domain.timeutil import add_months
 from ledger.store import StoredEvent
+
+QUALIFYING_COLUMNS = ("member_id", "booking_id", "earned_at", "points")
+STATUS_COLUMNS = ("member_id", "tier", "qualifying_points", "window_start", "next_tier", "points_to_next_tier",
+                  "reevaluation_date", "as_of")
+
+
+def _later(first: datetime, changed: datetime | None) -> datetime:
+    """A member's as-of date: its first event's, or its latest qualifying change's."""
+    return first if changed is None or changed < first else changed
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 class TierQualifying:
@@ -51,10 +66,50 @@ class TierQualifying:
         qualifying change and those seen for the first time (`new_members`)."""
         out = dict(self.changed)
         for m in new_members:
-            first = self.first[m]
-            at = out.get(m)
-            out[m] = first if at is None or at < first else at
+            out[m] = _later(self.first[m], out.get(m))
         return out
+
+    def completed(self, rules: ProgramRules, keep: str | None = None) -> tuple[list[tuple], list[tuple]]:
+        """The qualifying rows (in `QUALIFYING_COLUMNS` order) and the tier status (in
+        `STATUS_COLUMNS` order) of the members whose every event has been applied: all
+        but `keep` (see `Balances.completed`).
+
+        The status is what `write_tier_status` stores for a member with these rows and
+        this as-of date, computed here by the domain's `tier_status` rather than by the
+        server: the dates go in UTC, as the server returns them, so the window's start
+        and the re-evaluation date come out of the same calendar arithmetic."""
+        rows, entries = self._completed_rows(keep)
+        first, changed = self.first, self.changed
+        self.first, self.changed = {}, {}
+        if keep is not None:
+            if keep in first:
+                self.first[keep] = first.pop(keep)
+            if keep in changed:
+                self.changed[keep] = changed.pop(keep)
+        statuses = [status_row(m, _utc(_later(at, changed.get(m))), entries.get(m, ()), rules)
+                    for m, at in first.items()]
+        return rows, statuses
+
+    def _completed_rows(self, keep: str | None) -> tuple[list[tuple], dict[str, list[tuple[datetime, int]]]]:
+        """The rows of all members but `keep`, and each one's (earned_at in UTC, points)."""
+        rows: list[tuple] = []
+        entries: dict[str, list[tuple[datetime, int]]] = {}
+        kept: dict[tuple[str, str], tuple[datetime, int] | None] = {}
+        for key, value in self.rows.items():
+            m = key[0]
+            if m == keep:
+                kept[key] = value
+            elif value is not None:
+                rows.append((m, key[1], value[0], value[1]))
+                if value[0].tzinfo is not UTC:
+                    value = (value[0].astimezone(UTC), value[1])
+                member_entries = entries.get(m)
+                if member_entries is None:
+                    entries[m] = [value]
+                else:
+                    member_entries.append(value)
+        self.rows = kept
+        return rows, entries
 
     def clear_members(self) -> None:
         self.first.clear()
@@ -78,6 +133,14 @@ class TierQualifying:
                 *zip(*kept, strict=True),
             )
         self.rows.clear()
+
+
+def status_row(member: str, at: datetime, entries: Iterable[tuple[datetime, int]], rules: ProgramRules) -> tuple:
+    """A `tier_status` row (`STATUS_COLUMNS`) as of `at`, from the member's qualifying
+    rows, all in UTC."""
+    s = tier_status(entries, at, rules)
+    return (member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
+            s.reevaluation_date, at)
 
 
 async def write_tier_status(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from ledger.bootstrap import Container
 from ledger.domain import (
@@ -99,6 +100,57 @@ async def test_page_size_does_not_change_the_read_models(container: Container) -
     live = await _tables(container)
     await rebuild(container.pool, container.store, container.rules, page_size=1)
     assert await _tables(container) == live
+
+
+async def test_a_rebuild_in_worker_processes_equals_the_live_projections(container: Container) -> None:
+    await _history(container, members=30, seed=11)
+    # Dated away from UTC on a day that is 29 February in UTC: the tier window starts
+    # twelve months before the as-of date on the UTC calendar (28 February 2027), not on
+    # the event's own (1 March 2027 in UTC), and the rebuild must count it so too.
+    new_york = timezone(timedelta(hours=-5))
+    await container.ledger.handle_batch([
+        earn(f"m{m}", f"leap-{m}", f"{100 * m + 50}.00", at=datetime(2028, 2, 28, 20, m, tzinfo=new_york))
+        for m in range(0, 30, 3)
+    ])
+    await container.runner.run_until_caught_up()
+    live = await _tables(container)
+    head = await container.store.head()
+    reported: list[tuple[int, int]] = []
+    position = await rebuild(container.pool, container.store, container.rules, page_size=7, workers=2,
+                             dsn=container.url, progress=lambda done, total: reported.append((done, total)))
+    assert position == head
+    assert await _tables(container) == live
+    assert reported[-1] == (head, head)
+
+
+async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(container: Container) -> None:
+    await _history(container, members=15, seed=5)
+    await container.runner.run_until_caught_up()
+    head = await container.store.head()
+    appending: list[asyncio.Future] = []
+
+    def append_while_replaying(done: int, total: int) -> None:
+        if not appending:
+            appending.append(asyncio.ensure_future(container.ledger.handle_batch(
+                [earn(f"m{m}", "during-rebuild", at=T0 + timedelta(days=400)) for m in range(15)]
+                + [earn("new-member", "during-rebuild", at=T0 + timedelta(days=400))]
+            )))
+
+    # Small pages: the replay yields often, so the appends commit while it runs.
+    position = await rebuild(container.pool, container.store, container.rules, page_size=5, workers=1,
+                             progress=append_while_replaying)
+    await asyncio.gather(*appending)
+    assert head < position == await container.store.head()  # what was appended was caught up on
+    assert await checkpoint(container.pool) == position
+    rebuilt = await _tables(container)
+    for row in rebuilt["balances"]:
+        assert row["available"] == (await container.ledger.member_state(row["member_id"])).balance
+    assert any(row["member_id"] == "new-member" for row in rebuilt["tier_status"])
+    # The same tables as a rebuild with nothing appended meanwhile.
+    await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
+    assert await _tables(container) == rebuilt
+    await container.runner.run_until_caught_up()
+    assert await _tables(container) == rebuilt
 
 
 async def test_expiry_scheduler_expires_what_is_left_once(container: Container) -> None:

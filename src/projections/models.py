@@ -1,0 +1,59 @@
+"""The three projections together: what the live runner and a rebuild apply each event to."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ledger.domain import ProgramRules
+from ledger.store import StoredEvent
+
+from . import balances, expiry, tiers
+from .balances import Balances
+from .expiry import ExpirySchedule
+from .tiers import TierQualifying, write_tier_status
+
+TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
+COLUMNS = {
+    "balances": balances.COLUMNS,
+    "tier_qualifying": tiers.QUALIFYING_COLUMNS,
+    "tier_status": tiers.STATUS_COLUMNS,
+    "expiry_lots": expiry.COLUMNS,
+}
+
+
+class ReadModels:
+    """The three projections' deltas for one page."""
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.balances = Balances(f"balances{suffix}")
+        self.qualifying = TierQualifying(f"tier_qualifying{suffix}")
+        self.expiry = ExpirySchedule(f"expiry_lots{suffix}")
+
+    def apply(self, stored: StoredEvent) -> None:
+        self.balances.apply(stored)
+        self.qualifying.apply(stored)
+        self.expiry.apply(stored)
+
+    async def write(self, conn: asyncpg.Connection, rules: ProgramRules) -> None:
+        """Write the page's deltas, and the tier of every member it may have moved."""
+        new_members = await self.balances.write(conn)
+        await self.qualifying.write(conn)
+        await self.expiry.write(conn)
+        await write_tier_status(
+            conn, self.qualifying.as_of(new_members), rules,
+            qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
+        )
+        self.qualifying.clear_members()
+
+    def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
+        """The final rows, by table (without the suffix), of the members whose every event
+        has been applied: all but `keep`, whose deltas stay for the next page. Only for a
+        replay in stream order, where each member's events come together."""
+        qualifying, statuses = self.qualifying.completed(rules, keep)
+        return {
+            "balances": self.balances.completed(keep),
+            "tier_qualifying": qualifying,
+            "tier_status": statuses,
+            "expiry_lots": self.expiry.completed(keep),
+        }
