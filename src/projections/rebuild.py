@@ -74,7 +74,8 @@ async def create_tables(conn: asyncpg.Connection) -> list[str]:
             " FROM pg_constraint WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x')"
             " UNION ALL"
             " SELECT pg_get_indexdef(indexrelid), format('DROP INDEX %s', indexrelid::regclass) FROM pg_index i"
-            " WHERE indrelid = $1::regclass AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+            " WHERE indrelid = $1::regclass"
+            " AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
             f"{table}{SUFFIX}",
         )
         for create, drop in rows:

@@ -158,7 +158,7 @@ async def rebuild(
     store: EventStore,
     rules: ProgramRules,
     *,
-    page_size: int = 20_000,
+    page_size: int = 5_000,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
     dsn: str | None = None,
@@ -172,6 +172,10 @@ async def rebuild(
     URL). What was appended since is then applied by the live runner's path, under its
     lock, before the swap. `progress(done, total)` gets the events replayed so far and
     the head. Returns the position the new tables are at.
+
+    Pages of 5,000 events (about 2 MB of rows) by default: measured as fast as larger
+    ones, with a third of the memory, as the next page read ahead fits in the socket
+    buffers and arrives while this one is applied.
     """
     assert 1 <= page_size <= 50_000
     async with pool.acquire() as conn:

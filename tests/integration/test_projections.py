@@ -31,6 +31,15 @@ async def _tables(container: Container) -> dict[str, list]:
     return out
 
 
+async def _indexes(container: Container) -> list[tuple[str, str]]:
+    """Each read-model table's index definitions, without the indexes' names."""
+    rows = await container.pool.fetch(
+        "SELECT tablename, regexp_replace(indexdef, 'INDEX \\S+ ON', 'INDEX ON') FROM pg_indexes"
+        " WHERE tablename = ANY($1::text[]) ORDER BY 1, 2", list(TABLES),
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
 async def _history(container: Container, members: int = 40, seed: int = 7) -> None:
     rnd = random.Random(seed)
     ledger = container.ledger
@@ -100,6 +109,9 @@ async def test_page_size_does_not_change_the_read_models(container: Container) -
     live = await _tables(container)
     await rebuild(container.pool, container.store, container.rules, page_size=1)
     assert await _tables(container) == live
+    # Every member spans several pages, and the members are shared out among processes.
+    await rebuild(container.pool, container.store, container.rules, page_size=1, workers=2, dsn=container.url)
+    assert await _tables(container) == live
 
 
 async def test_a_rebuild_in_worker_processes_equals_the_live_projections(container: Container) -> None:
@@ -113,13 +125,14 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         for m in range(0, 30, 3)
     ])
     await container.runner.run_until_caught_up()
-    live = await _tables(container)
+    live, indexes = await _tables(container), await _indexes(container)
     head = await container.store.head()
     reported: list[tuple[int, int]] = []
     position = await rebuild(container.pool, container.store, container.rules, page_size=7, workers=2,
                              dsn=container.url, progress=lambda done, total: reported.append((done, total)))
     assert position == head
     assert await _tables(container) == live
+    assert indexes and await _indexes(container) == indexes  # built after the rows were copied
     assert reported[-1] == (head, head)
 
 
