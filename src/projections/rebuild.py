@@ -138,9 +138,15 @@ def _read(conn: asyncpg.Connection, head: int, span: Span, after: tuple[str, int
 
 
 async def _copy(conn: asyncpg.Connection, rows: dict[str, list[tuple]]) -> None:
-    for table, records in rows.items():
-        if records:
-            await conn.copy_records_to_table(f"{table}{SUFFIX}", records=records, columns=COLUMNS[table])
+    """COPY a page's rows in one transaction that does not wait for its WAL to reach
+    the disk: nothing reads the rebuild tables before the swap, whose own (synchronous)
+    commit flushes all the WAL before it, so a crash before then loses only a replay
+    that had to start over anyway, and the replay does not stall on a busy disk."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        for table, records in rows.items():
+            if records:
+                await conn.copy_records_to_table(f"{table}{SUFFIX}", records=records, columns=COLUMNS[table])
 
 
 async def _settled(future: asyncio.Future | None) -> None:
