@@ -63,11 +63,15 @@ async def create_tables(conn: asyncpg.Connection) -> list[str]:
     """Create empty rebuild tables like the live ones but without their indexes, which
     are cheaper to build once over the copied rows (sorted in bulk) than to keep up row
     by row; returns the statements that add them back, as `LIKE ... INCLUDING ALL`
-    made them (same definitions, same names)."""
+    made them (same definitions, same names), for `create_indexes`."""
     add: list[str] = []
     for table in TABLES:
         await conn.execute(f"DROP TABLE IF EXISTS {table}{SUFFIX}")
-        await conn.execute(f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL)")
+        # Autovacuum would start on the tables as they fill (the rows inserted call for
+        # it), to no use, and hold up the index builds until it gave way.
+        await conn.execute(
+            f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL) WITH (autovacuum_enabled = false)"
+        )
         rows = await conn.fetch(
             "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,"
             " pg_get_constraintdef(oid)), format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname)"
@@ -85,13 +89,17 @@ async def create_tables(conn: asyncpg.Connection) -> list[str]:
 
 
 async def create_indexes(pool: asyncpg.Pool, statements: list[str]) -> None:
-    """Run `create_tables`' statements, each on a connection of its own, concurrently."""
+    """Run `create_tables`' statements, each on a connection of its own, concurrently;
+    then let autovacuum see to the tables again, as it does to the live ones."""
 
     async def run(statement: str) -> None:
         async with pool.acquire() as conn:
             await conn.execute(statement)
 
     await asyncio.gather(*(run(s) for s in statements))
+    async with pool.acquire() as conn:
+        for table in TABLES:
+            await conn.execute(f"ALTER TABLE {table}{SUFFIX} RESET (autovacuum_enabled)")
 
 
 @dataclass(frozen=True)

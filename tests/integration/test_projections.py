@@ -133,6 +133,10 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
     assert position == head
     assert await _tables(container) == live
     assert indexes and await _indexes(container) == indexes  # built after the rows were copied
+    # Autovacuum, off while the rows were copied, is on again (no storage parameters left).
+    assert not await container.pool.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[]) AND reloptions IS NOT NULL", list(TABLES)
+    )
     assert reported[-1] == (head, head)
 
 
