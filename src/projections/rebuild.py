@@ -209,11 +209,7 @@ async def replay(
     which each process takes one after the other, so that one started late, or given
     less CPU by the machine, does less of the work rather than holding up the end."""
     dsn = dsn or _pool_dsn(pool)
-    if workers is None:
-        workers = max(1, min(os.cpu_count() or 1, head // EVENTS_PER_WORKER_MIN))
-    if workers > 1 and dsn is None:
-        log.warning("rebuild: no database URL for worker processes; replaying in this process only")
-        workers = 1
+    workers = _workers(workers, head, dsn)
     context = multiprocessing.get_context("spawn")
     shared = _Shared(context)
 
@@ -229,23 +225,44 @@ async def replay(
             await _replay_spans_here(pool, rules, head, parts, page_size, shared, report)
         return
     assert dsn is not None
-    loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_init,
                              initargs=(shared,)) as executor:
-        waiting = {loop.run_in_executor(executor, _replay_in_worker, dsn, rules, head, parts, page_size)
-                   for _ in range(workers - 1)}
         try:
-            with _without_gc():
-                await _replay_spans_here(pool, rules, head, parts, page_size, shared, report)
-            while waiting:
-                finished, waiting = await asyncio.wait(waiting, timeout=PROGRESS_S)
-                report(0)
-                for future in finished:
-                    future.result()  # a worker's exception, raised here
+            await _replay_with(executor, workers - 1, pool, dsn, rules, head, parts, page_size, shared, report)
         except BaseException:
             shared.stop(len(parts))
             executor.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _workers(workers: int | None, head: int, dsn: str | None) -> int:
+    """How many processes replay: as asked, else one per core but one per
+    `EVENTS_PER_WORKER_MIN` events at most; only this one without a database URL."""
+    if workers is None:
+        workers = max(1, min(os.cpu_count() or 1, head // EVENTS_PER_WORKER_MIN))
+    assert workers >= 1
+    if workers > 1 and dsn is None:
+        log.warning("rebuild: no database URL for worker processes; replaying in this process only")
+        return 1
+    return workers
+
+
+async def _replay_with(
+    executor: ProcessPoolExecutor, processes: int, pool: asyncpg.Pool, dsn: str, rules: ProgramRules, head: int,
+    parts: list[Span], page_size: int, shared: _Shared, report: Done,
+) -> None:
+    """Replay spans here while `processes` spawned ones do too, then wait for them,
+    reporting the progress meanwhile; a worker's exception is raised here."""
+    loop = asyncio.get_running_loop()
+    waiting = {loop.run_in_executor(executor, _replay_in_worker, dsn, rules, head, parts, page_size)
+               for _ in range(processes)}
+    with _without_gc():
+        await _replay_spans_here(pool, rules, head, parts, page_size, shared, report)
+    while waiting:
+        finished, waiting = await asyncio.wait(waiting, timeout=PROGRESS_S)
+        report(0)
+        for future in finished:
+            future.result()
 
 
 @contextlib.contextmanager

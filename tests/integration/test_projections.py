@@ -6,6 +6,8 @@ import asyncio
 import random
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from ledger.bootstrap import Container
 from ledger.domain import (
     AdjustPoints,
@@ -138,6 +140,18 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[]) AND reloptions IS NOT NULL", list(TABLES)
     )
     assert reported[-1] == (head, head)
+
+
+async def test_a_failed_worker_fails_the_rebuild_and_leaves_the_read_models_alone(container: Container) -> None:
+    await _history(container, members=10, seed=13)
+    await container.runner.run_until_caught_up()
+    live = await _tables(container)
+    position = await checkpoint(container.pool)
+    with pytest.raises(OSError):  # the spawned process cannot connect
+        await rebuild(container.pool, container.store, container.rules, workers=2,
+                      dsn="postgresql://nobody@127.0.0.1:1/nowhere")
+    assert await _tables(container) == live
+    assert await checkpoint(container.pool) == position
 
 
 async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(container: Container) -> None:
