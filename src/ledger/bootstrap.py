@@ -23,16 +23,18 @@ from projections.runner import ProjectionRunner
 log = logging.getLogger(__name__)
 
 
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def tune_gc() -> None:
     """Fewer, cheaper collections for a process that allocates many short-lived,
     acyclic objects (rows, events, dicts) per batch: the objects alive after startup
     (modules, classes, rules) move to the permanent generation so that full
-    collections stop walking them, and the young generation collects every 50,000
-    allocations rather than every 700. Measured: full collections took about a fifth
-    of the append and rebuild time with the defaults."""
+    collections stop walking them; the young generation collects every 100,000
+    allocations rather than every 700, and the middle one every 50 of those, since
+    what survives a batch is mostly cached member states, freed by reference counting.
+    Measured: collections took about a fifth of the append and rebuild time with the
+    defaults, and still about a tenth of the append's with (50,000, 20, 100)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
