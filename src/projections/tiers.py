@@ -166,14 +166,14 @@ async def write_tier_status(
     out = []
     for _ in range(2):
         starts = [add_months(at, -rules.tier_window_months) for at in ats.values()]
+        # Per member, index probes (a scalar subquery, a lateral aggregate) rather than
+        # a join and a GROUP BY over every qualifying row of the page's members.
         rows = await conn.fetch(
-            f"SELECT m.member_id, s.as_of, m.ws,"
-            f" coalesce(sum(q.points) FILTER (WHERE q.earned_at > m.ws AND q.earned_at <= m.at), 0)::bigint,"
-            f" min(q.earned_at) FILTER (WHERE q.earned_at > m.ws AND q.earned_at <= m.at)"
-            f" FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS m(member_id, at, ws)"
-            f" LEFT JOIN {status_table} s ON s.member_id = m.member_id"
-            f" LEFT JOIN {qualifying_table} q ON q.member_id = m.member_id"
-            f" GROUP BY m.member_id, m.at, m.ws, s.as_of",
+            f"SELECT m.member_id, (SELECT s.as_of FROM {status_table} s WHERE s.member_id = m.member_id), m.ws,"
+            f" q.total, q.oldest"
+            f" FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS m(member_id, at, ws) CROSS JOIN LATERAL"
+            f" (SELECT coalesce(sum(points), 0)::bigint AS total, min(earned_at) AS oldest FROM {qualifying_table}"
+            f" WHERE member_id = m.member_id AND earned_at > m.ws AND earned_at <= m.at) q",
             list(ats), list(ats.values()), starts,
         )
         later: dict[str, datetime] = {}
