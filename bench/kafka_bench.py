@@ -248,6 +248,16 @@ async def latency(pool: asyncpg.Pool, pipeline: Pipeline, rate: int, seconds: fl
     return [seen[k] - t for k, t in sent.items()]
 
 
+async def settle(pool: asyncpg.Pool) -> None:
+    """Vacuum and analyse what the previous phase wrote and flush its dirty pages, so
+    that a latency phase does not measure the backlog's aftermath."""
+    await pool.execute("VACUUM ANALYZE")
+    try:
+        await pool.execute("CHECKPOINT")
+    except asyncpg.InsufficientPrivilegeError:
+        print("  (CHECKPOINT refused: not a superuser)", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1]
 
@@ -309,13 +319,16 @@ async def main() -> int:
             print(f"  end to end         {n / e2e_s:>10,.0f} events/s  ({e2e_s:.1f} s, {args.consumers} consumer"
                   f" process(es); {verdict} the {E2E_TARGET:,}/s target)", flush=True)
             # Steady state: the same, running consumer, its backlog drained, now fed at a
-            # steady rate: what the app sees in production.
+            # steady rate: what the app sees in production. The backlog's aftermath
+            # (autovacuum, the checkpoint of its writes) is settled first.
+            await settle(pool)
             lat = await latency(pool, pipeline, args.rate, args.seconds, args.members, run, first=n)
             _print_latency(f"produce->queryable at {args.rate:,}/s for {args.seconds:.0f} s", lat)
             # A consumer restarted cold (no member state cached) meets the same load: the
             # worst case after a deploy or a crash, until its cache is warm again.
             pipeline.stop_consumers()
             pipeline.start_consumers()
+            await settle(pool)
             await asyncio.sleep(5)  # let it join the group
             lat = await latency(pool, pipeline, args.rate, args.seconds, args.members, run,
                                 first=n + int(args.rate * args.seconds))
