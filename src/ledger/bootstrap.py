@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,33 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class GcPacer:
+    """Keeps full garbage collections out of a long-running writer's latency.
+
+    A consumer's state cache holds about a dozen tracked objects per member (1.2M for
+    100,000 members), and a full collection walks all of them: measured, 0.17 s per
+    20,000 members, so about a second at 100,000, which showed as the p99 of
+    produce-to-queryable latency. After each batch, the young and middle generations
+    (what the batch left alive) are collected, which frees any cycles it made, and the
+    survivors are frozen, so that no automatic collection walks them again. Cached
+    states are acyclic and freed by reference counting when evicted, frozen or not.
+    What freezing gives up is the collection of cycles that form later among frozen
+    objects; a full collection every `full_every_s` takes those (one pause per
+    interval instead of one every few seconds)."""
+
+    def __init__(self, full_every_s: float = 600.0) -> None:
+        self.full_every_s = full_every_s
+        self._next_full = time.monotonic() + full_every_s
+
+    def after_batch(self) -> None:
+        gc.collect(1)
+        if time.monotonic() >= self._next_full:
+            gc.unfreeze()
+            gc.collect()
+            self._next_full = time.monotonic() + self.full_every_s
+        gc.freeze()
 
 
 def load_rules(settings: Settings) -> ProgramRules:

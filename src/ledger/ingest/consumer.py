@@ -34,7 +34,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from ledger.bootstrap import Container
+from ledger.bootstrap import Container, GcPacer
 from ledger.domain import LedgerError
 from ledger.handlers import CommandRequest, Ledger
 from ledger.settings import Settings
@@ -118,6 +118,7 @@ class BookingConsumer:
         self._dlq_next_try = 0.0
         self._lag_logged_at = time.monotonic()
         self.state = "starting"
+        self._gc = GcPacer()
         self.totals = {"messages": 0, "applied": 0, "duplicates": 0, "rejected": 0, "batches": 0, "fenced": 0}
 
     # -- the group ---------------------------------------------------------------------
@@ -241,6 +242,7 @@ class BookingConsumer:
                         continue
                     backoff.reset()
                     if outcome.messages:
+                        self._gc.after_batch()
                         await self._commit_kafka(consumer)
                 await self._publish_dlq(producer)
                 self._log_lag()
