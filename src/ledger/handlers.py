@@ -17,8 +17,10 @@ from operator import attrgetter
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 
 from ledger.domain import (
+    SNAPSHOT_FORMAT,
     Command,
     ConcurrencyConflict,
     DuplicateEvent,
@@ -29,6 +31,8 @@ from ledger.domain import (
     decide,
     evolve,
     fold,
+    from_snapshot,
+    to_snapshot,
 )
 from ledger.store.events import GENESIS_HASH, AppendRequest, EventStore
 
@@ -117,6 +121,9 @@ class StateCache:
             while len(self._items) > self._members_max:
                 self._items.popitem(last=False)
 
+    def items(self) -> list[tuple[MemberState, bytes]]:
+        return list(self._items.values())
+
     def forget(self, member_ids: Sequence[str]) -> None:
         for member_id in member_ids:
             self._items.pop(member_id, None)
@@ -151,16 +158,23 @@ class Ledger:
         states: dict[str, tuple[MemberState, bytes]] = {}
         trusted: set[str] = set()
         versions: dict[str, int] = {}
+        cold: list[str] = []
         for m in dict.fromkeys(member_ids):
             item = self.cache.get(m)
             if item is None:
                 item = (MemberState(m), GENESIS_HASH)
+                cold.append(m)
             elif trust_cache:
                 trusted.add(m)
                 states[m] = item
                 continue
             states[m] = item
             versions[m] = item[0].version
+        if cold:
+            # A member new to this process starts from its snapshot, if one was saved.
+            for m, (version, last_hash, data) in (await self.store.read_snapshots(cold, SNAPSHOT_FORMAT)).items():
+                states[m] = (from_snapshot(m, version, data), last_hash)
+                versions[m] = version
         newer = await self.store.read_streams_after(versions) if versions else []
         # In stream order: one fold per member (a member new to this process folds its
         # whole history here).
@@ -170,6 +184,14 @@ class Ledger:
         for m in versions:
             self.cache.put(*states[m])
         return states, trusted
+
+    async def save_snapshots(self) -> int:
+        """Save the member states this process holds, for the next process to start
+        from (a graceful shutdown calls this); returns how many."""
+        snapshots = [(state.member_id, state.version, last_hash, orjson.dumps(to_snapshot(state)).decode())
+                     for state, last_hash in self.cache.items() if state.version > 0]
+        await self.store.write_snapshots(snapshots, SNAPSHOT_FORMAT)
+        return len(snapshots)
 
     async def member_state(self, member_id: str) -> MemberState:
         return (await self.load([member_id]))[member_id][0]

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from ledger.bootstrap import Container
-from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints
+from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints, fold
 from ledger.handlers import CommandRequest, Ledger
 from ledger.store import AppendRequest, verify_chain
 from ledger.store.events import GENESIS_HASH
@@ -215,3 +215,26 @@ async def test_a_reader_polling_during_concurrent_batch_writers_sees_every_event
     all_positions = [r["position"] for r in await container.pool.fetch("SELECT position FROM events ORDER BY 1")]
     assert seen == all_positions
     assert len(seen) == len(set(seen))
+
+
+async def test_a_new_process_starts_from_saved_snapshots_and_the_events_after_them(container: Container) -> None:
+    first = container.ledger
+    await first.handle_batch([earn(f"m{i}", "B1", key=f"a{i}") for i in range(3)])
+    await first.handle(redeem("m0", 100, "r0"))
+    assert await first.save_snapshots() == 3
+    await first.handle(earn("m0", "B2"))  # after the snapshot
+    fresh = Ledger(container.store, container.rules)
+    for m in ("m0", "m1", "m2"):
+        history = [s.event for s in await container.store.read_stream(m)]
+        assert await fresh.member_state(m) == fold(m, history)
+    # The snapshot is what the state starts from (a doctored one shows through)...
+    await container.pool.execute("UPDATE member_snapshots SET state = jsonb_set(state, '{debt}', '7')"
+                                 " WHERE member_id = 'm1'")
+    assert (await Ledger(container.store, container.rules).member_state("m1")).debt == 7
+    # ...unless it was taken by another version of the fold, when the history is read.
+    await container.pool.execute("UPDATE member_snapshots SET format = format + 1 WHERE member_id = 'm1'")
+    assert (await Ledger(container.store, container.rules).member_state("m1")).debt == 0
+    # Saving again keeps the newer snapshot of each member.
+    assert await fresh.save_snapshots() == 3
+    versions = dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots"))
+    assert versions == {"m0": 3, "m1": 1, "m2": 1}

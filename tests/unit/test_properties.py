@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,8 @@ from ledger.domain import (
     decide,
     evolve,
     fold,
+    from_snapshot,
+    to_snapshot,
 )
 from ledger.domain.rules import DEFAULT_RULES_DICT
 from ledger.store import StoredEvent
@@ -180,3 +183,28 @@ def test_fold_gives_the_state_evolve_gives_one_event_at_a_time(cmds: list, negat
     assert _snapshot(states[k])[1:] == before  # the state folded from is left as it was
     assert fold(M, [], states[k]) is states[k]
     assert _snapshot(fold(M, events[:k])) == _snapshot(states[k])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(commands(), st.booleans(), st.data())
+def test_a_snapshot_gives_back_the_state_it_was_taken_of(cmds: list, negative_allowed: bool, data) -> None:
+    """A snapshot (through JSON, as stored) stands for the fold of the history up to its
+    version: the state must come back exactly, and decide the same events from there."""
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": negative_allowed})
+    _, events = run(cmds, rules)
+    k = data.draw(st.integers(0, len(events)))
+    state = fold(M, events[:k])
+    stored = orjson.loads(orjson.dumps(to_snapshot(state)))
+    back = from_snapshot(M, state.version, stored)
+    assert _snapshot(back) == _snapshot(state)
+    assert fold(M, events[k:], back) == fold(M, events)
+    for command in cmds:
+        try:
+            expected = decide(state, command, rules)
+        except LedgerError as error:
+            expected = repr(error)
+        try:
+            got = decide(back, command, rules)
+        except LedgerError as error:
+            got = repr(error)
+        assert got == expected

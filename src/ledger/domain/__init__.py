@@ -33,7 +33,7 @@ from .events import (
     to_data,
 )
 from .rules import DEFAULT_RULES, ProgramRules
-from .state import Lot, MemberState, evolve, fold
+from .state import SNAPSHOT_FORMAT, Lot, MemberState, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]

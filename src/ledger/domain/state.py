@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ._frozen import fast_init
 from .events import (
@@ -222,3 +223,39 @@ def fold(member_id: str, events: Iterable[Event], state: MemberState | None = No
     if version == state.version:
         return state  # no events: the very same state, as evolving nothing gives
     return MemberState(state.member_id, version, lots, bookings, tuple(qualifying), debt)
+
+
+# Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
+# snapshot in another format is ignored and the member is folded from its events.
+SNAPSHOT_FORMAT = 1
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def to_snapshot(state: MemberState) -> dict[str, Any]:
+    """A state as JSON-ready data (without its member id and version, kept beside it):
+    what `from_snapshot` turns back into an equal state, in the same dictionary order."""
+    return {
+        "lots": [[lot.lot_id, lot.booking_id, lot.points, lot.remaining, lot.status, _iso(lot.expires_at),
+                  lot.qualifying, lot.spent, lot.expired] for lot in state.lots.values()],
+        "bookings": list(state.bookings.items()),
+        "qualifying": [[booking_id, at.isoformat(), points] for booking_id, at, points in state.qualifying],
+        "debt": state.debt,
+    }
+
+
+def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
+    lots = {}
+    for lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired in data["lots"]:
+        lots[lot_id] = Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired)
+    return MemberState(
+        member_id, version, lots, dict(data["bookings"]),
+        tuple((booking_id, datetime.fromisoformat(at), points) for booking_id, at, points in data["qualifying"]),
+        data["debt"],
+    )

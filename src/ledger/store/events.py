@@ -21,6 +21,7 @@ GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
 READ_PAGE_MAX = 50_000
 APPEND_EVENTS_MAX = 20_000
+SNAPSHOT_CHUNK = 5_000
 
 BeforeCommit = Callable[[asyncpg.Connection], Awaitable[None]]
 
@@ -192,6 +193,30 @@ class EventStore:
             list(positions),
         )
         return {r[0]: (r[1], r[2], orjson.loads(r[3])) for r in rows}
+
+    async def read_snapshots(self, member_ids: Sequence[str], snapshot_format: int) -> dict[str, tuple[int, bytes, dict]]:
+        """member -> (version, hash of that event, state data) of the members with a
+        snapshot in `snapshot_format`."""
+        rows = await self.pool.fetch(
+            "SELECT member_id, version, last_hash, state FROM member_snapshots"
+            " WHERE member_id = ANY($1::text[]) AND format = $2",
+            list(member_ids), snapshot_format,
+        )
+        return {r[0]: (r[1], bytes(r[2]), orjson.loads(r[3])) for r in rows}
+
+    async def write_snapshots(self, snapshots: Sequence[tuple[str, int, bytes, str]], snapshot_format: int) -> None:
+        """Save (member, version, last hash, state JSON) snapshots; one already saved at
+        a later version stays."""
+        for start in range(0, len(snapshots), SNAPSHOT_CHUNK):
+            chunk = snapshots[start:start + SNAPSHOT_CHUNK]
+            await self.pool.execute(
+                "INSERT INTO member_snapshots AS s (member_id, version, last_hash, format, state)"
+                " SELECT m, v, h, $5, d::jsonb FROM unnest($1::text[], $2::int[], $3::bytea[], $4::text[]) AS x(m, v, h, d)"
+                " ON CONFLICT (member_id) DO UPDATE SET version = EXCLUDED.version, last_hash = EXCLUDED.last_hash,"
+                " format = EXCLUDED.format, state = EXCLUDED.state, taken_at = now()"
+                " WHERE s.version < EXCLUDED.version OR s.format <> EXCLUDED.format",
+                *zip(*chunk, strict=True), snapshot_format,
+            )
 
     async def head(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
