@@ -250,6 +250,11 @@ async def latency(pool: asyncpg.Pool, pipeline: Pipeline, rate: int, seconds: fl
     finally:
         poller.cancel()
         await p.stop()
+    windows: dict[int, list[float]] = {}
+    for k, t in sent.items():
+        windows.setdefault(int((t - started) // 5), []).append(seen[k] - t)
+    print("    p99 by 5 s of sending: " + ", ".join(f"{(max(v) if len(v) < 100 else pct(v, 0.99)) * 1000:.0f} ms"
+                                              for _, v in sorted(windows.items())), flush=True)
     return [seen[k] - t for k, t in sent.items()]
 
 
