@@ -196,10 +196,12 @@ class EventStore:
 
     async def read_snapshots(self, member_ids: Sequence[str], snapshot_format: int) -> dict[str, tuple[int, bytes, dict]]:
         """member -> (version, hash of that event, state data) of the members with a
-        snapshot in `snapshot_format`."""
+        snapshot in `snapshot_format`. Only a snapshot whose event is in the store with
+        the hash it recorded counts (not one left from a database restored to earlier)."""
         rows = await self.pool.fetch(
-            "SELECT member_id, version, last_hash, state FROM member_snapshots"
-            " WHERE member_id = ANY($1::text[]) AND format = $2",
+            "SELECT s.member_id, s.version, s.last_hash, s.state FROM member_snapshots s"
+            " JOIN events e ON e.stream_id = s.member_id AND e.stream_version = s.version AND e.hash = s.last_hash"
+            " WHERE s.member_id = ANY($1::text[]) AND s.format = $2",
             list(member_ids), snapshot_format,
         )
         return {r[0]: (r[1], bytes(r[2]), orjson.loads(r[3])) for r in rows}
