@@ -150,6 +150,8 @@ cmd_start() {
     # A cluster id is 16 random bytes in URL-safe base64 without padding.
     local cluster_id
     cluster_id="$(head -c16 /dev/urandom | base64 | tr -- '+/' '-_' | tr -d '=')"
+    # One id in 64 starts with '-', which the tool would read as an option.
+    [[ "$cluster_id" == -* ]] && cluster_id="A${cluster_id:1}"
     kjava kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 \
       || { cat "$STATE/format.log" >&2; die "storage format failed"; }
