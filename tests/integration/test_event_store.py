@@ -242,3 +242,12 @@ async def test_a_new_process_starts_from_saved_snapshots_and_the_events_after_th
     # restored to an earlier time) is ignored too.
     await container.pool.execute("UPDATE member_snapshots SET version = 9 WHERE member_id = 'm2'")
     assert (await Ledger(container.store, container.rules).member_state("m2")).version == 1
+
+
+async def test_appends_do_not_wait_for_a_vacuum_or_analyse_of_the_events(container: Container) -> None:
+    """VACUUM and ANALYZE (autovacuum's too) hold SHARE UPDATE EXCLUSIVE on the table for
+    their whole pass; the appenders' turn-taking must not conflict with it."""
+    async with container.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE")
+        result = await asyncio.wait_for(container.ledger.handle(earn("m1", "B1")), timeout=5)
+        assert result.status == "applied"

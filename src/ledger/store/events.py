@@ -22,6 +22,7 @@ _sha256 = hashlib.sha256
 READ_PAGE_MAX = 50_000
 APPEND_EVENTS_MAX = 20_000
 SNAPSHOT_CHUNK = 5_000
+APPEND_LOCK_ID = 0x1ED6E1  # the advisory lock appenders take turns on (see `append`)
 
 BeforeCommit = Callable[[asyncpg.Connection], Awaitable[None]]
 
@@ -172,7 +173,7 @@ class EventStore:
         projections that use neither.
 
         A reader polling this never skips an event that commits late, because appends
-        hold an exclusive table lock until they commit (see `append`): positions become
+        take turns on an advisory lock until they commit (see `append`): positions become
         visible in the order they were handed out.
         """
         columns, convert = (_LEAN_COLUMNS, _lean_row_to_event) if lean else (_COLUMNS, _row_to_event)
@@ -304,11 +305,16 @@ class EventStore:
                 # Why lock: positions come from an identity column when each row is
                 # inserted, but transactions commit in their own order, so without this a
                 # reader polling `position > last_seen` could pass over a position whose
-                # transaction commits late, and never see it. EXCLUSIVE mode lets readers
-                # through and makes writers take turns between this point and commit, so
-                # positions commit in the order they are handed out. It is taken as late as
-                # possible, and the batch path amortises it over hundreds of events.
-                await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                # transaction commits late, and never see it. Appenders take turns on this
+                # transaction-scoped advisory lock from here to commit, so positions commit
+                # in the order they are handed out; readers are not held up. It is taken as
+                # late as possible, and the batch path amortises it over hundreds of events.
+                # An advisory lock rather than `LOCK TABLE ... IN EXCLUSIVE MODE`: that mode
+                # conflicts with the lock autovacuum takes to vacuum or analyse the table,
+                # so every append waited out each autovacuum pass on `events` (a second
+                # until the deadlock timeout cancelled it, and for the whole pass of an
+                # anti-wraparound vacuum, which is not cancelled).
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_ID)
                 try:
                     await conn.copy_records_to_table("events", columns=_APPEND_COLUMNS, records=records)
                 except asyncpg.UniqueViolationError as exc:
@@ -319,11 +325,21 @@ class EventStore:
                     raise ConcurrencyConflict(
                         "The member's account changed while this request was processed; please retry."
                     ) from exc
-                # COPY hands out positions row by row in the order of the records, and the
-                # lock keeps every other writer out until commit: this batch's positions
-                # are the consecutive values ending at the sequence's current one.
-                last = await conn.fetchval("SELECT currval(pg_get_serial_sequence('events', 'position'))")
-                position = last - len(records)
+                # COPY hands out positions row by row in the order of the records, and no
+                # other appender inserts until this one commits: this batch's positions
+                # are the consecutive values ending at the sequence's current one. The
+                # first and last rows are checked, so that a row inserted by anything
+                # other than this store in between cannot go unnoticed.
+                ends = await conn.fetch(
+                    "WITH c AS (SELECT currval(pg_get_serial_sequence('events', 'position')) AS last)"
+                    " SELECT c.last, e.stream_id, e.stream_version FROM c"
+                    " LEFT JOIN events e ON e.position IN (c.last - $1 + 1, c.last) ORDER BY e.position",
+                    len(records),
+                )
+                expected = [records[0][:2], records[-1][:2]] if len(records) > 1 else [records[0][:2]]
+                if [(r[1], r[2]) for r in ends] != expected:
+                    raise ConcurrencyConflict("Events were inserted outside the event store during this append.")
+                position = ends[0][0] - len(records)
                 for req in requests:
                     req.positions = list(range(position + 1, position + 1 + len(req.events)))
                     position += len(req.events)
