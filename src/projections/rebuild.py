@@ -34,10 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
-from ledger.domain import ProgramRules, from_data
-from ledger.store import StoredEvent
+from ledger.domain import ProgramRules
+from ledger.store.events import LEAN_COLUMNS, lean_row_to_event
 
 from .models import COLUMNS, TABLES, ReadModels
 
@@ -49,12 +48,11 @@ SPANS_PER_WORKER = 8  # small enough that no process is left with much to do at 
 SAMPLE_EVENTS = 20_000  # about how many events the split points are chosen from
 PROGRESS_S = 0.2
 
-_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at"
+_COLUMNS = LEAN_COLUMNS
 _PAGE = (f"SELECT {_COLUMNS} FROM events WHERE (stream_id, stream_version) > ($1, $2) AND position <= $3"
          " ORDER BY stream_id, stream_version LIMIT $4")
 _PAGE_BEFORE = (f"SELECT {_COLUMNS} FROM events WHERE (stream_id, stream_version) > ($1, $2) AND position <= $3"
                 " AND stream_id < $5 ORDER BY stream_id, stream_version LIMIT $4")
-_NO_METADATA: dict[str, Any] = {}
 
 Done = Callable[[int], None]
 
@@ -130,11 +128,10 @@ async def spans(conn: asyncpg.Connection, head: int, parts: int) -> list[Span]:
 
 
 def _apply(models: ReadModels, rows: list[asyncpg.Record]) -> None:
-    """Decode each row (as the store's lean read does) and apply it: the hot loop."""
-    apply, loads = models.apply, orjson.loads
-    for position, stream_id, stream_version, type_name, schema_version, data, recorded_at in rows:
-        event = from_data(type_name, schema_version, loads(data))
-        apply(StoredEvent(position, stream_id, stream_version, event, _NO_METADATA, recorded_at, b""))
+    """Decode each row as the store's lean read does, and apply it: the hot loop."""
+    apply = models.apply
+    for row in rows:
+        apply(lean_row_to_event(row))
 
 
 def _read(conn: asyncpg.Connection, head: int, span: Span, after: tuple[str, int], limit: int) -> asyncio.Future:

@@ -104,7 +104,7 @@ _COLUMNS = "position, stream_id, stream_version, type, schema_version, data, met
 _SELECT = f"SELECT {_COLUMNS} FROM events"
 # Projections need neither the metadata nor the hash: not decoding them (nor shipping
 # them from the server) is a good part of the cost of a page.
-_LEAN_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at"
+LEAN_COLUMNS = "position, stream_id, stream_version, type, schema_version, data, recorded_at"
 _NO_METADATA: dict[str, Any] = {}
 _APPEND_COLUMNS = ("stream_id", "stream_version", "type", "schema_version", "data", "metadata", "occurred_at", "hash",
                    "idempotency_key")
@@ -129,7 +129,8 @@ def _state_row_to_event(row: asyncpg.Record) -> StoredEvent:
     )
 
 
-def _lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
+def lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
+    """A row of `LEAN_COLUMNS` as a stored event without metadata (an empty dict) or hash."""
     position, stream_id, stream_version, type_name, schema_version, data, recorded_at = row
     return StoredEvent(
         position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
@@ -176,7 +177,7 @@ class EventStore:
         take turns on an advisory lock until they commit (see `append`): positions become
         visible in the order they were handed out.
         """
-        columns, convert = (_LEAN_COLUMNS, _lean_row_to_event) if lean else (_COLUMNS, _row_to_event)
+        columns, convert = (LEAN_COLUMNS, lean_row_to_event) if lean else (_COLUMNS, _row_to_event)
         rows = await (conn or self.pool).fetch(
             f"SELECT {columns} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             after_position, min(limit, READ_PAGE_MAX),
