@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger.bootstrap import Container, build
+from ledger.bootstrap import Container, GcPacer, build
 from ledger.domain import CompleteBooking, ConfirmBooking
 from ledger.embedded import EmbeddedPostgres
 from ledger.handlers import CommandRequest
@@ -226,6 +226,7 @@ async def fresh_database(server_url: str) -> str:
 async def stage_append(container: Container, work: Workload, batch: int) -> tuple[Stage, float]:
     """Returns the append stage and, separately, the seconds spent generating commands."""
     generate_s = append_s = 0.0
+    pacer = GcPacer()  # as the Kafka consumer paces its collections after each batch
     with _progress() as progress:
         task = progress.add_task("append", total=work.events)
         for indexes in work.batches(batch):
@@ -233,6 +234,7 @@ async def stage_append(container: Container, work: Workload, batch: int) -> tupl
             requests = [work.request(i) for i in indexes]
             t1 = time.perf_counter()
             results = await container.ledger.handle_batch(requests)
+            pacer.after_batch()
             append_s += time.perf_counter() - t1
             generate_s += t1 - t
             bad = [r for r in results if r.status != "applied"]
@@ -257,11 +259,14 @@ def _append_process(url: str, events: int, members: int, batch: int, partition: 
             # before each COPY: the stage times the path, not the making of its input.
             batches = [[work.request(i) for i in indexes]
                        for indexes in work.partition_batches(batch, partition, processes)]
+            pacer = GcPacer()  # as the Kafka consumer paces its collections after each batch
+            pacer.after_batch()  # the commands built so far are frozen, as a consumer's start-up is
             ready.wait()
             go.wait()
             t = time.perf_counter()
             for requests in batches:
                 out = await container.ledger.handle_batch(requests)
+                pacer.after_batch()
                 bad = [r for r in out if r.status != "applied"]
                 assert not bad, f"the bench's commands must all apply: {bad[0]}"
             results.put((partition, time.perf_counter() - t))

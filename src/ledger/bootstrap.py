@@ -42,25 +42,27 @@ def tune_gc() -> None:
 
 
 class GcPacer:
-    """Keeps full garbage collections out of a long-running writer's latency.
+    """Keeps garbage collection out of a long-running writer's way.
 
     A consumer's state cache holds about a dozen tracked objects per member (1.2M for
     100,000 members), and a full collection walks all of them: measured, 0.17 s per
     20,000 members, so about a second at 100,000, which showed as the p99 of
-    produce-to-queryable latency. After each batch, the young and middle generations
-    (what the batch left alive) are collected, which frees any cycles it made, and the
-    survivors are frozen, so that no automatic collection walks them again. Cached
-    states are acyclic and freed by reference counting when evicted, frozen or not.
-    What freezing gives up is the collection of cycles that form later among frozen
-    objects; a full collection every `full_every_s` takes those (one pause per
-    interval instead of one every few seconds)."""
+    produce-to-queryable latency. Even collecting only what one batch left alive cost
+    about 2 ms per 1,000 commands (2 µs of a batch command's 30 µs) and found nothing:
+    the commands, events, states and rows of a batch form no cycles, so reference
+    counting frees all of them (measured: `gc.collect(1)` after each batch found no
+    garbage in 200 batches of the append path, and in 390 of the Kafka consumer's but
+    one, 14 objects at start-up). So after each batch the survivors are frozen without
+    a collection, and no automatic collection walks them again; cached states are
+    freed by reference counting when evicted, frozen or not. What this gives up is the
+    collection of any cycle a batch does make until the next full collection, every
+    `full_every_s` (one pause per interval instead of one every few seconds)."""
 
     def __init__(self, full_every_s: float = 600.0) -> None:
         self.full_every_s = full_every_s
         self._next_full = time.monotonic() + full_every_s
 
     def after_batch(self) -> None:
-        gc.collect(1)
         if time.monotonic() >= self._next_full:
             gc.unfreeze()
             gc.collect()
