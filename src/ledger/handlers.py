@@ -32,6 +32,7 @@ from ledger.domain import (
     evolve,
     fold,
     from_snapshot,
+    to_data,
     to_snapshot,
 )
 from ledger.store.events import GENESIS_HASH, AppendRequest, EventStore
@@ -88,8 +89,8 @@ def _result_of(req: AppendRequest) -> dict[str, Any]:
     return {
         "member_id": req.stream_id,
         "events": [
-            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": data}
-            for i, (pos, ev, data) in enumerate(zip(req.positions, req.events, req.data, strict=True))
+            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": to_data(ev)}
+            for i, (pos, ev) in enumerate(zip(req.positions, req.events, strict=True))
         ],
         "position": req.positions[-1] if req.positions else None,
         **req.summary,

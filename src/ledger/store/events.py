@@ -6,6 +6,7 @@ DELETE and TRUNCATE by trigger, so nothing here (or anywhere) can rewrite histor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import asyncpg
 import orjson
 
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
+from ledger.domain.events import EVENT_TYPES
 
 GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
@@ -57,7 +59,6 @@ class AppendRequest:
     # Filled in by `append`:
     positions: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
-    data: list[dict[str, Any]] = field(default_factory=list)  # each event's body, for its result
 
     @property
     def command_record(self) -> dict[str, Any]:
@@ -77,6 +78,50 @@ def canonical_bytes(data: dict[str, Any]) -> bytes:
 
 def canonical(data: dict[str, Any]) -> str:
     return canonical_bytes(data).decode()
+
+
+def _make_body_encoder(cls: type[Event]) -> Callable[[Event], bytes]:
+    """`canonical_bytes(to_data(event))` for one class, as one generated function: a
+    dict display with the keys already in sorted order, so orjson need not sort them;
+    the (lot, points) pairs left as tuples, which it writes as the same arrays as
+    to_data's lists of them; and the datetimes written by orjson, a fifth of the cost of
+    `isoformat`. orjson writes the same text as `isoformat` except for an offset with
+    seconds (`+05:30:15`, some historic zones), which it cuts to the minute: an event
+    with such a time, or any value the fast path does not expect, takes the reference
+    path, which also raises what it always raised."""
+    fields = sorted(dataclasses.fields(cls), key=lambda f: f.name)
+    times = [f"event.{f.name}" for f in fields if "datetime" in str(f.type)]
+    pairs = [f"event.{f.name}" for f in fields if f.name in ("lots", "breakdown")]
+    checks = " and ".join([
+        *(f"((_v := {t}) is None or (type(_v) is datetime and ((_o := _v.utcoffset()) is None"
+          " or not (_o.seconds % 60 or _o.microseconds))))" for t in times),
+        # to_data makes a list of each pair: the same array as a tuple's, for tuples.
+        *(f"(type(_p := {p}) is tuple and all([type(_x) is tuple for _x in _p]))" for p in pairs),
+    ]) or "True"
+    items = ", ".join(f"{f.name!r}: event.{f.name}" for f in fields)
+    source = (
+        "def body(event):\n"
+        f"    if {checks}:\n"
+        "        try:\n"
+        f"            return dumps({{{items}}})\n"
+        "        except JSONEncodeError:\n"
+        "            pass\n"
+        "    return canonical_bytes(to_data(event))\n"
+    )
+    namespace: dict[str, Any] = {"datetime": datetime, "dumps": orjson.dumps, "JSONEncodeError": orjson.JSONEncodeError,
+                                 "canonical_bytes": canonical_bytes, "to_data": to_data}
+    exec(source, namespace)  # noqa: S102 - generated from the field names only
+    return namespace["body"]
+
+
+_BODY_ENCODERS: dict[type, Callable[[Event], bytes]] = {cls: _make_body_encoder(cls) for cls in EVENT_TYPES.values()}
+
+
+def event_body(event: Event) -> bytes:
+    """The canonical JSON of an event's data, the text its hash covers: the same bytes
+    as `canonical_bytes(to_data(event))` (a property test holds them to it), in a
+    half the time, since the store encodes every event it appends."""
+    return _BODY_ENCODERS[event.__class__](event)
 
 
 def chain_hash(
@@ -271,7 +316,7 @@ class EventStore:
         before_commit: BeforeCommit | None = None,
     ) -> None:
         """Append every request's events in one transaction, and fill in their
-        positions, hashes and bodies. A request with an idempotency key records it on
+        positions and hashes. A request with an idempotency key records it on
         its first event, with what `find_commands` needs to answer a duplicate in that
         event's metadata.
 
@@ -289,13 +334,11 @@ class EventStore:
             meta = canonical(req.metadata if key is None else {**req.metadata, "command": req.command_record})
             for event in req.events:
                 version += 1
-                data = to_data(event)
-                body = canonical_bytes(data)
+                body = event_body(event)
                 prev = chain_hash(prev, stream_id, version, event.type, event.version, body)
                 records.append((stream_id, version, event.type, event.version, body.decode(), meta, event.occurred_at,
                                 prev, key))
                 req.hashes.append(prev)
-                req.data.append(data)
                 if key is not None and len(req.events) > 1:  # the key and its record: first event only
                     key, meta = None, canonical(req.metadata)
             last_hash[stream_id] = (version, prev)
