@@ -12,7 +12,7 @@ import pytest
 from ledger.bootstrap import Container
 from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints, fold
 from ledger.handlers import CommandRequest, Ledger
-from ledger.store import AppendRequest, verify_chain
+from ledger.store import AppendRequest, EventStore, verify_chain
 from ledger.store.events import GENESIS_HASH
 
 from .helpers import T0, earn, redeem
@@ -124,6 +124,27 @@ async def test_a_duplicate_idempotency_key_applies_once_and_returns_the_original
         await ledger.handle(other_body)
 
 
+async def test_a_redelivered_redemption_that_would_apply_again_is_a_duplicate(container: Container) -> None:
+    """The first attempt of a batch does not look its keys up: a duplicate that the
+    domain would accept again (room for a second redemption) must be caught by the
+    key on its first event, and the batch decided again with the records."""
+    ledger = container.ledger
+    await ledger.handle(earn("m1", "B1", "100.00"))
+    first = await ledger.handle(redeem("m1", 10, "r-1"))
+    balance = (await ledger.member_state("m1")).available(T0)
+    batch = [earn("m2", "B2", key="e-2"), redeem("m1", 10, "r-1"), earn("m3", "B3", key="e-3"), redeem("m1", 5, "r-2")]
+    results = await ledger.handle_batch(batch)
+    assert [r.status for r in results] == ["applied", "duplicate", "applied", "applied"]
+    assert results[1].result == first.result
+    assert (await ledger.member_state("m1")).available(T0) == balance - 5
+    assert [e.event.type for e in await container.store.read_stream("m1")] == [
+        "PointsEarned", "PointsRedeemed", "PointsRedeemed"]
+    again = await ledger.handle_batch(batch)  # the whole batch redelivered
+    assert [r.status for r in again] == ["duplicate"] * 4
+    assert [r.result for r in again] == [r.result for r in results]
+    assert await container.pool.fetchval("SELECT count(*) FROM events") == 5
+
+
 async def test_a_duplicate_of_a_command_with_several_events_returns_all_of_them(container: Container) -> None:
     ledger = container.ledger
     await ledger.handle_batch([earn("m1", "B1", key="e1"), earn("m1", "B2", key="e2", at=T0 + timedelta(days=1))])
@@ -137,15 +158,20 @@ async def test_a_duplicate_of_a_command_with_several_events_returns_all_of_them(
 
 
 async def test_a_key_recorded_before_keys_moved_onto_events_is_still_a_duplicate(container: Container) -> None:
-    """Records written before migration 0003 live in `commands`; they must still count."""
-    ledger = container.ledger
-    applied = await ledger.handle(earn("m1", "B1"))  # no key: nothing recorded on the event
+    """Records written before migration 0003 live in `commands`; they must still count,
+    also on a first attempt that does not look keys up (the events' unique index does
+    not cover them)."""
+    applied = await container.ledger.handle(earn("m1", "B1"))  # no key: nothing recorded on the event
     position = applied.result["position"]
     await container.pool.execute(
         "INSERT INTO commands (idempotency_key, request_hash, stream_id, result) VALUES ($1, $2, $3, $4::jsonb)",
         "legacy-1", "legacy-1", "m1",
         f'{{"member_id": "m1", "positions": [{position}], "available_after": 7, "pending_after": 0}}',
     )
+    # A process started after the upgrade, with the legacy record there, and a member
+    # it already holds (a first attempt trusts its cache).
+    ledger = Ledger(EventStore(container.pool), container.rules)
+    await ledger.load(["m1"])
     again = await ledger.handle(earn("m1", "B9", key="legacy-1"))
     assert again.status == "duplicate"
     assert again.result["position"] == position and again.result["available_after"] == 7

@@ -262,7 +262,7 @@ def test_floor_of_a_product_is_its_floor_to_integral_value(a: Decimal, b: Decima
     assert _result(lambda: floor(a * b)) == _result(lambda: int((a * b).to_integral_value(rounding=ROUND_FLOOR)))
 
 
-# --- available() and spendable_lots(), with Lot.spendable inlined -----------------------------
+# --- available(), available_and_pending() and spendable_lots(), with Lot.spendable inlined -----------------------------
 
 _lots = st.builds(
     Lot, st.sampled_from(["l1", "l2", "l3", "l4", "l5"]), st.none(), st.integers(0, 100), st.integers(-5, 100),
@@ -277,6 +277,7 @@ def test_available_and_spendable_lots_agree_with_lot_spendable(lots: list[Lot], 
     spendable = [lot for lot in state.lots.values() if lot.spendable(at)]
     assert state.available(at) == sum(lot.remaining for lot in spendable) - debt
     assert state.spendable_lots(at) == sorted(spendable, key=lambda lot: (lot.expires_at, lot.lot_id))
+    assert state.available_and_pending(at) == (state.available(at), state.pending)
 
 
 def test_naive_and_aware_times_still_fail_to_compare() -> None:
@@ -284,4 +285,6 @@ def test_naive_and_aware_times_still_fail_to_compare() -> None:
     state = MemberState("m", 1, {"l": lot})
     with pytest.raises(TypeError):
         state.available(datetime(2026, 1, 1))
+    with pytest.raises(TypeError):
+        state.available_and_pending(datetime(2026, 1, 1))
     assert state.available(START) == 5 and START.date() < date(2026, 1, 1)

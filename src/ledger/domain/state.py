@@ -61,6 +61,19 @@ class MemberState:
                 total += lot.remaining
         return total - self.debt
 
+    def available_and_pending(self, at: datetime) -> tuple[int, int]:
+        """`(self.available(at), self.pending)` in one pass over the lots: what the
+        handler records after every command."""
+        available = pending = 0
+        for lot in self.lots.values():
+            status = lot.status
+            if status == "active":
+                if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at:
+                    available += lot.remaining
+            elif status == "pending":
+                pending += lot.remaining
+        return available - self.debt, pending
+
     @property
     def balance(self) -> int:
         """Active points still on lots, less debt, whatever their dates (the ledger view

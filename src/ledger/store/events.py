@@ -186,6 +186,15 @@ def lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
 class EventStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._legacy_commands: bool | None = None
+
+    async def has_legacy_commands(self) -> bool:
+        """Whether `commands` holds idempotency records written before they moved onto
+        the events (migration 0003). Nothing writes there any more, so the answer is
+        read once: it can only ever go from true to false by a restore."""
+        if self._legacy_commands is None:
+            self._legacy_commands = bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM commands)"))
+        return self._legacy_commands
 
     async def read_stream(self, stream_id: str, after_version: int = 0, limit: int = READ_PAGE_MAX) -> list[StoredEvent]:
         rows = await self.pool.fetch(
