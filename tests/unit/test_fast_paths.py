@@ -288,3 +288,28 @@ def test_naive_and_aware_times_still_fail_to_compare() -> None:
     with pytest.raises(TypeError):
         state.available_and_pending(datetime(2026, 1, 1))
     assert state.available(START) == 5 and START.date() < date(2026, 1, 1)
+
+
+# --- add_months ----------------------------------------------------------------------------
+
+
+def _add_months_reference(moment: datetime, months: int) -> datetime:
+    import calendar
+
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(9000, 12, 31),
+                    timezones=st.none() | st.just(UTC) | st.timezones()),
+       st.integers(-120, 120), st.booleans())
+def test_add_months_is_replace_with_the_day_clamped(moment: datetime, months: int, fold: bool) -> None:
+    from ledger.domain.timeutil import add_months
+
+    moment = moment.replace(fold=int(fold))
+    result = add_months(moment, months)
+    expected = _add_months_reference(moment, months)
+    assert result == expected and result.tzinfo is expected.tzinfo and result.fold == expected.fold
+    assert type(result) is type(expected) and result.isoformat() == expected.isoformat()

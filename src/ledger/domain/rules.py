@@ -50,12 +50,15 @@ class ProgramRules:
     allow_negative_balance: bool
     adjustment_points_max: int = 1_000_000
     extra: dict[str, Any] = field(default_factory=dict)
+    _multipliers: dict[str, Decimal] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.tiers and self.tiers[0].threshold == 0, "the lowest tier starts at 0"
         thresholds = [t.threshold for t in self.tiers]
         assert thresholds == sorted(thresholds), "tiers ascend by threshold"
         assert self.expiry_months > 0 and self.tier_window_months > 0
+        # Every earn looks its tier's multiplier up by name.
+        object.__setattr__(self, "_multipliers", {t.name: t.multiplier for t in self.tiers})
 
     def rate(self, product: str, currency: str) -> Decimal:
         rates = self.earn_rates.get(product)
@@ -89,7 +92,9 @@ class ProgramRules:
         base = floor(amount * self.rate(product, currency))
         breakdown: list[tuple[str, int]] = [(f"base:{product}:{currency}", base)]
         total = base
-        multiplier = self.tier(tier).multiplier
+        multiplier = self._multipliers.get(tier)
+        if multiplier is None:
+            multiplier = self.tier(tier).multiplier  # raises KeyError, as it always did
         if multiplier != 1:
             bonus = floor(base * (multiplier - 1))
             breakdown.append((f"tier:{tier}", bonus))

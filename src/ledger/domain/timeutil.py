@@ -10,7 +10,10 @@ def add_months(moment: datetime, months: int) -> datetime:
     """The same wall-clock time `months` later, clamped to the month's last day."""
     index = moment.month - 1 + months
     year, month = moment.year + index // 12, index % 12 + 1
-    if moment.day <= 28:  # every month has the day: no need to look up its length
-        return moment.replace(year=year, month=month)
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    day = moment.day
+    if day > 28:  # not every month has the day: clamp it to the month's length
+        day = min(day, calendar.monthrange(year, month)[1])
+    # The constructor rather than `replace`, whose keyword arguments cost a third more;
+    # every earn calls this twice (its expiry date and its tier window).
+    return datetime(year, month, day, moment.hour, moment.minute, moment.second, moment.microsecond, moment.tzinfo,
+                    fold=moment.fold)

@@ -21,6 +21,7 @@ from ledger.domain.events import EVENT_TYPES
 
 GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
+_dumps = orjson.dumps
 READ_PAGE_MAX = 50_000
 APPEND_EVENTS_MAX = 20_000
 SNAPSHOT_CHUNK = 5_000
@@ -340,7 +341,8 @@ class EventStore:
             version, prev = last_hash.get(stream_id, (req.expected_version, req.prev_hash))
             assert version == req.expected_version, "appends to one stream in a batch must follow each other"
             key = req.idempotency_key
-            meta = canonical(req.metadata if key is None else {**req.metadata, "command": req.command_record})
+            # Not canonical (sorted): jsonb keeps its own key order, and no hash covers it.
+            meta = _dumps(req.metadata if key is None else {**req.metadata, "command": req.command_record}).decode()
             for event in req.events:
                 version += 1
                 body = event_body(event)
@@ -349,7 +351,7 @@ class EventStore:
                                 prev, key))
                 req.hashes.append(prev)
                 if key is not None and len(req.events) > 1:  # the key and its record: first event only
-                    key, meta = None, canonical(req.metadata)
+                    key, meta = None, _dumps(req.metadata).decode()
             last_hash[stream_id] = (version, prev)
         assert len(records) <= APPEND_EVENTS_MAX, "batches are bounded by their callers"
 
