@@ -17,6 +17,7 @@ from typing import Any
 from .errors import InvalidCommand
 
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")
+PROMOTION_DAYS_MAX = 1_000
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,24 @@ class ProgramRules:
     allow_negative_balance: bool
     adjustment_points_max: int = 1_000_000
     extra: dict[str, Any] = field(default_factory=dict)
-    _multipliers: dict[str, Decimal] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # Derived once, for compute_earn (every earn): the rate and label of each base rule,
+    # the label and factor of each tier's bonus (None at a multiplier of 1), and the
+    # promotion bonuses that apply to a product on a day, as they are asked for.
+    _bases: dict[tuple[str, str], tuple[Decimal, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _tier_bonuses: dict[str, tuple[str, Decimal] | None] = field(init=False, repr=False, compare=False,
+                                                                 default_factory=dict)
+    _promotions_on: dict[tuple[str, date], tuple[tuple[str, Decimal], ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         assert self.tiers and self.tiers[0].threshold == 0, "the lowest tier starts at 0"
         thresholds = [t.threshold for t in self.tiers]
         assert thresholds == sorted(thresholds), "tiers ascend by threshold"
         assert self.expiry_months > 0 and self.tier_window_months > 0
-        # Every earn looks its tier's multiplier up by name.
-        object.__setattr__(self, "_multipliers", {t.name: t.multiplier for t in self.tiers})
+        self._bases.update({(product, currency): (rate, f"base:{product}:{currency}")
+                            for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
+        self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
+                                   for t in self.tiers})
 
     def rate(self, product: str, currency: str) -> Decimal:
         rates = self.earn_rates.get(product)
@@ -89,26 +99,43 @@ class ProgramRules:
         # floor(d) is int(d.to_integral_value(ROUND_FLOOR)) in one C call instead of two:
         # the same value, and the same error for an infinite or NaN product (they differ
         # only on a signalling NaN, which a multiplication never returns).
-        base = floor(amount * self.rate(product, currency))
-        breakdown: list[tuple[str, int]] = [(f"base:{product}:{currency}", base)]
+        base_rule = self._bases.get((product, currency))
+        if base_rule is None:
+            self.rate(product, currency)  # raises what is wrong: the product or the currency
+            raise AssertionError("every rate has a base rule")
+        rate, label = base_rule
+        base = floor(amount * rate)
+        breakdown: list[tuple[str, int]] = [(label, base)]
         total = base
-        multiplier = self._multipliers.get(tier)
-        if multiplier is None:
-            multiplier = self.tier(tier).multiplier  # raises KeyError, as it always did
-        if multiplier != 1:
-            bonus = floor(base * (multiplier - 1))
-            breakdown.append((f"tier:{tier}", bonus))
+        if tier not in self._tier_bonuses:
+            self.tier(tier)  # raises KeyError, as it always did
+        tier_bonus = self._tier_bonuses[tier]
+        if tier_bonus is not None:
+            label, factor = tier_bonus
+            bonus = floor(base * factor)
+            breakdown.append((label, bonus))
             total += bonus
-        on = at.date()
-        for promo in self.promotions:
-            if promo.applies(product, on):
-                bonus = floor(base * (promo.multiplier - 1))
-                breakdown.append((f"promotion:{promo.name}", bonus))
-                total += bonus
+        for label, factor in self._promotion_bonuses(product, at.date()):
+            bonus = floor(base * factor)
+            breakdown.append((label, bonus))
+            total += bonus
         if first_booking and self.first_booking_bonus:
             breakdown.append(("first_booking_bonus", self.first_booking_bonus))
             total += self.first_booking_bonus
         return total, base, tuple(breakdown)
+
+    def _promotion_bonuses(self, product: str, on: date) -> tuple[tuple[str, Decimal], ...]:
+        """(label, multiplier - 1) of each promotion that applies to `product` on `on`, in
+        the order they are listed; remembered for the last `PROMOTION_DAYS_MAX` days'
+        worth of products asked about."""
+        key = (product, on)
+        bonuses = self._promotions_on.get(key)
+        if bonuses is None:
+            if len(self._promotions_on) >= PROMOTION_DAYS_MAX * len(PRODUCTS):
+                self._promotions_on.clear()
+            bonuses = tuple((f"promotion:{p.name}", p.multiplier - 1) for p in self.promotions if p.applies(product, on))
+            self._promotions_on[key] = bonuses
+        return bonuses
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProgramRules:

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -94,7 +94,7 @@ def _make_body_encoder(cls: type[Event]) -> Callable[[Event], bytes]:
     times = [f"event.{f.name}" for f in fields if "datetime" in str(f.type)]
     pairs = [f"event.{f.name}" for f in fields if f.name in ("lots", "breakdown")]
     checks = " and ".join([
-        *(f"((_v := {t}) is None or (type(_v) is datetime and ((_o := _v.utcoffset()) is None"
+        *(f"((_v := {t}) is None or (type(_v) is datetime and (_v.tzinfo is UTC or (_o := _v.utcoffset()) is None"
           " or not (_o.seconds % 60 or _o.microseconds))))" for t in times),
         # to_data makes a list of each pair: the same array as a tuple's, for tuples.
         *(f"(type(_p := {p}) is tuple and all([type(_x) is tuple for _x in _p]))" for p in pairs),
@@ -109,8 +109,9 @@ def _make_body_encoder(cls: type[Event]) -> Callable[[Event], bytes]:
         "            pass\n"
         "    return canonical_bytes(to_data(event))\n"
     )
-    namespace: dict[str, Any] = {"datetime": datetime, "dumps": orjson.dumps, "JSONEncodeError": orjson.JSONEncodeError,
-                                 "canonical_bytes": canonical_bytes, "to_data": to_data}
+    namespace: dict[str, Any] = {"datetime": datetime, "UTC": UTC, "dumps": orjson.dumps,
+                                 "JSONEncodeError": orjson.JSONEncodeError, "canonical_bytes": canonical_bytes,
+                                 "to_data": to_data}
     exec(source, namespace)  # noqa: S102 - generated from the field names only
     return namespace["body"]
 
@@ -130,8 +131,10 @@ def chain_hash(
 ) -> bytes:
     """Each event's hash covers its content and the previous event's hash, so altering
     or removing any event breaks every hash after it in the stream."""
-    header = f"\x00{stream_id}\x00{version}\x00{type_name}\x00{schema_version}\x00".encode()
-    return _sha256(b"".join((prev, header, body if isinstance(body, bytes) else body.encode()))).digest()
+    digest = _sha256(prev)
+    digest.update(f"\x00{stream_id}\x00{version}\x00{type_name}\x00{schema_version}\x00".encode())
+    digest.update(body if isinstance(body, bytes) else body.encode())
+    return digest.digest()
 
 
 def verify_chain(events: Iterable[StoredEvent]) -> int | None:
