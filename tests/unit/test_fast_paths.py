@@ -28,7 +28,7 @@ from ledger.domain import (
 from ledger.domain._frozen import ORIGINAL_INITS
 from ledger.domain.decider import _tier
 from ledger.domain.events import EVENT_TYPES, _from_data_reference, _to_data_reference
-from ledger.domain.rules import DEFAULT_RULES_DICT
+from ledger.domain.rules import DEFAULT_RULES_DICT, PRODUCTS, PROMOTION_DAYS_MAX
 
 from .test_canonical_json import EVENTS
 from .test_properties import START, commands, run
@@ -252,6 +252,19 @@ def test_compute_earn_is_the_reference(
     tier = data.draw(st.sampled_from([t.name for t in rules.tiers]))
     kwargs = dict(product=product, amount=amount, currency=currency, tier=tier, first_booking=first, at=at)
     assert _result(lambda: rules.compute_earn(**kwargs)) == _result(lambda: _compute_earn_reference(rules, **kwargs))
+
+
+def test_the_promotions_remembered_per_day_stay_bounded_and_right() -> None:
+    rules = ProgramRules.from_dict(DEFAULT_RULES_DICT)
+    bound = PROMOTION_DAYS_MAX * len(PRODUCTS)
+    day = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    for i in range(3 * PROMOTION_DAYS_MAX):
+        at = day + timedelta(days=i)
+        for product in PRODUCTS:
+            kwargs = dict(product=product, amount=Decimal("123.45"), currency="EUR", tier="gold", first_booking=False,
+                          at=at)
+            assert rules.compute_earn(**kwargs) == _compute_earn_reference(rules, **kwargs)
+        assert len(rules._promotions_on) <= bound
 
 
 @settings(max_examples=500, deadline=None)
