@@ -73,6 +73,14 @@ BAD_BOOKINGS = [
     ("amount", {"amount": "10000000.01"}),
     ("amount", {"amount": "NaN"}),
     ("amount", {"amount": "12abc"}),
+    # Forms Decimal reads but the published pattern does not allow.
+    ("amount", {"amount": "1e3"}),
+    ("amount", {"amount": "1_000"}),
+    ("amount", {"amount": " 5"}),
+    ("amount", {"amount": "+5"}),
+    ("amount", {"amount": ".5"}),
+    ("amount", {"amount": "\u0664\u0662\u0660"}),  # 420 in Arabic-Indic digits
+    ("amount", {"amount": "123456789"}),
     ("currency", {"currency": "XXY"}),
     ("currency", {"currency": "eur"}),
     ("product", {"product": "cruise"}),

@@ -66,10 +66,17 @@ def _plausible(moment: datetime) -> datetime:
     return moment
 
 
+# What the published schema's pattern allows: ASCII digits only (`\d` would also take other
+# scripts' digits, which Decimal reads), no sign, exponent, underscore or whitespace.
+_AMOUNT = re.compile(r"[0-9]{1,8}(\.[0-9]{1,2})?")
+
+
 def _decimal_string(value: Any) -> Any:
     # A JSON number may already have lost digits in a client's float; money travels as text.
     if not isinstance(value, str):
         raise ValueError("must be a decimal string such as \"420.00\"")
+    if _AMOUNT.fullmatch(value) is None:
+        raise ValueError("must be a decimal string of at most 8 digits and 2 decimals, such as \"420.00\"")
     return value
 
 
@@ -86,7 +93,7 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidat
 Amount = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
-    Field(ge=0, le=10_000_000, max_digits=10, decimal_places=2),
+    Field(le=10_000_000),  # sign, digits and decimals: checked as text by `_decimal_string`
     WithJsonSchema({"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "examples": ["420.00"]}),
 ]
 OccurredAt = Annotated[AwareDatetime, AfterValidator(_plausible)]
