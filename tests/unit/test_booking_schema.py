@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from decimal import Decimal
@@ -36,3 +37,28 @@ def test_an_amount_is_accepted_when_it_matches_the_schema_and_is_in_range(amount
         assert parsed == Decimal(amount)
     else:
         assert parsed is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"[0-9]{1,7}(\.[0-9]{1,2})?", fullmatch=True), st.text(min_size=1, max_size=20),
+       st.sampled_from(["+01:00", "Z", "-05:30", "+00:00"]), st.integers(0, 999_999))
+def test_the_fingerprint_is_the_sha256_of_the_model_json(amount: str, event_id: str, offset: str, micros: int) -> None:
+    """Stored request hashes were computed over `model_dump_json()`: it must not drift."""
+    raw = {**BASE, "amount": amount, "event_id": event_id.strip() or "e",
+           "occurred_at": f"2026-11-25T09:30:00.{micros:06d}{offset}"}
+    try:
+        event = BookingEvent.model_validate(raw)
+    except ValidationError:
+        return  # an event id with control characters
+    assert event.fingerprint() == hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+
+
+def test_the_fingerprint_of_a_known_event_never_changes() -> None:
+    """A library upgrade that changed the model's JSON would make every redelivered
+    message look like a reused key with another body."""
+    event = BookingEvent.model_validate({**BASE, "amount": "420.00"})
+    assert event.model_dump_json() == (
+        '{"event_id":"e-1","type":"booking.confirmed","member_id":"M-1","booking_id":"B-1","product":"flight",'
+        '"amount":"420.00","currency":"EUR","occurred_at":"2026-11-25T09:30:00+01:00"}'
+    )
+    assert event.fingerprint() == "e6d29c3e2674e31a1680c7b5d30de4c804f04e2c484f4183d8343ee87f1f0a89"
