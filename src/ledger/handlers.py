@@ -294,16 +294,10 @@ class Ledger:
                 })
                 continue
             available, pending = new_state.available_and_pending(req.command.occurred_at)
-            append = AppendRequest(
-                stream_id=state.member_id,
-                expected_version=state.version,
-                prev_hash=last_hash,
-                events=events,
-                metadata=req.metadata,
-                idempotency_key=key,
-                request_hash=req.request_hash,
-                summary={"available_after": available, "pending_after": pending},
-            )
+            # In field order (stream id, expected version, previous hash, events, metadata,
+            # key, request hash, summary): keyword arguments cost a third more per command.
+            append = AppendRequest(state.member_id, state.version, last_hash, events, req.metadata, key,
+                                   req.request_hash, {"available_after": available, "pending_after": pending})
             appends.append(append)
             owner[i] = append
             states[state.member_id] = (new_state, b"")  # hash filled in by the store

@@ -84,19 +84,22 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         first_booking=not state.bookings,
         at=command.occurred_at,
     )
+    # Positional, in field order (keyword arguments cost a third more, on every earn):
+    # occurred_at, lot_id, booking_id, product, amount, currency, points,
+    # qualifying_points, status, expires_at, rules_version, breakdown.
     return PointsEarned(
-        occurred_at=command.occurred_at,
-        lot_id=booking_lot_id(command.booking_id),
-        booking_id=command.booking_id,
-        product=command.product,
-        amount=str(command.amount),
-        currency=command.currency,
-        points=points,
-        qualifying_points=qualifying,
-        status=status,  # type: ignore[arg-type]
-        expires_at=add_months(command.occurred_at, rules.expiry_months) if status == "active" else None,
-        rules_version=rules.version,
-        breakdown=breakdown,
+        command.occurred_at,
+        booking_lot_id(command.booking_id),
+        command.booking_id,
+        command.product,
+        str(command.amount),
+        command.currency,
+        points,
+        qualifying,
+        status,  # type: ignore[arg-type]
+        add_months(command.occurred_at, rules.expiry_months) if status == "active" else None,
+        rules.version,
+        breakdown,
     )
 
 

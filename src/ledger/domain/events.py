@@ -19,11 +19,13 @@ LotTake = tuple[str, int]  # (lot id, points taken from it)
 @dataclass(frozen=True, slots=True)
 class Event:
     version: ClassVar[int] = 1
+    type: ClassVar[str] = "Event"  # each event class's own name, set below: the store reads it per event
     occurred_at: datetime
 
-    @property
-    def type(self) -> str:
-        return type(self).__name__
+    def __init_subclass__(cls) -> None:
+        # Not super(): the slotted dataclass is a new class, which the zero-argument form
+        # does not know (and object's own hook does nothing).
+        cls.type = cls.__name__
 
 
 @fast_init
