@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ledger.ingest.schema import BookingEvent
+from ledger.ingest.schema import OCCURRED_AT_MAX, OCCURRED_AT_MIN, BookingEvent
 
 BASE = {"event_id": "e-1", "type": "booking.confirmed", "member_id": "M-1", "booking_id": "B-1", "product": "flight",
         "currency": "EUR", "occurred_at": "2026-11-25T09:30:00+01:00"}
@@ -62,3 +63,24 @@ def test_the_fingerprint_of_a_known_event_never_changes() -> None:
         '"amount":"420.00","currency":"EUR","occurred_at":"2026-11-25T09:30:00+01:00"}'
     )
     assert event.fingerprint() == "e6d29c3e2674e31a1680c7b5d30de4c804f04e2c484f4183d8343ee87f1f0a89"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1999, 12, 30), max_value=datetime(2100, 1, 2)),
+       st.sampled_from(["Z", "+00:00", "-00:00", "+01:00", "-05:30", "+14:00", "-12:00"]))
+def test_occurred_at_range_and_the_commands_time(moment: datetime, offset: str) -> None:
+    text = moment.isoformat(timespec="microseconds") + offset
+    try:
+        event = BookingEvent.model_validate({**BASE, "amount": "1.00", "occurred_at": text})
+    except ValidationError as exc:
+        assert [e["loc"] for e in exc.errors()] == [("occurred_at",)]
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert not OCCURRED_AT_MIN <= parsed < OCCURRED_AT_MAX
+        return
+    assert OCCURRED_AT_MIN <= event.occurred_at < OCCURRED_AT_MAX
+    at = event.to_command().occurred_at
+    # The same instant, wall time and text (so the same event bodies and hashes).
+    assert at == event.occurred_at and at.isoformat() == event.occurred_at.isoformat()
+    assert at.replace(tzinfo=None) == event.occurred_at.replace(tzinfo=None)
+    if at.utcoffset() == timedelta(0):
+        assert at.tzinfo is UTC

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
@@ -56,11 +56,16 @@ def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
     return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_printable)]
 
 
+_NO_OFFSET = timedelta(0)
 OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 OCCURRED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _plausible(moment: datetime) -> datetime:
+    # An offset is under a day, so a local year from 2001 to 2098 is inside the range
+    # whatever the offset: the common case needs no offset arithmetic.
+    if 2001 <= moment.year <= 2098:
+        return moment
     if not OCCURRED_AT_MIN <= moment < OCCURRED_AT_MAX:
         raise ValueError("must be between 2000-01-01 and 2100-01-01")
     return moment
@@ -149,6 +154,11 @@ class BookingEvent(BaseModel):
 
     def to_command(self) -> Command:
         at: datetime = self.occurred_at
+        if at.tzinfo is not UTC and at.utcoffset() == _NO_OFFSET:
+            # The parser's own UTC zone as the standard library's: the same instant and
+            # the same text, and the domain compares it with the UTC times of states
+            # read from the store without asking either zone for its offset.
+            at = at.replace(tzinfo=UTC)
         match self.type:
             case BookingEventType.confirmed:
                 return ConfirmBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
