@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,6 +239,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
+        shutil.rmtree(data_dir, ignore_errors=True)  # the embedded server's data, stopped with the service
     print(f"\n{'run':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses")
     for name, r in results.items():
         print(f"{name:<44} {r['rate']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  {r.get('statuses', '')}")

@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -306,6 +307,7 @@ async def main() -> int:
     url = f"{server_url.rpartition('/')[0]}/{database}"
     run = uuid.uuid4().hex[:6]
     topic = f"bench-{run}"
+    finished = False
     try:
         await migrate(url)
         await ensure_topic(bootstrap, topic, args.partitions)
@@ -346,6 +348,7 @@ async def main() -> int:
         finally:
             pipeline.stop()
             await pool.close()
+        finished = True
     finally:
         conn = await asyncpg.connect(server_url)
         await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -354,6 +357,12 @@ async def main() -> int:
             broker.stop()
         if server is not None:
             server.stop()
+        # The broker's log and the server's data and WAL take several GB at 1M events:
+        # kept only after a failure, with the processes' logs, to look into.
+        if finished:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"logs and data kept in {work}", file=sys.stderr)
     return 0
 
 
