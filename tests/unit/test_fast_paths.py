@@ -193,6 +193,13 @@ _moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030,
        st.integers(1, 36))
 def test_the_deciders_tier_is_tier_status_tier(qualifying: list, at: datetime, window: int) -> None:
     rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tier_window_months": window})
+    # Tiers that share a threshold (two at 0): the last of them is the member's.
+    shared = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tier_window_months": window, "tiers": [
+        {"name": "basic", "threshold": 0, "multiplier": "1"}, {"name": "welcome", "threshold": 0, "multiplier": "1.5"},
+        {"name": "gold", "threshold": 100, "multiplier": "2"}, {"name": "gold-plus", "threshold": 100, "multiplier": "3"},
+    ]})
+    state = MemberState("m", 1, qualifying=tuple(qualifying))
+    assert _tier(state, at, shared) == tier_status(state.qualifying_entries(), at, shared).tier
     state = MemberState("m", 1, qualifying=tuple(qualifying))
     assert _tier(state, at, rules) == tier_status(state.qualifying_entries(), at, rules).tier
 

@@ -107,13 +107,12 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
     """The member's tier at `at`: `tier_status(state.qualifying_entries(), at, rules).tier`
     (a unit test holds the two to the same answer), without the list of entries and the
     parts of a `TierStatus` only the tier projection needs. Every earn asks it."""
-    if not state.qualifying:  # a first booking, or nothing active yet
-        return rules.tiers[0].name
-    window_start = add_months(at, -rules.tier_window_months)
     total = 0
-    for _, earned_at, points in state.qualifying:
-        if window_start < earned_at <= at:
-            total += points
+    if state.qualifying:  # else (a first booking) there is no window to work out
+        window_start = add_months(at, -rules.tier_window_months)
+        for _, earned_at, points in state.qualifying:
+            if window_start < earned_at <= at:
+                total += points
     name = rules.tiers[0].name
     for tier in rules.tiers:
         if tier.threshold <= total:

@@ -100,10 +100,8 @@ class ProgramRules:
         # the same value, and the same error for an infinite or NaN product (they differ
         # only on a signalling NaN, which a multiplication never returns).
         base_rule = self._bases.get((product, currency))
-        if base_rule is None:
-            self.rate(product, currency)  # raises what is wrong: the product or the currency
-            raise AssertionError("every rate has a base rule")
-        rate, label = base_rule
+        # Not found: `rate` raises what is wrong (the product or the currency).
+        rate, label = base_rule or (self.rate(product, currency), f"base:{product}:{currency}")
         base = floor(amount * rate)
         breakdown: list[tuple[str, int]] = [(label, base)]
         total = base
