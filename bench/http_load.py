@@ -238,8 +238,9 @@ def main() -> int:
         }
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        shutil.rmtree(data_dir, ignore_errors=True)  # the embedded server's data, stopped with the service
+        server.wait(60)  # the service stops its embedded server before it exits
+    # Only after a clean finish: after a failure the data is kept to look into.
+    shutil.rmtree(data_dir, ignore_errors=True)
     print(f"\n{'run':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses")
     for name, r in results.items():
         print(f"{name:<44} {r['rate']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  {r.get('statuses', '')}")

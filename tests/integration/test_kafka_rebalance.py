@@ -30,7 +30,7 @@ from .kafka_load import (
 
 pytestmark = pytest.mark.kafka
 
-EVENTS = 40_000
+EVENTS = 50_000  # 25 s of load at 2,000/s: longer than the cycles take
 CYCLES = 3
 
 
@@ -49,15 +49,20 @@ async def test_two_consumers_with_rebalances_give_exact_totals(db_url: str, kafk
     assert pool is not None
     try:
         steady.start()
-        joined = _assignments(bouncing)
+        deadline = time.monotonic() + 60
+        while _assignments(steady) == 0:  # in the group alone first: the other's joining is a rebalance
+            assert steady.alive() and time.monotonic() < deadline, steady.log_tail()
+            await asyncio.sleep(0.1)
+        joined, seen = _assignments(bouncing), _assignments(steady)
         bouncing.start()
         for _ in range(CYCLES):
             before = sum((await consumed(pool, group, topic)).values())
             deadline = time.monotonic() + 60
-            # The bouncing one is in the group (its signal handler long installed) and the
-            # load has moved on before it leaves.
-            while (_assignments(bouncing) == joined
-                   or sum((await consumed(pool, group, topic)).values()) < before + 1_000):
+            # Both have logged the rebalance of the bouncing one's joining (so its signal
+            # handler is long installed, and no late line of the steady one's is taken
+            # below for the next rebalance), and the load has moved on, before it leaves.
+            while (_assignments(bouncing) == joined or _assignments(steady) == seen
+                   or sum((await consumed(pool, group, topic)).values()) < min(before + 1_000, EVENTS)):
                 assert steady.alive() and bouncing.alive(), steady.log_tail() + bouncing.log_tail()
                 assert time.monotonic() < deadline, steady.log_tail() + bouncing.log_tail()
                 await asyncio.sleep(0.1)
@@ -69,7 +74,7 @@ async def test_two_consumers_with_rebalances_give_exact_totals(db_url: str, kafk
             while _assignments(steady) == assigned:
                 assert steady.alive() and time.monotonic() < deadline, steady.log_tail()
                 await asyncio.sleep(0.1)
-            joined = _assignments(bouncing)
+            joined, seen = _assignments(bouncing), _assignments(steady)
             bouncing.start()  # joins again: another rebalance
         await producing
         await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 180, [steady, bouncing])
