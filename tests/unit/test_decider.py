@@ -278,3 +278,14 @@ def test_adjusting_an_unknown_member() -> None:
 def test_times_outside_the_supported_years_are_refused(year: int) -> None:
     with pytest.raises(InvalidCommand, match="between the years"):
         decide(MemberState(M), confirm(at=datetime(year, 6, 1, tzinfo=UTC)), RULES)
+
+
+@pytest.mark.parametrize("tiers", [
+    [{"name": "member", "threshold": 0, "multiplier": "1"}, {"name": "member", "threshold": 10, "multiplier": "2"}],
+    [{"name": "member", "threshold": 5, "multiplier": "1"}],
+    [{"name": "member", "threshold": 0, "multiplier": "1"}, {"name": "gold", "threshold": 10, "multiplier": "2"},
+     {"name": "silver", "threshold": 5, "multiplier": "1.5"}],
+])
+def test_rules_with_ambiguous_tiers_are_refused_when_loaded(tiers: list) -> None:
+    with pytest.raises(ValueError, match="tier"):
+        ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tiers": tiers})

@@ -61,10 +61,16 @@ class ProgramRules:
         init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        assert self.tiers and self.tiers[0].threshold == 0, "the lowest tier starts at 0"
+        # A rules file that breaks these is refused when loaded, whatever the interpreter's flags.
         thresholds = [t.threshold for t in self.tiers]
-        assert thresholds == sorted(thresholds), "tiers ascend by threshold"
-        assert self.expiry_months > 0 and self.tier_window_months > 0
+        for broken, why in (
+            (not self.tiers or self.tiers[0].threshold != 0, "the lowest tier must start at 0"),
+            (thresholds != sorted(thresholds), "tiers must ascend by threshold"),
+            (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
+            (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
+        ):
+            if broken:
+                raise ValueError(f"Rules {self.version}: {why}.")
         self._bases.update({(product, currency): (rate, f"base:{product}:{currency}")
                             for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
         self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
