@@ -111,9 +111,7 @@ class ProgramRules:
         base = floor(amount * rate)
         breakdown: list[tuple[str, int]] = [(label, base)]
         total = base
-        if tier not in self._tier_bonuses:
-            self.tier(tier)  # raises KeyError, as it always did
-        tier_bonus = self._tier_bonuses[tier]
+        tier_bonus = self._tier_bonuses[tier]  # an unknown tier raises KeyError(tier), as `tier` does
         if tier_bonus is not None:
             label, factor = tier_bonus
             bonus = floor(base * factor)
