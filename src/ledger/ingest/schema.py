@@ -85,8 +85,12 @@ def _decimal_string(value: Any) -> Any:
     return value
 
 
+# ISO 4217 codes, read once: a lookup through pycountry costs 0.4 µs per message.
+_CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
 def _currency(code: str) -> str:
-    if pycountry.currencies.get(alpha_3=code) is None:
+    if code not in _CURRENCIES:
         raise ValueError(f"{code!r} is not an ISO 4217 currency code")
     return code
 
