@@ -149,9 +149,17 @@ async def _consume(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     container = await build(settings)
+    stop_metrics = None
     try:
+        if settings.consumer_metrics_port is not None:
+            from ledger.ingest.metrics import serve_metrics
+
+            stop_metrics = serve_metrics(lambda: container.extras.get("kafka_status"),  # type: ignore[arg-type,return-value]
+                                         settings.host, settings.consumer_metrics_port)
         await consumer_task(container, stop)
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         await container.close(stop_embedded=True)
     return 0
 

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
                                             description="Longest pause between polls before the group moves on.")
     kafka_request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
     kafka_lag_log_interval_s: float = Field(30.0, gt=0, le=3_600, description="How often consumer lag is logged.")
+    consumer_metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="`ledger consume` serves Prometheus metrics (lag per partition, messages by outcome) on"
+                    " LEDGER_HOST at this port; unset: not served (`ledger serve` has them on /metrics).")
 
     @model_validator(mode="after")
     def _production_needs_a_real_database(self) -> Settings:

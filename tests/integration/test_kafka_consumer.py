@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -26,9 +27,12 @@ from ledger.ingest.consumer import BookingConsumer, Fenced, _Partition, consumer
 from ledger.ingest.rejected import retry_rejected
 from ledger.keys import Role, create_key
 
+from tests.kafka_broker import free_port_pair
+
 from .kafka_load import (
     ROOT,
     T0,
+    ConsumerProcess,
     booking_events,
     check_exact,
     create_topics,
@@ -84,8 +88,62 @@ async def test_events_on_the_topic_become_balances_readable_through_the_api(
             assert kafka["state"] == "running" and kafka["topic"] == topic
             assert sorted(kafka["partitions"]) == ["0", "1", "2", "3"]
             assert kafka["lag_total"] == 0 and kafka["messages"] == len(events) and kafka["rejected"] == 0
+            scraped = _samples((await client.get("/metrics")).text)
+            for partition in "0123":
+                assert scraped[("ledger_kafka_consumer_lag", ("group", group), ("partition", partition),
+                                ("topic", topic))] == 0
+            applied = scraped[("ledger_kafka_messages_total", ("group", group), ("outcome", "applied"),
+                               ("topic", topic))]
+            assert applied == kafka["applied"] > 0
+            assert scraped[("ledger_kafka_consumer_state", ("state", "running"))] == 1
     finally:
         await container.close()
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    """Prometheus text as {(sample name, *sorted label pairs): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+async def test_ledger_consume_serves_its_lag_and_counts_as_prometheus_metrics(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic, group = _names()
+    await create_topics(kafka_bootstrap, topic, partitions=2)
+    events = booking_events(150, 10, seed=7)
+    member = events[0]["member_id"].encode()
+    messages = [encode(e) for e in events] + [(member, b"{not json"), (member, b'{"hello": "world"}')]
+    await produce(kafka_bootstrap, topic, messages)
+    port = free_port_pair()
+    proc = ConsumerProcess(kafka_env(db_url, kafka_bootstrap, topic, group, tmp_path, consumer_metrics_port=port),
+                           tmp_path / "consumer.log")
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        proc.start()
+        await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 60, [proc])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):  # the lag comes from the last fetch's high watermark
+                scraped = _samples((await client.get("/metrics")).text)
+                lags = {k: v for k, v in scraped.items() if k[0] == "ledger_kafka_consumer_lag"}
+                if len(lags) == 2 and not any(lags.values()):
+                    break
+                await asyncio.sleep(0.1)
+        assert lags == {("ledger_kafka_consumer_lag", ("group", group), ("partition", p), ("topic", topic)): 0
+                        for p in "01"}, (lags, proc.log_tail())
+        outcome = {o: scraped[("ledger_kafka_messages_total", ("group", group), ("outcome", o), ("topic", topic))]
+                   for o in ("applied", "duplicates", "rejected")}
+        assert outcome == {"applied": len(events), "duplicates": 0, "rejected": 2}
+        assert scraped[("ledger_kafka_batches_total",)] >= 1
+        assert scraped[("ledger_kafka_fenced_batches_total",)] == 0
+        assert scraped[("ledger_kafka_consumer_state", ("state", "running"))] == 1
+        assert proc.terminate() == 0, proc.log_tail()
+    finally:
+        if proc.alive():
+            proc.kill()
+        await pool.close()
 
 
 def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, str]]:

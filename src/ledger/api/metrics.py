@@ -1,4 +1,5 @@
-"""Prometheus metrics: request counts and latencies per route, projection lag."""
+"""Prometheus metrics: request counts and latencies per route, projection lag, and the
+Kafka consumer's when it runs in this process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ledger.ingest.metrics import ConsumerCollector
 
 
 class Metrics:
@@ -48,6 +51,12 @@ class MetricsMiddleware:
 
 def install(app: FastAPI) -> None:
     metrics = Metrics()
+
+    def kafka_status() -> Any:
+        container = getattr(app.state, "container", None)  # set when the app starts
+        return container.extras.get("kafka_status") if container is not None else None
+
+    metrics.registry.register(ConsumerCollector(kafka_status))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

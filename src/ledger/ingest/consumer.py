@@ -415,11 +415,16 @@ class BookingConsumer:
     # -- lag ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Per-partition position and lag, for /readyz."""
+        """Per-partition position and lag, for /readyz, the metrics and the log. Safe to
+        call from another thread (the metrics server's): it reads a copy of the
+        partitions, and a partition the group is handing over just now has no lag."""
         consumer = self._consumer
         partitions = {}
-        for p, part in sorted(self._parts.items()):
-            high = consumer.highwater(TopicPartition(self.topic, p)) if consumer is not None else None
+        for p, part in sorted(list(self._parts.items())):
+            high = None
+            if consumer is not None:
+                with contextlib.suppress(AssertionError, KeyError, AttributeError):  # not (or no longer) assigned
+                    high = consumer.highwater(TopicPartition(self.topic, p))
             partitions[str(p)] = {"next_offset": part.next_offset, "highwater": high,
                                   "lag": None if high is None else max(high - part.next_offset, 0)}
         known = [v["lag"] for v in partitions.values() if v["lag"] is not None]
