@@ -105,6 +105,8 @@ class StateCache:
     def __init__(self, members_max: int) -> None:
         self._members_max = members_max
         self._items: OrderedDict[str, tuple[MemberState, bytes]] = OrderedDict()
+        # Members whose state moved since their snapshot was last saved (at most the cached ones).
+        self._unsaved: set[str] = set()
 
     def get(self, member_id: str) -> tuple[MemberState, bytes] | None:
         item = self._items.get(member_id)
@@ -119,15 +121,30 @@ class StateCache:
         if current is None or current[0].version < state.version:
             self._items[state.member_id] = (state, last_hash)
             self._items.move_to_end(state.member_id)
+            self._unsaved.add(state.member_id)
             while len(self._items) > self._members_max:
-                self._items.popitem(last=False)
+                self._unsaved.discard(self._items.popitem(last=False)[0])
 
     def items(self) -> list[tuple[MemberState, bytes]]:
         return list(self._items.values())
 
+    def take_unsaved(self, members_max: int | None = None) -> list[tuple[MemberState, bytes]]:
+        """Up to `members_max` (default all) states changed since they were last taken
+        here; the caller puts back (`mark_unsaved`) those it failed to save."""
+        taken: list[tuple[MemberState, bytes]] = []
+        while self._unsaved and (members_max is None or len(taken) < members_max):
+            item = self._items.get(self._unsaved.pop())
+            if item is not None:
+                taken.append(item)
+        return taken
+
+    def mark_unsaved(self, member_ids: Sequence[str]) -> None:
+        self._unsaved.update(m for m in member_ids if m in self._items)
+
     def forget(self, member_ids: Sequence[str]) -> None:
         for member_id in member_ids:
             self._items.pop(member_id, None)
+            self._unsaved.discard(member_id)
 
 
 class Ledger:
@@ -186,12 +203,19 @@ class Ledger:
             self.cache.put(*states[m])
         return states, trusted
 
-    async def save_snapshots(self) -> int:
-        """Save the member states this process holds, for the next process to start
-        from (a graceful shutdown calls this); returns how many."""
+    async def save_snapshots(self, members_max: int | None = None) -> int:
+        """Save the member states this process holds that changed since they were last
+        saved (at most `members_max` of them), for the next process to start from; a
+        graceful shutdown saves all of them, and the Kafka consumer saves some now and
+        then, so that a process that was killed restarts warm too. Returns how many."""
+        items = self.cache.take_unsaved(members_max)
         snapshots = [(state.member_id, state.version, last_hash, orjson.dumps(to_snapshot(state)).decode())
-                     for state, last_hash in self.cache.items() if state.version > 0]
-        await self.store.write_snapshots(snapshots, SNAPSHOT_FORMAT)
+                     for state, last_hash in items if state.version > 0]
+        try:
+            await self.store.write_snapshots(snapshots, SNAPSHOT_FORMAT)
+        except BaseException:
+            self.cache.mark_unsaved([state.member_id for state, _ in items])
+            raise
         return len(snapshots)
 
     async def member_state(self, member_id: str) -> MemberState:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
                                             description="Longest pause between polls before the group moves on.")
     kafka_request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
     kafka_lag_log_interval_s: float = Field(30.0, gt=0, le=3_600, description="How often consumer lag is logged.")
+    kafka_snapshot_interval_s: float = Field(
+        300.0, gt=0, le=86_400,
+        description="How often the consumer saves the member states changed since, so that a consumer that was"
+                    " killed restarts from them rather than from each member's whole history.")
     consumer_metrics_port: int | None = Field(
         None, ge=0, le=65535,
         description="`ledger consume` serves Prometheus metrics (lag per partition, messages by outcome) on"

@@ -264,6 +264,16 @@ async def test_a_new_process_starts_from_saved_snapshots_and_the_events_after_th
     assert await fresh.save_snapshots() == 3
     versions = dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots"))
     assert versions == {"m0": 3, "m1": 1, "m2": 1}
+    # Only the states that moved since they were saved are saved again, a bounded round at a time.
+    assert await fresh.save_snapshots() == 0
+    await fresh.handle(earn("m0", "B3"))
+    await fresh.handle(earn("m1", "B3"))
+    assert await fresh.save_snapshots(members_max=1) == 1
+    assert await fresh.save_snapshots() == 1
+    assert await fresh.save_snapshots() == 0
+    versions = dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots"
+                                               " WHERE member_id IN ('m0', 'm1')"))
+    assert versions == {"m0": 4, "m1": 2}
     # A snapshot whose event is not in the store with the hash it recorded (a database
     # restored to an earlier time) is ignored too.
     await container.pool.execute("UPDATE member_snapshots SET version = 9 WHERE member_id = 'm2'")

@@ -51,7 +51,9 @@ async def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing(
     expected = expected_balances(events)
 
     rng = random.Random(run)
-    proc = ConsumerProcess(kafka_env(db_url, kafka_bootstrap, topic, group, tmp_path), tmp_path / "consumer.log")
+    # Snapshots every second: each restart starts from those a killed run left, plus the events after them.
+    proc = ConsumerProcess(kafka_env(db_url, kafka_bootstrap, topic, group, tmp_path, kafka_snapshot_interval_s=1),
+                           tmp_path / "consumer.log")
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
     assert pool is not None
     kill_points = []
@@ -71,6 +73,9 @@ async def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing(
             proc.start()
         await producing
         await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 180, [proc])
+        # Every run so far was killed, so these were saved while consuming.
+        assert await pool.fetchval("SELECT count(*) FROM member_snapshots WHERE member_id = ANY($1::text[])",
+                                   list(expected)) > 0
         assert proc.terminate() == 0, proc.log_tail()
     finally:
         if proc.alive():

@@ -49,6 +49,7 @@ BACKOFF_S_MAX = 5.0
 KAFKA_CALL_TIMEOUT_S = 10.0  # start, commit, offset look-ups: each is bounded on its own
 SHUTDOWN_BATCH_S_MAX = 20.0  # a batch under way at shutdown gets this long to finish
 DLQ_RETRY_S = 5.0
+SNAPSHOT_MEMBERS_PER_ROUND = 5_000  # about 50 ms of writes between two batches
 PRODUCER_LINGER_MS = 5
 
 
@@ -117,6 +118,7 @@ class BookingConsumer:
         self._dlq_due = True
         self._dlq_next_try = 0.0
         self._lag_logged_at = time.monotonic()
+        self._snapshot_due = time.monotonic() + settings.kafka_snapshot_interval_s
         self.state = "starting"
         self._gc = GcPacer()
         self.totals = {"messages": 0, "applied": 0, "duplicates": 0, "rejected": 0, "batches": 0, "fenced": 0}
@@ -244,6 +246,7 @@ class BookingConsumer:
                     if outcome.messages:
                         self._gc.after_batch()
                         await self._commit_kafka(consumer)
+                await self._save_snapshots()
                 await self._publish_dlq(producer)
                 self._log_lag()
         finally:
@@ -399,6 +402,22 @@ class BookingConsumer:
                 await consumer.commit(offsets)
         except Exception as exc:
             log.info("offset commit to Kafka skipped (%s)", type(exc).__name__)
+
+    async def _save_snapshots(self) -> None:
+        """Now and then, save the states of the members whose state moved since, a
+        bounded round at a time between batches, so that a consumer that was killed
+        (no graceful stop, no final save) restarts warm. Best effort: the events stay
+        the record, and a snapshot is only where a fold starts."""
+        now = time.monotonic()
+        if now < self._snapshot_due:
+            return
+        try:
+            saved = await self.ledger.save_snapshots(SNAPSHOT_MEMBERS_PER_ROUND)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("saving member state snapshots failed (%s); trying again later", exc)
+            saved = 0
+        if saved < SNAPSHOT_MEMBERS_PER_ROUND:  # else more are waiting: another round after the next batch
+            self._snapshot_due = now + self.settings.kafka_snapshot_interval_s
 
     async def _publish_dlq(self, producer: AIOKafkaProducer) -> None:
         if not self._dlq_due or time.monotonic() < self._dlq_next_try:
