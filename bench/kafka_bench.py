@@ -292,23 +292,23 @@ async def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
     broker = server = None
-    bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = KafkaBroker(free_port_pair(), work)
-        broker.external = None
-        broker.start()
-        bootstrap = broker.bootstrap
-    server_url = os.environ.get("LEDGER_BENCH_DATABASE_URL")
-    if not server_url:
-        server = EmbeddedPostgres(work / "pg")
-        server_url = server.start()
     database = f"ledger_kafka_bench_{uuid.uuid4().hex[:6]}"
-    await ensure_database(server_url, database)
-    url = f"{server_url.rpartition('/')[0]}/{database}"
+    server_url = os.environ.get("LEDGER_BENCH_DATABASE_URL")
     run = uuid.uuid4().hex[:6]
     topic = f"bench-{run}"
     finished = False
-    try:
+    try:  # whatever fails, from the broker's start on, stops what was started
+        bootstrap = os.environ.get("LEDGER_BENCH_KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            broker = KafkaBroker(free_port_pair(), work)
+            broker.external = None
+            broker.start()
+            bootstrap = broker.bootstrap
+        if not server_url:
+            server = EmbeddedPostgres(work / "pg")
+            server_url = server.start()
+        await ensure_database(server_url, database)
+        url = f"{server_url.rpartition('/')[0]}/{database}"
         await migrate(url)
         await ensure_topic(bootstrap, topic, args.partitions)
         await ensure_topic(bootstrap, f"{topic}.dlq", 1)
@@ -350,9 +350,13 @@ async def main() -> int:
             await pool.close()
         finished = True
     finally:
-        conn = await asyncpg.connect(server_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await conn.close()
+        if server_url and (server is None or server.is_running()):
+            try:
+                conn = await asyncpg.connect(server_url)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                await conn.close()
+            except (OSError, asyncpg.PostgresError) as exc:
+                print(f"could not drop {database}: {exc}", file=sys.stderr)
         if broker is not None:
             broker.stop()
         if server is not None:
