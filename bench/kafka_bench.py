@@ -285,7 +285,7 @@ async def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--members", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=2_000, help="LEDGER_KAFKA_BATCH_MESSAGES_MAX for the consumer")
+    ap.add_argument("--batch", type=int, default=5_000, help="LEDGER_KAFKA_BATCH_MESSAGES_MAX for the consumer")
     ap.add_argument("--consumers", type=int, default=1, help="`ledger consume` processes in the group")
     ap.add_argument("--rate", type=int, default=5_000, help="steady produce rate for the latency phase")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
@@ -357,10 +357,12 @@ async def main() -> int:
                 await conn.close()
             except (OSError, asyncpg.PostgresError) as exc:
                 print(f"could not drop {database}: {exc}", file=sys.stderr)
-        if broker is not None:
-            broker.stop()
-        if server is not None:
-            server.stop()
+        try:
+            if broker is not None:
+                broker.stop()
+        finally:
+            if server is not None:
+                server.stop()
         # The broker's log and the server's data and WAL take several GB at 1M events:
         # kept only after a failure, with the processes' logs, to look into.
         if finished:

@@ -154,8 +154,13 @@ async def _consume(args: argparse.Namespace) -> int:
         if settings.consumer_metrics_port is not None:
             from ledger.ingest.metrics import serve_metrics
 
-            stop_metrics = serve_metrics(lambda: container.extras.get("kafka_status"),  # type: ignore[arg-type,return-value]
-                                         settings.host, settings.consumer_metrics_port)
+            try:
+                stop_metrics = serve_metrics(lambda: container.extras.get("kafka_status"),  # type: ignore[arg-type,return-value]
+                                             settings.host, settings.consumer_metrics_port)
+            except OSError as exc:
+                print(f"cannot serve consumer metrics on {settings.host}:{settings.consumer_metrics_port}"
+                      f" (LEDGER_HOST, LEDGER_CONSUMER_METRICS_PORT): {exc}", file=sys.stderr)
+                return 2
         await consumer_task(container, stop)
     finally:
         if stop_metrics is not None:

@@ -114,14 +114,18 @@ class StateCache:
             self._items.move_to_end(member_id)
         return item
 
-    def put(self, state: MemberState, last_hash: bytes) -> None:
+    def put(self, state: MemberState, last_hash: bytes, *, saved: bool = False) -> None:
+        """Keep `state` unless a later one is kept; `saved`: it is the member's snapshot."""
         if self._members_max == 0:
             return
         current = self._items.get(state.member_id)
         if current is None or current[0].version < state.version:
             self._items[state.member_id] = (state, last_hash)
             self._items.move_to_end(state.member_id)
-            self._unsaved.add(state.member_id)
+            if saved:
+                self._unsaved.discard(state.member_id)
+            else:
+                self._unsaved.add(state.member_id)
             while len(self._items) > self._members_max:
                 self._unsaved.discard(self._items.popitem(last=False)[0])
 
@@ -137,6 +141,9 @@ class StateCache:
             if item is not None:
                 taken.append(item)
         return taken
+
+    def unsaved(self) -> int:
+        return len(self._unsaved)
 
     def mark_unsaved(self, member_ids: Sequence[str]) -> None:
         self._unsaved.update(m for m in member_ids if m in self._items)
@@ -188,11 +195,12 @@ class Ledger:
                 continue
             states[m] = item
             versions[m] = item[0].version
+        snapshotted: dict[str, int] = {}
         if cold:
             # A member new to this process starts from its snapshot, if one was saved.
             for m, (version, last_hash, data) in (await self.store.read_snapshots(cold, SNAPSHOT_FORMAT)).items():
                 states[m] = (from_snapshot(m, version, data), last_hash)
-                versions[m] = version
+                versions[m] = snapshotted[m] = version
         newer = await self.store.read_streams_after(versions) if versions else []
         # In stream order: one fold per member (a member new to this process folds its
         # whole history here).
@@ -200,7 +208,8 @@ class Ledger:
             stored = list(group)
             states[member_id] = (fold(member_id, [s.event for s in stored], states[member_id][0]), stored[-1].hash)
         for m in versions:
-            self.cache.put(*states[m])
+            state, last_hash = states[m]
+            self.cache.put(state, last_hash, saved=snapshotted.get(m) == state.version)
         return states, trusted
 
     async def save_snapshots(self, members_max: int | None = None) -> int:
@@ -209,9 +218,9 @@ class Ledger:
         graceful shutdown saves all of them, and the Kafka consumer saves some now and
         then, so that a process that was killed restarts warm too. Returns how many."""
         items = self.cache.take_unsaved(members_max)
-        snapshots = [(state.member_id, state.version, last_hash, orjson.dumps(to_snapshot(state)).decode())
-                     for state, last_hash in items if state.version > 0]
         try:
+            snapshots = [(state.member_id, state.version, last_hash, orjson.dumps(to_snapshot(state)).decode())
+                         for state, last_hash in items if state.version > 0]
             await self.store.write_snapshots(snapshots, SNAPSHOT_FORMAT)
         except BaseException:
             self.cache.mark_unsaved([state.member_id for state, _ in items])

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         description="How often the consumer saves the member states changed since, so that a consumer that was"
                     " killed restarts from them rather than from each member's whole history.")
     consumer_metrics_port: int | None = Field(
-        None, ge=0, le=65535,
+        None, ge=1, le=65535,
         description="`ledger consume` serves Prometheus metrics (lag per partition, messages by outcome) on"
                     " LEDGER_HOST at this port; unset: not served (`ledger serve` has them on /metrics).")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -95,7 +96,7 @@ async def test_events_on_the_topic_become_balances_readable_through_the_api(
             applied = scraped[("ledger_kafka_messages_total", ("group", group), ("outcome", "applied"),
                                ("topic", topic))]
             assert applied == kafka["applied"] > 0
-            assert scraped[("ledger_kafka_consumer_state", ("state", "running"))] == 1
+            assert scraped[("ledger_kafka_consumer_state", ("group", group), ("state", "running"), ("topic", topic))] == 1
     finally:
         await container.close()
 
@@ -136,14 +137,29 @@ async def test_ledger_consume_serves_its_lag_and_counts_as_prometheus_metrics(
         outcome = {o: scraped[("ledger_kafka_messages_total", ("group", group), ("outcome", o), ("topic", topic))]
                    for o in ("applied", "duplicates", "rejected")}
         assert outcome == {"applied": len(events), "duplicates": 0, "rejected": 2}
-        assert scraped[("ledger_kafka_batches_total",)] >= 1
-        assert scraped[("ledger_kafka_fenced_batches_total",)] == 0
-        assert scraped[("ledger_kafka_consumer_state", ("state", "running"))] == 1
+        assert scraped[("ledger_kafka_batches_total", ("group", group), ("topic", topic))] >= 1
+        assert scraped[("ledger_kafka_fenced_batches_total", ("group", group), ("topic", topic))] == 0
+        assert scraped[("ledger_kafka_consumer_state", ("group", group), ("state", "running"), ("topic", topic))] == 1
         assert proc.terminate() == 0, proc.log_tail()
     finally:
         if proc.alive():
             proc.kill()
         await pool.close()
+
+
+def test_ledger_consume_says_which_setting_names_a_metrics_port_in_use(db_url: str, kafka_bootstrap: str,
+                                                                       tmp_path: Path) -> None:
+    topic, group = _names()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, **kafka_env(db_url, kafka_bootstrap, topic, group, tmp_path, consumer_metrics_port=port)}
+        done = subprocess.run([sys.executable, "-m", "ledger.cli", "consume"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve consumer metrics on 127.0.0.1:{port} (LEDGER_HOST, LEDGER_CONSUMER_METRICS_PORT)" \
+        in done.stderr, done.stderr
 
 
 def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, str]]:

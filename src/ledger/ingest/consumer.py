@@ -412,11 +412,12 @@ class BookingConsumer:
         if now < self._snapshot_due:
             return
         try:
-            saved = await self.ledger.save_snapshots(SNAPSHOT_MEMBERS_PER_ROUND)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("saving member state snapshots failed (%s); trying again later", exc)
-            saved = 0
-        if saved < SNAPSHOT_MEMBERS_PER_ROUND:  # else more are waiting: another round after the next batch
+            await self.ledger.save_snapshots(SNAPSHOT_MEMBERS_PER_ROUND)
+        except Exception as exc:  # best effort: never the end of the session
+            log.warning("saving member state snapshots failed (%s: %s); trying again later", type(exc).__name__, exc)
+            self._snapshot_due = now + self.settings.kafka_snapshot_interval_s
+            return
+        if not self.ledger.cache.unsaved():  # else another round after the next batch
             self._snapshot_due = now + self.settings.kafka_snapshot_interval_s
 
     async def _publish_dlq(self, producer: AIOKafkaProducer) -> None:

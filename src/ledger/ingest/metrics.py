@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 StatusFn = Callable[[], dict[str, Any]]
 
 OUTCOMES = ("applied", "duplicates", "rejected")
-STATES = ("starting", "running", "retrying", "stopping", "stopped")
+STATES = ("starting", "running", "retrying", "stopping", "stopped")  # BookingConsumer.state
 
 
 class ConsumerCollector(Collector):
@@ -54,14 +54,18 @@ class ConsumerCollector(Collector):
         for outcome in OUTCOMES:
             messages.add_metric([topic, group, outcome], status[outcome])
         yield messages
-        yield CounterMetricFamily("ledger_kafka_batches", "Batches applied (one transaction each)",
-                                  value=status["batches"], labels=None)
-        yield CounterMetricFamily("ledger_kafka_fenced_batches", "Batches rolled back because another group member"
-                                  " had moved the partition's offset", value=status["fenced"], labels=None)
+        batches = CounterMetricFamily("ledger_kafka_batches", "Batches applied (one transaction each)",
+                                      labels=["topic", "group"])
+        batches.add_metric([topic, group], status["batches"])
+        yield batches
+        fenced = CounterMetricFamily("ledger_kafka_fenced_batches", "Batches rolled back because another group"
+                                     " member had moved the partition's offset", labels=["topic", "group"])
+        fenced.add_metric([topic, group], status["fenced"])
+        yield fenced
         state = GaugeMetricFamily("ledger_kafka_consumer_state", "1 for the consumer's current state",
-                                  labels=["state"])
+                                  labels=["topic", "group", "state"])
         for name in STATES:
-            state.add_metric([name], 1 if status["state"] == name else 0)
+            state.add_metric([topic, group, name], 1 if status["state"] == name else 0)
         yield state
 
 
