@@ -65,10 +65,13 @@ async def create_tables(conn: asyncpg.Connection) -> list[str]:
     add: list[str] = []
     for table in TABLES:
         await conn.execute(f"DROP TABLE IF EXISTS {table}{SUFFIX}")
+        # With the live table's storage parameters (its fillfactor), which LIKE leaves out.
         # Autovacuum would start on the tables as they fill (the rows inserted call for
         # it), to no use, and hold up the index builds until it gave way.
+        options = [o for o in await _storage_parameters(conn, table) if not o.startswith("autovacuum_enabled=")]
         await conn.execute(
-            f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL) WITH (autovacuum_enabled = false)"
+            f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL)"
+            f" WITH ({', '.join(['autovacuum_enabled = false', *options])})"
         )
         rows = await conn.fetch(
             "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname,"
@@ -98,6 +101,14 @@ async def create_indexes(pool: asyncpg.Pool, statements: list[str]) -> None:
     async with pool.acquire() as conn:
         for table in TABLES:
             await conn.execute(f"ALTER TABLE {table}{SUFFIX} RESET (autovacuum_enabled)")
+            live = [o for o in await _storage_parameters(conn, table) if o.startswith("autovacuum_enabled=")]
+            if live:
+                await conn.execute(f"ALTER TABLE {table}{SUFFIX} SET ({live[0]})")
+
+
+async def _storage_parameters(conn: asyncpg.Connection, table: str) -> list[str]:
+    """A table's storage parameters as set (`fillfactor=70`, ...)."""
+    return list(await conn.fetchval("SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass", table))
 
 
 @dataclass(frozen=True)

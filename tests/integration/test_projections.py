@@ -95,9 +95,16 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
         lots = {r["lot_id"]: r["remaining"] for r in live["expiry_lots"] if r["member_id"] == row["member_id"]}
         assert lots == {lot_id: lot.remaining for lot_id, lot in state.lots.items()}
 
+    parameters = "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])"
+    before = dict(await container.pool.fetch(parameters, TABLES))
+    assert before["balances"] == ["fillfactor=70"]
+    await container.pool.execute("ALTER TABLE expiry_lots SET (autovacuum_enabled = true)")
     position = await rebuild(container.pool, container.store, container.rules, page_size=97)
     assert position == await container.store.head()
     assert await _tables(container) == live
+    # The rebuilt tables have the live ones' storage parameters (HOT updates stay HOT).
+    after = dict(await container.pool.fetch(parameters, TABLES))
+    assert after == {**before, "expiry_lots": ["autovacuum_enabled=true"]}
     # The live runner carries on from the rebuilt tables without applying anything twice.
     await container.ledger.handle(earn("m0", "after-rebuild"))
     await container.runner.run_until_caught_up()
@@ -135,10 +142,12 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
     assert position == head
     assert await _tables(container) == live
     assert indexes and await _indexes(container) == indexes  # built after the rows were copied
-    # Autovacuum, off while the rows were copied, is on again (no storage parameters left).
-    assert not await container.pool.fetchval(
-        "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[]) AND reloptions IS NOT NULL", list(TABLES)
-    )
+    # Autovacuum, off while the rows were copied, is on again: the storage parameters left
+    # are the live tables' (migration 0006).
+    assert dict(await container.pool.fetch(
+        "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
+    )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
+           "expiry_lots": None}
     assert reported[-1] == (head, head)
 
 
