@@ -9,6 +9,8 @@ With N booking events already in the topic it measures, in one run:
 - end to end: `ledger consume` in its own process plus `ledger projections run --follow`
   in another, from the first message to every balance queryable (the projection
   checkpoint past the last event), in events/s;
+- CPU per event during the end to end phase, by process role (consumer, projections,
+  PostgreSQL, broker): where the budget of the machine's cores goes;
 - latency: then, with the same processes running and the backlog drained, booking
   events produced onto the topic at a steady rate, from the produce call to the moment
   the balance read model includes them (p50, p99); and the same again just after the
@@ -39,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -190,6 +193,48 @@ class Pipeline:
             assert proc is not None and proc.poll() is None, f"a pipeline process exited; logs in {self.data_dir}"
 
 
+class CpuMeter:
+    """CPU time of the pipeline's parts (this machine's processes, by role), so the end
+    to end figure comes with where its CPU went: the budget per event."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.started: dict[int, tuple[str, float]] = {}
+        self.t0 = 0.0
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        consumers = {p.pid for p in self.pipeline.procs}
+        projector = self.pipeline.projector.pid if self.pipeline.projector is not None else None
+        out = {}
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            try:
+                pid, cmdline = proc.info["pid"], " ".join(proc.info["cmdline"] or [])
+                role = ("consumer" if pid in consumers else "projections" if pid == projector
+                        else "PostgreSQL" if proc.info["name"] == "postgres" else "broker" if "kafka.Kafka" in cmdline
+                        else "this bench" if pid == os.getpid() else None)
+                if role is not None:
+                    t = proc.cpu_times()
+                    out[pid] = (role, t.user + t.system)
+            except psutil.Error:
+                continue
+        return out
+
+    def start(self) -> None:
+        self.started, self.t0 = self._sample(), time.perf_counter()
+
+    def report(self, events: int) -> str:
+        ended, seconds = self._sample(), time.perf_counter() - self.t0
+        used: dict[str, float] = {}
+        for pid, (role, cpu) in ended.items():
+            used[role] = used.get(role, 0.0) + cpu - self.started.get(pid, (role, 0.0))[1]
+        total = sum(used.values())
+        parts = ", ".join(f"{role} {used[role] / events * 1e6:.0f} µs" for role in
+                          ("consumer", "projections", "PostgreSQL", "broker", "this bench") if role in used)
+        return (f"    CPU per event: {parts}; total {total / events * 1e6:.0f} µs, {total / seconds:.2f} of"
+                f" {psutil.cpu_count()} cores busy (the target allows {psutil.cpu_count() / E2E_TARGET * 1e6:.0f} µs"
+                " at full use)")
+
+
 async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[float, int]:
     """From the first stored event to every balance queryable (the projection
     checkpoint at the n-th event): the process start and group join are not ingestion."""
@@ -197,6 +242,8 @@ async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[fl
         pipeline.check()
         await asyncio.sleep(POLL_S)
     started = time.perf_counter()
+    meter = CpuMeter(pipeline)
+    meter.start()
     while True:
         # The database is fresh, so position n is the n-th event.
         projected = await pool.fetchval("SELECT position FROM projection_checkpoints WHERE name = 'read_models'")
@@ -205,6 +252,7 @@ async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[fl
         pipeline.check()
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
+    print(meter.report(n), flush=True)
     return elapsed, int(await pool.fetchval("SELECT count(*) FROM events"))
 
 
