@@ -121,7 +121,7 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
     )
     runner = ProjectionRunner(
         pool, store, rules, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
-        wake=ledger.appended,
+        wake=ledger.appended, tier_cache_members_max=settings.projection_tier_cache_members_max,
     )
     tune_gc()
     return Container(settings, url, pool, rules, store, ledger, runner, embedded)

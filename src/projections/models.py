@@ -10,7 +10,7 @@ from ledger.store import StoredEvent
 from . import balances, expiry, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
-from .tiers import TierQualifying, write_tier_status
+from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
 COLUMNS = {
@@ -35,15 +35,22 @@ class ReadModels:
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
 
-    async def write(self, conn: asyncpg.Connection, rules: ProgramRules) -> None:
-        """Write the page's deltas, and the tier of every member it may have moved."""
+    async def write(self, conn: asyncpg.Connection, rules: ProgramRules, tiers: TierCache | None = None) -> None:
+        """Write the page's deltas, and the tier of every member it may have moved: from
+        `tiers`' rows when given (the live runner's; it updates them), else summed by
+        the server."""
         new_members = await self.balances.write(conn)
+        changes = self.qualifying.changes() if tiers is not None else {}
         await self.qualifying.write(conn)
         await self.expiry.write(conn)
-        await write_tier_status(
-            conn, self.qualifying.as_of(new_members), rules,
-            qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
-        )
+        as_of = self.qualifying.as_of(new_members)
+        if tiers is not None and not self.suffix:
+            await tiers.write(conn, as_of, changes, new_members, rules)
+        else:
+            await write_tier_status(
+                conn, as_of, rules,
+                qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
+            )
         self.qualifying.clear_members()
 
     def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:

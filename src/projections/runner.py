@@ -19,6 +19,7 @@ from ledger.store import EventStore, StoredEvent
 
 from .models import TABLES, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
+from .tiers import TierCache
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ class ProjectionRunner:
         page_size: int = 2_000,
         idle_ms: int = 50,
         wake: asyncio.Event | None = None,
+        tier_cache_members_max: int = 200_000,
     ) -> None:
         assert 1 <= page_size <= 50_000
+        self.tiers = TierCache(tier_cache_members_max)
         self.pool = pool
         self.store = store
         self.rules = rules
@@ -85,10 +88,21 @@ class ProjectionRunner:
         have moved it); it is a read of committed events, so it changes nothing.
         """
         ahead, self._ahead = self._ahead, None
+        try:
+            return await self._project_page(ahead)
+        except BaseException:
+            self.tiers.clear()  # it may hold rows of a page that did not commit
+            raise
+
+    async def _project_page(
+        self, ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None
+    ) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
             # Read inside the lock: a rebuild may have moved the checkpoint.
             position = await checkpoint(conn)
+            if position != self.position:
+                self.tiers.clear()  # someone else wrote the tables: what it holds may be stale
             page = await _taken(ahead, position)
             if page is None:
                 page = _applied(await self.store.read_all(position, self.page_size, conn=conn, lean=True))
@@ -96,7 +110,7 @@ class ProjectionRunner:
             if events:
                 if len(events) == self.page_size:
                     self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
-                await models.write(conn, self.rules)
+                await models.write(conn, self.rules, self.tiers)
                 position = events[-1].position
                 await conn.execute(
                     "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position

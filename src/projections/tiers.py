@@ -14,6 +14,7 @@ evaluates tiers "now" from the qualifying rows and does not read this table.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -111,6 +112,16 @@ class TierQualifying:
         self.rows = kept
         return rows, entries
 
+    def changes(self) -> dict[str, list[tuple[str, tuple[datetime, int] | None]]]:
+        """The page's qualifying changes by member: (booking, (earned_at in UTC, points)
+        or None for a row deleted), in the order they were made."""
+        out: dict[str, list[tuple[str, tuple[datetime, int] | None]]] = {}
+        for (m, booking), value in self.rows.items():
+            if value is not None and value[0].tzinfo is not UTC:
+                value = (value[0].astimezone(UTC), value[1])
+            out.setdefault(m, []).append((booking, value))
+        return out
+
     def clear_members(self) -> None:
         self.first.clear()
         self.changed.clear()
@@ -141,6 +152,109 @@ def status_row(member: str, at: datetime, entries: Iterable[tuple[datetime, int]
     s = tier_status(entries, at, rules)
     return (member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
             s.reevaluation_date, at)
+
+
+Entries = dict[str, tuple[datetime, int]]  # booking -> (earned_at in UTC, points)
+
+
+class TierCache:
+    """The live runner's copy of each member's qualifying rows and stored as-of date, so
+    a page's tier recompute reads nothing back: the sum over the member's qualifying
+    rows was the projections' costliest statement. Bounded LRU; a member not here is
+    read from the tables. Rows dated at or before a member's window start can never
+    count again (its as-of date only moves forward) and are dropped now and then.
+
+    It holds what the tables hold at the checkpoint this runner last wrote. It is
+    updated in place while a page is written, so the runner empties it when the page's
+    transaction fails, and whenever it finds the checkpoint elsewhere (another runner
+    or a rebuild wrote since).
+    """
+
+    PRUNE_ABOVE = 16  # rows per member before those out of the window are dropped
+
+    def __init__(self, members_max: int) -> None:
+        self.members_max = members_max
+        self._items: OrderedDict[str, list] = OrderedDict()  # member -> [as_of or None, Entries]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    async def write(
+        self,
+        conn: asyncpg.Connection,
+        as_of: dict[str, datetime],
+        changes: dict[str, list[tuple[str, tuple[datetime, int] | None]]],
+        new_members: Iterable[str],
+        rules: ProgramRules,
+    ) -> None:
+        """`write_tier_status` from the cached rows plus the page's `changes` (written
+        to `tier_qualifying` already); members not cached are read, except those new in
+        this page (`new_members`: nothing is stored for them yet)."""
+        if not as_of:
+            return
+        items = self._items
+        new = set(new_members)
+        missing = [m for m in as_of if m not in items and m not in new]
+        loaded = await _stored(conn, missing) if missing else {}
+        out = []
+        for m, at in as_of.items():
+            item = items.get(m)
+            if item is None:
+                item = items[m] = loaded.get(m) or [None, {}]
+                if m in loaded:  # read after this page's rows were written: they are in
+                    changes_m = ()
+                else:
+                    changes_m = changes.get(m, ())
+            else:
+                items.move_to_end(m)
+                changes_m = changes.get(m, ())
+            entries = item[1]
+            for booking, value in changes_m:
+                if value is None:
+                    entries.pop(booking, None)
+                else:
+                    entries[booking] = value
+            at = _utc(at)
+            if item[0] is not None and item[0] > at:
+                at = item[0]  # a qualifying change dated after this page's
+            item[0] = at
+            row = status_row(m, at, entries.values(), rules)
+            out.append(row)
+            if len(entries) > self.PRUNE_ABOVE:
+                window_start = row[3]
+                item[1] = {b: v for b, v in entries.items() if v[0] > window_start}
+        await _upsert_status(conn, "tier_status", out)
+        while len(items) > self.members_max:
+            items.popitem(last=False)
+
+
+async def _stored(conn: asyncpg.Connection, members: list[str]) -> dict[str, list]:
+    out: dict[str, list] = {
+        m: [as_of, {}] for m, as_of in await conn.fetch(
+            "SELECT m, s.as_of FROM unnest($1::text[]) AS m LEFT JOIN tier_status s ON s.member_id = m", members)
+    }
+    for m, booking, earned_at, points in await conn.fetch(
+            "SELECT member_id, booking_id, earned_at, points FROM tier_qualifying WHERE member_id = ANY($1::text[])",
+            members):
+        out[m][1][booking] = (earned_at, points)
+    return out
+
+
+async def _upsert_status(conn: asyncpg.Connection, status_table: str, rows: list[tuple]) -> None:
+    await conn.execute(
+        f"INSERT INTO {status_table} (member_id, tier, qualifying_points, window_start, next_tier,"
+        " points_to_next_tier, reevaluation_date, as_of)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::bigint[],"
+        " $7::timestamptz[], $8::timestamptz[])"
+        " ON CONFLICT (member_id) DO UPDATE SET tier = EXCLUDED.tier, qualifying_points = EXCLUDED.qualifying_points,"
+        " window_start = EXCLUDED.window_start, next_tier = EXCLUDED.next_tier,"
+        " points_to_next_tier = EXCLUDED.points_to_next_tier, reevaluation_date = EXCLUDED.reevaluation_date,"
+        " as_of = EXCLUDED.as_of",
+        *zip(*rows, strict=True),
+    )
 
 
 async def write_tier_status(
@@ -189,15 +303,5 @@ async def write_tier_status(
             break
         ats = later
     assert not later, "a stored date is never later than itself"
-    await conn.execute(
-        f"INSERT INTO {status_table} (member_id, tier, qualifying_points, window_start, next_tier,"
-        " points_to_next_tier, reevaluation_date, as_of)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::bigint[],"
-        " $7::timestamptz[], $8::timestamptz[])"
-        " ON CONFLICT (member_id) DO UPDATE SET tier = EXCLUDED.tier, qualifying_points = EXCLUDED.qualifying_points,"
-        " window_start = EXCLUDED.window_start, next_tier = EXCLUDED.next_tier,"
-        " points_to_next_tier = EXCLUDED.points_to_next_tier, reevaluation_date = EXCLUDED.reevaluation_date,"
-        " as_of = EXCLUDED.as_of",
-        *zip(*out, strict=True),
-    )
+    await _upsert_status(conn, status_table, out)
     return len(out)

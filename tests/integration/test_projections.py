@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -12,6 +13,7 @@ from ledger.bootstrap import Container
 from ledger.domain import (
     AdjustPoints,
     CancelBooking,
+    CompleteBooking,
     EarnReversed,
     PendingPointsActivated,
     PointsEarned,
@@ -20,7 +22,7 @@ from ledger.domain import (
 )
 from ledger.expiry import expire_due
 from ledger.handlers import CommandRequest
-from projections.runner import TABLES, checkpoint, rebuild
+from projections.runner import TABLES, ProjectionRunner, checkpoint, rebuild
 
 from .helpers import T0, earn, redeem
 
@@ -207,3 +209,43 @@ async def test_expiry_scheduler_expires_what_is_left_once(container: Container) 
     assert await expire_due(ledger, container.pool, later) == 0
     rows = await container.pool.fetch("SELECT member_id, available, lifetime_expired FROM balances ORDER BY 1")
     assert [(r["available"], r["lifetime_expired"]) for r in rows] == [(0, 600)] + [(0, 1000)] * 4
+
+
+async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(container: Container) -> None:
+    """The live runner's tier recompute works from its cached qualifying rows: across
+    small pages, over two years (rows leave the window and the cache), with pending
+    bookings completed, cancelled and refunded, and with a second runner writing some
+    pages, after which the first must not trust what it holds."""
+    rnd = random.Random(5)
+    first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size)
+                     for size in (7, 3))
+    taken = []
+    for step in range(9):
+        at = T0 + timedelta(days=90 * step)
+        pending = [rnd.random() < 0.4 for _ in range(12)]
+        batch = [earn(f"m{m}", f"B{step}-{m}", f"{rnd.randint(10, 3000)}.00", pending=pending[m],
+                      at=at + timedelta(minutes=m)) for m in range(12)]
+        await container.ledger.handle_batch(batch)
+        follow = []
+        for m in range(12):
+            r, member, booking = rnd.random(), f"m{m}", f"B{step}-{m}"
+            if pending[m]:  # completed days later (it activates then), or cancelled
+                command = (CompleteBooking(member, at + timedelta(days=3), booking, "flight", Decimal("100.00"), "EUR")
+                           if r < 0.7 else CancelBooking(member, at + timedelta(days=1), booking))
+            else:  # refunded now and then
+                command = RefundBooking(member, at + timedelta(days=5), booking) if r < 0.2 else None
+            if command is not None:
+                follow.append(CommandRequest(command))
+        results = await container.ledger.handle_batch(follow)
+        assert any(r.status == "applied" for r in results), [(r.status, r.error) for r in results]
+        # Pages from either runner, in turns that shift with the step.
+        for turn in range(rnd.randint(2, 6)):
+            runner = first if (turn + step) % 3 else second
+            taken.append(await runner.run_once())
+    for runner in (first, second, first):
+        await runner.run_until_caught_up()
+    assert sum(taken) > 0 and len(first.tiers) > 0
+    live = await _tables(container)
+    assert any(row["tier"] != "member" for row in live["tier_status"])  # some reached a tier
+    await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
+    assert await _tables(container) == live
