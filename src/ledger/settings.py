@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     projection_page_size: int = Field(2_000, ge=1, le=50_000)
     projection_idle_ms: int = Field(50, ge=1, le=10_000)
     projection_tier_cache_members_max: int = Field(
-        200_000, ge=0, le=10_000_000,
+        100_000, ge=0, le=10_000_000,
         description="Members whose qualifying rows the projection runner keeps in memory for the tier recompute.")
     expiry_interval_s: float = Field(60.0, gt=0, le=86_400)
     expiry_batch_members_max: int = Field(500, ge=1, le=10_000)

@@ -65,7 +65,7 @@ class ProjectionRunner:
         page_size: int = 2_000,
         idle_ms: int = 50,
         wake: asyncio.Event | None = None,
-        tier_cache_members_max: int = 200_000,
+        tier_cache_members_max: int = 100_000,
     ) -> None:
         assert 1 <= page_size <= 50_000
         self.tiers = TierCache(tier_cache_members_max)
