@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -155,14 +155,18 @@ def status_row(member: str, at: datetime, entries: Iterable[tuple[datetime, int]
 
 
 Entries = dict[str, tuple[datetime, int]]  # booking -> (earned_at in UTC, points)
+PRUNE_MARGIN = timedelta(days=2)  # more than the window's start can move back (see TierCache)
 
 
 class TierCache:
     """The live runner's copy of each member's qualifying rows and stored as-of date, so
     a page's tier recompute reads nothing back: the sum over the member's qualifying
     rows was the projections' costliest statement. Bounded LRU; a member not here is
-    read from the tables. Rows dated at or before a member's window start can never
-    count again (its as-of date only moves forward) and are dropped now and then.
+    read from the tables. Rows dated more than a day before a member's window start can
+    never count again and are dropped now and then: the as-of date only moves forward,
+    but the window's start can move back by up to a day (months of different lengths:
+    as of 28 February 2024 12:00 the window starts 28 February 2023 12:00, as of 29
+    February 01:00 on 28 February 2023 01:00).
 
     It holds what the tables hold at the checkpoint this runner last wrote. It is
     updated in place while a page is written, so the runner empties it when the page's
@@ -224,8 +228,8 @@ class TierCache:
             row = status_row(m, at, entries.values(), rules)
             out.append(row)
             if len(entries) > self.PRUNE_ABOVE:
-                window_start = row[3]
-                item[1] = {b: v for b, v in entries.items() if v[0] > window_start}
+                gone = row[3] - PRUNE_MARGIN  # row[3]: the window's start
+                item[1] = {b: v for b, v in entries.items() if v[0] > gone}
         await _upsert_status(conn, "tier_status", out)
         while len(items) > self.members_max:
             items.popitem(last=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -211,14 +211,19 @@ async def test_expiry_scheduler_expires_what_is_left_once(container: Container) 
     assert [(r["available"], r["lifetime_expired"]) for r in rows] == [(0, 600)] + [(0, 1000)] * 4
 
 
-async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(container: Container) -> None:
+@pytest.mark.parametrize("cached_members", [100_000, 3, 0])
+async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
+        container: Container, cached_members: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The live runner's tier recompute works from its cached qualifying rows: across
     small pages, over two years (rows leave the window and the cache), with pending
-    bookings completed, cancelled and refunded, and with a second runner writing some
-    pages, after which the first must not trust what it holds."""
+    bookings completed, cancelled and refunded, bookings dated before the member's
+    latest, a page that fails, a cache that evicts (3) or is off (0), and a second
+    runner writing some pages, after which the first must not trust what it holds."""
     rnd = random.Random(5)
-    first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size)
-                     for size in (7, 3))
+    first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size,
+                                      tier_cache_members_max=cached_members) for size in (7, 3))
+    for runner in (first, second):
+        runner.tiers.PRUNE_ABOVE = 2  # drop rows out of the window as soon as there are three
     taken = []
     for step in range(9):
         at = T0 + timedelta(days=90 * step)
@@ -232,19 +237,41 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(contai
             if pending[m]:  # completed days later (it activates then), or cancelled
                 command = (CompleteBooking(member, at + timedelta(days=3), booking, "flight", Decimal("100.00"), "EUR")
                            if r < 0.7 else CancelBooking(member, at + timedelta(days=1), booking))
-            else:  # refunded now and then
+            else:  # refunded now and then, or followed by a booking dated months before
                 command = RefundBooking(member, at + timedelta(days=5), booking) if r < 0.2 else None
+                if r > 0.85:
+                    follow.append(earn(member, f"late-{step}-{m}", "500.00", at=at - timedelta(days=200)))
             if command is not None:
                 follow.append(CommandRequest(command))
         results = await container.ledger.handle_batch(follow)
         assert any(r.status == "applied" for r in results), [(r.status, r.error) for r in results]
+        if step == 4:  # a page that fails leaves nothing behind, in the tables or the cache
+            def failing(*args: object, **kwargs: object) -> None:
+                raise OSError("connection lost")
+
+            with monkeypatch.context() as patch:
+                patch.setattr("projections.tiers._upsert_status", failing)
+                patch.setattr("projections.models.write_tier_status", failing)
+                with pytest.raises(OSError):
+                    await first.run_once()
+            assert len(first.tiers) == 0
         # Pages from either runner, in turns that shift with the step.
         for turn in range(rnd.randint(2, 6)):
             runner = first if (turn + step) % 3 else second
             taken.append(await runner.run_once())
     for runner in (first, second, first):
         await runner.run_until_caught_up()
-    assert sum(taken) > 0 and len(first.tiers) > 0
+    # The window's start moves back as the as-of date moves from 28 to 29 February: a row
+    # out of the window on the first page counts again on the next.
+    for when in ("2027-02-28T06:00", "2027-06-01T00:00", "2027-09-01T00:00", "2028-02-28T12:00",
+                 "2028-02-29T01:00"):
+        await container.ledger.handle(earn("leap", f"L-{when}", "900.00", at=datetime.fromisoformat(when + "+00:00")))
+        await first.run_until_caught_up()
+    assert sum(taken) > 0
+    assert 0 < len(first.tiers) <= cached_members if cached_members else len(first.tiers) == 0
+    leap = await container.pool.fetchrow("SELECT qualifying_points, as_of FROM tier_status WHERE member_id = 'leap'")
+    every_row = await container.pool.fetchval("SELECT sum(points) FROM tier_qualifying WHERE member_id = 'leap'")
+    assert leap["as_of"] == datetime(2028, 2, 29, 1, tzinfo=UTC) and leap["qualifying_points"] == every_row
     live = await _tables(container)
     assert any(row["tier"] != "member" for row in live["tier_status"])  # some reached a tier
     await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
