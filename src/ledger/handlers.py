@@ -129,9 +129,6 @@ class StateCache:
             while len(self._items) > self._members_max:
                 self._unsaved.discard(self._items.popitem(last=False)[0])
 
-    def items(self) -> list[tuple[MemberState, bytes]]:
-        return list(self._items.values())
-
     def take_unsaved(self, members_max: int | None = None) -> list[tuple[MemberState, bytes]]:
         """Up to `members_max` (default all) states changed since they were last taken
         here; the caller puts back (`mark_unsaved`) those it failed to save."""

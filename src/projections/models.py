@@ -39,14 +39,15 @@ class ReadModels:
         """Write the page's deltas, and the tier of every member it may have moved: from
         `tiers`' rows when given (the live runner's; it updates them), else summed by
         the server."""
-        cached = tiers is not None and tiers.members_max > 0 and not self.suffix
+        if tiers is not None and (tiers.members_max == 0 or self.suffix):
+            tiers = None  # off, or tables being rebuilt: the server adds the rows up
         new_members = await self.balances.write(conn)
-        changes = self.qualifying.changes() if cached else {}
+        changes = self.qualifying.changes() if tiers is not None else {}
         await self.qualifying.write(conn)
         await self.expiry.write(conn)
         as_of = self.qualifying.as_of(new_members)
-        if cached:
-            await tiers.write(conn, as_of, changes, new_members, rules)  # type: ignore[union-attr]
+        if tiers is not None:
+            await tiers.write(conn, as_of, changes, new_members, rules)
         else:
             await write_tier_status(
                 conn, as_of, rules,

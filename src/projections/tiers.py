@@ -207,16 +207,13 @@ class TierCache:
         for m, at in as_of.items():
             item = items.get(m)
             if item is None:
+                # Rows read back hold this page's changes already; applying them again
+                # sets the same values.
                 item = items[m] = loaded.get(m) or [None, {}]
-                if m in loaded:  # read after this page's rows were written: they are in
-                    changes_m = ()
-                else:
-                    changes_m = changes.get(m, ())
             else:
                 items.move_to_end(m)
-                changes_m = changes.get(m, ())
             entries = item[1]
-            for booking, value in changes_m:
+            for booking, value in changes.get(m, ()):
                 if value is None:
                     entries.pop(booking, None)
                 else:
