@@ -39,8 +39,10 @@ HISTORY_LIMIT_MAX = 200
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Problem responses of a route: every route may answer 503 with Retry-After (the
+    database unreachable, a write to retry as it is)."""
     return {code: {"model": Problem, "content": {"application/problem+json": {}}}
-            for code in (400, 401, 403, 413, 422, *codes)}
+            for code in sorted({400, 401, 403, 413, 422, 503, *codes})}
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -141,7 +143,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
     """Available, pending and lifetime points, and the tier in force now."""
@@ -175,7 +177,7 @@ FROM balances b WHERE b.member_id = $1
 
 
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None) -> TierView:
     """Tier from tier-qualifying points in the rolling window, evaluated now."""
@@ -191,7 +193,7 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
     within_days: Annotated[int, Query(ge=0, le=3650)] = 90, min_position: MinPosition = None,
@@ -214,7 +216,7 @@ async def expiry_schedule(
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
     limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,
