@@ -154,7 +154,7 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
         raise MemberNotFound(member_id)
     tier = tier_status(zip(row["earned_at"], row["points"], strict=True), now, container.rules)
     return Balance(
-        member_id=member_id, available=row["available"] - row["overdue"], pending=row["pending"],
+        member_id=member_id, available=row["available"] - max(row["overdue"] - row["debt"], 0), pending=row["pending"],
         lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"], tier=tier.tier,
         last_activity=row["last_activity"], position=row["checkpoint"],
@@ -162,8 +162,10 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
 
 
 # Lots past their date stop being spendable before the expiry job records it: `overdue`.
+# What they have left pays the member's debt first (MemberState.debt_owed), and `available`
+# is already net of the debt, so only the overdue points beyond the debt come off.
 _BALANCE_SQL = """
-SELECT b.available, b.pending, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired, b.lifetime_adjusted,
+SELECT b.available, b.debt, b.pending, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired, b.lifetime_adjusted,
        b.last_activity,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint,
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
