@@ -309,3 +309,14 @@ def test_a_debt_paid_off_by_later_points_is_not_charged_again_when_they_expire()
     assert events == [DebtSettled(occurred_at=b_expires, lot_id="booking:B", points=700)]
     after = fold(M, events, state)
     assert after.available(b_expires) == 0 and after.debt == 0 and after.lots["booking:B"].remaining == 0
+
+
+def test_expiry_takes_at_most_lots_max_lots_soonest_first_and_the_next_command_goes_on() -> None:
+    state, _ = given(*(complete(f"B{i}", at=T0 + timedelta(days=4 - i)) for i in range(5)))
+    after = T0 + timedelta(days=800)
+    first = decide(state, ExpirePoints(M, after, 2), RULES)
+    assert [e.lot_id for e in first] == ["booking:B4", "booking:B3"]
+    state = fold(M, first, state)
+    assert [e.lot_id for e in decide(state, ExpirePoints(M, after, 2), RULES)] == ["booking:B2", "booking:B1"]
+    with pytest.raises(InvalidCommand):
+        decide(state, ExpirePoints(M, after, 0), RULES)
