@@ -26,7 +26,8 @@ from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger
 from ledger.store.events import APPEND_EVENTS_MAX
 
 # Events one append of the expiry holds at most: half the store's bound, so that an append
-# stays a short transaction (about 0.15 s for 10,000 events here) and never meets the bound.
+# stays a short transaction and never meets the bound (25,300 lots, 25,000 of them one
+# member's, expired in three appends and 0.8 s here).
 EXPIRY_BATCH_EVENTS_MAX = APPEND_EVENTS_MAX // 2
 EXPIRY_PAGES_MAX = 100_000  # pages of due members one pass walks at most
 
@@ -73,9 +74,9 @@ async def expire_due(
         after = due[-1][0]
         batch: list[CommandRequest] = []
         batch_events = 0
-        for member_id, lots in due:
-            while lots > 0:
-                take = min(lots, lots_max)
+        for member_id, due_lots in due:
+            while due_lots > 0:
+                take = min(due_lots, lots_max)
                 # A command appends at most one event per lot, and one more for a lot split
                 # between the debt it paid and what expired.
                 if batch and (batch_events + take + 1 > batch_events_max or len(batch) == BATCH_COMMANDS_MAX):
@@ -83,7 +84,7 @@ async def expire_due(
                     batch, batch_events = [], 0
                 batch.append(CommandRequest(ExpirePoints(member_id, now, take), metadata={"source": "expiry-scheduler"}))
                 batch_events += take + 1
-                lots -= take
+                due_lots -= take
         if batch:
             appended += await _expire(ledger, batch)
     else:
