@@ -24,7 +24,7 @@ async def test_a_covered_debt_is_not_charged_again_when_the_points_that_covered_
     await c.ledger.handle(earn("M-1", "B", "200.00", at=b_at))  # 1,000
     await c.ledger.handle(redeem("M-1", 300, "R2", at=b_at))  # 0: 700 of B cover the debt
     await c.runner.run_until_caught_up()
-    b_expires = (await c.ledger.member_state("M-1")).lots["booking:B"].expires_at
+    b_expires = (await c.ledger.member_state("M-1")).lot("booking:B").expires_at
     assert b_expires is not None
     async with api.client("app") as app:
         for at in (b_at, b_expires - timedelta(seconds=1), b_expires, b_expires + timedelta(days=1)):

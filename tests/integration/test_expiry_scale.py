@@ -65,4 +65,4 @@ async def test_one_pass_expires_25000_lots_of_one_member_and_100_members_in_boun
     assert {r[0]: (r[1], r[2]) for r in rows} == {m: (0, points) for m, points in earned.items()}
     big = await container.ledger.member_state("big")
     assert big.version == 2 * BIG_LOTS and big.available(now) == 0
-    assert all(lot.remaining == 0 and lot.expired == lot.points for lot in big.lots.values())
+    assert not big.lots and all(lot.remaining == 0 and lot.expired == lot.points for lot in big.all_lots().values())

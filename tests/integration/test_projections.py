@@ -95,7 +95,7 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
         assert tier_row["as_of"] == as_of
         assert (tier_row["tier"], tier_row["qualifying_points"]) == (status.tier, status.qualifying_points)
         lots = {r["lot_id"]: r["remaining"] for r in live["expiry_lots"] if r["member_id"] == row["member_id"]}
-        assert lots == {lot_id: lot.remaining for lot_id, lot in state.lots.items()}
+        assert lots == {lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
 
     parameters = "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])"
     before = dict(await container.pool.fetch(parameters, TABLES))

@@ -302,13 +302,13 @@ def test_a_debt_paid_off_by_later_points_is_not_charged_again_when_they_expire()
     assert given(*history, rules=rules)[0].available(T0) == -700
     state, _ = given(*history, complete("B", amount="200.00", at=b_at), redeem(300, "R2", at=b_at), rules=rules)
     assert state.available(b_at) == 0
-    b_expires = state.lots["booking:B"].expires_at
+    b_expires = state.lot("booking:B").expires_at
     assert b_expires is not None
     assert state.available(b_expires) == 0  # past its date, before the expiry job: still 0
     events = decide(state, ExpirePoints(M, b_expires), rules)
     assert events == [DebtSettled(occurred_at=b_expires, lot_id="booking:B", points=700)]
     after = fold(M, events, state)
-    assert after.available(b_expires) == 0 and after.debt == 0 and after.lots["booking:B"].remaining == 0
+    assert after.available(b_expires) == 0 and after.debt == 0 and after.lot("booking:B").remaining == 0
 
 
 def test_expiry_takes_at_most_lots_max_lots_soonest_first_and_the_next_command_goes_on() -> None:

@@ -30,6 +30,7 @@ from ledger.domain import (
     RefundBooking,
     decide,
     evolve,
+    build_state,
     fold,
     from_snapshot,
     to_snapshot,
@@ -156,7 +157,7 @@ def conserved(events: list, state: MemberState) -> None:
             case EarnReversed():
                 went_out += sum(n for _, n in e.lots)
                 owed += e.shortfall if e.shortfall_debited else 0
-    assert came_in == sum(lot.remaining for lot in state.lots.values()) + went_out
+    assert came_in == sum(lot.remaining for lot in state.all_lots().values()) + went_out
     assert owed == state.debt + paid and state.debt >= 0
 
 
@@ -175,7 +176,8 @@ def run(cmds: list, rules: ProgramRules) -> tuple[MemberState, list]:
         if not rules.allow_negative_balance:
             assert state.debt == 0
             assert state.available(command.occurred_at) >= 0
-        assert all(lot.remaining >= 0 for lot in state.lots.values())
+        assert all(lot.remaining >= 0 for lot in state.all_lots().values())
+        indexes_agree(state)
     return state, events
 
 
@@ -187,7 +189,7 @@ def test_balances_add_up_and_match_the_projections(cmds: list, negative_allowed:
     at = cmds[-1].occurred_at
 
     lots = independent_lots(events)
-    assert {k: v[0] for k, v in lots.items()} == {k: lot.remaining for k, lot in state.lots.items()}
+    assert {k: v[0] for k, v in lots.items()} == {k: lot.remaining for k, lot in state.all_lots().items()}
     assert state.available(at) == reference_available(events, at)
     conserved(events, state)
 
@@ -207,7 +209,8 @@ def test_balances_add_up_and_match_the_projections(cmds: list, negative_allowed:
         - (row["lifetime_reversed"] - sum(e.pending_points for e in events if isinstance(e, EarnReversed)))
         - row["debt"] - sum(e.points for e in events if isinstance(e, DebtSettled))
     )
-    assert {lot: r[2] for (_, lot), r in expiry.rows.items()} == {k: lot.remaining for k, lot in state.lots.items()}
+    assert {lot: r[2] for (_, lot), r in expiry.rows.items()} == {
+        k: lot.remaining for k, lot in state.all_lots().items()}
 
 
 @settings(max_examples=200, deadline=None)
@@ -228,8 +231,28 @@ def test_redemptions_never_overdraw(cmds: list) -> None:
 
 
 def _snapshot(state: MemberState) -> tuple:
-    """Everything a state holds, dictionary order included (== on dicts ignores it)."""
-    return (state, list(state.lots.items()), list(state.bookings.items()), state.qualifying)
+    """Everything a state holds, spelt out as plain values."""
+    return (state, dict(state.lots), dict(state.closed), dict(state.bookings), list(state.expiry),
+            list(state.qualifying), state.active, state.pending, state.debt)
+
+
+def indexes_agree(state: MemberState) -> None:
+    """What the state keeps beside its lots is what its lots give, worked out from
+    scratch: only open lots are hot, the expiry order holds exactly the open active
+    lots, the tier entries and the totals are theirs."""
+    lots = state.all_lots()
+    assert all(lot.status == "pending" or (lot.status == "active" and lot.remaining > 0)
+               for lot in state.lots.values())
+    assert not any(lot.status == "pending" or (lot.status == "active" and lot.remaining > 0)
+                   for lot in state.closed.values())
+    assert list(state.expiry) == sorted((lot.expires_at, lot.lot_id) for lot in lots.values()
+                                        if lot.status == "active" and lot.remaining > 0)
+    assert sorted(state.qualifying_entries()) == sorted(
+        (lot.qualified_at, lot.qualifying) for lot in lots.values() if lot.qualified_at is not None)
+    assert state.active == sum(lot.remaining for lot in lots.values() if lot.status == "active")
+    assert state.pending == sum(lot.remaining for lot in lots.values() if lot.status == "pending")
+    assert _snapshot(state) == _snapshot(build_state(state.member_id, state.version, lots.values(),
+                                                     state.bookings.items(), state.debt))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -242,6 +265,8 @@ def test_fold_gives_the_state_evolve_gives_one_event_at_a_time(cmds: list, negat
     states = [MemberState(M)]
     for event in events:
         states.append(evolve(states[-1], event))
+    for state in states:
+        indexes_agree(state)
     assert _snapshot(fold(M, events)) == _snapshot(states[-1])
     assert _snapshot(fold(M, iter(events))) == _snapshot(states[-1])
     k = data.draw(st.integers(0, len(events)))

@@ -1,4 +1,5 @@
-"""The pure domain: no I/O, no clock, no framework. Standard library only."""
+"""The pure domain: no I/O, no clock, no framework. Standard library only, and
+`immutables` (a persistent map: data, not I/O) for the member state."""
 
 from .commands import (
     AdjustPoints,
@@ -34,7 +35,8 @@ from .events import (
     to_data,
 )
 from .rules import DEFAULT_RULES, ProgramRules
-from .state import SNAPSHOT_FORMAT, Lot, MemberState, evolve, fold, from_snapshot, to_snapshot
+from .sorted_keys import SortedKeys
+from .state import SNAPSHOT_FORMAT, Lot, MemberState, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]

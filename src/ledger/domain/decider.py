@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from datetime import datetime
 
 from .commands import (
@@ -74,10 +73,8 @@ def _expire(state: MemberState, command: ExpirePoints) -> list[Event]:
     if command.lots_max < 1:
         raise InvalidCommand("An expiry must take at least one lot.")
     at = command.occurred_at
-    due = [lot for lot in state.lots.values()
-           if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= at]
-    # Not sorting every lot a member has: one with tens of thousands due takes many commands.
-    due = heapq.nsmallest(command.lots_max, due, key=lambda lot: (lot.expires_at, lot.lot_id))
+    # From the front of the state's expiry order: it walks only the lots it takes.
+    due = state.due_lots(at, command.lots_max)
     debt = state.debt
     events: list[Event] = []
     for lot in due:
@@ -126,13 +123,11 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
 def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
     """The member's tier at `at`: `tier_status(state.qualifying_entries(), at, rules).tier`
     (a unit test holds the two to the same answer), without the list of entries and the
-    parts of a `TierStatus` only the tier projection needs. Every earn asks it."""
+    parts of a `TierStatus` only the tier projection needs. Every earn asks it: the
+    window's total comes from the state's sums by date, not from a walk of every entry."""
     total = 0
-    if state.qualifying:  # else (a first booking) there is no window to work out
-        window_start = add_months(at, -rules.tier_window_months)
-        for _, earned_at, points in state.qualifying:
-            if window_start < earned_at <= at:
-                total += points
+    if state.qualifying.size:  # else (a first booking) there is no window to work out
+        total = state.qualifying_in_window(add_months(at, -rules.tier_window_months), at)
     name = rules.tiers[0].name
     for tier in rules.tiers:
         if tier.threshold <= total:
@@ -144,7 +139,7 @@ def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules)
     lot_id = state.bookings.get(command.booking_id)
     if lot_id is None:
         return [_earn(state, command, rules, status="active")]
-    lot = state.lots[lot_id]
+    lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
     return [
@@ -163,11 +158,11 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
     lot_id = state.bookings.get(booking_id)
     if lot_id is None:
         raise BookingNotFound(f"Booking {booking_id!r} never earned points for member {state.member_id!r}.")
-    lot = state.lots[lot_id]
+    lot = state.lot(lot_id)  # a closed lot too: a refund may come after its points were spent
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {booking_id!r} was already reversed.")
     takes: tuple[LotTake, ...] = ((lot_id, lot.remaining),) if lot.remaining else ()
-    qualifying = sum(points for bid, _, points in state.qualifying if bid == booking_id)
+    qualifying = lot.qualifying if lot.qualified_at is not None else 0  # what its tier entry counts
     return EarnReversed(
         occurred_at=at,
         booking_id=booking_id,
@@ -182,13 +177,12 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
 
 
 def _take_fifo(state: MemberState, points: int, at: datetime) -> tuple[LotTake, ...]:
-    lots = state.spendable_lots(at)
-    available = sum(lot.remaining for lot in lots) - state.debt_owed(at)  # state.available(at), from the same lots
+    available = state.available(at)
     if points > available:
         raise InsufficientPoints(requested=points, available=max(available, 0))
     takes: list[LotTake] = []
     left = points
-    for lot in lots:
+    for lot in state.fifo(at):  # lazily: only the lots it takes from are walked
         take = min(left, lot.remaining)
         takes.append((lot.lot_id, take))
         left -= take

@@ -1,11 +1,35 @@
-"""Member state and `evolve`, the fold of a member's events."""
+"""Member state and `evolve`, the fold of a member's events.
+
+What one command costs must not grow with the member's history (a corporate traveller
+has thousands of bookings). So a state keeps, beside its lots, what decisions ask of
+them, kept up to date by each event:
+
+- `lots` holds only the open lots (pending, or active with points left); a lot that is
+  spent, expired to nothing or reversed moves to `closed`, which nothing walks and a
+  late reversal or refund still finds by its booking (`MemberState.lot`);
+- `expiry` orders the open active lots by (expires_at, lot id): redemptions take from
+  its front, the expiry job takes what is due from its front, and what is available
+  at a moment is the `active` total less the few lots already past their date;
+- `active` and `pending` are the points on open lots of each status;
+- `qualifying` holds the tier-qualifying entries by date, with sums per chunk, so the
+  tier window's total is a few lookups whatever the member's history.
+
+The maps are `immutables.Map` (a persistent hash map: a change copies O(log n) nodes
+and leaves the state before it as it was) and the two orders are `SortedKeys`
+(persistent, in chunks): `evolve` returns a new state and never changes the one it was
+given, which the handler's cache relies on when a transaction fails. Every change to a
+lot goes through `_Draft.put`, the one place that keeps the indexes in step with the
+lots; `evolve` and `fold` are the same code (`_Draft.apply`), for one event or many.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from immutables import Map
 
 from ._frozen import fast_init
 from .events import (
@@ -19,6 +43,7 @@ from .events import (
     PointsExpired,
     PointsRedeemed,
 )
+from .sorted_keys import SortedKeys, SortedKeysEditor
 
 
 @fast_init
@@ -29,13 +54,19 @@ class Lot:
     points: int
     remaining: int
     status: str  # pending | active | reversed
-    expires_at: datetime | None
+    expires_at: datetime | None  # set on every active lot
     qualifying: int = 0  # tier-qualifying points the booking earned
     spent: int = 0  # redeemed or debited from this lot
     expired: int = 0
+    qualified_at: datetime | None = None  # since when `qualifying` counts for the tier; None: it does not
 
     def spendable(self, at: datetime) -> bool:
         return self.status == "active" and self.remaining > 0 and self.expires_at is not None and self.expires_at > at
+
+
+_NO_ENTRIES: Map = Map()
+_NO_KEYS = SortedKeys()
+_NO_WEIGHTED_KEYS = SortedKeys(sums=())
 
 
 @fast_init
@@ -43,37 +74,48 @@ class Lot:
 class MemberState:
     member_id: str
     version: int = 0
-    lots: dict[str, Lot] = field(default_factory=dict)  # never mutated: evolve copies
-    bookings: dict[str, str] = field(default_factory=dict)  # booking id -> lot id
-    qualifying: tuple[tuple[str, datetime, int], ...] = ()  # (booking id, earned at, points)
+    lots: Map = _NO_ENTRIES  # lot id -> Lot: the open lots (pending, or active with points left)
+    closed: Map = _NO_ENTRIES  # lot id -> Lot: the others (spent, expired, reversed), never walked
+    bookings: Map = _NO_ENTRIES  # booking id -> lot id
+    expiry: SortedKeys = _NO_KEYS  # (expires_at, lot id) of each open active lot: the order of redemptions
+    qualifying: SortedKeys = _NO_WEIGHTED_KEYS  # (qualified at, booking id, points), summed per chunk
+    active: int = 0  # points on the open active lots, whatever their dates
+    pending: int = 0  # points on the pending lots
     debt: int = 0  # a shortfall debited as a negative balance
 
     @property
     def exists(self) -> bool:
         return self.version > 0
 
+    def lot(self, lot_id: str) -> Lot:
+        """Any lot of the member's, open or closed (KeyError for one it never had)."""
+        lot = self.lots.get(lot_id)
+        return lot if lot is not None else self.closed[lot_id]
+
+    def all_lots(self) -> dict[str, Lot]:
+        """Every lot, open and closed: for snapshots, audits and tests. It walks the whole
+        history, so no command asks for it."""
+        return {**self.lots, **self.closed}
+
+    def overdue(self, at: datetime) -> int:
+        """Points on active lots already past their date at `at` (which the expiry job
+        has not reached yet): only those lots are walked, from the front of `expiry`."""
+        total = 0
+        lots = self.lots
+        for expires_at, lot_id in self.expiry:
+            if expires_at > at:
+                break
+            total += lots[lot_id].remaining
+        return total
+
     def available(self, at: datetime) -> int:
         """Spendable now: active lots not yet past their date, less any debt they owe."""
-        # `Lot.spendable` inlined: the handler asks this after every command, and a
-        # method call per lot was most of its cost.
-        total = 0
-        for lot in self.lots.values():
-            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at:
-                total += lot.remaining
-        return total - self.debt_owed(at)
+        overdue = self.overdue(at)
+        return self.active - overdue - max(self.debt - overdue, 0)
 
     def available_and_pending(self, at: datetime) -> tuple[int, int]:
-        """`(self.available(at), self.pending)` in one pass over the lots: what the
-        handler records after every command."""
-        available = pending = 0
-        for lot in self.lots.values():
-            status = lot.status
-            if status == "active":
-                if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at:
-                    available += lot.remaining
-            elif status == "pending":
-                pending += lot.remaining
-        return available - self.debt_owed(at), pending
+        """`(self.available(at), self.pending)`: what the handler records after every command."""
+        return self.available(at), self.pending
 
     def debt_owed(self, at: datetime) -> int:
         """The debt that the spendable points still owe at `at`.
@@ -85,33 +127,44 @@ class MemberState:
         the same before and after the job, and the debt is never charged twice."""
         if not self.debt:
             return 0
-        overdue = 0
-        for lot in self.lots.values():
-            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= at:
-                overdue += lot.remaining
-        return max(self.debt - overdue, 0)
+        return max(self.debt - self.overdue(at), 0)
 
     @property
     def balance(self) -> int:
         """Active points still on lots, less debt, whatever their dates (the ledger view
         until the expiry job has run)."""
-        return sum(lot.remaining for lot in self.lots.values() if lot.status == "active") - self.debt
+        return self.active - self.debt
 
-    @property
-    def pending(self) -> int:
-        return sum(lot.remaining for lot in self.lots.values() if lot.status == "pending")
+    def fifo(self, at: datetime) -> Iterator[Lot]:
+        """The spendable lots at `at`, in the order redemptions consume them (soonest
+        expiry first), lazily: a redemption walks only the lots it takes from (and any
+        past their date, which come first and are skipped)."""
+        lots = self.lots
+        for expires_at, lot_id in self.expiry:
+            if expires_at > at:
+                yield lots[lot_id]
 
     def spendable_lots(self, at: datetime) -> list[Lot]:
         """In the order redemptions consume them: soonest expiry first."""
-        lots = [
-            lot for lot in self.lots.values()  # Lot.spendable inlined, as in `available`
-            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at
-        ]
-        lots.sort(key=lambda lot: (lot.expires_at, lot.lot_id))
-        return lots
+        return list(self.fifo(at))
+
+    def due_lots(self, at: datetime, lots_max: int) -> list[Lot]:
+        """The first `lots_max` active lots with points left whose date is at or before
+        `at`, soonest first (then by lot id): what an expiry run takes."""
+        due: list[Lot] = []
+        lots = self.lots
+        for expires_at, lot_id in self.expiry:
+            if expires_at > at or len(due) == lots_max:
+                break
+            due.append(lots[lot_id])
+        return due
+
+    def qualifying_in_window(self, window_start: datetime, at: datetime) -> int:
+        """The tier-qualifying points dated in (window_start, at]."""
+        return self.qualifying.weight_between(window_start, at)
 
     def qualifying_entries(self) -> list[tuple[datetime, int]]:
-        return [(at, points) for _, at, points in self.qualifying]
+        return [(at, points) for at, _, points in self.qualifying]
 
 
 # Lots and states are built directly rather than through `dataclasses.replace`, which
@@ -125,151 +178,205 @@ def _taken(lot: Lot, amount: int, spent: bool) -> Lot:
     assert 0 < amount <= lot.remaining, (lot.lot_id, amount, lot.remaining)
     return Lot(
         lot.lot_id, lot.booking_id, lot.points, lot.remaining - amount, lot.status, lot.expires_at, lot.qualifying,
-        lot.spent + amount if spent else lot.spent, lot.expired,
+        lot.spent + amount if spent else lot.spent, lot.expired, lot.qualified_at,
     )
 
 
 def _expired(lot: Lot, points: int) -> Lot:
     return Lot(
         lot.lot_id, lot.booking_id, lot.points, lot.remaining - points, lot.status, lot.expires_at, lot.qualifying,
-        lot.spent, lot.expired + points,
+        lot.spent, lot.expired + points, lot.qualified_at,
     )
 
 
-def _with_status(lot: Lot, status: str, expires_at: datetime | None) -> Lot:
-    return Lot(lot.lot_id, lot.booking_id, lot.points, lot.remaining, status, expires_at, lot.qualifying, lot.spent,
-               lot.expired)
+class _Draft:
+    """A state being changed by events, leaving the state it started from as it was;
+    `finish` freezes it. The maps change persistently (`Map.set` copies a path of the
+    trie, a few nodes). The orders change persistently for one event (`evolve`: no
+    editor to build, and an append copies one chunk), or through an editor for many
+    (`bulk`, `fold`: the list of chunks is copied once, not per event)."""
 
+    __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
+                 "debt")
 
-def _take(lots: dict[str, Lot], takes: Iterable[LotTake], *, spent: bool) -> dict[str, Lot]:
-    lots = dict(lots)
-    for lot_id, amount in takes:
-        lots[lot_id] = _taken(lots[lot_id], amount, spent)
-    return lots
+    def __init__(self, state: MemberState, bulk: bool) -> None:
+        self.member_id = state.member_id
+        self.version = state.version
+        self.lots, self.closed, self.bookings = state.lots, state.closed, state.bookings
+        self.expiry: SortedKeys | SortedKeysEditor = state.expiry.edit() if bulk else state.expiry
+        self.qualifying: SortedKeys | SortedKeysEditor = state.qualifying.edit() if bulk else state.qualifying
+        self.active, self.pending, self.debt = state.active, state.pending, state.debt
 
+    def finish(self) -> MemberState:
+        return MemberState(
+            self.member_id, self.version, self.lots, self.closed, self.bookings, self.expiry.finish(),
+            self.qualifying.finish(), self.active, self.pending, self.debt,
+        )
 
-def evolve(state: MemberState, event: Event) -> MemberState:
-    """The state after one event. `fold` does the same for many events at once; a
-    property test checks that the two agree."""
-    version = state.version + 1
-    match event:
-        case PointsEarned():
-            lot = Lot(
-                event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
-                event.qualifying_points,
-            )
-            qualifying = state.qualifying
-            if event.status == "active":
-                qualifying += ((event.booking_id, event.occurred_at, event.qualifying_points),)
-            return MemberState(
-                state.member_id, version, {**state.lots, lot.lot_id: lot},
-                {**state.bookings, event.booking_id: lot.lot_id}, qualifying, state.debt,
-            )
-        case PendingPointsActivated():
-            lot = _with_status(state.lots[event.lot_id], "active", event.expires_at)
-            return MemberState(
-                state.member_id, version, {**state.lots, lot.lot_id: lot}, state.bookings,
-                state.qualifying + ((event.booking_id, event.occurred_at, event.qualifying_points),), state.debt,
-            )
-        case PointsRedeemed():
-            lots = _take(state.lots, event.lots, spent=True)
-            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
-        case PointsExpired():
-            lot = _expired(state.lots[event.lot_id], event.points)
-            lots = {**state.lots, lot.lot_id: lot}
-            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
-        case DebtSettled():
-            # Spent, as a redemption's points are: a refund of the lot's booking later takes
-            # back what paid the debt as its shortfall, so the debt comes back.
-            assert event.points <= state.debt, (event.points, state.debt)
-            lot = _taken(state.lots[event.lot_id], event.points, True)
-            lots = {**state.lots, lot.lot_id: lot}
-            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying,
-                               state.debt - event.points)
-        case PointsAdjusted():
-            if event.points > 0:
-                assert event.lot_id is not None
-                lot = Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at)
-                lots = {**state.lots, lot.lot_id: lot}
-            else:
-                lots = _take(state.lots, event.lots, spent=True)
-            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
-        case EarnReversed():
-            lots = _take(state.lots, event.lots, spent=False)
-            lot_id = state.bookings[event.booking_id]
-            lot = lots[lot_id]
-            lots[lot_id] = _with_status(lot, "reversed", lot.expires_at)
-            return MemberState(
-                state.member_id, version, lots, state.bookings,
-                tuple(q for q in state.qualifying if q[0] != event.booking_id),
-                state.debt + (event.shortfall if event.shortfall_debited else 0),
-            )
-    raise AssertionError(f"unknown event {event!r}")
+    def lot(self, lot_id: str) -> Lot:
+        lot = self.lots.get(lot_id)
+        return lot if lot is not None else self.closed[lot_id]
 
+    def put(self, old: Lot | None, new: Lot) -> None:
+        """`new` in the place of `old` (None: a lot not seen before). With `_add` and
+        `_drop`, the one place that moves lots between `lots` and `closed` and keeps
+        `expiry`, `qualifying` and the totals in step with them."""
+        if old is None:
+            self._add(new)
+        elif (new.status == "active" and old.status == "active" and new.remaining > 0 and old.remaining > 0
+              and new.expires_at == old.expires_at and new.qualified_at == old.qualified_at
+              and new.qualifying == old.qualifying):
+            # Points taken and the lot still open (a redemption's usual case): it keeps its
+            # place in both orders.
+            self.active += new.remaining - old.remaining
+            self.lots = self.lots.set(new.lot_id, new)
+        else:
+            self._drop(old)
+            self._add(new)
 
-def fold(member_id: str, events: Iterable[Event], state: MemberState | None = None) -> MemberState:
-    """`evolve` over `events`, starting from `state` (or a new member).
+    def _add(self, lot: Lot) -> None:
+        lot_id = lot.lot_id
+        status = lot.status
+        if status == "active" and lot.remaining > 0:
+            assert lot.expires_at is not None, f"active lot {lot_id!r} without an expiry date"
+            self.expiry = self.expiry.insert((lot.expires_at, lot_id))
+            self.active += lot.remaining
+            self.lots = self.lots.set(lot_id, lot)
+        elif status == "pending":
+            self.pending += lot.remaining
+            self.lots = self.lots.set(lot_id, lot)
+        else:
+            self.closed = self.closed.set(lot_id, lot)
+        if lot.qualified_at is not None:
+            self.qualifying = self.qualifying.insert((lot.qualified_at, lot.booking_id, lot.qualifying))
 
-    What loads a member from its history: rather than a new state, with copies of its
-    dictionaries, per event (quadratic in the length of the history), the lots,
-    bookings and qualifying entries are kept in mutable locals and frozen once at the
-    end. Each case does what the same case of `evolve` does, in the same order (the
-    same errors for a broken history, the same dictionary order);
-    tests/unit/test_properties.py checks that both give the same state.
-    """
-    state = state or MemberState(member_id)
-    lots, bookings, qualifying = dict(state.lots), dict(state.bookings), list(state.qualifying)
-    version, debt = state.version, state.debt
-    for event in events:
-        version += 1
+    def _drop(self, lot: Lot) -> None:
+        """What `_add` did for `lot`, undone."""
+        lot_id = lot.lot_id
+        status = lot.status
+        if status == "active" and lot.remaining > 0:
+            self.expiry = self.expiry.remove((lot.expires_at, lot_id))
+            self.active -= lot.remaining
+            self.lots = self.lots.delete(lot_id)
+        elif status == "pending":
+            self.pending -= lot.remaining
+            self.lots = self.lots.delete(lot_id)
+        else:
+            self.closed = self.closed.delete(lot_id)
+        if lot.qualified_at is not None:
+            self.qualifying = self.qualifying.remove((lot.qualified_at, lot.booking_id, lot.qualifying))
+
+    def _existing(self, lot_id: str) -> Lot | None:
+        """A lot of this id that a new one replaces (never, for lots that `decide` made)."""
+        lot = self.lots.get(lot_id)
+        return lot if lot is not None else self.closed.get(lot_id)
+
+    def _take(self, takes: Iterable[LotTake], *, spent: bool) -> None:
+        for lot_id, amount in takes:
+            lot = self.lot(lot_id)
+            self.put(lot, _taken(lot, amount, spent))
+
+    def apply(self, event: Event) -> None:
+        self.version += 1
         match event:
             case PointsEarned():
-                lots[event.lot_id] = Lot(
+                active = event.status == "active"
+                self.put(self._existing(event.lot_id), Lot(
                     event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
-                    event.qualifying_points,
-                )
-                if event.status == "active":
-                    qualifying.append((event.booking_id, event.occurred_at, event.qualifying_points))
-                bookings[event.booking_id] = event.lot_id
+                    event.qualifying_points, 0, 0, event.occurred_at if active else None,
+                ))
+                self.bookings = self.bookings.set(event.booking_id, event.lot_id)
             case PendingPointsActivated():
-                lot = _with_status(lots[event.lot_id], "active", event.expires_at)
-                lots[lot.lot_id] = lot
-                qualifying.append((event.booking_id, event.occurred_at, event.qualifying_points))
+                lot = self.lot(event.lot_id)
+                self.put(lot, Lot(
+                    lot.lot_id, lot.booking_id, lot.points, lot.remaining, "active", event.expires_at,
+                    event.qualifying_points, lot.spent, lot.expired, event.occurred_at,
+                ))
             case PointsRedeemed():
-                for lot_id, amount in event.lots:
-                    lots[lot_id] = _taken(lots[lot_id], amount, True)
+                self._take(event.lots, spent=True)
             case PointsExpired():
-                lot = _expired(lots[event.lot_id], event.points)
-                lots[lot.lot_id] = lot
+                lot = self.lot(event.lot_id)
+                self.put(lot, _expired(lot, event.points))
             case DebtSettled():
-                assert event.points <= debt, (event.points, debt)
-                lots[event.lot_id] = _taken(lots[event.lot_id], event.points, True)
-                debt -= event.points
+                # Spent, as a redemption's points are: a refund of the lot's booking later takes
+                # back what paid the debt as its shortfall, so the debt comes back.
+                assert event.points <= self.debt, (event.points, self.debt)
+                lot = self.lot(event.lot_id)
+                self.put(lot, _taken(lot, event.points, True))
+                self.debt -= event.points
             case PointsAdjusted():
                 if event.points > 0:
                     assert event.lot_id is not None
-                    lots[event.lot_id] = Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at)
+                    self.put(self._existing(event.lot_id),
+                             Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at))
                 else:
-                    for lot_id, amount in event.lots:
-                        lots[lot_id] = _taken(lots[lot_id], amount, True)
+                    self._take(event.lots, spent=True)
             case EarnReversed():
-                for lot_id, amount in event.lots:
-                    lots[lot_id] = _taken(lots[lot_id], amount, False)
-                lot_id = bookings[event.booking_id]
-                lot = lots[lot_id]
-                lots[lot_id] = _with_status(lot, "reversed", lot.expires_at)
-                qualifying = [q for q in qualifying if q[0] != event.booking_id]
-                debt += event.shortfall if event.shortfall_debited else 0
+                self._take(event.lots, spent=False)
+                lot = self.lot(self.bookings[event.booking_id])
+                self.put(lot, Lot(
+                    lot.lot_id, lot.booking_id, lot.points, lot.remaining, "reversed", lot.expires_at, lot.qualifying,
+                    lot.spent, lot.expired, None,
+                ))
+                self.debt += event.shortfall if event.shortfall_debited else 0
             case _:
                 raise AssertionError(f"unknown event {event!r}")
-    if version == state.version:
+
+
+def evolve(state: MemberState, event: Event) -> MemberState:
+    """The state after one event; `state` is left as it was."""
+    draft = _Draft(state, False)
+    draft.apply(event)
+    return draft.finish()
+
+
+def fold(member_id: str, events: Iterable[Event], state: MemberState | None = None) -> MemberState:
+    """`evolve` over `events`, starting from `state` (or a new member), in one draft: what
+    loads a member from its history, and what the handler uses for a command with
+    several events. tests/unit/test_properties.py checks that it gives the state the
+    chain of `evolve` gives."""
+    state = state or MemberState(member_id)
+    draft = _Draft(state, True)
+    for event in events:
+        draft.apply(event)
+    if draft.version == state.version:
         return state  # no events: the very same state, as evolving nothing gives
-    return MemberState(state.member_id, version, lots, bookings, tuple(qualifying), debt)
+    return draft.finish()
+
+
+def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Iterable[tuple[str, str]] = (),
+                debt: int = 0) -> MemberState:
+    """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
+    and the totals worked out from them in bulk: what a snapshot loads into, and how a
+    test makes a state by hand. It gives the state `put` would give lot by lot."""
+    open_lots: dict[str, Lot] = {}
+    closed: dict[str, Lot] = {}
+    expiry: list[tuple[datetime, str]] = []
+    qualifying: list[tuple[datetime, str | None, int]] = []
+    active = pending = 0
+    for lot in lots:
+        assert lot.lot_id not in open_lots and lot.lot_id not in closed, f"lot {lot.lot_id!r} given twice"
+        if lot.status == "active" and lot.remaining > 0:
+            assert lot.expires_at is not None, f"active lot {lot.lot_id!r} without an expiry date"
+            expiry.append((lot.expires_at, lot.lot_id))
+            active += lot.remaining
+            open_lots[lot.lot_id] = lot
+        elif lot.status == "pending":
+            pending += lot.remaining
+            open_lots[lot.lot_id] = lot
+        else:
+            closed[lot.lot_id] = lot
+        if lot.qualified_at is not None:
+            qualifying.append((lot.qualified_at, lot.booking_id, lot.qualifying))
+    return MemberState(member_id, version, Map(open_lots), Map(closed), Map(bookings), SortedKeys.of(expiry),
+                       SortedKeys.of(qualifying, weighted=True), active, pending, debt)
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
 # snapshot in another format is ignored and the member is folded from its events.
-SNAPSHOT_FORMAT = 1
+# 2: lots carry `qualified_at`, and the tier entries, totals and expiry order are
+# worked out from them.
+SNAPSHOT_FORMAT = 2
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -282,22 +389,19 @@ def _moment(text: str | None) -> datetime | None:
 
 def to_snapshot(state: MemberState) -> dict[str, Any]:
     """A state as JSON-ready data (without its member id and version, kept beside it):
-    what `from_snapshot` turns back into an equal state, in the same dictionary order."""
+    what `from_snapshot` turns back into an equal state."""
     return {
         "lots": [[lot.lot_id, lot.booking_id, lot.points, lot.remaining, lot.status, _iso(lot.expires_at),
-                  lot.qualifying, lot.spent, lot.expired] for lot in state.lots.values()],
+                  lot.qualifying, lot.spent, lot.expired, _iso(lot.qualified_at)]
+                 for lots in (state.lots, state.closed) for lot in lots.values()],
         "bookings": list(state.bookings.items()),
-        "qualifying": [[booking_id, at.isoformat(), points] for booking_id, at, points in state.qualifying],
         "debt": state.debt,
     }
 
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
-    lots = {}
-    for lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired in data["lots"]:
-        lots[lot_id] = Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired)
-    return MemberState(
-        member_id, version, lots, dict(data["bookings"]),
-        tuple((booking_id, datetime.fromisoformat(at), points) for booking_id, at, points in data["qualifying"]),
-        data["debt"],
-    )
+    lots = (Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired,
+                _moment(qualified_at))
+            for lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at
+            in data["lots"])
+    return build_state(member_id, version, lots, data["bookings"], data["debt"])
