@@ -11,6 +11,7 @@ import pytest
 
 from ledger.bootstrap import Container
 from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints, fold
+from ledger import handlers
 from ledger.handlers import CommandRequest, Ledger
 from ledger.store import AppendRequest, EventStore, verify_chain
 from ledger.store.events import GENESIS_HASH
@@ -279,6 +280,30 @@ async def test_a_new_process_starts_from_saved_snapshots_and_the_events_after_th
     # restored to an earlier time) is ignored too.
     await container.pool.execute("UPDATE member_snapshots SET version = 9 WHERE member_id = 'm2'")
     assert (await Ledger(container.store, container.rules).member_state("m2")).version == 1
+
+
+async def test_a_load_that_folds_a_long_history_saves_the_snapshot_the_next_process_starts_from(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger serve` saves no snapshots as it goes: a member whose load folded many
+    events has its snapshot saved then, so the next restart does not fold them again."""
+    monkeypatch.setattr(handlers, "SNAPSHOT_FOLD_EVENTS_MIN", 20)
+    await container.ledger.handle_batch([earn("long", f"B{i}", key=f"l{i}") for i in range(19)])
+    await container.ledger.handle_batch([earn("long", "B19", key="l19"), earn("short", "B1", key="s1")])
+    await container.ledger.handle(redeem("long", 150, "r1"))
+    assert await container.pool.fetchval("SELECT count(*) FROM member_snapshots") == 0
+    fresh = Ledger(container.store, container.rules)
+    long_state = await fresh.member_state("long")
+    short_state = await fresh.member_state("short")
+    assert dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots")) == {"long": 21}
+    # The next process starts from it (a doctored snapshot shows through), and equals the fold.
+    history = [s.event for s in await container.store.read_stream("long")]
+    assert await Ledger(container.store, container.rules).member_state("long") == long_state == fold("long", history)
+    await container.pool.execute("UPDATE member_snapshots SET state = jsonb_set(state, '{debt}', '7')")
+    assert (await Ledger(container.store, container.rules).member_state("long")).debt == 7
+    # It counts as saved; the short member is saved by the usual rounds only.
+    assert await fresh.save_snapshots() == 1
+    assert short_state.version == 1
 
 
 async def test_appends_do_not_wait_for_a_vacuum_or_analyse_of_the_events(container: Container) -> None:
