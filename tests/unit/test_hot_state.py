@@ -116,7 +116,7 @@ def test_a_redemption_and_an_earn_read_only_the_lots_they_take() -> None:
     assert (lots.reads, closed.reads) == (1, 0)
     # What the redemption leaves: the lot it took from stays open, nothing else moved.
     after = evolve(state, redeemed)
-    assert after.closed is state.closed and after.lot("booking:open0").remaining == 50
+    assert after.closed == state.closed and after.lot("booking:open0").remaining == 50
     indexes_agree(evolve(after, earned))
 
 

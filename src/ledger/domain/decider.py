@@ -127,7 +127,7 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
     window's total comes from the state's sums by date, not from a walk of every entry."""
     total = 0
     if state.qualifying.size:  # else (a first booking) there is no window to work out
-        total = state.qualifying_in_window(add_months(at, -rules.tier_window_months), at)
+        total = state.qualifying.weight_between(add_months(at, -rules.tier_window_months), at)
     name = rules.tiers[0].name
     for tier in rules.tiers:
         if tier.threshold <= total:

@@ -8,8 +8,8 @@ most `CHUNK_KEYS_MAX`, so a change copies one chunk and the tuple of chunks (abo
 n / 64 references), and leaves every other chunk shared with the state before.
 
 Changes go through a `SortedKeysEditor` (mutable; every chunk it changes is a new
-tuple), which gives back a new `SortedKeys` when finished. Chunk boundaries depend on the order of the
-changes only, never on anything else; equality compares the keys alone.
+tuple), which gives back a new `SortedKeys` when finished, or for a single key through
+`SortedKeys.insert` and `remove`. Equality compares the keys alone, whatever the chunks.
 
 With `weighted`, each chunk also keeps the sum of its keys' last element (an int), so a
 sum over a range of keys adds whole chunks' sums and walks at most two chunks.
@@ -70,9 +70,7 @@ class SortedKeys:
     def edit(self) -> SortedKeysEditor:
         return SortedKeysEditor(self)
 
-    # `insert`, `remove` and `finish` have the editor's signatures, so that code that
-    # changes a state's orders works on either: a `SortedKeys` answers with a new one
-    # (for a single change: no editor to build), an editor changes itself (for many).
+    # A single change without an editor: `evolve`'s fast paths add one lot per event.
 
     def insert(self, key: Any) -> SortedKeys:
         """A new `SortedKeys` with `key` too. Past every key (the usual case: lots and
@@ -92,9 +90,6 @@ class SortedKeys:
 
     def remove(self, key: Any) -> SortedKeys:
         return SortedKeysEditor(self).remove(key).finish()
-
-    def finish(self) -> SortedKeys:
-        return self
 
     def weight_between(self, low: Any, high: Any) -> int:
         """The sum of key[-1] over the keys with low < key[0] <= high (weighted only). A
