@@ -288,11 +288,7 @@ class _Draft:
                     event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
                     event.qualifying_points, 0, 0, event.occurred_at if event.status == "active" else None,
                 )
-                old = self._existing(lot.lot_id)
-                if old is None:
-                    self._add(lot)  # always, for the lots `decide` makes: `put` without its checks
-                else:
-                    self.put(old, lot)
+                self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
             case PendingPointsActivated():
                 lot = self.lot(event.lot_id)
