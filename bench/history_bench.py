@@ -6,7 +6,8 @@ directory, seeds the members through the ledger's batch path, then sends earns
 (booking.completed) and redemptions one at a time from a second process, alternating
 between the long member and a short one, and prints p50 and p99 of each. A first write
 after a restart folds the member's whole history (or starts from a snapshot): that cold
-write is measured too, once per member. The ratio long/short is what to read: the
+write is measured too, once per member, after the first start (no snapshot: the seed
+saved none) and after a second (from what the first saved). The ratio long/short is what to read: the
 machine's speed varies from day to day, the ratio much less.
 
     .venv/bin/python bench/history_bench.py [--events 10000] [--requests 300]
@@ -69,11 +70,11 @@ async def seed(data_dir: Path, events: int) -> None:
         await container.close()
 
 
-def measure(port: int, token: str, requests: int, out: mp.Queue) -> None:
-    """In a second process: cold writes first, then alternating warm ones."""
+def measure(port: int, token: str, requests: int, cold: str, out: mp.Queue) -> None:
+    """In a second process: cold writes first (named `cold`), then alternating warm ones."""
     now = datetime.now(UTC)
 
-    def earn(member: str, i: int) -> bytes:
+    def earn(member: str, i: int | str) -> bytes:
         return post("/v1/booking-events", token, {
             "event_id": f"hb-{member}-{i}", "type": "booking.completed", "member_id": member,
             "booking_id": f"hb-{member}-{i}", "product": "hotel", "amount": "180.00", "currency": "EUR",
@@ -94,7 +95,7 @@ def measure(port: int, token: str, requests: int, out: mp.Queue) -> None:
             assert status in (200, 201), (name, status)
 
         for member in (LONG, SHORT):  # the first write of each after the restart
-            await timed(f"cold earn, {member}", earn(member, -1))
+            await timed(f"{cold}, {member}", earn(member, cold.replace(",", "").replace(" ", "-")))
         for i in range(requests):
             for member in (LONG, SHORT):
                 await timed(f"earn, {member}", earn(member, i))
@@ -102,6 +103,30 @@ def measure(port: int, token: str, requests: int, out: mp.Queue) -> None:
         return times
 
     out.put(asyncio.run(run()))
+
+
+def serve_and_measure(port: int, env: dict[str, str], requests: int, cold: str, token: str | None) -> dict:
+    """Start `ledger serve`, measure from a second process, stop the server (SIGTERM)."""
+    server = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if m := re.search(r"(lk_\S+)", line):
+                token = m.group(1)
+            if "Uvicorn running" in line:
+                break
+        assert token, "no admin key printed"
+        ctx = mp.get_context("spawn")
+        out: mp.Queue = ctx.Queue()
+        p = ctx.Process(target=measure, args=(port, token, requests, cold, out))
+        p.start()
+        times = out.get(timeout=600)
+        p.join(30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    return {**times, "token": token}
 
 
 def main() -> int:
@@ -116,30 +141,15 @@ def main() -> int:
     t = time.perf_counter()
     asyncio.run(seed(data_dir, args.events))
     print(f"seeded {LONG} with {args.events} events and {SHORT} with 10 in {time.perf_counter() - t:.1f}s")
-    server = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--port", str(args.port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert server.stdout is not None
-        token = None
-        for line in server.stdout:
-            if m := re.search(r"(lk_\S+)", line):
-                token = m.group(1)
-            if "Uvicorn running" in line:
-                break
-        assert token, "no admin key printed"
-        ctx = mp.get_context("spawn")
-        out: mp.Queue = ctx.Queue()
-        p = ctx.Process(target=measure, args=(args.port, token, args.requests, out))
-        p.start()
-        times = out.get(timeout=600)
-        p.join(30)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+    # The first start folds each member's history on its first write; the second starts
+    # from whatever snapshot the first saved.
+    times = serve_and_measure(args.port, env, args.requests, "cold earn, 1st restart", None)
+    token = times.pop("token")
+    times.update(serve_and_measure(args.port, env, 0, "cold earn, 2nd restart", token))
     shutil.rmtree(data_dir, ignore_errors=True)
     print(f"\n{'write':<24} {'p50 ms':>8} {'p99 ms':>8}   {'p50 ms':>8} {'p99 ms':>8}   {'ratio p50':>9} {'p99':>6}")
     print(f"{'':<24} {LONG + ' (' + str(args.events) + ')':>17}   {SHORT + ' (10)':>17}")
-    for kind in ("cold earn", "earn", "redeem"):
+    for kind in ("cold earn, 1st restart", "cold earn, 2nd restart", "earn", "redeem"):
         long, short = times[f"{kind}, {LONG}"], times[f"{kind}, {SHORT}"]
         lp50, lp99 = percentile(long, 50) * 1e3, percentile(long, 99) * 1e3
         sp50, sp99 = percentile(short, 50) * 1e3, percentile(short, 99) * 1e3
