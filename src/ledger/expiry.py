@@ -17,6 +17,7 @@ import asyncpg
 
 from ledger.domain import ExpirePoints
 from ledger.handlers import CommandRequest, Ledger
+from ledger.store.database import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ async def run_expiry_scheduler(
             if expired:
                 log.info("expired %d lots", expired)
                 continue  # more may be due: go again without waiting
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("expiry scheduler: %s", exc)
+        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
+            log.warning("expiry scheduler: %s: %s", type(exc).__name__, exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:

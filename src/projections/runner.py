@@ -16,6 +16,7 @@ import asyncpg
 
 from ledger.domain import ProgramRules
 from ledger.store import EventStore, StoredEvent
+from ledger.store.database import DATABASE_ERRORS
 
 from .models import TABLES, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
@@ -45,7 +46,7 @@ async def _taken(
         return None
     try:
         after, page = await ahead
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("projection runner: reading ahead failed: %s", exc)
         return None
     return page if after == position else None
@@ -126,7 +127,7 @@ class ProjectionRunner:
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead.cancel()
-            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *DATABASE_ERRORS):
                 await ahead
 
     async def run_until_caught_up(self, pages_max: int = 1_000_000) -> None:
@@ -147,8 +148,8 @@ class ProjectionRunner:
             try:
                 taken = await self.run_once()
                 backoff = self.idle_s
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("projection runner: %s; retrying in %.1fs", exc, backoff)
+            except DATABASE_ERRORS as exc:
+                log.warning("projection runner: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
                 taken, backoff = 0, min(backoff * 2, 5.0)
                 await _sleep_or_stop(stop, backoff)
                 continue

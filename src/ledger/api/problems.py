@@ -21,6 +21,7 @@ from ledger.domain import (
     LedgerError,
     MemberNotFound,
 )
+from ledger.store.database import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,28 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised while handling, says the connection
+    or the server went away, rather than that the client was misused.
+
+    InterfaceError is both: "connection is closed" when a connection died under a
+    transaction, and "another operation is in progress" for code that shares one
+    connection between two tasks, which is a bug. InternalClientError is asyncpg's
+    own state going wrong, which in practice is a connection that died mid-operation:
+    the pool's reset of such a connection on release raises "cannot switch to state
+    15; another operation (2) is in progress" (seen under SIGKILL of the server),
+    and the pool then drops that connection."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a bounded walk down the chain
+        if seen is None:
+            return False
+        misuse = isinstance(seen, asyncpg.InterfaceError) and "closed" not in str(seen)
+        if isinstance(seen, UNAVAILABLE) and not misuse:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(LedgerError)
     async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:
@@ -87,14 +110,18 @@ def install(app: FastAPI) -> None:
                   413: "Request too large"}
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail), exc.headers)
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.TooManyConnectionsError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(OSError)
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return problem(503, "Service unavailable", "The ledger database is unreachable; retry shortly.",
+        if _connection_lost(exc):
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        else:
+            # Not the connection: asyncpg misused ("another operation is in progress")
+            # or failing inside. Still a 503 (retrying may well work), but a bug to see.
+            log.error("database client error", exc_info=exc)
+        return problem(503, "Service unavailable", "The ledger database is unavailable; retry shortly.",
                        {"Retry-After": "1"})
+
+    for cls in UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from ledger.bootstrap import Container, GcPacer
 from ledger.domain import LedgerError
 from ledger.handlers import CommandRequest, Ledger
 from ledger.settings import Settings
+from ledger.store.database import DATABASE_ERRORS
+from ledger.supervisor import Backoff
 
 from .rejected import SOURCE, Rejection, insert_rejections, parse_message, publish_pending, refusal_reason
 
@@ -72,16 +73,8 @@ class BatchOutcome:
     rejected: int
 
 
-class _Backoff:
-    def __init__(self) -> None:
-        self.delay = BACKOFF_S_MIN
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_S_MAX)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.delay = BACKOFF_S_MIN
+def _backoff() -> Backoff:
+    return Backoff(BACKOFF_S_MIN, BACKOFF_S_MAX)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -150,14 +143,14 @@ class BookingConsumer:
         # PostgreSQL may be restarting just now; the rebalance waits for this, so it
         # retries within the poll interval rather than joining with unknown offsets.
         deadline = time.monotonic() + self.settings.kafka_max_poll_interval_ms / 2000
-        backoff = _Backoff()
+        backoff = _backoff()
         while True:
             try:
                 rows = await self.pool.fetch(
                     "SELECT partition, next_offset FROM kafka_offsets WHERE consumer_group = $1 AND topic = $2"
                     " AND partition = ANY($3::int[])", self.group, self.topic, list(partitions))
                 return {r["partition"]: r["next_offset"] for r in rows}
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("reading stored offsets failed (%s); retrying", exc)
@@ -166,7 +159,7 @@ class BookingConsumer:
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = _Backoff()
+        backoff = _backoff()
         while not stop.is_set():
             try:
                 await self._session(stop, backoff)
@@ -214,7 +207,7 @@ class BookingConsumer:
             max_batch_size=65_536,
         )
 
-    async def _session(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+    async def _session(self, stop: asyncio.Event, backoff: Backoff) -> None:
         consumer, producer = self._kafka_consumer(), self._producer()
         self._consumer = consumer
         try:
@@ -474,5 +467,5 @@ async def consumer_task(container: Container, stop: asyncio.Event) -> None:
     try:
         saved = await container.ledger.save_snapshots()
         log.info("saved %d member state snapshots", saved)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("member state snapshots not saved: %s", exc)
