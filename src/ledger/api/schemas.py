@@ -197,18 +197,33 @@ class Health(BaseModel):
     status: str
 
 
+class TaskState(BaseModel):
+    model_config = _examples({"up": False, "restarts": 2, "failures": 3,
+                              "last_error": "ConnectionRefusedError: [Errno 111] Connect call failed",
+                              "since": "2026-11-24T18:00:03+00:00"})
+    up: bool = Field(description="False while the task waits to be started again after a failure.")
+    restarts: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    last_error: str | None = Field(None, max_length=500)
+    since: datetime = Field(description="When the task last started or failed.")
+
+
 class Readiness(BaseModel):
     model_config = _examples({
         "status": "ready", "database": "ok", "migrations": "current", "head_position": 44,
         "projection_position": 44, "projection_lag_events": 0, "kafka": None,
+        "tasks": {"projections": {"up": True, "restarts": 0, "failures": 0, "last_error": None,
+                                  "since": "2026-11-24T18:00:00+00:00"}},
     })
     status: Literal["ready", "not_ready"]
-    database: str
+    database: str = Field(description='"ok", "unreachable", or "restarting" while the embedded server is started'
+                                      " again.")
     migrations: str
     head_position: int | None
     projection_position: int | None
     projection_lag_events: int | None
     kafka: dict[str, Any] | None = None
+    tasks: dict[str, TaskState] = Field(default_factory=dict, description="The background tasks by name.")
 
 
 class Problem(BaseModel):
