@@ -66,21 +66,14 @@ class EmbeddedPostgres:
         return {"user": _SYSTEM_USER} if os.geteuid() == 0 else {}
 
     def _run(self, *args: str, timeout: float = _START_TIMEOUT_S) -> None:
-        done = subprocess.run(
+        subprocess.run(
             [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
+            check=True,
             timeout=timeout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             **self._run_as,  # type: ignore[arg-type]
         )
-        if done.returncode != 0:
-            # pg_ctl's own message says little ("could not start server"); the server
-            # log's last lines say why (a stale shared memory block, a port in use).
-            tail = ""
-            with contextlib.suppress(OSError):
-                tail = "\n".join((self.pgdata / "server.log").read_text(errors="replace").splitlines()[-5:])
-            raise RuntimeError(f"{args[0]} {args[-1]} failed (exit {done.returncode}):"
-                               f" {done.stderr.decode(errors='replace').strip()}\n{tail}".rstrip())
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -223,11 +216,23 @@ class EmbeddedPostgres:
         if not self.is_running():
             self._clear_stale_pid_file()
             options = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
-            self._run(
-                "pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
-                "-l", str(self.pgdata / "server.log"), "-o", f"-p {self.port} {options}", "start",
-            )
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
+                    "-l", str(self.pgdata / "server.log"), "-o", f"-p {self.port} {options}", "start",
+                )
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(self._start_failure(exc)) from exc
         return self.url("postgres")
+
+    def _start_failure(self, exc: subprocess.CalledProcessError) -> str:
+        """pg_ctl's own message says little ("could not start server"); the server log's
+        last lines say why (a stale shared memory block, a port in use)."""
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = "\n".join((self.pgdata / "server.log").read_text(errors="replace").splitlines()[-5:])
+        stderr = (exc.stderr or b"").decode(errors="replace").strip()
+        return f"PostgreSQL did not start (pg_ctl exit {exc.returncode}): {stderr}\n{tail}".rstrip()
 
     def stop(self, mode: str = "fast") -> None:
         if self.is_running():

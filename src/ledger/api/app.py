@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.bootstrap import Container, build
 from ledger.embedded import keep_running
-from ledger.expiry import run_expiry_scheduler
+from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
-from ledger.supervisor import Supervisor
+from ledger.expiry import run_expiry_scheduler
 
 from . import metrics, problems
 from .rejected import router as rejected_router
