@@ -101,6 +101,7 @@ class Container:
     async def close(self, *, stop_embedded: bool = True) -> None:
         """Close the pool and let go of an embedded server, which stops once no other
         process of this data directory uses it."""
+        await self.ledger.group.close()
         if not self.pool.is_closing():
             await self.pool.close()
         if stop_embedded and self.embedded is not None and await asyncio.to_thread(self.embedded.release):
@@ -117,7 +118,8 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
     rules = load_rules(settings)
     store = EventStore(pool)
     ledger = Ledger(
-        store, rules, cache_members_max=settings.state_cache_members_max, attempts_max=settings.command_attempts_max
+        store, rules, cache_members_max=settings.state_cache_members_max, attempts_max=settings.command_attempts_max,
+        group_commands_max=settings.write_batch_commands_max,
     )
     runner = ProjectionRunner(
         pool, store, rules, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     expiry_batch_members_max: int = Field(500, ge=1, le=10_000)
     state_cache_members_max: int = Field(200_000, ge=0, le=10_000_000)
     command_attempts_max: int = Field(100, ge=1, le=1_000)
+    write_batch_commands_max: int = Field(
+        500, ge=1, le=10_000,
+        description="Single writes (HTTP) that arrive while a transaction is in flight share the next one, up to"
+                    " this many.")
 
     kafka_bootstrap_servers: str | None = Field(None, description="Set to consume booking events from Kafka.")
     kafka_topic: str = "travel.booking-events"

@@ -7,6 +7,7 @@ from datetime import datetime
 import asyncpg
 
 from ledger.domain import (
+    DebtSettled,
     EarnReversed,
     PendingPointsActivated,
     PointsAdjusted,
@@ -54,6 +55,9 @@ class Balances:
             case PointsExpired():
                 row[_A] -= e.points
                 row[_X] += e.points
+            case DebtSettled():
+                # Points off a lot and off the debt: `available` (a balance net of debt) stays.
+                row[_D] -= e.points
             case PointsAdjusted():
                 row[_A] += e.points
                 row[_ADJ] += e.points

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from ledger.domain import (
+    DebtSettled,
     EarnReversed,
     PendingPointsActivated,
     PointsAdjusted,
@@ -47,7 +48,7 @@ class ExpirySchedule:
                 row[0], row[3] = "active", e.expires_at
             case PointsRedeemed():
                 self._take(m, e.lots)
-            case PointsExpired():
+            case PointsExpired() | DebtSettled():  # its date came: what was left paid a debt or expired
                 row = self._row(m, e.lot_id)
                 row[0] = "expired"
                 row[2] -= e.points

@@ -15,6 +15,7 @@ from ledger.domain import (
     CancelBooking,
     CompleteBooking,
     ConfirmBooking,
+    DebtSettled,
     EarnReversed,
     Event,
     ExpirePoints,
@@ -289,3 +290,33 @@ def test_times_outside_the_supported_years_are_refused(year: int) -> None:
 def test_rules_with_ambiguous_tiers_are_refused_when_loaded(tiers: list) -> None:
     with pytest.raises(ValueError, match="tier"):
         ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tiers": tiers})
+
+
+def test_a_debt_paid_off_by_later_points_is_not_charged_again_when_they_expire() -> None:
+    """Complete A for 800, redeem 700, refund A: -700. Earn B (1,000), redeem 300: 0, since
+    700 of B pay the debt. When B reaches its date those 700 settle the debt; nothing of
+    B is left to expire, and available stays 0 (the debt is never charged twice)."""
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": True})
+    b_at = T0 + timedelta(days=1)
+    history = [complete("A", amount="60.00"), redeem(700, "R1"), RefundBooking(M, T0, "A")]
+    assert given(*history, rules=rules)[0].available(T0) == -700
+    state, _ = given(*history, complete("B", amount="200.00", at=b_at), redeem(300, "R2", at=b_at), rules=rules)
+    assert state.available(b_at) == 0
+    b_expires = state.lots["booking:B"].expires_at
+    assert b_expires is not None
+    assert state.available(b_expires) == 0  # past its date, before the expiry job: still 0
+    events = decide(state, ExpirePoints(M, b_expires), rules)
+    assert events == [DebtSettled(occurred_at=b_expires, lot_id="booking:B", points=700)]
+    after = fold(M, events, state)
+    assert after.available(b_expires) == 0 and after.debt == 0 and after.lots["booking:B"].remaining == 0
+
+
+def test_expiry_takes_at_most_lots_max_lots_soonest_first_and_the_next_command_goes_on() -> None:
+    state, _ = given(*(complete(f"B{i}", at=T0 + timedelta(days=4 - i)) for i in range(5)))
+    after = T0 + timedelta(days=800)
+    first = decide(state, ExpirePoints(M, after, 2), RULES)
+    assert [e.lot_id for e in first] == ["booking:B4", "booking:B3"]
+    state = fold(M, first, state)
+    assert [e.lot_id for e in decide(state, ExpirePoints(M, after, 2), RULES)] == ["booking:B2", "booking:B1"]
+    with pytest.raises(InvalidCommand):
+        decide(state, ExpirePoints(M, after, 0), RULES)

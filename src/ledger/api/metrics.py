@@ -5,14 +5,40 @@ process."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from ledger.ingest.metrics import ConsumerCollector
 from ledger.store.database import UNAVAILABLE
 from ledger.supervisor import TaskCollector
+
+
+class WriteCollector(Collector):
+    """The write path's counters, read from the ledger at scrape time."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        container = getattr(self.app.state, "container", None)
+        if container is None:
+            return
+        ledger = container.ledger
+        yield CounterMetricFamily("ledger_command_conflicts", "Command attempts that lost a race for a member's"
+                                  " stream to another writer and were decided again", value=ledger.conflicts)
+        stats = ledger.group.stats
+        yield CounterMetricFamily("ledger_group_commit_batches", "Transactions of grouped single commands",
+                                  value=stats.batches)
+        yield CounterMetricFamily("ledger_group_commit_commands", "Single commands committed in groups",
+                                  value=stats.commands)
+        yield GaugeMetricFamily("ledger_group_commit_batch_commands_max", "Largest group committed so far",
+                                value=stats.batch_commands_max_seen)
 
 
 class Metrics:
@@ -61,6 +87,7 @@ def install(app: FastAPI) -> None:
 
     metrics.registry.register(ConsumerCollector(kafka_status))
     metrics.registry.register(TaskCollector(lambda: getattr(app.state, "supervisor", None)))
+    metrics.registry.register(WriteCollector(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

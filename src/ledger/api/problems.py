@@ -21,6 +21,7 @@ from ledger.domain import (
     LedgerError,
     MemberNotFound,
 )
+from ledger.group_commit import Overloaded
 from ledger.store.database import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,23 @@ class ApiProblem(Exception):
         self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
 
 
-# Most specific first: the first match wins.
+# Most specific first: the first match wins. A 409 is final: the same request will be
+# refused again. A write that lost every race against other processes for the member
+# (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or found too many writes queued, was not
+# applied and may be sent again as it is: a 503 with Retry-After says so, as any
+# HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
     (MemberNotFound, 404),
     (BookingNotFound, 422),
     (BookingStateConflict, 409),
     (DuplicateEvent, 409),
-    (ConcurrencyConflict, 409),
+    (ConcurrencyConflict, 503),
+    (Overloaded, 503),
     (InvalidCommand, 422),
     (LedgerError, 400),
 ]
+_RETRY_AFTER = {"Retry-After": "1"}
 
 
 def _slug(title: str) -> str:
@@ -89,7 +96,7 @@ def install(app: FastAPI) -> None:
     async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:
         status = next(code for cls, code in _STATUS if isinstance(exc, cls))
         details = {k: v for k, v in exc.details.items() if isinstance(v, (int, str))}
-        return problem(status, exc.title, exc.message, **details)
+        return problem(status, exc.title, exc.message, _RETRY_AFTER if status == 503 else None, **details)
 
     @app.exception_handler(ApiProblem)
     async def _api(_: Request, exc: ApiProblem) -> JSONResponse:
@@ -117,8 +124,7 @@ def install(app: FastAPI) -> None:
             # Not the connection: asyncpg misused ("another operation is in progress")
             # or failing inside. Still a 503 (retrying may well work), but a bug to see.
             log.error("database client error", exc_info=exc)
-        return problem(503, "Service unavailable", "The ledger database is unavailable; retry shortly.",
-                       {"Retry-After": "1"})
+        return problem(503, "Service unavailable", "The ledger database is unavailable; retry shortly.", _RETRY_AFTER)
 
     for cls in UNAVAILABLE:
         app.add_exception_handler(cls, _unavailable)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -16,8 +17,10 @@ from ledger.domain import AdjustPoints, Command, MemberNotFound, RedeemPoints, t
 from ledger.handlers import CommandRequest, CommandResult
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
+from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
 from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
+from .problems import ApiProblem
 from .schemas import (
     AdjustmentRequest,
     AuditEvent,
@@ -36,11 +39,14 @@ from .schemas import (
 router = APIRouter(prefix="/v1")
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 HISTORY_LIMIT_MAX = 200
+EXPIRY_CURSOR_CHARS_MAX = 400  # base64 of a date and a lot id, with room for ids well past 64 characters
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Problem responses of a route: every route may answer 503 with Retry-After (the
+    database unreachable, a write to retry as it is)."""
     return {code: {"model": Problem, "content": {"application/problem+json": {}}}
-            for code in (400, 401, 403, 413, 422, *codes)}
+            for code in sorted({400, 401, 403, 413, 422, 503, *codes})}
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -141,7 +147,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
     """Available, pending and lifetime points, and the tier in force now."""
@@ -154,7 +160,7 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
         raise MemberNotFound(member_id)
     tier = tier_status(zip(row["earned_at"], row["points"], strict=True), now, container.rules)
     return Balance(
-        member_id=member_id, available=row["available"] - row["overdue"], pending=row["pending"],
+        member_id=member_id, available=row["available"] - max(row["overdue"] - row["debt"], 0), pending=row["pending"],
         lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"], tier=tier.tier,
         last_activity=row["last_activity"], position=row["checkpoint"],
@@ -162,8 +168,10 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
 
 
 # Lots past their date stop being spendable before the expiry job records it: `overdue`.
+# What they have left pays the member's debt first (MemberState.debt_owed), and `available`
+# is already net of the debt, so only the overdue points beyond the debt come off.
 _BALANCE_SQL = """
-SELECT b.available, b.pending, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired, b.lifetime_adjusted,
+SELECT b.available, b.debt, b.pending, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired, b.lifetime_adjusted,
        b.last_activity,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint,
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
@@ -175,7 +183,7 @@ FROM balances b WHERE b.member_id = $1
 
 
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None) -> TierView:
     """Tier from tier-qualifying points in the rolling window, evaluated now."""
@@ -191,30 +199,52 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    within_days: Annotated[int, Query(ge=0, le=3650)] = 90, min_position: MinPosition = None,
+    within_days: Annotated[int, Query(ge=0, le=3650)] = 90,
+    limit: Annotated[int, Query(ge=1, le=EXPIRY_PAGE_LOTS_MAX, description="Lots per page.")] = 100,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=EXPIRY_CURSOR_CHARS_MAX, pattern=r"^[A-Za-z0-9_-]+$",
+                                        description="`next_cursor` of the page before.")] = None,
+    min_position: MinPosition = None,
 ) -> ExpirySchedule:
-    """Every lot with points left, soonest expiry first, and how many expire within N days."""
+    """Lots with points left, soonest expiry first, a page at a time; and how many points
+    expire within N days, over all of them."""
+    after = _expiry_cursor_value(cursor) if cursor is not None else None
     position = await wait_for_position(container, min_position)
     now = container.clock()
-    async with container.pool.acquire() as conn:
-        if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
-            raise MemberNotFound(member_id)
-        rows = await conn.fetch(
-            "SELECT lot_id, remaining, expires_at FROM expiry_lots WHERE member_id = $1 AND status = 'active'"
-            " AND remaining > 0 AND expires_at > $2 ORDER BY expires_at, lot_id LIMIT 1000", member_id, now)
-    horizon = now + timedelta(days=within_days)
+    page = await expiry_page(container.pool, member_id, now, now + timedelta(days=within_days), after, limit)
+    if page is None:
+        raise MemberNotFound(member_id)
     return ExpirySchedule(
-        member_id=member_id, within_days=within_days,
-        expiring_points=sum(r["remaining"] for r in rows if r["expires_at"] <= horizon),
-        lots=[dict(r) for r in rows], position=position,
+        member_id=member_id, within_days=within_days, expiring_points=page.expiring_points,
+        lots=[{"lot_id": lot_id, "remaining": remaining, "expires_at": expires_at}
+              for lot_id, remaining, expires_at in page.lots],
+        next_cursor=_expiry_cursor(*page.next_after) if page.next_after is not None else None, position=position,
     )
 
 
+def _expiry_cursor(expires_at: datetime, lot_id: str) -> str:
+    """Opaque to clients: where the next page starts, as base64url JSON without padding."""
+    return base64.urlsafe_b64encode(json.dumps([expires_at.isoformat(), lot_id]).encode()).decode().rstrip("=")
+
+
+def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
+    try:
+        expires_at, lot_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        moment = datetime.fromisoformat(expires_at)
+        if moment.tzinfo is None or not isinstance(lot_id, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError) as exc:  # binascii.Error and json's errors are ValueErrors
+        raise ApiProblem(
+            422, "Invalid request", "The cursor is not one this route handed out.",
+            errors=[{"field": "cursor", "message": "unknown cursor", "type": "invalid_cursor"}],
+        ) from exc
+    return moment, lot_id
+
+
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
-            responses=_errors(404, 503), tags=["members"])
+            responses=_errors(404), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
     limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,

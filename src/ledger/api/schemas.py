@@ -138,12 +138,14 @@ class ExpirySchedule(BaseModel):
     model_config = _examples({
         "member_id": "M-1001", "within_days": 90, "expiring_points": 0,
         "lots": [{"lot_id": "booking:BK-000123", "remaining": 100, "expires_at": "2028-11-25T09:30:00Z"}],
-        "position": 44,
+        "next_cursor": None, "position": 44,
     })
     member_id: str
     within_days: int
-    expiring_points: int = Field(description="Points whose lots expire within `within_days`.")
-    lots: list[ExpiringLot] = Field(description="Every lot with points left, soonest expiry first.")
+    expiring_points: int = Field(description="Points whose lots expire within `within_days`, over all the lots "
+                                             "(not only this page's).")
+    lots: list[ExpiringLot] = Field(description="A page of the lots with points left, soonest expiry first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
     position: int
 
 

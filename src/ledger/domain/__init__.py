@@ -22,6 +22,7 @@ from .errors import (
     MemberNotFound,
 )
 from .events import (
+    DebtSettled,
     EarnReversed,
     Event,
     PendingPointsActivated,

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 from ._frozen import fast_init
 
+EXPIRE_LOTS_MAX = 1_000  # lots one ExpirePoints command takes at most, by default
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -72,4 +74,10 @@ class AdjustPoints(Command):
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ExpirePoints(Command):
-    """Expire what is left of every lot whose date is at or before `occurred_at`."""
+    """Expire what is left of the lots whose date is at or before `occurred_at`: the
+    `lots_max` soonest of them, so that one command's events stay bounded (at most
+    `lots_max + 1`: one lot may be split between a settled debt and its expiry). A
+    member with more lots due takes several commands, each going on where the last
+    stopped."""
+
+    lots_max: int = EXPIRE_LOTS_MAX

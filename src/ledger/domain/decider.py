@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from datetime import datetime
 
 from .commands import (
@@ -16,6 +17,7 @@ from .commands import (
 )
 from .errors import BookingNotFound, BookingStateConflict, InsufficientPoints, InvalidCommand, MemberNotFound
 from .events import (
+    DebtSettled,
     EarnReversed,
     Event,
     LotTake,
@@ -61,13 +63,31 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         case AdjustPoints():
             return [_adjust(state, command, rules)]
         case ExpirePoints():
-            return [
-                PointsExpired(occurred_at=command.occurred_at, lot_id=lot.lot_id, points=lot.remaining)
-                for lot in sorted(state.lots.values(), key=lambda lot: (lot.expires_at or command.occurred_at, lot.lot_id))
-                if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None
-                and lot.expires_at <= command.occurred_at
-            ]
+            return _expire(state, command)
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
+
+
+def _expire(state: MemberState, command: ExpirePoints) -> list[Event]:
+    """The `lots_max` soonest lots due, in order of their dates: what is left of each
+    pays off the member's debt first (`MemberState.debt_owed` says why), and the rest
+    expires."""
+    if command.lots_max < 1:
+        raise InvalidCommand("An expiry must take at least one lot.")
+    at = command.occurred_at
+    due = [lot for lot in state.lots.values()
+           if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= at]
+    # Not sorting every lot a member has: one with tens of thousands due takes many commands.
+    due = heapq.nsmallest(command.lots_max, due, key=lambda lot: (lot.expires_at, lot.lot_id))
+    debt = state.debt
+    events: list[Event] = []
+    for lot in due:
+        settled = min(debt, lot.remaining)
+        if settled:
+            events.append(DebtSettled(occurred_at=at, lot_id=lot.lot_id, points=settled))
+            debt -= settled
+        if lot.remaining > settled:
+            events.append(PointsExpired(occurred_at=at, lot_id=lot.lot_id, points=lot.remaining - settled))
+    return events
 
 
 def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: ProgramRules, *, status: str) -> PointsEarned:
@@ -163,7 +183,7 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
 
 def _take_fifo(state: MemberState, points: int, at: datetime) -> tuple[LotTake, ...]:
     lots = state.spendable_lots(at)
-    available = sum(lot.remaining for lot in lots) - state.debt  # state.available(at), from the same lots
+    available = sum(lot.remaining for lot in lots) - state.debt_owed(at)  # state.available(at), from the same lots
     if points > available:
         raise InsufficientPoints(requested=points, available=max(available, 0))
     takes: list[LotTake] = []

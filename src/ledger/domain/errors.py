@@ -48,6 +48,9 @@ class MemberNotFound(LedgerError):
 
 
 class ConcurrencyConflict(LedgerError):
+    """Another writer changed the member first; the command was not applied and may be
+    sent again as it is."""
+
     title = "Concurrent update"
 
 

@@ -73,6 +73,17 @@ class PointsExpired(Event):
 
 @fast_init
 @dataclass(frozen=True, slots=True)
+class DebtSettled(Event):
+    """A lot reached its date while the member owed points (a debited shortfall): what
+    was left of it paid the debt off, up to the debt, instead of expiring. The expiry
+    decision settles first and expires (`PointsExpired`) only the rest of the lot."""
+
+    lot_id: str
+    points: int  # taken from the lot and off the debt
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
 class PointsAdjusted(Event):
     adjustment_id: str
     points: int  # signed
@@ -98,7 +109,9 @@ class EarnReversed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed)
+    for cls in (
+        PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed, DebtSettled,
+    )
 }
 
 # (type, stored version) -> function turning that version's data into the next one's.

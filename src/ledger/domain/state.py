@@ -9,6 +9,7 @@ from typing import Any
 
 from ._frozen import fast_init
 from .events import (
+    DebtSettled,
     EarnReversed,
     Event,
     LotTake,
@@ -52,14 +53,14 @@ class MemberState:
         return self.version > 0
 
     def available(self, at: datetime) -> int:
-        """Spendable now: active lots not yet past their date, less any debt."""
+        """Spendable now: active lots not yet past their date, less any debt they owe."""
         # `Lot.spendable` inlined: the handler asks this after every command, and a
         # method call per lot was most of its cost.
         total = 0
         for lot in self.lots.values():
             if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at > at:
                 total += lot.remaining
-        return total - self.debt
+        return total - self.debt_owed(at)
 
     def available_and_pending(self, at: datetime) -> tuple[int, int]:
         """`(self.available(at), self.pending)` in one pass over the lots: what the
@@ -72,7 +73,23 @@ class MemberState:
                     available += lot.remaining
             elif status == "pending":
                 pending += lot.remaining
-        return available - self.debt, pending
+        return available - self.debt_owed(at), pending
+
+    def debt_owed(self, at: datetime) -> int:
+        """The debt that the spendable points still owe at `at`.
+
+        A debt is paid off by the soonest-expiring points first: when a lot reaches its
+        date, what is left of it settles the debt (`DebtSettled`) and only the rest
+        expires. Points already past their date that the expiry job has not reached yet
+        will settle it that way, so they are counted against the debt now: available is
+        the same before and after the job, and the debt is never charged twice."""
+        if not self.debt:
+            return 0
+        overdue = 0
+        for lot in self.lots.values():
+            if lot.status == "active" and lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= at:
+                overdue += lot.remaining
+        return max(self.debt - overdue, 0)
 
     @property
     def balance(self) -> int:
@@ -161,6 +178,14 @@ def evolve(state: MemberState, event: Event) -> MemberState:
             lot = _expired(state.lots[event.lot_id], event.points)
             lots = {**state.lots, lot.lot_id: lot}
             return MemberState(state.member_id, version, lots, state.bookings, state.qualifying, state.debt)
+        case DebtSettled():
+            # Spent, as a redemption's points are: a refund of the lot's booking later takes
+            # back what paid the debt as its shortfall, so the debt comes back.
+            assert event.points <= state.debt, (event.points, state.debt)
+            lot = _taken(state.lots[event.lot_id], event.points, True)
+            lots = {**state.lots, lot.lot_id: lot}
+            return MemberState(state.member_id, version, lots, state.bookings, state.qualifying,
+                               state.debt - event.points)
         case PointsAdjusted():
             if event.points > 0:
                 assert event.lot_id is not None
@@ -216,6 +241,10 @@ def fold(member_id: str, events: Iterable[Event], state: MemberState | None = No
             case PointsExpired():
                 lot = _expired(lots[event.lot_id], event.points)
                 lots[lot.lot_id] = lot
+            case DebtSettled():
+                assert event.points <= debt, (event.points, debt)
+                lots[event.lot_id] = _taken(lots[event.lot_id], event.points, True)
+                debt -= event.points
             case PointsAdjusted():
                 if event.points > 0:
                     assert event.lot_id is not None
