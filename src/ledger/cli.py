@@ -112,23 +112,40 @@ async def _verify(args: argparse.Namespace) -> int:
 
 async def _keys(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
-    from ledger.keys import Role, create_key, list_keys, revoke_key
+    from ledger.keys import KeyNameError, Role, check_name, create_key, list_keys, revoke_key, rotate_key
 
+    if args.action == "create":
+        try:
+            check_name(args.name)  # before the database starts: a typo costs nothing
+        except KeyNameError as exc:
+            print(f"ledger keys create: {exc}", file=sys.stderr)
+            return 2
     container = await build(_settings())
     try:
         if args.action == "create":
             key, token = await create_key(container.pool, args.name, Role(args.role))
             print(f"created {key.role.value} key {key.name!r} ({key.key_id}); it is shown only once:")
             print(token)
+        elif args.action == "rotate":
+            old, key, token = await rotate_key(container.pool, args.name)
+            print(f"revoked {old.key_id} and created {key.role.value} key {key.name!r} ({key.key_id});"
+                  " it is shown only once:")
+            print(token)
         elif args.action == "list":
             for key in await list_keys(container.pool):
-                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                if key.replaced_by:
+                    state = f"rotated {key.revoked_at:%Y-%m-%d} to {key.replaced_by}"
+                else:
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.key_id}  {key.name:<24} {key.role.value:<8} {state}")
         elif not await revoke_key(container.pool, args.name):
             print(f"no active key named {args.name!r}", file=sys.stderr)
             return 1
         else:
             print(f"revoked {args.name!r}")
+    except KeyNameError as exc:
+        print(f"ledger keys {args.action}: {exc}", file=sys.stderr)
+        return 2
     finally:
         await container.close()
     return 0
@@ -227,6 +244,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by name or id")
     revoke.add_argument("name")
     revoke.set_defaults(func=_keys)
+    rotate = keys.add_parser("rotate", help="issue a new key of the same name and role, revoke the old one")
+    rotate.add_argument("name")
+    rotate.set_defaults(func=_keys)
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
     proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
     run = proj.add_parser("run", help="project until caught up, then exit (or keep following)")
@@ -244,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = parser().parse_args(argv)
-    if getattr(args, "sync", False):
-        return int(args.func(args))
-    return asyncio.run(args.func(args))
+    try:
+        if getattr(args, "sync", False):
+            return int(args.func(args))
+        return asyncio.run(args.func(args))
+    except KeyboardInterrupt:
+        # A Ctrl-C is a request, not a failure: one line, not a traceback.
+        print(f"ledger {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
