@@ -18,7 +18,7 @@ from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
-from . import metrics, problems
+from . import docs, metrics, problems
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -99,7 +99,10 @@ def create_app(
         version="1.0.0",
         description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install, without a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     problems.install(app)
     metrics.install(app)
     app.include_router(router)
