@@ -8,6 +8,7 @@ import signal
 
 import uvicorn
 
+from ledger.api.access_log import log_to_stderr
 from ledger.api.app import create_app
 from ledger.bootstrap import build
 from ledger.keys import Role, create_key, list_keys
@@ -52,6 +53,7 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
 
             tasks.append(consumer_task)
         app = create_app(settings, container=container, extra_tasks=tasks, close_container=True)
+        log_to_stderr()  # one JSON line per request, in place of uvicorn's access log
         config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                                 timeout_graceful_shutdown=10)
         # uvicorn installs the SIGINT/SIGTERM handlers: it stops accepting, drains,

@@ -19,6 +19,7 @@ from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
 from . import docs, metrics, problems
+from .access_log import AccessLog
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -142,4 +143,5 @@ def create_app(
         return JSONResponse(Readiness(**body).model_dump(mode="json"), status_code=200 if ready else 503)
 
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
+    app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer
     return app
