@@ -186,6 +186,25 @@ async def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _kafka_init(args: argparse.Namespace) -> int:
+    from ledger.ingest.topics import ensure_topics
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        print("ledger kafka init: set LEDGER_KAFKA_BOOTSTRAP_SERVERS to the broker(s), e.g. 127.0.0.1:9092",
+              file=sys.stderr)
+        return 2
+    try:
+        topics = await ensure_topics(settings)
+    except Exception as exc:  # unreachable broker, refused creation: one line, not a traceback
+        print(f"ledger kafka init: could not prepare the topics on {settings.kafka_bootstrap_servers}:"
+              f" {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    for topic in topics:
+        print(f"{'created' if topic.created else 'exists ':<8} {topic.name} ({topic.partitions} partitions)")
+    return 0
+
+
 async def _rejected(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
     from ledger.ingest.rejected import list_rejected, retry_rejected
@@ -224,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",
                    description=settings_help).set_defaults(func=_consume)
+    kafka = sub.add_parser("kafka", help="Kafka set-up").add_subparsers(dest="action", required=True)
+    kafka.add_parser("init", help="create the booking-events and dead-letter topics (those missing)",
+                     description=settings_help).set_defaults(func=_kafka_init)
     rejected = sub.add_parser("rejected", help="messages the consumer rejected").add_subparsers(
         dest="action", required=True)
     rejected_list = rejected.add_parser("list", help="newest first")
