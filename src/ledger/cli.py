@@ -186,6 +186,43 @@ async def _consume(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ledger.bootstrap import build
+    from ledger.demo import load_demo
+
+    until = args.until or datetime.now(UTC).date()
+    container = await build(_settings())
+    try:
+        started = time.perf_counter()
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as progress:
+            task = progress.add_task("loading the demo programme", total=None)
+            outcome = await load_demo(container.ledger, container.rules, members=args.members, seed=args.seed,
+                                      until=until,
+                                      progress=lambda done, total: progress.update(task, completed=done, total=total))
+        await container.runner.run_until_caught_up()
+        elapsed = time.perf_counter() - started
+        if outcome.applied == 0 and outcome.duplicates:
+            print(f"the demo programme of seed {args.seed} is loaded already ({outcome.duplicates} commands)")
+            return 0
+        print(f"{outcome.members} members, {outcome.commands} commands from {outcome.first_at:%Y-%m-%d}"
+              f" to {outcome.last_at:%Y-%m-%d}, {sum(outcome.events.values())} events in {elapsed:.1f} s")
+        print("  events: " + ", ".join(f"{name} {n}" for name, n in outcome.events.most_common()))
+        print("  booking currencies: " + ", ".join(f"{c} {n}" for c, n in outcome.currencies.most_common()))
+        if outcome.rejected or outcome.duplicates:
+            print(f"  {outcome.duplicates} were loaded before, {outcome.rejected} refused")
+        member = await container.pool.fetchval("SELECT member_id FROM balances ORDER BY available DESC LIMIT 1")
+        print(f"try: ledger serve, then GET /v1/members/{member}/balance (or /tier, /history, /expiry-schedule)")
+    finally:
+        await container.close()
+    return 0
+
+
 async def _kafka_init(args: argparse.Namespace) -> int:
     from ledger.ingest.topics import ensure_topics
 
@@ -232,6 +269,15 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(_settings(), host=args.host, port=args.port)
 
 
+def _date(text: str):  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Event-sourced travel loyalty points ledger.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -243,6 +289,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",
                    description=settings_help).set_defaults(func=_consume)
+    demo = sub.add_parser("demo", help="load a realistic demo programme (two years of members' activity)",
+                          description=settings_help)
+    demo.add_argument("--members", type=int, default=500, choices=range(1, 100_001), metavar="1..100000",
+                      help="how many members (default 500)")
+    demo.add_argument("--seed", type=int, default=1, help="the same seed and end date give the same programme")
+    demo.add_argument("--until", type=_date, default=None, help="last day of the history, YYYY-MM-DD (default today)")
+    demo.set_defaults(func=_demo)
     kafka = sub.add_parser("kafka", help="Kafka set-up").add_subparsers(dest="action", required=True)
     kafka.add_parser("init", help="create the booking-events and dead-letter topics (those missing)",
                      description=settings_help).set_defaults(func=_kafka_init)
