@@ -26,7 +26,7 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka's error code: another process created it firs
 ADMIN_TIMEOUT_MS = 10_000
 LEADERS_WAIT_S_MAX = 30.0
 MISSING_POLL_S = 5.0
-RETRY_S_MAX = 5.0  # as the consumer's own back-off: back soon after the broker is
+RETRY_S_MAX = 5.0  # as the consumer's own back-off: a broker that comes back is found within 5 s
 INIT_COMMAND = "ledger kafka init"
 
 
