@@ -104,8 +104,10 @@ class Container:
         await self.ledger.group.close()
         if not self.pool.is_closing():
             await self.pool.close()
-        if stop_embedded and self.embedded is not None and await asyncio.to_thread(self.embedded.release):
-            log.info("embedded PostgreSQL stopped")
+        if stop_embedded and self.embedded is not None:
+            embedded, self.embedded = self.embedded, None  # released once, however often closed
+            if await asyncio.to_thread(embedded.release):
+                log.info("embedded PostgreSQL stopped")
 
 
 async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:

@@ -72,6 +72,10 @@ class EmbeddedPostgres:
             timeout=timeout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # A session of its own: a Ctrl-C in the terminal goes to the whole foreground
+            # process group, and an initdb or pg_ctl killed half-way leaves the server
+            # half made; the ledger process decides what a Ctrl-C stops, and when.
+            start_new_session=True,
             **self._run_as,  # type: ignore[arg-type]
         )
 

@@ -22,7 +22,8 @@ from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
-from . import metrics, problems
+from . import docs, metrics, problems
+from .access_log import AccessLog
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -105,7 +106,10 @@ def create_app(
         version="1.0.0",
         description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install, without a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     problems.install(app)
     metrics.install(app)
     app.include_router(router)
@@ -149,4 +153,5 @@ def create_app(
         return JSONResponse(Readiness(**body).model_dump(mode="json"), status_code=200 if ready else 503)
 
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
+    app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer
     return app

@@ -13,6 +13,7 @@ from ledger.bootstrap import Container
 from ledger.keys import WHAT, ApiKey, Permission, authenticate
 from ledger.ingest.schema import Identifier
 
+from .access_log import KEY_NAME_STATE
 from .problems import ApiProblem
 
 _KEY_CACHE_S = 5.0  # how long a checked key is trusted; also the delay before a revocation bites
@@ -51,7 +52,8 @@ async def _caller(request: Request, container: ContainerDep,
 
 
 def require(permission: Permission):  # type: ignore[no-untyped-def]
-    async def check(key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+    async def check(request: Request, key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+        setattr(request.state, KEY_NAME_STATE, key.name)  # for the access log
         if not key.can(permission):
             raise ApiProblem(403, "Forbidden", f"A key with the role {key.role.value!r} may not {WHAT[permission]}.")
         return key

@@ -41,6 +41,7 @@ from ledger.store.database import DATABASE_ERRORS
 from ledger.supervisor import Backoff
 
 from .rejected import SOURCE, Rejection, insert_rejections, parse_message, publish_pending, refusal_reason
+from .topics import wait_for_topics
 
 log = logging.getLogger(__name__)
 
@@ -459,6 +460,9 @@ async def consumer_task(container: Container, stop: asyncio.Event) -> None:
     """Consume until `stop` is set; what `ledger serve` and `ledger consume` run."""
     consumer = BookingConsumer(container.ledger, container.pool, container.settings)
     container.extras["kafka_status"] = consumer.status
+    if not await wait_for_topics(container.settings, stop):  # stopped before the topics were there
+        consumer.state = "stopped"
+        return
     log.info("consuming %s as group %s from %s", consumer.topic, consumer.group, consumer.bootstrap)
     await consumer.run(stop)
     log.info("consumer stopped after %d messages", consumer.totals["messages"])
