@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from ledger.bootstrap import Container
+    from ledger.supervisor import Task
 
 
 def _settings() -> Settings:
@@ -50,6 +56,15 @@ async def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(container: Container, **tasks: Task) -> dict[str, Task]:
+    """A process's background tasks, with the embedded database's watchdog when it has one."""
+    from ledger.embedded import keep_running
+
+    if container.embedded is not None:
+        tasks["embedded-postgres"] = functools.partial(keep_running, container.embedded)
+    return tasks
+
+
 async def _project(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
 
@@ -62,7 +77,9 @@ async def _project(args: argparse.Namespace) -> int:
             stop = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            await container.runner.run_forever(stop)
+            from ledger.supervisor import supervise_until
+
+            await supervise_until(stop, _tasks(container, projections=container.runner.run_forever))
         else:
             await container.runner.run_until_caught_up()
         print(f"read models at position {container.runner.position}")
@@ -178,7 +195,9 @@ async def _consume(args: argparse.Namespace) -> int:
                 print(f"cannot serve consumer metrics on {settings.host}:{settings.consumer_metrics_port}"
                       f" (LEDGER_HOST, LEDGER_CONSUMER_METRICS_PORT): {exc}", file=sys.stderr)
                 return 2
-        await consumer_task(container, stop)
+        from ledger.supervisor import supervise_until
+
+        await supervise_until(stop, _tasks(container, consumer=functools.partial(consumer_task, container)))
     finally:
         if stop_metrics is not None:
             stop_metrics()

@@ -140,6 +140,20 @@ class Supervisor:
         status.up = False
 
 
+async def supervise_until(stop: asyncio.Event, tasks: dict[str, Task]) -> Supervisor:
+    """Run `tasks` under a supervisor of their own until `stop` is set: what a process
+    with no HTTP server (`ledger consume`, `ledger projections run --follow`) runs."""
+    supervisor = Supervisor()
+    for name, task in tasks.items():
+        supervisor.add(name, task)
+    supervisor.start()
+    try:
+        await stop.wait()
+    finally:
+        await supervisor.stop()
+    return supervisor
+
+
 class TaskCollector(Collector):
     """`ledger_task_up{task}` and `ledger_task_failures_total{task}` of whichever
     supervisor `find()` returns (None: not started, no metrics)."""
