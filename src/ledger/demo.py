@@ -38,7 +38,7 @@ from ledger.domain import (
     decide,
     evolve,
 )
-from ledger.handlers import CommandRequest, Ledger
+from ledger.handlers import Applied, CommandRequest, Duplicate, Ledger
 
 MEMBERS_MAX = 100_000
 BATCH_COMMANDS = 1_000
@@ -212,10 +212,10 @@ async def load_demo(ledger: Ledger, rules: ProgramRules, *, members: int, seed: 
     for i in range(0, len(requests), BATCH_COMMANDS):
         batch = requests[i:i + BATCH_COMMANDS]
         for request, result in zip(batch, await ledger.handle_batch(batch), strict=True):
-            if result.status == "applied":
+            if isinstance(result, Applied):
                 outcome.applied += 1
-                outcome.events.update(e["type"] for e in result.result["events"])  # type: ignore[index]
-            elif result.status == "duplicate":
+                outcome.events.update(e.event.type for e in result.events)
+            elif isinstance(result, Duplicate):
                 outcome.duplicates += 1
             else:
                 outcome.rejected += 1

@@ -22,7 +22,7 @@ import asyncpg
 
 from ledger.domain import ExpirePoints
 from ledger.domain.commands import EXPIRE_LOTS_MAX
-from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger
+from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
 from ledger.store.database import DATABASE_ERRORS
 from ledger.store.events import APPEND_EVENTS_MAX
 
@@ -96,8 +96,8 @@ async def expire_due(
 async def _expire(ledger: Ledger, batch: list[CommandRequest]) -> int:
     """One append of expiry commands (several may be for one member, each going on where
     the one before stopped); returns how many events it appended."""
-    results = await ledger.handle_batch(batch)
-    return sum(len(r.result["events"]) for r in results if r.result)
+    outcomes = await ledger.handle_batch(batch)
+    return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
 
 
 async def run_expiry_scheduler(

@@ -13,8 +13,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from ledger.bootstrap import Container
-from ledger.domain import AdjustPoints, Command, MemberNotFound, RedeemPoints, tier_status
-from ledger.handlers import CommandRequest, CommandResult
+from ledger.domain import (
+    AdjustPoints,
+    Command,
+    Event,
+    MemberNotFound,
+    PointsAdjusted,
+    PointsRedeemed,
+    RedeemPoints,
+    tier_status,
+)
+from ledger.handlers import Applied, CommandRequest, Duplicate
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
@@ -53,8 +62,8 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _status(response: Response, result: CommandResult) -> None:
-    response.status_code = 200 if result.status == "duplicate" else 201
+def _status(response: Response, outcome: Applied | Duplicate) -> None:
+    response.status_code = 200 if isinstance(outcome, Duplicate) else 201
 
 
 @router.post("/booking-events", status_code=201, operation_id="postBookingEvent", response_model=BookingEventResult,
@@ -70,18 +79,11 @@ async def post_booking_event(
     return booking_event_result(result)
 
 
-def booking_event_result(result: CommandResult) -> BookingEventResult:
-    assert result.result is not None
-    points = 0
-    for e in result.result["events"]:
-        data = e["data"]
-        if e["type"] == "PointsEarned":
-            points += data["points"]
-        elif e["type"] == "EarnReversed":
-            points -= data["points"] + (data["shortfall"] if data["shortfall_debited"] else 0)
+def booking_event_result(outcome: Applied | Duplicate) -> BookingEventResult:
+    applied = outcome.applied
     return BookingEventResult(
-        member_id=result.result["member_id"], events=result.result["events"], points=points,
-        pending_points=result.result.get("pending_after", 0), position=result.result["position"],
+        member_id=applied.member_id, events=applied.event_views(), points=applied.summary.earned,
+        pending_points=applied.summary.pending_after, position=applied.position,
     )
 
 
@@ -95,11 +97,12 @@ async def redeem(
     """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short."""
     command = RedeemPoints(member_id, container.clock(), _command_id("rd", member_id, idempotency_key), body.points,
                            body.reward.id, body.reward.kind)
-    result, data = await _member_write(container, response, command, "redemption", idempotency_key, key)
+    applied, event = await _member_write(container, response, command, "redemption", idempotency_key, key)
+    assert isinstance(event, PointsRedeemed)
     return RedemptionResult(
-        redemption_id=data["redemption_id"], points=data["points"], reward=body.reward,
-        lots=[{"lot_id": lot, "points": n} for lot, n in data["lots"]],
-        available_after=result["available_after"], position=result["position"],
+        redemption_id=event.redemption_id, points=event.points, reward=body.reward,
+        lots=[{"lot_id": lot, "points": n} for lot, n in event.lots],
+        available_after=applied.summary.available_after, position=applied.position,
     )
 
 
@@ -113,10 +116,11 @@ async def adjust(
     """Credit or debit points after a complaint; the reason and the key's name stay on record."""
     command = AdjustPoints(member_id, container.clock(), _command_id("adj", member_id, idempotency_key), body.points,
                            body.reason, key.name)
-    result, data = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+    applied, event = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+    assert isinstance(event, PointsAdjusted)
     return AdjustmentResult(
-        adjustment_id=data["adjustment_id"], points=data["points"], reason=data["reason"], actor=data["actor"],
-        available_after=result["available_after"], position=result["position"],
+        adjustment_id=event.adjustment_id, points=event.points, reason=event.reason, actor=event.actor,
+        available_after=applied.summary.available_after, position=applied.position,
     )
 
 
@@ -127,9 +131,9 @@ def _command_id(prefix: str, member_id: str, idempotency_key: str) -> str:
 
 async def _member_write(
     container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Applied, Event]:
     """A one-event write on a member's account, keyed by its Idempotency-Key header:
-    (the stored result, the event's data); 201 when applied, 200 when replayed. A replay
+    (what applied it, its event); 201 when applied, 200 when replayed. A replay
     is the same request when it asks for the same command, whatever the time."""
     same_command = {k: v for k, v in dataclasses.asdict(command).items() if k != "occurred_at"}
     result = await container.ledger.handle(CommandRequest(
@@ -138,9 +142,8 @@ async def _member_write(
         metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
     ))
     _status(response, result)
-    assert result.result is not None
-    (event,) = result.result["events"]
-    return result.result, event["data"]
+    (appended,) = result.applied.events
+    return result.applied, appended.event
 
 
 _READ = require(Permission.read_members)

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,16 +35,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from ledger.bootstrap import Container, GcPacer
-from ledger.domain import LedgerError
-from ledger.handlers import CommandRequest, Ledger
+from ledger.handlers import CommandRequest, KafkaSource, Ledger
 from ledger.settings import Settings
 from ledger.store.database import DATABASE_ERRORS
+from ledger.store.unit_of_work import Fenced, OffsetFence, RejectedMessage
 from ledger.supervisor import Backoff
 
-from .rejected import SOURCE, Rejection, insert_rejections, parse_message, publish_pending, refusal_reason
+from .rejected import SOURCE, kafka_request, parse_message, publish_pending
 from .topics import wait_for_topics
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BatchOutcome", "BookingConsumer", "Fenced", "consumer_task"]
 
 IDLE_POLL_MS = 200  # how long one empty poll waits: also how fast a stop is noticed
 BACKOFF_S_MIN = 0.1
@@ -53,11 +56,6 @@ SHUTDOWN_BATCH_S_MAX = 20.0  # a batch under way at shutdown gets this long to f
 DLQ_RETRY_S = 5.0
 SNAPSHOT_MEMBERS_PER_ROUND = 5_000  # about 50 ms of writes between two batches
 PRODUCER_LINGER_MS = 5
-
-
-class Fenced(Exception):
-    """A partition's stored offset is not where this consumer left it: another member
-    of the group has taken the partition over. The batch is rolled back."""
 
 
 @dataclass(slots=True)
@@ -313,32 +311,26 @@ class BookingConsumer:
             return BatchOutcome(0, 0, 0, 0)
 
         requests: list[CommandRequest] = []
-        owners: list[ConsumerRecord] = []
-        rejections: list[Rejection] = []
+        rejections: list[RejectedMessage] = []
         for r in records:
+            value = r.value or b""
             parsed = parse_message(r.key, r.value, s.kafka_message_bytes_max)
             if isinstance(parsed, str):
-                rejections.append(Rejection(r.topic, r.partition, r.offset, r.key, r.value or b"", parsed))
+                rejections.append(RejectedMessage(r.topic, r.partition, r.offset, r.key, value, parsed, SOURCE))
             else:
-                requests.append(parsed.to_request(SOURCE, kafka_topic=r.topic, kafka_partition=r.partition,
-                                                  kafka_offset=r.offset))
-                owners.append(r)
-
-        async def before_commit(conn: asyncpg.Connection, refusals: dict[int, LedgerError]) -> None:
-            await self._move_offsets(conn, start, end)
-            refused = [Rejection(o.topic, o.partition, o.offset, o.key, o.value or b"", refusal_reason(refusals[i]))
-                       for i, o in enumerate(owners) if i in refusals]
-            await insert_rejections(conn, rejections + refused)
-
-        results = await self.ledger.handle_batch(requests, before_commit)
+                requests.append(kafka_request(parsed, KafkaSource(r.topic, r.partition, r.offset, r.key, value)))
+        # The fence moves each partition on from the offset this consumer saw stored (or
+        # inserts it where it saw none): see the module's docstring.
+        fence = OffsetFence(self.group, self.topic, tuple(
+            (p, part.next_offset if part.stored else None, end[p]) for p, part in start.items()))
+        outcomes = await self.ledger.handle_batch(requests, offset_fence=fence, rejections=rejections)
         for partition, offset in end.items():
             start[partition].next_offset, start[partition].stored = offset, True
 
+        statuses = Counter(o.status for o in outcomes)
         outcome = BatchOutcome(
-            messages=len(records),
-            applied=sum(r.status == "applied" for r in results),
-            duplicates=sum(r.status == "duplicate" for r in results),
-            rejected=len(rejections) + sum(r.status == "rejected" for r in results),
+            messages=len(records), applied=statuses["applied"], duplicates=statuses["duplicate"],
+            rejected=len(rejections) + statuses["rejected"],
         )
         self.totals["batches"] += 1
         for name in ("messages", "applied", "duplicates", "rejected"):
@@ -346,29 +338,6 @@ class BookingConsumer:
         if outcome.rejected:
             self._dlq_due, self._dlq_next_try = True, 0.0
         return outcome
-
-    async def _move_offsets(self, conn: asyncpg.Connection, start: dict[int, _Partition], end: dict[int, int]) -> None:
-        """The fence: each offset moves from the value we saw stored, or not at all."""
-        update = [p for p, part in start.items() if part.stored]
-        insert = [p for p, part in start.items() if not part.stored]
-        moved = 0
-        if update:
-            moved += len(await conn.fetch(
-                "UPDATE kafka_offsets o SET next_offset = x.n, updated_at = now()"
-                " FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS x(p, f, n)"
-                " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = x.p AND o.next_offset = x.f"
-                " RETURNING o.partition",
-                self.group, self.topic, update, [start[p].next_offset for p in update], [end[p] for p in update]))
-        if insert:
-            moved += len(await conn.fetch(
-                "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)"
-                " SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS x(p, n)"
-                " ON CONFLICT DO NOTHING RETURNING partition",
-                self.group, self.topic, insert, [end[p] for p in insert]))
-        if moved != len(start):
-            raise Fenced(
-                f"offsets of {self.topic} partitions {sorted(start)} moved under this consumer; the batch is rolled"
-                " back (another group member owns them now)")
 
     async def _rewind(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]], *,
                       reload: bool = False) -> None:
