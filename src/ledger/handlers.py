@@ -47,6 +47,7 @@ from ledger.domain import (
     LedgerError,
     MemberState,
     ProgramRules,
+    decide,
     decide_streams,
     evolve,
     fold,
@@ -70,7 +71,6 @@ from ledger.outcomes import (
 from ledger.store.events import GENESIS_HASH, EventStore, StoredEvent
 from ledger.store.unit_of_work import (
     Fenced,
-    IdempotencyRecord,
     OffsetFence,
     OffsetsFenced,
     RejectedMessage,
@@ -329,20 +329,31 @@ class Ledger:
                 if requests[draft.in_batch[key]].request_hash != req.request_hash:
                     draft.outcomes[i] = Rejected(_key_reused(key))
                 continue  # else a repeat of the earlier one: its outcome once that is known
-            decided = self._decide(req.command, states)
+            member_ids = req.command.member_ids
+            decided = self._decide(req.command, member_ids, states)
             if isinstance(decided, Rejected):
                 draft.outcomes[i] = decided
-                draft.doubtful.update(req.command.member_ids)
+                draft.doubtful.update(member_ids)
                 continue
             if key is not None:
                 draft.in_batch[key] = i
-            _stage(draft, i, req, decided, states)
+            _stage(draft, i, req, member_ids, decided, states)
         return draft
 
-    def _decide(self, command: Command, states: States) -> dict[str, tuple[MemberState, list[Event]]] | Rejected:
+    def _decide(self, command: Command, member_ids: tuple[str, ...],
+                states: States) -> dict[str, tuple[MemberState, list[Event]]] | Rejected:
         """stream -> (its state after, the events) of the streams the command appends to."""
         try:
-            read = {m: states[m][0] for m in command.member_ids}
+            if len(member_ids) == 1 and self.decider is decide_streams:
+                # What decide_streams does for one member, without building its two dicts
+                # (a tenth of the ledger's own cost per command on the batch path).
+                state = states[member_ids[0]][0]
+                events = decide(state, command, self.rules)
+                if not events:
+                    return {}
+                return {state.member_id: (evolve(state, events[0]) if len(events) == 1
+                                          else fold(state.member_id, events, state), events)}
+            read = {m: states[m][0] for m in member_ids}
             staged: dict[str, tuple[MemberState, list[Event]]] = {}
             for stream_id, events in self.decider(read, command, self.rules).items():
                 if events:
@@ -389,9 +400,14 @@ class Ledger:
             self.appended.clear()
         outcomes = draft.outcomes
         for i, (first, count, summary) in draft.owner.items():
-            events = _appended(appends[first]) if count == 1 else tuple(
-                itertools.chain.from_iterable(_appended(a) for a in appends[first:first + count]))
-            outcomes[i] = Applied(requests[i].command.member_id, events, events[-1].position, summary)
+            append = appends[first]
+            if count == 1 and len(append.events) == 1:  # most commands: a third of the cost of the general form
+                position = append.positions[0]
+                events = (AppendedEvent(position, append.stream_id, append.expected_version + 1, append.events[0]),)
+            else:
+                events = tuple(itertools.chain.from_iterable(_appended(a) for a in appends[first:first + count]))
+                position = events[-1].position
+            outcomes[i] = Applied(requests[i].command.member_id, events, position, summary)
         for i, req in enumerate(requests):
             if outcomes[i] is None:  # a repeat of a key earlier in this batch, same body
                 first_outcome = outcomes[draft.in_batch[req.idempotency_key]]  # type: ignore[index]
@@ -400,33 +416,36 @@ class Ledger:
         return outcomes  # type: ignore[return-value]
 
 
-def _stage(draft: _Draft, i: int, req: CommandRequest, decided: dict[str, tuple[MemberState, list[Event]]],
-           states: States) -> None:
+def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ...],
+           decided: dict[str, tuple[MemberState, list[Event]]], states: States) -> None:
     """The appends of one decided command, and the summary its outcome will carry."""
     command = req.command
     member_id = command.member_id
     own = decided.get(member_id)
     available, pending = (own[0] if own else states[member_id][0]).available_and_pending(command.occurred_at)
-    if len(decided) < len(command.member_ids):
-        draft.doubtful.update(m for m in command.member_ids if m not in decided)
+    if len(decided) < len(member_ids):
+        draft.doubtful.update(m for m in member_ids if m not in decided)
     if not decided:
         draft.outcomes[i] = Applied(member_id, (), None, Summary(available, pending, 0))
         return
     summary = Summary(available, pending, net_earned(own[1]) if own else 0)
     key = req.idempotency_key
-    record = None if key is None else IdempotencyRecord(
-        key, req.request_hash, sum(len(events) for _, events in decided.values()), summary.stored())
+    record = None if key is None else {  # see StreamAppend
+        "request_hash": req.request_hash,
+        "events": len(own[1]) if own and len(decided) == 1 else sum(len(e) for _, e in decided.values()),
+        "available_after": available, "pending_after": pending,
+    }
     # The command's own stream first: its idempotency record goes on that stream's first
     # event, where a duplicate finds the member it answers for.
-    streams = list(decided) if len(decided) == 1 else sorted(decided, key=lambda s: s != member_id)
-    draft.owner[i] = (len(draft.appends), len(streams), summary)
-    for stream_id in streams:
-        new_state, events = decided[stream_id]
+    streams = decided.items() if len(decided) == 1 else sorted(decided.items(), key=lambda s: s[0] != member_id)
+    appends = draft.appends
+    draft.owner[i] = (len(appends), len(decided), summary)
+    for stream_id, (new_state, events) in streams:
         state, last_hash = states[stream_id]
         # In field order (stream id, expected version, previous hash, events, metadata,
-        # record): keyword arguments cost a third more per command.
-        draft.appends.append(StreamAppend(stream_id, state.version, last_hash, events, req.metadata, record))
-        record = None
+        # key, record): keyword arguments cost a third more per command.
+        appends.append(StreamAppend(stream_id, state.version, last_hash, events, req.metadata, key, record))
+        key = record = None
         states[stream_id] = (new_state, b"")  # hash filled in by the store
 
 

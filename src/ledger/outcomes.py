@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from ledger.domain import Command, Event, LedgerError, net_earned, to_data
+from ledger.domain._frozen import fast_init
 
 REASON_CHARS_MAX = 1_000
 
@@ -41,6 +42,7 @@ class CommandRequest:
     source: KafkaSource | None = None
 
 
+@fast_init  # built for every command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What a command left, as the API answers it: the member's available and pending
@@ -48,12 +50,7 @@ class Summary:
 
     available_after: int
     pending_after: int
-    earned: int
-
-    def stored(self) -> dict[str, int]:
-        """What an idempotency record keeps of it (the format records have always had):
-        `earned` is not stored but computed again from the events."""
-        return {"available_after": self.available_after, "pending_after": self.pending_after}
+    earned: int  # not in the idempotency record: computed again from the events for a duplicate
 
 
 class AppendedEvent(NamedTuple):
@@ -63,6 +60,7 @@ class AppendedEvent(NamedTuple):
     event: Event
 
 
+@fast_init  # built for every command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class Applied:
     member_id: str
@@ -81,6 +79,7 @@ class Applied:
                  "data": to_data(e.event)} for e in self.events]
 
 
+@fast_init  # built for every command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class Duplicate:
     """The command was applied before (same idempotency key, same request): its result."""
@@ -93,6 +92,7 @@ class Duplicate:
         return self.original
 
 
+@fast_init  # built for every command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class Rejected:
     error: LedgerError

@@ -135,9 +135,7 @@ async def test_commit_writes_a_unit_of_work_whole_or_answers_why_not(container: 
     stale = StreamAppend("m1", 0, last.hash, fresh)  # the stream is at 1
     assert isinstance(await store.commit(UnitOfWork([stale], fence, [rejected])), StreamConflict)
     assert tuple(await container.pool.fetchrow(counts)) == (1, 0, 0)
-    from ledger.store import IdempotencyRecord
-
-    taken = StreamAppend("m1", 1, last.hash, fresh, {}, IdempotencyRecord("k1", "h", 1, {}))
+    taken = StreamAppend("m1", 1, last.hash, fresh, {}, "k1", {"request_hash": "h", "events": 1})
     assert isinstance(await store.commit(UnitOfWork([taken], fence, [rejected])), IdempotencyRace)
     assert tuple(await container.pool.fetchrow(counts)) == (1, 0, 0)
     moved = OffsetFence("g", "t", ((0, 3, 6),))  # expects a stored offset 3: there is none

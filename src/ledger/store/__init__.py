@@ -3,7 +3,6 @@ from .events import EventStore, StoredEvent, verify_chain
 from .unit_of_work import (
     Fenced,
     IdempotencyRace,
-    IdempotencyRecord,
     OffsetFence,
     OffsetsFenced,
     RejectedMessage,
@@ -13,6 +12,6 @@ from .unit_of_work import (
 )
 
 __all__ = [
-    "EventStore", "Fenced", "IdempotencyRace", "IdempotencyRecord", "OffsetFence", "OffsetsFenced", "RejectedMessage",
+    "EventStore", "Fenced", "IdempotencyRace", "OffsetFence", "OffsetsFenced", "RejectedMessage",
     "StoredEvent", "StreamAppend", "StreamConflict", "UnitOfWork", "connect_pool", "migrate", "verify_chain",
 ]

@@ -268,7 +268,7 @@ class EventStore:
     async def find_commands(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """The idempotency records of the keys already used: key -> (request hash, record),
         the record being `{"member_id", "positions", **summary}`. Keys are found on the
-        first event their command appended (see `IdempotencyRecord`), or in `commands` for
+        first event their command appended (see `StreamAppend`), or in `commands` for
         records written before they moved onto the events (migration 0003).
 
         A command's events were appended next to each other in one COPY, which hands out
@@ -357,10 +357,9 @@ def _event_records(appends: Sequence[StreamAppend]) -> list[tuple]:
         stream_id = req.stream_id
         version, prev = last_hash.get(stream_id, (req.expected_version, req.prev_hash))
         assert version == req.expected_version, "appends to one stream in a batch must follow each other"
-        record = req.record
-        key = None if record is None else record.key
+        key = req.idempotency_key
         # Not canonical (sorted): jsonb keeps its own key order, and no hash covers it.
-        meta = _dumps(req.metadata if record is None else {**req.metadata, "command": record.stored()}).decode()
+        meta = _dumps(req.metadata if key is None else {**req.metadata, "command": req.record}).decode()
         hashes = []
         for event in req.events:
             version += 1

@@ -19,35 +19,27 @@ from typing import Any
 from ledger.domain import Event
 
 
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    """What the first event of a keyed command keeps, to answer a duplicate: the request's
-    fingerprint, how many events the command appended (over all its streams: their
-    positions are consecutive, from this event's) and the summary the caller was given.
-    Stored as `{"request_hash", "events", **summary}` in the event's metadata under
-    `command`, the format every stored record has."""
-
-    key: str
-    request_hash: str
-    events: int
-    summary: dict[str, Any]
-
-    def stored(self) -> dict[str, Any]:
-        return {"request_hash": self.request_hash, "events": self.events, **self.summary}
-
-
 @dataclass(slots=True)
 class StreamAppend:
     """Events to append to one stream after `expected_version`, whose last event's hash
-    is `prev_hash`. `record` goes on the first of them. `positions` and `hashes` are
-    filled in by the store."""
+    is `prev_hash`. `positions` and `hashes` are filled in by the store.
+
+    A keyed command's first append carries its `idempotency_key` and `record`, which go
+    on its first event (the key under a unique index, the record in its metadata under
+    `command`): `{"request_hash", "events", **summary}`, the format every stored record
+    has. `events` counts the command's events over all its streams: they were appended
+    next to each other, so their positions are consecutive from the keyed event's (see
+    `EventStore.find_commands`), and the summary is what the caller was answered
+    (`available_after`, `pending_after`). A plain dict, not a class: one is built per
+    keyed command on the hot path."""
 
     stream_id: str
     expected_version: int
     prev_hash: bytes
     events: list[Event]
     metadata: dict[str, Any] = field(default_factory=dict)
-    record: IdempotencyRecord | None = None
+    idempotency_key: str | None = None
+    record: dict[str, Any] | None = None
     positions: list[int] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
 
