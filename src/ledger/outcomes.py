@@ -18,6 +18,7 @@ from ledger.domain._frozen import fast_init
 REASON_CHARS_MAX = 1_000
 
 
+@fast_init  # one per command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class KafkaSource:
     """Where a command came from when it came from a Kafka message: a refusal of it is
@@ -33,6 +34,7 @@ class KafkaSource:
     rejection_id: int | None = None
 
 
+@fast_init  # one per command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class CommandRequest:
     command: Command
