@@ -64,9 +64,8 @@ def parse_message(key: bytes | None, value: bytes | None, bytes_max: int) -> Boo
 def kafka_request(event: BookingEvent, source: KafkaSource, **metadata: Any) -> CommandRequest:
     """The command request of a booking event read from Kafka: a refusal of it becomes a
     rejected message in the batch's own transaction (see `KafkaSource`)."""
-    request = event.to_request(SOURCE, kafka_topic=source.topic, kafka_partition=source.partition,
-                               kafka_offset=source.offset, **metadata)
-    return CommandRequest(request.command, request.idempotency_key, request.request_hash, request.metadata, source)
+    return event.to_request(SOURCE, message=source, kafka_topic=source.topic, kafka_partition=source.partition,
+                            kafka_offset=source.offset, **metadata)
 
 
 def dlq_headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
-from ledger.handlers import CommandRequest
+from ledger.handlers import CommandRequest, KafkaSource
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -174,10 +174,12 @@ class BookingEvent(BaseModel):
                 return RefundBooking(self.member_id, at, self.booking_id)
         raise AssertionError(self.type)
 
-    def to_request(self, source: str, **metadata: Any) -> CommandRequest:
+    def to_request(self, source: str, *, message: KafkaSource | None = None, **metadata: Any) -> CommandRequest:
+        """`message`: the Kafka message this event came in (see `KafkaSource`)."""
         return CommandRequest(
             self.to_command(),
             idempotency_key=f"booking-event:{self.event_id}",
             request_hash=self.fingerprint(),
             metadata={"source": source, "causation_id": self.event_id, "correlation_id": self.booking_id, **metadata},
+            source=message,
         )
