@@ -4,10 +4,11 @@ projection runner (and, from the API and the consumer, everything on top)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -68,6 +69,25 @@ class GcPacer:
             gc.collect()
             self._next_full = time.monotonic() + self.full_every_s
         gc.freeze()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No automatic collection while a batch is applied (the caller freezes its
+        survivors with `after_batch` afterwards). The young generation's threshold
+        (`GC_THRESHOLDS`) kept most batches free of collections only while a batch
+        allocated fewer objects than it: a consumer batch of 5,000 messages peaked at
+        about 85,000 young objects, and the typed outcomes held to the batch's end took it
+        past 100,000, so each batch paid a collection of all of them that found nothing
+        (0.9 s per 100,000 messages, 9 µs of a message's 48 µs of consumer CPU; measured
+        with apply_batch alone). A batch is bounded (messages, bytes, time), so the
+        objects it makes meanwhile are too."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
 
 
 def load_rules(settings: Settings) -> ProgramRules:

@@ -223,7 +223,8 @@ class BookingConsumer:
                 if batch:
                     try:
                         # Shielded: a stop during the transaction lets it finish.
-                        outcome = await asyncio.shield(self._apply_locked(consumer, batch))
+                        with self._gc.paused():
+                            outcome = await asyncio.shield(self._apply_locked(consumer, batch))
                     except Fenced as exc:
                         self.totals["fenced"] += 1
                         log.warning("%s", exc)
