@@ -98,6 +98,18 @@ BAD_BOOKINGS = [
     ("occurred_at", {"occurred_at": "0001-01-01T00:00:00+05:00"}),
     ("occurred_at", {"occurred_at": "9999-12-31T23:59:59Z"}),
     ("event_id", {"event_id": "a\u0000b"}),
+    # Ids no route could reach, and look-alike or invisible forms of "M-1001".
+    ("member_id", {"member_id": "A/B"}),
+    ("member_id", {"member_id": "."}),
+    ("member_id", {"member_id": ".."}),
+    ("member_id", {"member_id": "M\u20111001"}),  # U+2011 non-breaking hyphen
+    ("member_id", {"member_id": "M-\u200b1001"}),  # zero-width space
+    ("member_id", {"member_id": "\uff2d-1001"}),  # full-width M
+    ("member_id", {"member_id": "Jose\u0301"}),  # NFD (and its NFC form below): neither is folded
+    ("member_id", {"member_id": "Jos\u00e9"}),
+    ("member_id", {"member_id": "M-1001\u202e"}),  # right-to-left override
+    ("booking_id", {"booking_id": "BK/1"}),
+    ("event_id", {"event_id": "\ufeffbk-1"}),
 ]
 
 
@@ -142,6 +154,42 @@ async def test_missing_fields_and_wrong_types(api: Api) -> None:
         r = await admin.get("/v1/members/%07bad/balance")
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "member_id"
     assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_ids_in_paths_follow_the_same_grammar(api: Api) -> None:
+    async with api.client("admin") as admin:
+        for raw in ("%2E%2E", "%2E", "M%E2%80%911001", "M-%E2%80%8B1001", "%EF%BC%AD-1001", "M-1001%E2%80%AE",
+                    "Jose%CC%81", "A%20B", "-M"):
+            for path in (f"/v1/members/{raw}/balance", f"/v1/members/{raw}/history"):
+                r = await admin.get(path)
+                assert r.status_code == 422, (path, r.text)
+                assert r.json()["errors"][0]["field"] == "member_id"
+                assert "ASCII only" in r.json()["errors"][0]["message"]
+            r = await admin.post(f"/v1/members/{raw}/redemptions", json=REDEEM, headers={"Idempotency-Key": "k"})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "member_id", raw
+        r = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "k"},
+                             json={**REDEEM, "reward": {"id": "R\u20111", "kind": "voucher"}})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reward.id"
+    assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_reasons_need_a_visible_character_and_no_bidi_controls(api: Api) -> None:
+    async with api.client("admin") as admin:
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        assert r.status_code == 201
+        for reason in ("\u200b", "\u200b\u2060\ufeff", " \u200b\n\t\u3000", "\u3164", "refund \u202eevil",
+                       "\u2067abc\u2069", "a\u200eb", "a\u00adb"):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "a"},
+                                 json={"points": 5, "reason": reason})
+            assert r.status_code == 422, (reason, r.text)
+            assert r.json()["errors"][0]["field"] == "reason", reason
+        for i, reason in enumerate(("航班延误五小时，补偿积分", "Seat not as booked\nsecond line", "客户投诉\t已处理",
+                                    "\u05e9\u05dc\u05d5\u05dd", "\u0645\u0631\u062d\u0628\u0627",
+                                    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001F468\u200d\U0001F469")):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": f"ok-{i}"},
+                                 json={"points": 5, "reason": reason})
+            assert r.status_code == 201, (reason, r.text)
+            assert r.json()["reason"] == reason
 
 
 async def test_malformed_json_and_oversized_bodies(api: Api) -> None:

@@ -25,35 +25,84 @@ from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBookin
 from ledger.handlers import CommandRequest
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Every id on HTTP and Kafka (member, booking, event, reward) is a system identifier,
+# not a name a person types: one ASCII grammar for all of them. ASCII refuses every
+# look-alike by construction (U+2011 for '-', full-width letters, zero-width spaces,
+# bidi overrides, NFC/NFD pairs), and starting with a letter or digit refuses "." and
+# "..". Nothing is normalised: folding "Ｍ-1" (NFKC) or a decomposed "é" (NFC) into
+# another id would merge two senders' members, or split one id across two spellings
+# whose hashes and idempotency keys differ, so a non-ASCII id is refused, never mapped.
+# No '/', '?', '#', '%' or whitespace either: every id accepted here is reachable as one
+# path segment of /v1/members/{member_id}/..., unescaped.
+ID_CHARS = "A-Za-z0-9._:@+-"
+ID_RULE = "letters A-Z a-z, digits and . _ : @ + - (ASCII only), starting with a letter or digit"
 
 
-def _printable(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    if value != value.strip():
-        raise ValueError("must not start or end with whitespace")
-    return value
+def id_pattern(max_length: int) -> str:
+    return f"^[A-Za-z0-9][{ID_CHARS}]{{0,{max_length - 1}}}$"
 
 
-_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+def _identifier(max_length: int) -> Any:
+    grammar = re.compile(f"[A-Za-z0-9][{ID_CHARS}]{{0,{max_length - 1}}}")
+
+    def check(value: str) -> str:
+        if grammar.fullmatch(value) is None:
+            raise ValueError(f"must be 1 to {max_length} {ID_RULE}")
+        return value
+
+    return check
+
+
+def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
+    return Annotated[
+        str,
+        AfterValidator(_identifier(max_length)),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length, "pattern": id_pattern(max_length),
+                        "description": f"1 to {max_length} {ID_RULE}."}),
+    ]
+
+
+# Free text (a reason) is for people: any script, line breaks and tabs, but no control
+# characters and no invisible format characters: bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069) reorder what a support agent or an auditor reads, and
+# zero-width spaces, word joiners and BOMs (U+200B, U+2060, U+FEFF) hide text or make a
+# blank reason look filled in. U+200C and U+200D (zero-width non-joiner and joiner) stay:
+# Persian, Indic scripts and emoji sequences need them. Astral format characters stay
+# too (tag characters spell flag emoji). The classes are written as escapes that mean
+# the same in Python's `re` and in ECMA-262 (the schema's dialect), so the published
+# pattern is the validator.
+_TEXT_FORBIDDEN = (
+    r"\x00-\x08\x0b-\x1f\x7f-\x9f"  # control characters other than tab and line feed
+    r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"  # format characters (Cf) ...
+    r"\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"  # ... of the BMP
+)
+# Allowed, but not enough on their own: whitespace, the two joiners, variation selectors
+# and the combining grapheme joiner, and the blank letters (Hangul fillers, braille blank).
+_TEXT_BLANK = (
+    r"\t\n\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    r"\u200c\u200d\u034f\ufe00-\ufe0f\u115f\u1160\u3164\uffa0\u2800"
+)
+TEXT_PATTERN = f"^[^{_TEXT_FORBIDDEN}]*[^{_TEXT_FORBIDDEN}{_TEXT_BLANK}][^{_TEXT_FORBIDDEN}]*$"
+_TEXT_BAD = re.compile(f"[{_TEXT_FORBIDDEN}]")
+_TEXT_VISIBLE = re.compile(f"[^{_TEXT_FORBIDDEN}{_TEXT_BLANK}]")
 
 
 def _text(value: str) -> str:
-    """Free text (a reason): line breaks and tabs are fine, other control characters not."""
-    if _TEXT_CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    if not value.strip():
-        raise ValueError("must not be blank")
+    bad = _TEXT_BAD.search(value)
+    if bad:
+        raise ValueError(f"must not contain control or invisible format characters (U+{ord(bad.group()):04X})")
+    if _TEXT_VISIBLE.search(value) is None:
+        raise ValueError("must not be blank: it needs at least one visible character")
     return value
 
 
 def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
-    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_text)]
-
-
-def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
-    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_printable)]
+    return Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=max_length),
+        AfterValidator(_text),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length, "pattern": TEXT_PATTERN}),
+    ]
 
 
 _NO_OFFSET = timedelta(0)
