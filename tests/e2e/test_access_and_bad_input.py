@@ -110,6 +110,10 @@ BAD_BOOKINGS = [
     ("member_id", {"member_id": "M-1001\u202e"}),  # right-to-left override
     ("booking_id", {"booking_id": "BK/1"}),
     ("event_id", {"event_id": "\ufeffbk-1"}),
+    ("occurred_at", {"occurred_at": 1764059400}),
+    ("occurred_at", {"occurred_at": "1764059400"}),
+    ("occurred_at", {"occurred_at": "2026-11-20 09:30:00+01:00"}),
+    ("occurred_at", {"occurred_at": "2026-11-20T09:30+01:00"}),
 ]
 
 
@@ -192,6 +196,28 @@ async def test_reasons_need_a_visible_character_and_no_bidi_controls(api: Api) -
             assert r.json()["reason"] == reason
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_an_integer_valued_float_is_that_integer(api: Api) -> None:
+    """JSON Schema counts 100.0 as an integer: the API takes it as 100, and as the same request."""
+    async with api.client("admin") as admin:
+        await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        r = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "f", **JSON},
+                             content=b'{"points": 100.0, "reward": {"id": "R", "kind": "voucher"}}')
+        assert r.status_code == 201 and r.json()["points"] == 100, r.text
+        again = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "f"},
+                                 json={"points": 100, "reward": {"id": "R", "kind": "voucher"}})
+        assert again.status_code == 200 and again.json() == r.json()
+        r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "g", **JSON},
+                             content=b'{"points": -2.5e1, "reason": "x"}')
+        assert r.status_code == 201 and r.json()["points"] == -25, r.text
+        for points in (b"0.0", b"100.5", b"1e300", b'"100"', b"true"):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "h", **JSON},
+                                 content=b'{"points": %s, "reason": "x"}' % points)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "points", points
+
+
 async def test_malformed_json_and_oversized_bodies(api: Api) -> None:
     async with api.client("admin", **{"Content-Type": "application/json"}) as admin:
         r = await admin.post("/v1/booking-events", content=b'{"event_id": "x",')
@@ -217,7 +243,11 @@ async def test_unknown_member_and_booking(api: Api) -> None:
         for path in ("balance", "tier", "expiry-schedule", "history"):
             r = await admin.get(f"/v1/members/nobody/{path}")
             assert r.status_code == 404 and r.json()["title"] == "Member not found", path
+        # Well formed, and refused by the ledger's state: a conflict, not an invalid request.
         r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.cancelled"})
-        assert r.status_code == 422 and r.json()["title"] == "Booking not found"
+        assert r.status_code == 409 and r.json()["title"] == "Booking not found"
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "currency": "BRL"})
+        assert r.status_code == 409 and r.json()["title"] == "Invalid command"
+        assert "BRL" in r.json()["detail"]
         r = await admin.post("/v1/members/nobody/adjustments", headers={"Idempotency-Key": "a"}, json=ADJUST)
         assert r.status_code == 404

@@ -188,6 +188,8 @@ def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, st
         (member, ev(amount="-5.00"), "schema"),
         (member, ev(currency="QQQ"), "schema"),  # not ISO 4217
         (member, ev(occurred_at="2026-04-01T08:00:00"), "schema"),  # no offset
+        (member, ev(occurred_at="2026-04-01 08:00:00Z"), "schema: occurred_at"),  # a space for the T
+        (member, ev(occurred_at=1775030400), "schema: occurred_at"),  # a bare number
         (member, b"x" * 70_000, "oversized"),
         (b"someone-else", ev(), "key"),
         (None, ev(), "key"),

@@ -19,7 +19,16 @@ from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
-from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
+from .deps import (
+    ContainerDep,
+    IdempotencyKey,
+    MemberPath,
+    MinPosition,
+    QueryInt,
+    SingleQueryValues,
+    require,
+    wait_for_position,
+)
 from .problems import ApiProblem
 from .schemas import (
     AdjustmentRequest,
@@ -36,7 +45,7 @@ from .schemas import (
     TierView,
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[SingleQueryValues])
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 HISTORY_LIMIT_MAX = 200
 EXPIRY_CURSOR_CHARS_MAX = 400  # base64 of a date and a lot id, with room for ids well past 64 characters
@@ -147,7 +156,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
     """Available, pending and lifetime points, and the tier in force now."""
@@ -183,7 +192,7 @@ FROM balances b WHERE b.member_id = $1
 
 
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None) -> TierView:
     """Tier from tier-qualifying points in the rolling window, evaluated now."""
@@ -199,11 +208,11 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    within_days: Annotated[int, Query(ge=0, le=3650)] = 90,
-    limit: Annotated[int, Query(ge=1, le=EXPIRY_PAGE_LOTS_MAX, description="Lots per page.")] = 100,
+    within_days: Annotated[QueryInt(0, 3650), Query()] = 90,
+    limit: Annotated[QueryInt(1, EXPIRY_PAGE_LOTS_MAX), Query(description="Lots per page.")] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=EXPIRY_CURSOR_CHARS_MAX, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="`next_cursor` of the page before.")] = None,
     min_position: MinPosition = None,
@@ -236,18 +245,21 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
         if moment.tzinfo is None or not isinstance(lot_id, str):
             raise ValueError(cursor)
     except (ValueError, TypeError) as exc:  # binascii.Error and json's errors are ValueErrors
+        # The schema can say what a cursor looks like, not which ones were handed out: a
+        # well-formed one that names no page is a page not found (404), like an unknown
+        # member, rather than a 422 for a request the published contract allows.
         raise ApiProblem(
-            422, "Invalid request", "The cursor is not one this route handed out.",
+            404, "Cursor not found", "The cursor is not one this route handed out; start again without one.",
             errors=[{"field": "cursor", "message": "unknown cursor", "type": "invalid_cursor"}],
         ) from exc
     return moment, lot_id
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,
+    limit: Annotated[QueryInt(1, HISTORY_LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
     min_position: MinPosition = None,
 ) -> HistoryPage:
@@ -272,8 +284,8 @@ async def history(
 @router.get("/events", operation_id="listEvents", response_model=AuditPage, responses=_errors(), tags=["audit"])
 async def list_events(
     container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],
-    after: Annotated[int, Query(ge=0, le=2**62, description="Global position to read after.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[QueryInt(0, 2**62), Query(description="Global position to read after.")] = 0,
+    limit: Annotated[QueryInt(1, 1000), Query()] = 100,
 ) -> AuditPage:
     """Every event in global order, with its hash chained to the stream's previous one, for replay."""
     rows = await container.pool.fetch(

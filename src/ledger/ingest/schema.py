@@ -106,23 +106,40 @@ def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
 
 
 _NO_OFFSET = timedelta(0)
-OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
-OCCURRED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+# RFC 3339's date-time and nothing else (the parser alone also takes a bare number of
+# seconds, a space for the T, no seconds, and more than 6 decimals, cut silently): a
+# 'T' (or 't'), seconds, at most microseconds (what the ledger stores), and 'Z' or an
+# offset. The years are the range's, as written: 2000 to 2099 in the sender's own offset,
+# so the pattern says all of it; a leap second (:60) is refused, as Python has none.
+OCCURRED_AT_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value  # built in code, not parsed: the range check below still applies
+    if not isinstance(value, str) or _OCCURRED_AT.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time from 2000 to 2099 with seconds and an offset or Z,"
+                         " such as \"2026-11-25T09:30:00+01:00\"")
+    return value
 
 
 def _plausible(moment: datetime) -> datetime:
-    # An offset is under a day, so a local year from 2001 to 2098 is inside the range
-    # whatever the offset: the common case needs no offset arithmetic.
-    if 2001 <= moment.year <= 2098:
-        return moment
-    if not OCCURRED_AT_MIN <= moment < OCCURRED_AT_MAX:
-        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    if not 2000 <= moment.year <= 2099:
+        raise ValueError("must be from 2000-01-01 to 2099-12-31 (in its own offset)")
     return moment
 
 
-# What the published schema's pattern allows: ASCII digits only (`\d` would also take other
-# scripts' digits, which Decimal reads), no sign, exponent, underscore or whitespace.
-_AMOUNT = re.compile(r"[0-9]{1,8}(\.[0-9]{1,2})?")
+# What the published schema's pattern allows, and all of it: 0 to 10,000,000 with at
+# most 2 decimals, in ASCII digits only (`\d` would also take other scripts' digits,
+# which Decimal reads), no sign, exponent, underscore or whitespace. The range is in the
+# pattern (an 8-digit amount starts with 0 or is 10000000), so no schema-valid amount
+# is refused.
+AMOUNT_PATTERN = r"^(0?[0-9]{1,7}(\.[0-9]{1,2})?|10000000(\.00?)?)$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
 
 
 def _decimal_string(value: Any) -> Any:
@@ -130,7 +147,7 @@ def _decimal_string(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("must be a decimal string such as \"420.00\"")
     if _AMOUNT.fullmatch(value) is None:
-        raise ValueError("must be a decimal string of at most 8 digits and 2 decimals, such as \"420.00\"")
+        raise ValueError("must be a decimal string from 0 to 10000000 with at most 2 decimals, such as \"420.00\"")
     return value
 
 
@@ -147,14 +164,22 @@ def _currency(code: str) -> str:
 EventId = Identifier(128)
 MemberId = Identifier(64)
 BookingId = Identifier(64)
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
+# Published as the exact set, so a client (or a fuzzer) that follows the schema never
+# sends a code the validator refuses; whether the programme earns in it is the rules' say.
+Currency = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(_CURRENCIES)}),
+]
 Amount = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
-    Field(le=10_000_000),  # sign, digits and decimals: checked as text by `_decimal_string`
-    WithJsonSchema({"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "examples": ["420.00"]}),
+    Field(le=10_000_000),  # sign, digits, decimals and range: checked as text by `_decimal_string`
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["420.00"]}),
 ]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(_plausible)]
+OccurredAt = Annotated[
+    AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_plausible),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": OCCURRED_AT_PATTERN}),
+]
 
 
 class BookingEventType(StrEnum):
@@ -197,7 +222,8 @@ class BookingEvent(BaseModel):
     product: Product
     amount: Amount = Field(description="Decimal string, at most 2 decimals, 0 to 10,000,000.")
     currency: Currency = Field(description="ISO 4217 code.")
-    occurred_at: OccurredAt = Field(description="RFC 3339 with offset, between 2000 and 2100.")
+    occurred_at: OccurredAt = Field(
+        description="RFC 3339 date-time with seconds and an offset (or Z), years 2000 to 2099.")
 
     def fingerprint(self) -> str:
         """Same event id with a different body is refused: this is what 'same' means."""
