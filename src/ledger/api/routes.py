@@ -62,6 +62,18 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def presented(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data as the member routes show it: the lots it took as {lot_id, points}
+    objects, the redemption response's shape. Stored events keep their [lot_id, points]
+    pairs (events never change once written, and the hash chain covers those bytes), so
+    the conversion is made here, on the way out; /v1/events shows the stored form, which
+    an auditor's replay and hash check need."""
+    lots = data.get("lots")
+    if lots is None:
+        return data
+    return {**data, "lots": [{"lot_id": lot_id, "points": points} for lot_id, points in lots]}
+
+
 def _status(response: Response, result: CommandResult) -> None:
     response.status_code = 200 if result.status == "duplicate" else 201
 
@@ -89,7 +101,8 @@ def booking_event_result(result: CommandResult) -> BookingEventResult:
         elif e["type"] == "EarnReversed":
             points -= data["points"] + (data["shortfall"] if data["shortfall_debited"] else 0)
     return BookingEventResult(
-        member_id=result.result["member_id"], events=result.result["events"], points=points,
+        member_id=result.result["member_id"], points=points,
+        events=[{**e, "data": presented(e["data"])} for e in result.result["events"]],
         pending_points=result.result.get("pending_after", 0), position=result.result["position"],
     )
 
@@ -107,7 +120,7 @@ async def redeem(
     result, data = await _member_write(container, response, command, "redemption", idempotency_key, key)
     return RedemptionResult(
         redemption_id=data["redemption_id"], points=data["points"], reward=body.reward,
-        lots=[{"lot_id": lot, "points": n} for lot, n in data["lots"]],
+        lots=presented(data)["lots"],
         available_after=result["available_after"], position=result["position"],
     )
 
@@ -276,7 +289,8 @@ async def history(
     page = rows[:limit]
     return HistoryPage(
         member_id=member_id,
-        events=[{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"])} for r in page],
+        events=[{**dict(r), "data": presented(json.loads(r["data"])), "metadata": json.loads(r["metadata"])}
+                for r in page],
         next_cursor=str(page[-1]["stream_version"]) if len(rows) > limit else None,
     )
 

@@ -55,12 +55,15 @@ class AdjustmentRequest(BaseModel):
         return points
 
 
+_DATA = "The event's data; the lots it took, if any, as `lots`: [{lot_id, points}], as in a redemption's response."
+
+
 class AppendedEvent(BaseModel):
     model_config = _examples({"position": 42, "stream_version": 3, "type": "PointsEarned", "data": {"points": 2600}})
     position: int
     stream_version: int
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description=_DATA)
 
 
 class BookingEventResult(BaseModel):
@@ -172,7 +175,7 @@ class HistoryEntry(BaseModel):
     type: str
     occurred_at: datetime
     recorded_at: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description=_DATA)
     metadata: dict[str, Any]
 
 
@@ -196,7 +199,8 @@ class AuditEvent(BaseModel):
     schema_version: int
     occurred_at: datetime
     recorded_at: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description="The event's data as stored (lots as [lot_id, points] pairs): what the"
+                                             " hash covers.")
     metadata: dict[str, Any]
     hash: str = Field(description="SHA-256 (hex) over the previous event's hash and this event's content.")
 
