@@ -36,20 +36,22 @@ class ApiProblem(Exception):
         self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
 
 
-# Most specific first: the first match wins. A 409 is final: the same request will be
-# refused again. A write that lost every race against other processes for the member
-# (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or found too many writes queued, was not
-# applied and may be sent again as it is: a 503 with Retry-After says so, as any
-# HTTP client library's retry policy understands.
+# Most specific first: the first match wins. 422 is kept for requests the published
+# schema refuses; a request it accepts that the ledger's state or the programme rules in
+# force refuse (a booking never earned on, a currency the rules do not earn in) is a 409.
+# A 409 is final: the same request will be refused again. A write that lost every race
+# against other processes for the member (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or
+# found too many writes queued, was not applied and may be sent again as it is: a 503
+# with Retry-After says so, as any HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
     (MemberNotFound, 404),
-    (BookingNotFound, 422),
+    (BookingNotFound, 409),
     (BookingStateConflict, 409),
     (DuplicateEvent, 409),
     (ConcurrencyConflict, 503),
     (Overloaded, 503),
-    (InvalidCommand, 422),
+    (InvalidCommand, 409),
     (LedgerError, 400),
 ]
 _RETRY_AFTER = {"Retry-After": "1"}
