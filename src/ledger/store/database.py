@@ -89,6 +89,9 @@ async def ensure_database(server_url: str, name: str) -> None:
 
 
 async def connect_pool(url: str, size_max: int = 10) -> asyncpg.Pool:
+    from ledger.logs import brief_database_faults  # here, not at the top: it imports this module
+
+    brief_database_faults()
     pool = await asyncpg.create_pool(
         url,
         min_size=1,
