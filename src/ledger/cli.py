@@ -12,12 +12,34 @@ from typing import TYPE_CHECKING
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from ledger.bootstrap import Container
     from ledger.supervisor import Task
 
 
+class SettingsError(Exception):
+    """LEDGER_* variables that do not make valid settings; the message is one line per
+    problem, naming the variable, for the person who set it."""
+
+
 def _settings() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # The variable's value is not repeated: LEDGER_DATABASE_URL may hold a password.
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        field = "_".join(str(part) for part in error["loc"])
+        lines.append(f"LEDGER_{field.upper()}: {message}" if field else message)
+    return "\n".join(lines)
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -362,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "sync", False):
             return int(args.func(args))
         return asyncio.run(args.func(args))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"ledger {args.command}: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # A Ctrl-C is a request, not a failure: one line, not a traceback.
         print(f"ledger {args.command}: interrupted", file=sys.stderr)
