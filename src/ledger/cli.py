@@ -9,6 +9,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
+from ledger.store.database import StartupError
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,15 +44,10 @@ def _describe(exc: ValidationError) -> str:
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    from ledger.bootstrap import database_url
-    from ledger.store import migrate
+    from ledger.bootstrap import build
 
-    url, embedded = await database_url(_settings())
-    try:
-        await migrate(url)
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.release)
+    container = await build(_settings())  # migrates
+    await container.close()
     print("migrations applied")
     return 0
 
@@ -388,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"ledger {args.command}: {line}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"ledger {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # A Ctrl-C is a request, not a failure: one line, not a traceback.
         print(f"ledger {args.command}: interrupted", file=sys.stderr)
