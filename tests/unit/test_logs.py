@@ -23,6 +23,18 @@ def test_a_repeated_library_complaint_is_logged_once_per_window_with_the_count_d
     # Another template, or a logger outside aiokafka, is not held back.
     assert limiter.filter(record("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s", 1, "x"))
     assert all(limiter.filter(record("ledger.ingest.consumer", "lag %s", 1)) for _ in range(3))
+    # The API's line per 503 while the database is away is limited too, but no traceback is.
+    unavailable = [limiter.filter(record("ledger.api.problems", "database unavailable: %s: %s", "OSError", "x"))
+                   for _ in range(100)]
+    assert unavailable.count(True) == 1
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        import sys
+
+        bug = logging.LogRecord("ledger.api.problems", logging.ERROR, __file__, 1, "unhandled error", (),
+                                sys.exc_info())
+    assert all(limiter.filter(bug) for _ in range(3))
     now[0] = 31.0
     later = record("aiokafka", "Unable connect to node with id %s: %s", 1, "refused")
     assert limiter.filter(later)
