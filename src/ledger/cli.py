@@ -173,8 +173,7 @@ async def _keys(args: argparse.Namespace) -> int:
                     state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.key_id}  {key.name:<24} {key.role.value:<8} {state}")
         elif not await revoke_key(container.pool, args.name):
-            print(f"no active key named {args.name!r}", file=sys.stderr)
-            return 1
+            raise KeyNameError(f"no active key named {args.name!r}; `ledger keys list` shows the keys")
         else:
             print(f"revoked {args.name!r}")
     except KeyNameError as exc:
