@@ -292,6 +292,10 @@ async def _rejected(args: argparse.Namespace) -> int:
             return 0
         outcome = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
                                        ids=None if args.all else [args.id])
+        if not args.all and outcome.applied == outcome.rejected == 0:
+            print(f"ledger rejected retry: no pending rejected message has the id {args.id}"
+                  " (`ledger rejected list --pending` shows them)", file=sys.stderr)
+            return 2
         print(f"{outcome.applied} applied, {outcome.rejected} still rejected")
         return 0 if outcome.rejected == 0 else 1
     finally:
