@@ -238,6 +238,18 @@ async def test_malformed_json_and_oversized_bodies(api: Api) -> None:
     assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
 
 
+async def test_json_nested_too_deeply_is_malformed_json_as_on_kafka(api: Api) -> None:
+    # Python's parser gives up on deep nesting with a RecursionError, which FastAPI turned
+    # into a bare 400 "HTTP error"; the Kafka consumer calls the same bytes "not JSON".
+    async with api.client("admin", **{"Content-Type": "application/json"}) as admin:
+        for body in (b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000):
+            r = await admin.post("/v1/booking-events", content=body)
+            assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+            assert r.json()["title"] == "Malformed JSON"
+            assert [(e["field"], e["type"]) for e in r.json()["errors"]] == [("body", "json_invalid")]
+    assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
 async def test_unknown_member_and_booking(api: Api) -> None:
     async with api.client("admin") as admin:
         for path in ("balance", "tier", "expiry-schedule", "history"):

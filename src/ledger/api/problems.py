@@ -115,8 +115,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden",
-                  413: "Request too large"}
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's body parsing met JSON nested deeper than Python's parser follows:
+            # not JSON this API reads, as the Kafka consumer says of the same bytes.
+            return problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=[
+                {"field": "body", "message": "JSON nested too deeply", "type": "json_invalid"}])
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+                  403: "Forbidden", 413: "Request too large"}
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail), exc.headers)
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
