@@ -19,7 +19,7 @@ from ledger.embedded import EmbeddedPostgres
 from ledger.handlers import Ledger
 from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
-from ledger.store.database import ensure_database
+from ledger.store.database import StartupError, ensure_database
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,37 @@ class Container:
                 log.info("embedded PostgreSQL stopped")
 
 
-async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
+def _startup_faults() -> tuple[type[BaseException], ...]:
+    import subprocess
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # OSError: refused, unreachable, a data directory that cannot be made; RuntimeError:
+    # the embedded server did not start (EmbeddedPostgres says why); SQLAlchemyError: what
+    # Alembic's connection raises; asyncpg's errors include a malformed URL.
+    return (OSError, RuntimeError, subprocess.SubprocessError, SQLAlchemyError, asyncpg.PostgresError,
+            asyncpg.InterfaceError)
+
+
+async def _open_database(settings: Settings, url: str | None,
+                         run_migrations: bool) -> tuple[str, EmbeddedPostgres | None, asyncpg.Pool]:
     embedded = None
-    if url is None:
-        url, embedded = await database_url(settings)
-    if run_migrations:
-        await migrate(url)
-    pool = await connect_pool(url, settings.db_pool_size_max)
+    try:
+        if url is None:
+            url, embedded = await database_url(settings)
+        if run_migrations:
+            await migrate(url)
+        pool = await connect_pool(url, settings.db_pool_size_max)
+    except _startup_faults() as exc:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
+        where = "the embedded PostgreSQL" if settings.database_url is None else "LEDGER_DATABASE_URL"
+        raise StartupError(f"cannot start on {where}: {type(exc).__name__}: {exc}") from exc
+    return url, embedded, pool
+
+
+async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
+    url, embedded, pool = await _open_database(settings, url, run_migrations)
     rules = load_rules(settings)
     store = EventStore(pool)
     ledger = Ledger(

@@ -5,32 +5,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import sys
 import warnings
 from typing import TYPE_CHECKING
 
+from ledger.store.database import StartupError
 from ledger.settings import Settings
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from ledger.bootstrap import Container
     from ledger.supervisor import Task
 
 
+class SettingsError(Exception):
+    """LEDGER_* variables that do not make valid settings; the message is one line per
+    problem, naming the variable, for the person who set it."""
+
+
 def _settings() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # The variable's value is not repeated: LEDGER_DATABASE_URL may hold a password.
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        field = "_".join(str(part) for part in error["loc"])
+        lines.append(f"LEDGER_{field.upper()}: {message}" if field else message)
+    return "\n".join(lines)
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    from ledger.bootstrap import database_url
-    from ledger.store import migrate
+    from ledger.bootstrap import build
 
-    url, embedded = await database_url(_settings())
-    try:
-        await migrate(url)
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.release)
+    container = await build(_settings())  # migrates
+    await container.close()
     print("migrations applied")
     return 0
 
@@ -156,8 +173,7 @@ async def _keys(args: argparse.Namespace) -> int:
                     state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.key_id}  {key.name:<24} {key.role.value:<8} {state}")
         elif not await revoke_key(container.pool, args.name):
-            print(f"no active key named {args.name!r}", file=sys.stderr)
-            return 1
+            raise KeyNameError(f"no active key named {args.name!r}; `ledger keys list` shows the keys")
         else:
             print(f"revoked {args.name!r}")
     except KeyNameError as exc:
@@ -276,6 +292,10 @@ async def _rejected(args: argparse.Namespace) -> int:
             return 0
         outcome = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
                                        ids=None if args.all else [args.id])
+        if not args.all and outcome.applied == outcome.rejected == 0:
+            print(f"ledger rejected retry: no pending rejected message has the id {args.id}"
+                  " (`ledger rejected list --pending` shows them)", file=sys.stderr)
+            return 2
         print(f"{outcome.applied} applied, {outcome.rejected} still rejected")
         return 0 if outcome.rejected == 0 else 1
     finally:
@@ -354,14 +374,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from ledger import logs
+
+    logs.configure()
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = parser().parse_args(argv)
     try:
         if getattr(args, "sync", False):
             return int(args.func(args))
         return asyncio.run(args.func(args))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"ledger {args.command}: {line}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"ledger {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # A Ctrl-C is a request, not a failure: one line, not a traceback.
         print(f"ledger {args.command}: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ from ledger.settings import Settings
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
+FORCED_REQUESTS_WAIT_S = 2.0  # after a second Ctrl-C, how long requests get to end once their connections are cut
 
 
 async def _serve(settings: Settings, host: str, port: int) -> bool:
@@ -59,11 +60,36 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
         # uvicorn installs the SIGINT/SIGTERM handlers: it stops accepting, drains,
         # then runs the lifespan's shutdown, which stops the background tasks, and
         # then raises the signal again (a KeyboardInterrupt for SIGINT, caught below).
-        await uvicorn.Server(config).serve()
+        server = uvicorn.Server(config)
+        try:
+            await server.serve()
+        finally:
+            await _finish_lifespan(server)
     except BaseException:
         await container.close(stop_embedded=True)
         raise
     return False
+
+
+async def _finish_lifespan(server: uvicorn.Server) -> None:
+    """A second Ctrl-C during the drain makes uvicorn stop waiting for the requests in
+    flight, as asked, and skip the lifespan's shutdown too: the background tasks then ran
+    on while the pool and the embedded database were closed under them (the Kafka
+    consumer timed out twice, 20 s, before the process ended) and the lifespan was
+    cancelled at exit with a traceback. So the shutdown uvicorn skipped runs here."""
+    lifespan = getattr(server, "lifespan", None)
+    if not (server.force_exit and lifespan is not None and getattr(lifespan, "startup_event", None) is not None
+            and lifespan.startup_event.is_set() and not lifespan.shutdown_event.is_set()
+            and not lifespan.error_occurred):
+        return
+    # Cut the connections still open, so that a request waiting for its body ends (as a
+    # client that went away) rather than being cancelled at exit, with a traceback.
+    for connection in list(server.server_state.connections):
+        connection.transport.close()
+    if server.server_state.tasks:
+        await asyncio.wait(list(server.server_state.tasks), timeout=FORCED_REQUESTS_WAIT_S)
+    log.info("second interrupt: requests in flight were cut short; stopping the background tasks")
+    await lifespan.shutdown()
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:

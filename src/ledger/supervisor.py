@@ -116,6 +116,16 @@ class Supervisor:
             failure: BaseException | None = None
             try:
                 await task(stop)
+            except asyncio.CancelledError as exc:
+                # Cancelled from outside (stop() past its timeout, the loop shutting
+                # down): end. Raised by the task's own code while nobody cancelled it (a
+                # library's inner task that was cancelled, a stray cancel()), it would end
+                # this loop with the task still shown up and nothing logged: a failure.
+                current = asyncio.current_task()
+                if current is None or current.cancelling():
+                    status.up = False
+                    raise
+                failure = exc
             except Exception as exc:
                 failure = exc
             if failure is None and stop.is_set():

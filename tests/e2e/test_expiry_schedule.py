@@ -48,6 +48,7 @@ async def test_the_expiry_schedule_pages_through_every_lot_and_sums_all_that_exp
         assert len(r.json()["lots"]) == 100 and r.json()["next_cursor"]
         for bad in ("not-a-cursor", "e30", "W10", "WyJ4IiwgMV0"):  # not base64 JSON; {}; []; ["x", 1]
             r = await app.get("/v1/members/M-1/expiry-schedule", params={"cursor": bad})
-            assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (bad, r.text)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (bad, r.text)
+            assert r.json()["title"] == "Cursor not found"
         r = await app.get("/v1/members/M-1/expiry-schedule", params={"limit": 1001})
         assert r.status_code == 422

@@ -68,3 +68,24 @@ async def test_the_command_line_says_what_is_wrong_in_one_line_with_status_2(db_
     assert "rotated" in listing and "active" in listing and token not in listing and new_token not in listing
     missing = _ledger(db_url, "keys", "rotate", "nobody")
     assert missing.returncode == 2 and "no key named 'nobody'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_keys_commands_answer_a_mistake_in_one_line_and_exit_2(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.cli import main
+
+    monkeypatch.setenv("LEDGER_DATABASE_URL", db_url)
+    assert main(["keys", "create", "ops", "--role", "support"]) == 0
+    assert main(["keys", "create", "ops", "--role", "support"]) == 2
+    assert main(["keys", "revoke", "ops"]) == 0
+    assert main(["keys", "revoke", "ops"]) == 2
+    assert main(["keys", "revoke", "nobody"]) == 2
+    assert main(["keys", "rotate", "nobody"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "ledger keys create: a key named 'ops' exists already (revoked keys keep their names);"
+        " `ledger keys rotate ops` issues a new key under that name",
+        "ledger keys revoke: no active key named 'ops'; `ledger keys list` shows the keys",
+        "ledger keys revoke: no active key named 'nobody'; `ledger keys list` shows the keys",
+        "ledger keys rotate: no key named 'nobody'; `ledger keys create nobody --role ROLE` makes one",
+    ]

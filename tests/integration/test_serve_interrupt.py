@@ -100,3 +100,42 @@ def _start_interrupt_and_restart(tmp_path: Path) -> None:
     assert status in (0, 130) and "Traceback" not in err, err
     assert not _postgres_running(tmp_path), err
     assert "embedded PostgreSQL stopped" in err
+
+
+def test_a_second_ctrl_c_cuts_the_drain_short_and_still_stops_everything_quietly(tmp_path: Path) -> None:
+    # uvicorn answers a second Ctrl-C by no longer waiting for requests in flight, and by
+    # skipping the application's shutdown: the background tasks ran on over a closed pool
+    # and the process ended with a traceback (and, with a Kafka consumer, 20 s later).
+    port = _free_port()
+    proc = _start(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "ledger serve did not answer /healthz"
+            time.sleep(0.1)
+        # A request in flight (its body never finishes) keeps the first Ctrl-C's drain waiting.
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(b"POST /v1/booking-events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+            time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.5)
+            started = time.monotonic()
+            status, err = _interrupt(proc)
+        assert time.monotonic() - started < 10, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if (pid := _postmaster(tmp_path)) is not None:
+            os.kill(pid, signal.SIGINT)
+    assert status == 130 and "Traceback" not in err, err
+    assert "embedded PostgreSQL stopped" in err and "Application shutdown complete" in err, err
+    assert '"status": 500' not in err, err  # the cut request is logged as a client gone, not a failure
+    assert not _postgres_running(tmp_path), err

@@ -95,3 +95,48 @@ def test_backoff_doubles_to_its_bound_with_jitter_and_resets() -> None:
     assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True))
     backoff.reset()
     assert backoff.next() <= 0.1
+
+
+async def test_a_task_that_raises_cancelled_error_unasked_is_a_failure_not_a_silent_end(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A CancelledError escaping a task's own code (say, from a library's inner task) while
+    # nobody cancelled the supervisor ended its loop: no log, no count, still shown up.
+    calls = 0
+    healthy = asyncio.Event()
+
+    async def stray(stop: asyncio.Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError()
+        healthy.set()
+        await stop.wait()
+
+    supervisor = Supervisor(backoff_s_min=0.01, backoff_s_max=0.05)
+    supervisor.add("stray", stray)
+    with caplog.at_level(logging.ERROR, logger="ledger.supervisor"):
+        supervisor.start()
+        await asyncio.wait_for(healthy.wait(), 5)
+    status = supervisor.status()["stray"]
+    assert (status["up"], status["failures"], status["restarts"]) == (True, 1, 1)
+    assert status["last_error"].startswith("CancelledError")
+    assert any("stray" in r.getMessage() and r.exc_info for r in caplog.records)
+    await supervisor.stop(timeout_s=5)
+    assert not supervisor.all_up
+
+
+async def test_a_task_that_ignores_stop_is_still_cancelled_by_stop() -> None:
+    cancelled = asyncio.Event()
+
+    async def stubborn(stop: asyncio.Event) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cancelled.set()
+
+    supervisor = Supervisor(backoff_s_min=0.01, backoff_s_max=0.05)
+    supervisor.add("stubborn", stubborn)
+    supervisor.start()
+    await asyncio.sleep(0.05)
+    await supervisor.stop(timeout_s=0.2)
+    assert cancelled.is_set() and supervisor.status()["stubborn"]["up"] is False

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.bootstrap import Container, build
@@ -151,6 +151,16 @@ def create_app(
         ready = body["database"] == "ok" and body["migrations"] == "current" and supervisor.all_up
         body["status"] = "ready" if ready else "not_ready"
         return JSONResponse(Readiness(**body).model_dump(mode="json"), status_code=200 if ready else 503)
+
+    # Load balancers often probe with HEAD: the same status, no body (not in the contract,
+    # which lists the GETs).
+    @app.head("/healthz", include_in_schema=False)
+    async def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    @app.head("/readyz", include_in_schema=False)
+    async def readyz_head() -> Response:
+        return Response(status_code=(await readyz()).status_code)
 
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
     app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer

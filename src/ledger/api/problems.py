@@ -36,20 +36,22 @@ class ApiProblem(Exception):
         self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
 
 
-# Most specific first: the first match wins. A 409 is final: the same request will be
-# refused again. A write that lost every race against other processes for the member
-# (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or found too many writes queued, was not
-# applied and may be sent again as it is: a 503 with Retry-After says so, as any
-# HTTP client library's retry policy understands.
+# Most specific first: the first match wins. 422 is kept for requests the published
+# schema refuses; a request it accepts that the ledger's state or the programme rules in
+# force refuse (a booking never earned on, a currency the rules do not earn in) is a 409.
+# A 409 is final: the same request will be refused again. A write that lost every race
+# against other processes for the member (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or
+# found too many writes queued, was not applied and may be sent again as it is: a 503
+# with Retry-After says so, as any HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
     (MemberNotFound, 404),
-    (BookingNotFound, 422),
+    (BookingNotFound, 409),
     (BookingStateConflict, 409),
     (DuplicateEvent, 409),
     (ConcurrencyConflict, 503),
     (Overloaded, 503),
-    (InvalidCommand, 422),
+    (InvalidCommand, 409),
     (LedgerError, 400),
 ]
 _RETRY_AFTER = {"Retry-After": "1"}
@@ -113,8 +115,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden",
-                  413: "Request too large"}
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's body parsing met JSON nested deeper than Python's parser follows:
+            # not JSON this API reads, as the Kafka consumer says of the same bytes.
+            return problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=[
+                {"field": "body", "message": "JSON nested too deeply", "type": "json_invalid"}])
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+                  403: "Forbidden", 413: "Request too large"}
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail), exc.headers)
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:

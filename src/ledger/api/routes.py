@@ -22,13 +22,23 @@ from ledger.domain import (
     PointsRedeemed,
     RedeemPoints,
     tier_status,
+    to_data,
 )
 from ledger.handlers import Applied, CommandRequest, Duplicate
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
-from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
+from .deps import (
+    ContainerDep,
+    IdempotencyKey,
+    MemberPath,
+    MinPosition,
+    QueryInt,
+    SingleQueryValues,
+    require,
+    wait_for_position,
+)
 from .problems import ApiProblem
 from .schemas import (
     AdjustmentRequest,
@@ -45,7 +55,7 @@ from .schemas import (
     TierView,
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[SingleQueryValues])
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 HISTORY_LIMIT_MAX = 200
 EXPIRY_CURSOR_CHARS_MAX = 400  # base64 of a date and a lot id, with room for ids well past 64 characters
@@ -60,6 +70,18 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def presented(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data as the member routes show it: the lots it took as {lot_id, points}
+    objects, the redemption response's shape. Stored events keep their [lot_id, points]
+    pairs (events never change once written, and the hash chain covers those bytes), so
+    the conversion is made here, on the way out; /v1/events shows the stored form, which
+    an auditor's replay and hash check need."""
+    lots = data.get("lots")
+    if lots is None:
+        return data
+    return {**data, "lots": [{"lot_id": lot_id, "points": points} for lot_id, points in lots]}
 
 
 def _status(response: Response, outcome: Applied | Duplicate) -> None:
@@ -82,7 +104,8 @@ async def post_booking_event(
 def booking_event_result(outcome: Applied | Duplicate) -> BookingEventResult:
     applied = outcome.applied
     return BookingEventResult(
-        member_id=applied.member_id, events=applied.event_views(), points=applied.summary.earned,
+        member_id=applied.member_id, points=applied.summary.earned,
+        events=[{**e, "data": presented(e["data"])} for e in applied.event_views()],
         pending_points=applied.summary.pending_after, position=applied.position,
     )
 
@@ -101,7 +124,7 @@ async def redeem(
     assert isinstance(event, PointsRedeemed)
     return RedemptionResult(
         redemption_id=event.redemption_id, points=event.points, reward=body.reward,
-        lots=[{"lot_id": lot, "points": n} for lot, n in event.lots],
+        lots=presented(to_data(event))["lots"],
         available_after=applied.summary.available_after, position=applied.position,
     )
 
@@ -150,7 +173,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
     """Available, pending and lifetime points, and the tier in force now."""
@@ -186,7 +209,7 @@ FROM balances b WHERE b.member_id = $1
 
 
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None) -> TierView:
     """Tier from tier-qualifying points in the rolling window, evaluated now."""
@@ -202,11 +225,11 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    within_days: Annotated[int, Query(ge=0, le=3650)] = 90,
-    limit: Annotated[int, Query(ge=1, le=EXPIRY_PAGE_LOTS_MAX, description="Lots per page.")] = 100,
+    within_days: Annotated[QueryInt(0, 3650), Query()] = 90,
+    limit: Annotated[QueryInt(1, EXPIRY_PAGE_LOTS_MAX), Query(description="Lots per page.")] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=EXPIRY_CURSOR_CHARS_MAX, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="`next_cursor` of the page before.")] = None,
     min_position: MinPosition = None,
@@ -239,18 +262,21 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
         if moment.tzinfo is None or not isinstance(lot_id, str):
             raise ValueError(cursor)
     except (ValueError, TypeError) as exc:  # binascii.Error and json's errors are ValueErrors
+        # The schema can say what a cursor looks like, not which ones were handed out: a
+        # well-formed one that names no page is a page not found (404), like an unknown
+        # member, rather than a 422 for a request the published contract allows.
         raise ApiProblem(
-            422, "Invalid request", "The cursor is not one this route handed out.",
+            404, "Cursor not found", "The cursor is not one this route handed out; start again without one.",
             errors=[{"field": "cursor", "message": "unknown cursor", "type": "invalid_cursor"}],
         ) from exc
     return moment, lot_id
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,
+    limit: Annotated[QueryInt(1, HISTORY_LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
     min_position: MinPosition = None,
 ) -> HistoryPage:
@@ -267,7 +293,8 @@ async def history(
     page = rows[:limit]
     return HistoryPage(
         member_id=member_id,
-        events=[{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"])} for r in page],
+        events=[{**dict(r), "data": presented(json.loads(r["data"])), "metadata": json.loads(r["metadata"])}
+                for r in page],
         next_cursor=str(page[-1]["stream_version"]) if len(rows) > limit else None,
     )
 
@@ -275,8 +302,8 @@ async def history(
 @router.get("/events", operation_id="listEvents", response_model=AuditPage, responses=_errors(), tags=["audit"])
 async def list_events(
     container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],
-    after: Annotated[int, Query(ge=0, le=2**62, description="Global position to read after.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[QueryInt(0, 2**62), Query(description="Global position to read after.")] = 0,
+    limit: Annotated[QueryInt(1, 1000), Query()] = 100,
 ) -> AuditPage:
     """Every event in global order, with its hash chained to the stream's previous one, for replay."""
     rows = await container.pool.fetch(

@@ -36,6 +36,12 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
 
 
+class StartupError(Exception):
+    """The database could not be started, reached or migrated when a process started: a
+    condition for the operator to fix (a port in use, a wrong URL or password, a data
+    directory that cannot be made), said in a few lines, not a traceback."""
+
+
 def migrations_dir() -> Path:
     """The repository's migrations in a checkout, the packaged copy in a wheel."""
     return _REPO_MIGRATIONS if (_REPO_MIGRATIONS / "env.py").exists() else _PACKAGED_MIGRATIONS
@@ -89,6 +95,9 @@ async def ensure_database(server_url: str, name: str) -> None:
 
 
 async def connect_pool(url: str, size_max: int = 10) -> asyncpg.Pool:
+    from ledger.logs import brief_database_faults  # here, not at the top: it imports this module
+
+    brief_database_faults()
     pool = await asyncpg.create_pool(
         url,
         min_size=1,
