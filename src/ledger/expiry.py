@@ -22,7 +22,8 @@ import asyncpg
 
 from ledger.domain import ExpirePoints
 from ledger.domain.commands import EXPIRE_LOTS_MAX
-from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger
+from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
+from ledger.store.database import DATABASE_ERRORS
 from ledger.store.events import APPEND_EVENTS_MAX
 
 # Events one append of the expiry holds at most: half the store's bound, so that an append
@@ -95,8 +96,8 @@ async def expire_due(
 async def _expire(ledger: Ledger, batch: list[CommandRequest]) -> int:
     """One append of expiry commands (several may be for one member, each going on where
     the one before stopped); returns how many events it appended."""
-    results = await ledger.handle_batch(batch)
-    return sum(len(r.result["events"]) for r in results if r.result)
+    outcomes = await ledger.handle_batch(batch)
+    return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
 
 
 async def run_expiry_scheduler(
@@ -113,8 +114,8 @@ async def run_expiry_scheduler(
             if expired:
                 log.info("expired %d lots", expired)
                 continue  # more may be due: go again without waiting
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("expiry scheduler: %s", exc)
+        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
+            log.warning("expiry scheduler: %s: %s", type(exc).__name__, exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
         except TimeoutError:

@@ -1,7 +1,26 @@
-"""Command handling: load member state, decide, append; retried against fresh state.
+"""Command handling: load member states, decide, commit one unit of work; decided again
+on fresh state when the store or the cache says the state was behind.
 
 This is the one path every write takes: the HTTP API, the Kafka consumer and the
-expiry scheduler hand commands to `Ledger.handle` or `Ledger.handle_batch`.
+expiry scheduler hand commands to `Ledger.handle` or `Ledger.handle_batch`. One attempt
+at a batch, in the order its concerns come (`_attempt`):
+
+1. load the states of every member the commands read (`_load`), trusting this
+   process's cache on a first attempt;
+2. look up the idempotency records of the keyed commands (`_recorded`), except on an
+   optimistic first attempt (see there);
+3. decide every command on the states the commands before it left (`_decide_batch`);
+4. check that no outcome rests on a cached state the store has moved past
+   (`_check_trust`): if one does, the attempt answers `Retry`;
+5. build the unit of work (`_unit_of_work`): the appends of every stream with the
+   version each expects and the idempotency records, the consumer's offset fence, and
+   the rejected messages, as data;
+6. commit it (`EventStore.commit`): a stream that moved or a key taken meanwhile is a
+   returned failure, which the attempt answers as `Retry`;
+7. update the cache and build each command's typed outcome once (`_settle`).
+
+`handle_batch` runs attempts until one is not a `Retry` (bounded, with back-off), and
+raises ConcurrencyConflict (a retryable 503 over HTTP) when the attempts run out.
 """
 
 from __future__ import annotations
@@ -11,12 +30,11 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any
 
-import asyncpg
 import orjson
 
 from ledger.domain import (
@@ -24,21 +42,47 @@ from ledger.domain import (
     Command,
     ConcurrencyConflict,
     DuplicateEvent,
+    Event,
     InvalidCommand,
     LedgerError,
     MemberState,
     ProgramRules,
     decide,
+    decide_streams,
     evolve,
     fold,
     from_snapshot,
-    to_data,
+    net_earned,
     to_snapshot,
 )
 from ledger.group_commit import GroupCommit
-from ledger.store.events import GENESIS_HASH, AppendRequest, EventStore
+from ledger.outcomes import (
+    AppendedEvent,
+    Applied,
+    CommandRequest,
+    Duplicate,
+    KafkaSource,
+    Outcome,
+    Rejected,
+    Summary,
+    refusal_reason,
+    summary_of,
+)
+from ledger.store.database import DATABASE_ERRORS
+from ledger.store.events import GENESIS_HASH, EventStore, StoredEvent
+from ledger.store.unit_of_work import (
+    Fenced,
+    OffsetFence,
+    OffsetsFenced,
+    RejectedMessage,
+    StreamAppend,
+    UnitOfWork,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BATCH_COMMANDS_MAX", "Applied", "CommandRequest", "Duplicate", "KafkaSource", "Ledger", "Outcome",
+           "Rejected", "Retry", "StateCache", "Summary"]
 
 BATCH_COMMANDS_MAX = 10_000
 # A load that folds at least this many events of one member saves that member's snapshot
@@ -48,60 +92,29 @@ BATCH_COMMANDS_MAX = 10_000
 # its events on its first write after a restart, most of it reading and decoding them.
 SNAPSHOT_FOLD_EVENTS_MIN = 1_000
 
-# Runs inside the batch's transaction, just before commit, with the commands the ledger
-# refused (index in the batch -> why): the Kafka consumer writes its offsets and its
-# rejected messages there, so they commit or roll back with the events.
-BatchHook = Callable[[asyncpg.Connection, dict[int, LedgerError]], Awaitable[None]]
+# decide_streams's signature: the states of the members a command reads -> events by stream.
+Decider = Callable[[Mapping[str, MemberState], Command, ProgramRules], dict[str, list[Event]]]
+States = dict[str, tuple[MemberState, bytes]]  # member -> (state, hash of its last event)
 
 
 @dataclass(frozen=True, slots=True)
-class CommandRequest:
-    command: Command
-    idempotency_key: str | None = None
-    request_hash: str = ""  # fingerprint of the source request: same key, other body is refused
-    metadata: dict[str, Any] = field(default_factory=dict)
+class Retry:
+    """An attempt that must be decided again on fresh state: `reason`, and the members
+    known to be behind (empty: any of them may be)."""
+
+    reason: str
+    members: tuple[str, ...] = ()
 
 
-class CommandResult:
-    """What became of one command. `result` ({"member_id", "events": [...], "position",
-    "available_after", "pending_after"}) is built on first use: the Kafka consumer and
-    the benchmarks never look at it, and building it costs as much as hashing the event."""
+@dataclass(slots=True)
+class _Draft:
+    """One attempt's decisions, before they are committed."""
 
-    __slots__ = ("status", "error", "_result", "_append")
-
-    def __init__(
-        self,
-        status: Literal["applied", "duplicate", "rejected"],
-        result: dict[str, Any] | None = None,
-        error: LedgerError | None = None,
-        *,
-        append: AppendRequest | None = None,
-    ) -> None:
-        self.status = status
-        self.error = error
-        self._result = result
-        self._append = append
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        if self._result is None and self._append is not None:
-            self._result = _result_of(self._append)
-        return self._result
-
-    def __repr__(self) -> str:
-        return f"CommandResult({self.status!r}, {self.result!r}, {self.error!r})"
-
-
-def _result_of(req: AppendRequest) -> dict[str, Any]:
-    return {
-        "member_id": req.stream_id,
-        "events": [
-            {"position": pos, "stream_version": req.expected_version + i + 1, "type": ev.type, "data": to_data(ev)}
-            for i, (pos, ev) in enumerate(zip(req.positions, req.events, strict=True))
-        ],
-        "position": req.positions[-1] if req.positions else None,
-        **req.summary,
-    }
+    outcomes: list[Outcome | None]  # None: appends (filled in after the commit), or repeats a command of the batch
+    appends: list[StreamAppend] = field(default_factory=list)
+    owner: dict[int, tuple[int, int, Summary]] = field(default_factory=dict)  # command -> (first append, appends, summary)
+    in_batch: dict[str, int] = field(default_factory=dict)  # key -> the command of the batch that applies it
+    doubtful: set[str] = field(default_factory=set)  # members read by an outcome that appends nothing to them
 
 
 class StateCache:
@@ -161,10 +174,11 @@ class StateCache:
 class Ledger:
     def __init__(
         self, store: EventStore, rules: ProgramRules, *, cache_members_max: int = 100_000, attempts_max: int = 100,
-        group_commands_max: int = 500,
+        group_commands_max: int = 500, decider: Decider = decide_streams,
     ) -> None:
         self.store = store
         self.rules = rules
+        self.decider = decider
         self.cache = StateCache(cache_members_max)
         self.attempts_max = attempts_max
         self.appended = asyncio.Event()  # set after each append, to wake in-process readers
@@ -231,7 +245,7 @@ class Ledger:
             await self.store.write_snapshots(
                 [(state.member_id, state.version, last_hash, orjson.dumps(to_snapshot(state)).decode())
                  for state, last_hash in items], SNAPSHOT_FORMAT)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("snapshots of %d long-history members not saved: %s", len(items), exc)
             return False
         return True
@@ -254,128 +268,153 @@ class Ledger:
     async def member_state(self, member_id: str) -> MemberState:
         return (await self.load([member_id]))[member_id][0]
 
-    async def handle(self, request: CommandRequest) -> CommandResult:
+    async def handle(self, request: CommandRequest) -> Applied | Duplicate:
         """One command, committed together with the others submitted meanwhile (group
         commit); a domain refusal is raised, not returned."""
-        result: CommandResult = await self.group.submit(request)  # type: ignore[assignment]
-        if result.error is not None:
-            raise result.error
-        return result
+        outcome: Outcome = await self.group.submit(request)  # type: ignore[assignment]
+        if isinstance(outcome, Rejected):
+            raise outcome.error
+        return outcome
 
     async def handle_batch(
-        self, requests: Sequence[CommandRequest], before_commit: BatchHook | None = None
-    ) -> list[CommandResult]:
-        """Decide every command against current state and append all of the resulting
-        events in one transaction. A command the domain refuses is returned as
-        `rejected` and does not stop the others."""
+        self, requests: Sequence[CommandRequest], *, offset_fence: OffsetFence | None = None,
+        rejections: Sequence[RejectedMessage] = (),
+    ) -> list[Outcome]:
+        """Decide every command against current state and commit all of the resulting
+        events in one transaction, with `offset_fence` and `rejections` (messages that
+        never became commands) if given. A command the domain refuses is returned as
+        `Rejected` and does not stop the others. Raises Fenced when the fence refused
+        the unit of work (nothing was written)."""
         assert len(requests) <= BATCH_COMMANDS_MAX
+        retry = Retry("no attempt was made")
         for attempt in range(1, self.attempts_max + 1):
-            try:
-                # A retry reads every member's newer events: the cache was behind.
-                return await self._attempt(requests, before_commit, trust_cache=attempt == 1)
-            except ConcurrencyConflict:
-                self.conflicts += 1
-                if attempt == self.attempts_max:
-                    raise
+            # A retry reads every member's newer events: the cache was behind.
+            outcome = await self._attempt(requests, offset_fence, rejections, trust_cache=attempt == 1)
+            if not isinstance(outcome, Retry):
+                return outcome
+            retry = outcome
+            self.conflicts += 1
+            if attempt < self.attempts_max:
                 # Spread the retries of colliding writers so one of them wins each round.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-        raise AssertionError("unreachable")
-
-    async def _expand(self, recorded: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Idempotency records turned back into full results, reading the events of
-        all of them in one query."""
-        positions = [p for _, record in recorded.values() for p in record["positions"]]
-        events = await self.store.read_positions(positions)
-        return {key: (request_hash, _expanded(record, events)) for key, (request_hash, record) in recorded.items()}
+        raise ConcurrencyConflict(retry.reason)
 
     async def _attempt(
-        self, requests: Sequence[CommandRequest], before_commit: BatchHook | None, *, trust_cache: bool
-    ) -> list[CommandResult]:
+        self, requests: Sequence[CommandRequest], offset_fence: OffsetFence | None,
+        rejections: Sequence[RejectedMessage], *, trust_cache: bool,
+    ) -> list[Outcome] | Retry:
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
-        states, trusted = await self._load([r.command.member_id for r in requests], trust_cache=trust_cache)
+        states, trusted = await self._load([m for r in requests for m in r.command.member_ids], trust_cache=trust_cache)
         loaded_versions = {m: states[m][0].version for m in trusted}
-        doubtful: set[str] = set()  # trusted members with an outcome that appends nothing
         # The first attempt does not look its keys up: a command that appends puts its key
         # on its first event, whose unique index refuses a key already used, and the
         # batch is decided again with the records (an IdempotencyRace). Only a keyed
         # command that appends nothing (a refusal, or nothing to do) could take a
-        # recorded key unnoticed: those keys are looked up below, before the outcome
-        # stands. A redelivered batch (all duplicates) is then decided twice; a fresh
-        # one skips a query that cost PostgreSQL about 1.5 µs per command. Keys in the
-        # legacy `commands` table have no unique index on the events behind them.
+        # recorded key unnoticed: those keys are looked up in `_check_trust`, before the
+        # outcome stands. A redelivered batch (all duplicates) is then decided twice; a
+        # fresh one skips a query that cost PostgreSQL about 1.5 µs per command. Keys in
+        # the legacy `commands` table have no unique index on the events behind them.
         optimistic = trust_cache and not await self.store.has_legacy_commands()
-        recorded: dict[str, tuple[str, dict[str, Any]]] = {}
-        if not optimistic:
-            recorded = await self.store.find_commands([r.idempotency_key for r in requests if r.idempotency_key])
-            if recorded:
-                recorded = await self._expand(recorded)
-        results: list[CommandResult | None] = [None] * len(requests)
-        appends: list[AppendRequest] = []
-        owner: dict[int, AppendRequest] = {}
-        in_batch: dict[str, int] = {}
+        recorded = {} if optimistic else await self._recorded(requests)
+        draft = self._decide_batch(requests, states, recorded)
+        retry = await self._check_trust(requests, draft, trusted, loaded_versions, optimistic=optimistic)
+        if retry is not None:
+            return retry
+        uow = _unit_of_work(requests, draft, offset_fence, rejections)
+        if uow:
+            failure = await self.store.commit(uow)
+            if isinstance(failure, OffsetsFenced):
+                raise Fenced(failure.message)
+            if failure is not None:
+                return Retry(failure.message)
+        return self._settle(requests, draft, states)
+
+    async def _recorded(self, requests: Sequence[CommandRequest]) -> dict[str, tuple[str, Applied]]:
+        """The idempotency records of the batch's keys that were used before: key ->
+        (request hash, the outcome that applied it), reading all their events in one query."""
+        found = await self.store.find_commands([r.idempotency_key for r in requests if r.idempotency_key])
+        if not found:
+            return {}
+        stored = await self.store.read_positions([p for _, record in found.values() for p in record["positions"]])
+        return {key: (request_hash, _original(record, stored)) for key, (request_hash, record) in found.items()}
+
+    def _decide_batch(self, requests: Sequence[CommandRequest], states: States,
+                      recorded: dict[str, tuple[str, Applied]]) -> _Draft:
+        """Each command decided on the states the ones before it in the batch left."""
+        draft = _Draft([None] * len(requests))
         for i, req in enumerate(requests):
             key = req.idempotency_key
             if key is not None and key in recorded:
-                request_hash, result = recorded[key]
-                results[i] = _duplicate(key, request_hash, req, result)
+                request_hash, original = recorded[key]
+                draft.outcomes[i] = Duplicate(original) if request_hash == req.request_hash else Rejected(_key_reused(key))
                 continue
-            if key is not None and key in in_batch:
-                if requests[in_batch[key]].request_hash != req.request_hash:
-                    results[i] = CommandResult("rejected", error=_key_reused(key))
-                continue  # else a duplicate of the first, filled in once its result is known
-            try:
-                state, last_hash = states[req.command.member_id]
-                events = decide(state, req.command, self.rules)
-                # `fold` for many events (an expiry run): one draft for all of them.
-                new_state = evolve(state, events[0]) if len(events) == 1 else fold(state.member_id, events, state)
-            except LedgerError as error:
-                results[i] = CommandResult("rejected", error=error)
-                doubtful.add(req.command.member_id)
-                continue
-            except (ValueError, ArithmeticError) as exc:
-                # Input the validation let through and the rules cannot compute with: refuse
-                # this one command (a Kafka message goes to the dead-letter topic) rather
-                # than fail the batch and block everything behind it.
-                log.warning("command %r could not be decided: %s", req.command, exc)
-                results[i] = CommandResult("rejected", error=InvalidCommand(f"The command cannot be applied: {exc}."))
-                doubtful.add(req.command.member_id)
+            if key is not None and key in draft.in_batch:
+                if requests[draft.in_batch[key]].request_hash != req.request_hash:
+                    draft.outcomes[i] = Rejected(_key_reused(key))
+                continue  # else a repeat of the earlier one: its outcome once that is known
+            member_ids = req.command.member_ids
+            decided = self._decide(req.command, member_ids, states)
+            if isinstance(decided, Rejected):
+                draft.outcomes[i] = decided
+                draft.doubtful.update(member_ids)
                 continue
             if key is not None:
-                in_batch[key] = i
-            if not events:
-                doubtful.add(state.member_id)
-                available, pending = state.available_and_pending(req.command.occurred_at)
-                results[i] = CommandResult("applied", {
-                    "member_id": state.member_id, "events": [], "position": None,
-                    "available_after": available, "pending_after": pending,
-                })
-                continue
-            available, pending = new_state.available_and_pending(req.command.occurred_at)
-            # In field order (stream id, expected version, previous hash, events, metadata,
-            # key, request hash, summary): keyword arguments cost a third more per command.
-            append = AppendRequest(state.member_id, state.version, last_hash, events, req.metadata, key,
-                                   req.request_hash, {"available_after": available, "pending_after": pending})
-            appends.append(append)
-            owner[i] = append
-            states[state.member_id] = (new_state, b"")  # hash filled in by the store
-        doubtful &= trusted
+                draft.in_batch[key] = i
+            _stage(draft, i, req, member_ids, decided, states)
+        return draft
+
+    def _decide(self, command: Command, member_ids: tuple[str, ...],
+                states: States) -> dict[str, tuple[MemberState, list[Event]]] | Rejected:
+        """stream -> (its state after, the events) of the streams the command appends to."""
+        try:
+            if len(member_ids) == 1 and self.decider is decide_streams:
+                # What decide_streams does for one member, without building its two dicts
+                # (a tenth of the ledger's own cost per command on the batch path).
+                state = states[member_ids[0]][0]
+                events = decide(state, command, self.rules)
+                if not events:
+                    return {}
+                return {state.member_id: (evolve(state, events[0]) if len(events) == 1
+                                          else fold(state.member_id, events, state), events)}
+            read = {m: states[m][0] for m in member_ids}
+            staged: dict[str, tuple[MemberState, list[Event]]] = {}
+            for stream_id, events in self.decider(read, command, self.rules).items():
+                if events:
+                    state = read[stream_id]  # a stream is only written after it was read
+                    # `fold` for many events (an expiry run): it copies the member's lots
+                    # once, where `evolve` copies them per event.
+                    staged[stream_id] = (evolve(state, events[0]) if len(events) == 1
+                                         else fold(stream_id, events, state), events)
+            return staged
+        except LedgerError as error:
+            return Rejected(error)
+        except (ValueError, ArithmeticError) as exc:
+            # Input the validation let through and the rules cannot compute with: refuse
+            # this one command (a Kafka message goes to the dead-letter topic) rather
+            # than fail the batch and block everything behind it.
+            log.warning("command %r could not be decided: %s", command, exc)
+            return Rejected(InvalidCommand(f"The command cannot be applied: {exc}."))
+
+    async def _check_trust(self, requests: Sequence[CommandRequest], draft: _Draft, trusted: set[str],
+                           loaded_versions: dict[str, int], *, optimistic: bool) -> Retry | None:
+        """A Retry when an outcome that appends nothing rests on something the store has
+        moved past: a cached state (a refusal the newer events would have turned into a
+        success), or an unlooked-up key that was recorded before."""
+        doubtful = draft.doubtful & trusted
         if doubtful and await self.store.read_streams_after({m: loaded_versions[m] for m in doubtful}):
-            raise ConcurrencyConflict("A member's cached state was behind the store; deciding again on fresh state.")
+            return Retry("A member's cached state was behind the store; deciding again on fresh state.",
+                         tuple(sorted(doubtful)))
         if optimistic:
-            unsure = [req.idempotency_key for req, result in zip(requests, results, strict=True)
-                      if req.idempotency_key is not None and result is not None]  # refused, or appends nothing
+            unsure = [req.idempotency_key for req, outcome in zip(requests, draft.outcomes, strict=True)
+                      if req.idempotency_key is not None and outcome is not None]  # refused, or appends nothing
             if unsure and await self.store.find_commands(unsure):
-                raise ConcurrencyConflict("A command of the batch was recorded before; deciding again with its record.")
-        if appends or before_commit is not None:
-            hook = None
-            if before_commit is not None:
-                refusals = {i: r.error for i, r in enumerate(results) if r is not None and r.error is not None}
+                return Retry("A command of the batch was recorded before; deciding again with its record.")
+        return None
 
-                async def hook(conn: asyncpg.Connection) -> None:
-                    await before_commit(conn, refusals)
-
-            await self.store.append(appends, hook)
+    def _settle(self, requests: Sequence[CommandRequest], draft: _Draft, states: States) -> list[Outcome]:
+        """After the commit: the cache takes the new states, and every command its outcome."""
+        appends = draft.appends
         for append in appends:
             state = states[append.stream_id][0]
             if state.version == append.expected_version + len(append.events):
@@ -383,37 +422,91 @@ class Ledger:
         if appends:
             self.appended.set()
             self.appended.clear()
-        for i, append in owner.items():
-            results[i] = CommandResult("applied", append=append)
+        outcomes = draft.outcomes
+        for i, (first, count, summary) in draft.owner.items():
+            append = appends[first]
+            if count == 1 and len(append.events) == 1:  # most commands: a third of the cost of the general form
+                position = append.positions[0]
+                events = (AppendedEvent(position, append.stream_id, append.expected_version + 1, append.events[0]),)
+            else:
+                events = tuple(itertools.chain.from_iterable(_appended(a) for a in appends[first:first + count]))
+                position = events[-1].position
+            outcomes[i] = Applied(requests[i].command.member_id, events, position, summary)
         for i, req in enumerate(requests):
-            if results[i] is None:  # a repeat of a key earlier in this batch, same body
-                first = results[in_batch[req.idempotency_key]]  # type: ignore[index]
-                assert first is not None and first.status == "applied"
-                results[i] = CommandResult("duplicate", first.result)
-        return results  # type: ignore[return-value]
+            if outcomes[i] is None:  # a repeat of a key earlier in this batch, same body
+                first_outcome = outcomes[draft.in_batch[req.idempotency_key]]  # type: ignore[index]
+                assert isinstance(first_outcome, Applied)
+                outcomes[i] = Duplicate(first_outcome)
+        return outcomes  # type: ignore[return-value]
 
 
-def _expanded(record: dict[str, Any], events: dict[int, tuple[int, str, dict[str, Any]]]) -> dict[str, Any]:
-    """The full result of an applied command from its idempotency record: the same
-    shape `_result_of` gave the first caller."""
-    positions = record["positions"]
-    summary = {k: v for k, v in record.items() if k not in ("member_id", "positions")}
-    return {
-        "member_id": record["member_id"],
-        "events": [
-            {"position": pos, "stream_version": events[pos][0], "type": events[pos][1], "data": events[pos][2]}
-            for pos in positions
-        ],
-        "position": positions[-1] if positions else None,
-        **summary,
+def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ...],
+           decided: dict[str, tuple[MemberState, list[Event]]], states: States) -> None:
+    """The appends of one decided command, and the summary its outcome will carry."""
+    command = req.command
+    member_id = command.member_id
+    own = decided.get(member_id)
+    available, pending = (own[0] if own else states[member_id][0]).available_and_pending(command.occurred_at)
+    if len(decided) < len(member_ids):
+        draft.doubtful.update(m for m in member_ids if m not in decided)
+    if not decided:
+        draft.outcomes[i] = Applied(member_id, (), None, Summary(available, pending, 0))
+        return
+    summary = Summary(available, pending, net_earned(own[1]) if own else 0)
+    key = req.idempotency_key
+    record = None if key is None else {  # see StreamAppend
+        "request_hash": req.request_hash,
+        "events": len(own[1]) if own and len(decided) == 1 else sum(len(e) for _, e in decided.values()),
+        "available_after": available, "pending_after": pending,
     }
+    # The command's own stream first: its idempotency record goes on that stream's first
+    # event, where a duplicate finds the member it answers for.
+    streams = decided.items() if len(decided) == 1 else sorted(decided.items(), key=lambda s: s[0] != member_id)
+    appends = draft.appends
+    draft.owner[i] = (len(appends), len(decided), summary)
+    for stream_id, (new_state, events) in streams:
+        state, last_hash = states[stream_id]
+        # In field order (stream id, expected version, previous hash, events, metadata,
+        # key, record): keyword arguments cost a third more per command.
+        appends.append(StreamAppend(stream_id, state.version, last_hash, events, req.metadata, key, record))
+        key = record = None
+        states[stream_id] = (new_state, b"")  # hash filled in by the store
+
+
+def _unit_of_work(requests: Sequence[CommandRequest], draft: _Draft, offset_fence: OffsetFence | None,
+                  rejections: Sequence[RejectedMessage]) -> UnitOfWork:
+    """What one transaction writes: the appends, the fence, the rejected messages (those
+    given, and the Kafka-sourced commands the ledger refused), and the rejected messages
+    whose retry applied."""
+    refused = list(rejections)
+    retried: list[int] = []
+    for req, outcome in zip(requests, draft.outcomes, strict=True):
+        source = req.source
+        if source is None:
+            continue
+        if source.rejection_id is None:
+            if isinstance(outcome, Rejected):
+                refused.append(RejectedMessage(source.topic, source.partition, source.offset, source.key, source.value,
+                                               refusal_reason(outcome.error)))
+        elif not isinstance(outcome, Rejected):  # applied now, or before: either way no longer pending
+            retried.append(source.rejection_id)
+    return UnitOfWork(draft.appends, offset_fence, refused, retried)
+
+
+def _appended(append: StreamAppend) -> tuple[AppendedEvent, ...]:
+    version, stream_id = append.expected_version, append.stream_id
+    return tuple(AppendedEvent(position, stream_id, version + n, event)
+                 for n, (position, event) in enumerate(zip(append.positions, append.events, strict=True), 1))
+
+
+def _original(record: dict[str, Any], stored: dict[int, StoredEvent]) -> Applied:
+    """The outcome of an applied command, from its idempotency record: what the first
+    caller was given."""
+    events = tuple(AppendedEvent(p, stored[p].stream_id, stored[p].stream_version, stored[p].event)
+                   for p in record["positions"])
+    summary = summary_of(record.get("available_after", 0), record.get("pending_after", 0), events)
+    return Applied(record["member_id"], events, events[-1].position if events else None, summary)
 
 
 def _key_reused(key: str) -> DuplicateEvent:
     return DuplicateEvent(f"Idempotency key {key!r} was already used for a different request.", idempotency_key=key)
-
-
-def _duplicate(key: str, request_hash: str, req: CommandRequest, result: dict[str, Any]) -> CommandResult:
-    if request_hash != req.request_hash:
-        return CommandResult("rejected", error=_key_reused(key))
-    return CommandResult("duplicate", result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -45,6 +46,12 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 }
 
 _PREFIX = "lk_"
+NAME_CHARS_MAX = 64
+
+
+class KeyNameError(ValueError):
+    """A key name that cannot be used: empty, too long, not printable, or taken. The
+    message is one line meant for the person who typed the name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,7 @@ class ApiKey:
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+    replaced_by: str | None = None
 
     def can(self, permission: Permission) -> bool:
         return self.revoked_at is None and permission in GRANTS[self.role]
@@ -72,18 +80,68 @@ def _split(token: str) -> tuple[str, str] | None:
     return (key_id, secret) if key_id and secret else None
 
 
+def check_name(name: str) -> str:
+    """The name as it will be stored, or KeyNameError: a name shows up in logs, in
+    `ledger keys list` and as the actor of adjustments, so it must be visible text."""
+    if not name or not name.strip():
+        raise KeyNameError("a key name must not be empty")
+    if len(name) > NAME_CHARS_MAX:
+        raise KeyNameError(f"a key name has at most {NAME_CHARS_MAX} characters (this one has {len(name)})")
+    if name != name.strip():
+        raise KeyNameError("a key name must not start or end with white space")
+    # Categories C* are control, format (zero-width, bidi overrides), surrogate,
+    # private-use and unassigned characters; Z* other than a plain space are line and
+    # paragraph separators and the look-alike spaces.
+    bad = next((c for c in name if unicodedata.category(c)[0] == "C"
+                or (unicodedata.category(c)[0] == "Z" and c != " ")), None)
+    if bad is not None:
+        raise KeyNameError(f"a key name must be printable text: it contains U+{ord(bad):04X}")
+    return name
+
+
+def _taken(name: str) -> KeyNameError:
+    return KeyNameError(f"a key named {name!r} exists already (revoked keys keep their names);"
+                        f" `ledger keys rotate {name}` issues a new key under that name")
+
+
 async def create_key(pool: asyncpg.Pool, name: str, role: Role) -> tuple[ApiKey, str]:
-    """Returns the key and its token; the token is not stored and cannot be shown again."""
+    """Returns the key and its token; the token is not stored and cannot be shown again.
+    Raises KeyNameError if the name is unusable or already taken."""
+    check_name(name)
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-    row = await pool.fetchrow(
-        "INSERT INTO api_keys (key_id, name, role, secret_hash) VALUES ($1, $2, $3, $4) RETURNING *",
-        key_id, name, role.value, _hash(secret),
-    )
+    try:
+        row = await pool.fetchrow(
+            "INSERT INTO api_keys (key_id, name, role, secret_hash) VALUES ($1, $2, $3, $4) RETURNING *",
+            key_id, name, role.value, _hash(secret),
+        )
+    except asyncpg.UniqueViolationError:
+        raise _taken(name) from None
     return _key(row), f"{_PREFIX}{key_id}.{secret}"
 
 
+async def rotate_key(pool: asyncpg.Pool, name: str) -> tuple[ApiKey, ApiKey, str]:
+    """Issue a new key with the name and role of the current key called `name` (active
+    or revoked) and revoke that one, in one transaction: there is never a moment with
+    two live keys under one name, nor one with none. Returns (old, new, new token)."""
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchrow(
+            "SELECT * FROM api_keys WHERE name = $1 AND replaced_by IS NULL FOR UPDATE", name)
+        if old is None:
+            raise KeyNameError(f"no key named {name!r}; `ledger keys create {name} --role ROLE` makes one")
+        # The old key gives up the name before the new one takes it (the unique index
+        # covers the keys not replaced); the reference to the new key is checked at commit.
+        retired = await conn.fetchrow(
+            "UPDATE api_keys SET replaced_by = $1, revoked_at = coalesce(revoked_at, now()) WHERE key_id = $2"
+            " RETURNING *", key_id, old["key_id"])
+        new = await conn.fetchrow(
+            "INSERT INTO api_keys (key_id, name, role, secret_hash) VALUES ($1, $2, $3, $4) RETURNING *",
+            key_id, name, old["role"], _hash(secret))
+    return _key(retired), _key(new), f"{_PREFIX}{key_id}.{secret}"
+
+
 async def list_keys(pool: asyncpg.Pool) -> list[ApiKey]:
-    return [_key(r) for r in await pool.fetch("SELECT * FROM api_keys ORDER BY created_at, name")]
+    return [_key(r) for r in await pool.fetch("SELECT * FROM api_keys ORDER BY created_at, key_id")]
 
 
 async def revoke_key(pool: asyncpg.Pool, name_or_id: str) -> bool:
@@ -104,4 +162,5 @@ async def authenticate(pool: asyncpg.Pool, token: str) -> ApiKey | None:
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
-    return ApiKey(row["key_id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"])
+    return ApiKey(row["key_id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"],
+                  row["replaced_by"])

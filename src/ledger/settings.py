@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     kafka_topic: str = "travel.booking-events"
     kafka_dlq_topic: str = "travel.booking-events.dlq"
     kafka_group_id: str = "travel-points-ledger"
+    kafka_topic_partitions: int = Field(
+        4, ge=1, le=1_000,
+        description="Partitions of the topics `ledger kafka init` creates; consumer processes beyond this stay idle.")
+    kafka_replication_factor: int = Field(1, ge=1, le=16, description="Replicas of the topics it creates.")
+    kafka_create_topics: bool | None = Field(
+        None, description="Whether `ledger serve` and `ledger consume` create missing topics at start; unset: yes in"
+                          " development, no in production (where `ledger kafka init` or the platform creates them).")
     kafka_batch_messages_max: int = Field(500, ge=1, le=10_000)
     kafka_batch_ms_max: int = Field(100, ge=1, le=10_000)
     kafka_message_bytes_max: int = Field(65_536, ge=1024, le=1_048_576)
@@ -67,6 +74,12 @@ class Settings(BaseSettings):
         None, ge=1, le=65535,
         description="`ledger consume` serves Prometheus metrics (lag per partition, messages by outcome) on"
                     " LEDGER_HOST at this port; unset: not served (`ledger serve` has them on /metrics).")
+
+    @model_validator(mode="after")
+    def _topic_creation_by_environment(self) -> Settings:
+        if self.kafka_create_topics is None:
+            self.kafka_create_topics = self.environment == "development"
+        return self
 
     @model_validator(mode="after")
     def _production_needs_a_real_database(self) -> Settings:

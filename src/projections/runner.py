@@ -16,6 +16,7 @@ import asyncpg
 
 from ledger.domain import ProgramRules
 from ledger.store import EventStore, StoredEvent
+from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
 from .models import TABLES, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
@@ -24,6 +25,7 @@ from .tiers import TierCache
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "read_models"
+REFUSED_PAGES_MAX = 3  # a page the server refuses this many times in a row goes to the supervisor
 ADVISORY_LOCK_ID = 0x1ED6E2  # any constant unique to this lock within the database
 
 
@@ -45,7 +47,7 @@ async def _taken(
         return None
     try:
         after, page = await ahead
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("projection runner: reading ahead failed: %s", exc)
         return None
     return page if after == position else None
@@ -126,7 +128,7 @@ class ProjectionRunner:
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             ahead.cancel()
-            with contextlib.suppress(asyncio.CancelledError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *DATABASE_ERRORS):
                 await ahead
 
     async def run_until_caught_up(self, pages_max: int = 1_000_000) -> None:
@@ -143,12 +145,23 @@ class ProjectionRunner:
 
     async def _run_until_stopped(self, stop: asyncio.Event) -> None:
         backoff = self.idle_s
+        refused = 0  # pages the server refused in a row, with the database reachable
         while not stop.is_set():
             try:
                 taken = await self.run_once()
-                backoff = self.idle_s
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("projection runner: %s; retrying in %.1fs", exc, backoff)
+                backoff, refused = self.idle_s, 0
+            except DATABASE_ERRORS as exc:
+                # A database that is away is waited for here, however long. An error the
+                # server answers (a statement a concurrent rebuild invalidated) passes on a
+                # retry or two; one that does not is a page the runner cannot apply, and is
+                # raised to the supervisor, which logs its traceback, counts it and shows
+                # the runner down in /readyz, rather than a runner that looks up while its
+                # lag grows.
+                if not isinstance(exc, UNAVAILABLE):
+                    refused += 1
+                    if refused >= REFUSED_PAGES_MAX:
+                        raise
+                log.warning("projection runner: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
                 taken, backoff = 0, min(backoff * 2, 5.0)
                 await _sleep_or_stop(stop, backoff)
                 continue

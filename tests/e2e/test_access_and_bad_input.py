@@ -98,6 +98,22 @@ BAD_BOOKINGS = [
     ("occurred_at", {"occurred_at": "0001-01-01T00:00:00+05:00"}),
     ("occurred_at", {"occurred_at": "9999-12-31T23:59:59Z"}),
     ("event_id", {"event_id": "a\u0000b"}),
+    # Ids no route could reach, and look-alike or invisible forms of "M-1001".
+    ("member_id", {"member_id": "A/B"}),
+    ("member_id", {"member_id": "."}),
+    ("member_id", {"member_id": ".."}),
+    ("member_id", {"member_id": "M\u20111001"}),  # U+2011 non-breaking hyphen
+    ("member_id", {"member_id": "M-\u200b1001"}),  # zero-width space
+    ("member_id", {"member_id": "\uff2d-1001"}),  # full-width M
+    ("member_id", {"member_id": "Jose\u0301"}),  # NFD (and its NFC form below): neither is folded
+    ("member_id", {"member_id": "Jos\u00e9"}),
+    ("member_id", {"member_id": "M-1001\u202e"}),  # right-to-left override
+    ("booking_id", {"booking_id": "BK/1"}),
+    ("event_id", {"event_id": "\ufeffbk-1"}),
+    ("occurred_at", {"occurred_at": 1764059400}),
+    ("occurred_at", {"occurred_at": "1764059400"}),
+    ("occurred_at", {"occurred_at": "2026-11-20 09:30:00+01:00"}),
+    ("occurred_at", {"occurred_at": "2026-11-20T09:30+01:00"}),
 ]
 
 
@@ -144,6 +160,64 @@ async def test_missing_fields_and_wrong_types(api: Api) -> None:
     assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
 
 
+async def test_ids_in_paths_follow_the_same_grammar(api: Api) -> None:
+    async with api.client("admin") as admin:
+        for raw in ("%2E%2E", "%2E", "M%E2%80%911001", "M-%E2%80%8B1001", "%EF%BC%AD-1001", "M-1001%E2%80%AE",
+                    "Jose%CC%81", "A%20B", "-M"):
+            for path in (f"/v1/members/{raw}/balance", f"/v1/members/{raw}/history"):
+                r = await admin.get(path)
+                assert r.status_code == 422, (path, r.text)
+                assert r.json()["errors"][0]["field"] == "member_id"
+                assert "ASCII only" in r.json()["errors"][0]["message"]
+            r = await admin.post(f"/v1/members/{raw}/redemptions", json=REDEEM, headers={"Idempotency-Key": "k"})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "member_id", raw
+        r = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "k"},
+                             json={**REDEEM, "reward": {"id": "R\u20111", "kind": "voucher"}})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reward.id"
+    assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_reasons_need_a_visible_character_and_no_bidi_controls(api: Api) -> None:
+    async with api.client("admin") as admin:
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        assert r.status_code == 201
+        for reason in ("\u200b", "\u200b\u2060\ufeff", " \u200b\n\t\u3000", "\u3164", "refund \u202eevil",
+                       "\u2067abc\u2069", "a\u200eb", "a\u00adb"):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "a"},
+                                 json={"points": 5, "reason": reason})
+            assert r.status_code == 422, (reason, r.text)
+            assert r.json()["errors"][0]["field"] == "reason", reason
+        for i, reason in enumerate(("航班延误五小时，补偿积分", "Seat not as booked\nsecond line", "客户投诉\t已处理",
+                                    "\u05e9\u05dc\u05d5\u05dd", "\u0645\u0631\u062d\u0628\u0627",
+                                    "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001F468\u200d\U0001F469")):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": f"ok-{i}"},
+                                 json={"points": 5, "reason": reason})
+            assert r.status_code == 201, (reason, r.text)
+            assert r.json()["reason"] == reason
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_an_integer_valued_float_is_that_integer(api: Api) -> None:
+    """JSON Schema counts 100.0 as an integer: the API takes it as 100, and as the same request."""
+    async with api.client("admin") as admin:
+        await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        r = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "f", **JSON},
+                             content=b'{"points": 100.0, "reward": {"id": "R", "kind": "voucher"}}')
+        assert r.status_code == 201 and r.json()["points"] == 100, r.text
+        again = await admin.post("/v1/members/M-1001/redemptions", headers={"Idempotency-Key": "f"},
+                                 json={"points": 100, "reward": {"id": "R", "kind": "voucher"}})
+        assert again.status_code == 200 and again.json() == r.json()
+        r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "g", **JSON},
+                             content=b'{"points": -2.5e1, "reason": "x"}')
+        assert r.status_code == 201 and r.json()["points"] == -25, r.text
+        for points in (b"0.0", b"100.5", b"1e300", b'"100"', b"true"):
+            r = await admin.post("/v1/members/M-1001/adjustments", headers={"Idempotency-Key": "h", **JSON},
+                                 content=b'{"points": %s, "reason": "x"}' % points)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "points", points
+
+
 async def test_malformed_json_and_oversized_bodies(api: Api) -> None:
     async with api.client("admin", **{"Content-Type": "application/json"}) as admin:
         r = await admin.post("/v1/booking-events", content=b'{"event_id": "x",')
@@ -164,12 +238,28 @@ async def test_malformed_json_and_oversized_bodies(api: Api) -> None:
     assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
 
 
+async def test_json_nested_too_deeply_is_malformed_json_as_on_kafka(api: Api) -> None:
+    # Python's parser gives up on deep nesting with a RecursionError, which FastAPI turned
+    # into a bare 400 "HTTP error"; the Kafka consumer calls the same bytes "not JSON".
+    async with api.client("admin", **{"Content-Type": "application/json"}) as admin:
+        for body in (b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000):
+            r = await admin.post("/v1/booking-events", content=body)
+            assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+            assert r.json()["title"] == "Malformed JSON"
+            assert [(e["field"], e["type"]) for e in r.json()["errors"]] == [("body", "json_invalid")]
+    assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
 async def test_unknown_member_and_booking(api: Api) -> None:
     async with api.client("admin") as admin:
         for path in ("balance", "tier", "expiry-schedule", "history"):
             r = await admin.get(f"/v1/members/nobody/{path}")
             assert r.status_code == 404 and r.json()["title"] == "Member not found", path
+        # Well formed, and refused by the ledger's state: a conflict, not an invalid request.
         r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.cancelled"})
-        assert r.status_code == 422 and r.json()["title"] == "Booking not found"
+        assert r.status_code == 409 and r.json()["title"] == "Booking not found"
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "currency": "BRL"})
+        assert r.status_code == 409 and r.json()["title"] == "Invalid command"
+        assert "BRL" in r.json()["detail"]
         r = await admin.post("/v1/members/nobody/adjustments", headers={"Idempotency-Key": "a"}, json=ADJUST)
         assert r.status_code == 404

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ledger.domain import PointsEarned
-from ledger.store import AppendRequest
+from ledger.store import StreamAppend
 from ledger.store.events import GENESIS_HASH
 
 from .conftest import Api
@@ -24,7 +24,7 @@ def _lot(i: int) -> PointsEarned:
 
 async def test_the_expiry_schedule_pages_through_every_lot_and_sums_all_that_expire(api: Api) -> None:
     events = [_lot(i) for i in range(LOTS)]
-    await api.container.store.append([AppendRequest("M-1", 0, GENESIS_HASH, events)])
+    await api.container.store.append([StreamAppend("M-1", 0, GENESIS_HASH, events)])
     await api.container.runner.run_until_caught_up()
     api.container.clock = lambda: NOW
     live = sorted((e.expires_at, e.lot_id, e.points) for e in events if e.expires_at > NOW)  # type: ignore[operator]
@@ -48,6 +48,7 @@ async def test_the_expiry_schedule_pages_through_every_lot_and_sums_all_that_exp
         assert len(r.json()["lots"]) == 100 and r.json()["next_cursor"]
         for bad in ("not-a-cursor", "e30", "W10", "WyJ4IiwgMV0"):  # not base64 JSON; {}; []; ["x", 1]
             r = await app.get("/v1/members/M-1/expiry-schedule", params={"cursor": bad})
-            assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (bad, r.text)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", (bad, r.text)
+            assert r.json()["title"] == "Cursor not found"
         r = await app.get("/v1/members/M-1/expiry-schedule", params={"limit": 1001})
         assert r.status_code == 422

@@ -58,9 +58,29 @@ async def test_readme_walkthrough(api: Api) -> None:
         r = await app.get("/v1/members/M-1001/history", params={"limit": 2})
         page = r.json()
         assert [e["type"] for e in page["events"]] == ["PointsAdjusted", "PointsRedeemed"]
+        # One shape for the lots a redemption took: the response's, in the history too.
+        assert page["events"][1]["data"]["lots"] == redemption["lots"]
+        assert page["events"][0]["data"]["lots"] == []
         r = await app.get("/v1/members/M-1001/history", params={"limit": 2, "cursor": page["next_cursor"]})
         assert [e["type"] for e in r.json()["events"]] == ["PendingPointsActivated", "PointsEarned"]
         assert r.json()["next_cursor"] is None
+
+
+async def test_the_lots_a_reversal_took_have_one_shape_in_every_response(api: Api) -> None:
+    async with api.client("admin") as admin:
+        await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        refund = {**BOOKING, "event_id": "bk-000123-refunded", "type": "booking.refunded"}
+        r = await admin.post("/v1/booking-events", json=refund)
+        assert r.status_code == 201, r.text
+        (reversed_,) = r.json()["events"]
+        assert reversed_["type"] == "EarnReversed"
+        assert reversed_["data"]["lots"] == [{"lot_id": "booking:BK-000123", "points": 2600}]
+        assert (await admin.post("/v1/booking-events", json=refund)).json() == r.json()  # the stored result, too
+        history = (await admin.get("/v1/members/M-1001/history", params={"limit": 1})).json()
+        assert history["events"][0]["data"] == reversed_["data"]
+        # The audit feed keeps the stored form, which the hash covers.
+        audit = (await admin.get("/v1/events")).json()["events"][-1]
+        assert audit["data"]["lots"] == [["booking:BK-000123", 2600]]
 
 
 async def test_reposting_a_booking_event_returns_the_original_and_appends_nothing(api: Api) -> None:
@@ -133,9 +153,12 @@ async def test_read_your_writes_with_min_position(api: Api) -> None:
         r = await admin.get("/v1/members/M-1001/balance", params={"min_position": later})
         assert r.status_code == 200 and r.json()["available"] == 2500
 
-        # A position no write has produced yet is the client's mistake.
-        r = await admin.get("/v1/members/M-1001/balance", params={"min_position": later + 1000})
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "min_position"
+        # A position no write has produced yet: well formed, but the ledger has no such position.
+        head = await api.container.store.head()
+        for route in ("balance", "tier", "expiry-schedule", "history"):
+            r = await admin.get(f"/v1/members/M-1001/{route}", params={"min_position": head + 1000})
+            assert r.status_code == 409 and r.json()["title"] == "Position not written", (route, r.text)
+            assert r.json()["head_position"] == head
 
 
 async def test_health_and_readiness(api: Api) -> None:

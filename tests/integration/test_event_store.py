@@ -13,8 +13,8 @@ from ledger.bootstrap import Container
 from ledger.domain import ConcurrencyConflict, DuplicateEvent, ExpirePoints, InsufficientPoints, fold
 from ledger import handlers
 from ledger.handlers import CommandRequest, Ledger
-from ledger.store import AppendRequest, EventStore, verify_chain
-from ledger.store.events import GENESIS_HASH
+from ledger.store import EventStore, StreamAppend, UnitOfWork, verify_chain
+from ledger.store.events import APPEND_LOCK_ID, GENESIS_HASH
 
 from .helpers import T0, earn, redeem
 
@@ -35,24 +35,22 @@ async def test_two_concurrent_appends_to_one_stream_one_wins_the_other_conflicts
     await container.ledger.handle(earn("m1", "B0"))
     state = await container.ledger.member_state("m1")
     (last,) = await store.read_stream("m1", after_version=state.version - 1)
-    gate = asyncio.Event()
 
-    async def hold(conn: asyncpg.Connection) -> None:
-        await gate.wait()
-
-    def attempt(booking: str) -> AppendRequest:
+    def attempt(booking: str) -> StreamAppend:
         from decimal import Decimal
 
         from ledger.domain import decide
 
         events = decide(state, CompleteBooking("m1", T0, booking, "hotel", Decimal(10), "EUR"), container.rules)
-        return AppendRequest("m1", state.version, last.hash, events)
+        return StreamAppend("m1", state.version, last.hash, events)
 
-    first = asyncio.create_task(store.append([attempt("B1")], hold))
-    await asyncio.sleep(0.1)
-    second = asyncio.create_task(store.append([attempt("B2")]))
-    await asyncio.sleep(0.1)
-    gate.set()
+    # Both appends queue on the appenders' lock, held here, in the order they asked for it.
+    async with container.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_ID)
+        first = asyncio.create_task(store.append([attempt("B1")]))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(store.append([attempt("B2")]))
+        await asyncio.sleep(0.1)
     await first
     with pytest.raises(ConcurrencyConflict):
         await second
@@ -80,7 +78,7 @@ async def test_a_process_whose_cached_state_is_behind_decides_again_on_fresh_sta
     await there.handle(earn("m1", "B2", amount="200.00"))  # 1000 more, unknown to `here`'s cache
     # `here` still believes 600: a redemption of 1,200 only fits on the fresh state.
     result = await here.handle(redeem("m1", 1_200, "r1"))
-    assert result.result["available_after"] == 400
+    assert result.applied.summary.available_after == 400
     await there.handle(earn("m1", "B3"))  # behind again
     await here.handle(earn("m1", "B4"))  # a conflict on the stream version, then applied
     events = await container.store.read_stream("m1")
@@ -115,7 +113,7 @@ async def test_a_duplicate_idempotency_key_applies_once_and_returns_the_original
     first = await ledger.handle(earn("m1", "B1", key="evt-1"))
     again = await ledger.handle(earn("m1", "B1", key="evt-1"))
     assert first.status == "applied" and again.status == "duplicate"
-    assert again.result == first.result
+    assert again.original == first
     concurrent = await asyncio.gather(*(ledger.handle(earn("m1", "B2", key="evt-2")) for _ in range(5)))
     assert sorted(r.status for r in concurrent) == ["applied"] + ["duplicate"] * 4
     assert len(await container.store.read_stream("m1")) == 2
@@ -136,13 +134,13 @@ async def test_a_redelivered_redemption_that_would_apply_again_is_a_duplicate(co
     batch = [earn("m2", "B2", key="e-2"), redeem("m1", 10, "r-1"), earn("m3", "B3", key="e-3"), redeem("m1", 5, "r-2")]
     results = await ledger.handle_batch(batch)
     assert [r.status for r in results] == ["applied", "duplicate", "applied", "applied"]
-    assert results[1].result == first.result
+    assert results[1].original == first
     assert (await ledger.member_state("m1")).available(T0) == balance - 5
     assert [e.event.type for e in await container.store.read_stream("m1")] == [
         "PointsEarned", "PointsRedeemed", "PointsRedeemed"]
     again = await ledger.handle_batch(batch)  # the whole batch redelivered
     assert [r.status for r in again] == ["duplicate"] * 4
-    assert [r.result for r in again] == [r.result for r in results]
+    assert [r.original for r in again] == [r.applied for r in results]
     assert await container.pool.fetchval("SELECT count(*) FROM events") == 5
 
 
@@ -152,9 +150,9 @@ async def test_a_duplicate_of_a_command_with_several_events_returns_all_of_them(
     expire = CommandRequest(ExpirePoints("m1", T0 + timedelta(days=2000)), idempotency_key="expiry-run-1",
                             request_hash="run-1")
     first = await ledger.handle(expire)
-    assert [e["type"] for e in first.result["events"]] == ["PointsExpired", "PointsExpired"]
+    assert [e.event.type for e in first.events] == ["PointsExpired", "PointsExpired"]
     again = await ledger.handle(expire)
-    assert again.status == "duplicate" and again.result == first.result
+    assert again.status == "duplicate" and again.original == first
     assert len(await container.store.read_stream("m1")) == 4
 
 
@@ -163,7 +161,7 @@ async def test_a_key_recorded_before_keys_moved_onto_events_is_still_a_duplicate
     also on a first attempt that does not look keys up (the events' unique index does
     not cover them)."""
     applied = await container.ledger.handle(earn("m1", "B1"))  # no key: nothing recorded on the event
-    position = applied.result["position"]
+    position = applied.position
     await container.pool.execute(
         "INSERT INTO commands (idempotency_key, request_hash, stream_id, result) VALUES ($1, $2, $3, $4::jsonb)",
         "legacy-1", "legacy-1", "m1",
@@ -175,8 +173,8 @@ async def test_a_key_recorded_before_keys_moved_onto_events_is_still_a_duplicate
     await ledger.load(["m1"])
     again = await ledger.handle(earn("m1", "B9", key="legacy-1"))
     assert again.status == "duplicate"
-    assert again.result["position"] == position and again.result["available_after"] == 7
-    assert again.result["events"] == applied.result["events"]
+    assert again.original.position == position and again.original.summary.available_after == 7
+    assert again.original.events == applied.events
     assert len(await container.store.read_stream("m1")) == 1
 
 
@@ -188,7 +186,7 @@ async def test_a_batch_appends_many_members_in_one_transaction_and_isolates_refu
     results = await ledger.handle_batch(requests)
     assert [r.status for r in results].count("applied") == 500
     assert results[10].status == "rejected"
-    assert results[-1].status == "duplicate" and results[-1].result == results[1].result
+    assert results[-1].status == "duplicate" and results[-1].original == results[1]
     async with container.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM events") == 500
         assert await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM events") == 1
@@ -211,17 +209,21 @@ async def test_a_reader_polling_during_concurrent_batch_writers_sees_every_event
     """Writers hold their transaction open for a random while after inserting, so
     positions are handed out long before they commit; the reader must still never skip
     one it has polled past."""
-    store, ledger = container.store, container.ledger
+    class LingeringStore(EventStore):
+        async def _write(self, conn: asyncpg.Connection, uow: UnitOfWork, records: list[tuple]) -> object:
+            failure = await super()._write(conn, uow, records)
+            await asyncio.sleep(random.uniform(0, 0.02))  # the transaction stays open after its inserts
+            return failure
+
+    store = container.store
+    ledger = Ledger(LingeringStore(container.pool), container.rules)
     writers_done = asyncio.Event()
     seen: list[int] = []
-
-    async def linger(conn: asyncpg.Connection, refusals: object) -> None:
-        await asyncio.sleep(random.uniform(0, 0.02))
 
     async def writer(w: int) -> None:
         for b in range(15):
             batch = [earn(f"w{w}-m{i}", f"B{b}-{i}") for i in range(random.randint(1, 20))]
-            await ledger.handle_batch(batch, before_commit=linger)
+            await ledger.handle_batch(batch)
 
     async def reader() -> None:
         position = 0

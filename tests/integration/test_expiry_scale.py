@@ -9,7 +9,7 @@ from ledger.bootstrap import Container
 from ledger.domain import PointsEarned
 from ledger.domain.decider import booking_lot_id
 from ledger.expiry import EXPIRY_BATCH_EVENTS_MAX, expire_due
-from ledger.store import AppendRequest
+from ledger.store import StreamAppend
 from ledger.store.events import GENESIS_HASH
 
 from .helpers import T0
@@ -30,7 +30,7 @@ async def _append_lots(container: Container, member_id: str, lots: int) -> None:
     version, prev = 0, GENESIS_HASH
     for start in range(0, lots, CHUNK):
         events = [_earned(f"{member_id}-B{i}", 1 + i % 50) for i in range(start, min(start + CHUNK, lots))]
-        request = AppendRequest(member_id, version, prev, events)
+        request = StreamAppend(member_id, version, prev, events)
         await container.store.append([request])
         version, prev = version + len(events), request.hashes[-1]
 

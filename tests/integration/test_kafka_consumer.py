@@ -170,7 +170,17 @@ def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, st
     def ev(**changes: object) -> bytes:
         return json.dumps({**first, "event_id": f"bad-{uuid.uuid4().hex[:6]}", **changes}).encode()
 
+    def bad_id(field: str, value: str) -> tuple[bytes, bytes, str]:
+        # Keyed by the id itself when it is the member's, so the id grammar, not the key
+        # check, is what refuses it.
+        key = value.encode() if field == "member_id" else member
+        return key, ev(**{field: value}), f"schema: {field}: Value error, must be 1 to "
+
+    ids = [bad_id("member_id", value) for value in (
+        "A/B", ".", "..", "M\u20111001", "M-\u200b1001", "\uff2d-1001", "Jos\u00e9", "Jose\u0301", "M-1001\u202e")]
+    ids += [bad_id("booking_id", "BK 1"), bad_id("event_id", "\u2067bk-1\u2069")]
     return [
+        *ids,
         (member, b"{not json", "not JSON"),
         (member, b'{"hello": "world"}', "schema"),
         (member, ev(loyalty_tier="gold"), "schema"),  # unknown field
@@ -178,6 +188,8 @@ def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, st
         (member, ev(amount="-5.00"), "schema"),
         (member, ev(currency="QQQ"), "schema"),  # not ISO 4217
         (member, ev(occurred_at="2026-04-01T08:00:00"), "schema"),  # no offset
+        (member, ev(occurred_at="2026-04-01 08:00:00Z"), "schema: occurred_at"),  # a space for the T
+        (member, ev(occurred_at=1775030400), "schema: occurred_at"),  # a bare number
         (member, b"x" * 70_000, "oversized"),
         (b"someone-else", ev(), "key"),
         (None, ev(), "key"),

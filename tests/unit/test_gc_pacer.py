@@ -53,3 +53,21 @@ def test_cycles_among_frozen_objects_are_freed_by_the_periodic_full_collection()
     pacer._next_full = 0.0
     pacer.after_batch()
     assert ref() is None
+
+
+def test_no_automatic_collection_runs_while_a_batch_is_applied_however_many_objects_it_makes() -> None:
+    pacer = GcPacer(full_every_s=3_600)
+    threshold = gc.get_threshold()
+    gc.set_threshold(100, 10, 10)  # a batch of any size would meet it many times over
+    try:
+        with pacer.paused():
+            collections = [s["collections"] for s in gc.get_stats()]
+            batch = [Node() for _ in range(20_000)]
+            assert [s["collections"] for s in gc.get_stats()] == collections
+        assert gc.isenabled()  # on again after the batch
+        with pytest.raises(RuntimeError), pacer.paused():
+            raise RuntimeError("a failed batch")
+        assert gc.isenabled()
+    finally:
+        gc.set_threshold(*threshold)
+    assert len(batch) == 20_000

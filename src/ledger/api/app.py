@@ -1,24 +1,29 @@
 """The FastAPI application and its lifespan: the API, the projection runner, the
-expiry scheduler (and the Kafka consumer when configured) in one process."""
+expiry scheduler (and the Kafka consumer when configured, and a watchdog of the
+embedded database) in one process, the background tasks under one supervisor."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.bootstrap import Container, build
+from ledger.embedded import keep_running
+from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 
-from . import metrics, problems
+from . import docs, metrics, problems
+from .access_log import AccessLog
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -77,20 +82,22 @@ def create_app(
         c = container or await build(settings)
         app.state.container = c
         app.state.key_cache = {}
-        stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
+        supervisor = app.state.supervisor = Supervisor()
+        if c.embedded is not None:
+            supervisor.add("embedded-postgres", functools.partial(keep_running, c.embedded))
         if background:
-            tasks.append(asyncio.create_task(c.runner.run_forever(stop), name="projections"))
-            tasks.append(asyncio.create_task(run_expiry_scheduler(
-                c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock,
-            ), name="expiry"))
+            supervisor.add("projections", c.runner.run_forever)
+            supervisor.add("expiry", lambda stop: run_expiry_scheduler(
+                c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
         for task in extra_tasks or []:
-            tasks.append(asyncio.create_task(task(c, stop)))
+            supervisor.add(task.__name__.removesuffix("_task"), functools.partial(task, c))
+        supervisor.start()
         try:
             yield
         finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # The watchdog stops before the embedded server is let go, or it would
+            # start it again.
+            await supervisor.stop()
             if owned:
                 await c.close(stop_embedded=True)
 
@@ -99,7 +106,10 @@ def create_app(
         version="1.0.0",
         description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs.install, without a CDN
+        redoc_url=None,
     )
+    docs.install(app)
     problems.install(app)
     metrics.install(app)
     app.include_router(router)
@@ -113,11 +123,13 @@ def create_app(
     @app.get("/readyz", operation_id="readyz", response_model=Readiness, tags=["operations"],
              responses={503: {"model": Readiness}})
     async def readyz() -> JSONResponse:
-        """Database reachable, migrations applied; projection lag (and Kafka lag) in the body."""
+        """Database reachable, migrations applied, every background task up; projection lag,
+        Kafka lag and the tasks' state in the body."""
         c: Container = app.state.container
+        supervisor: Supervisor = app.state.supervisor
         body: dict[str, Any] = {"status": "not_ready", "database": "unreachable", "migrations": "unknown",
                                 "head_position": None, "projection_position": None, "projection_lag_events": None,
-                                "kafka": None}
+                                "kafka": None, "tasks": supervisor.status()}
         try:
             async with c.pool.acquire(timeout=2) as conn:
                 body["database"] = "ok"
@@ -131,12 +143,25 @@ def create_app(
                                 projection_lag_events=head - projected)
         except Exception as exc:  # any failure to reach the database means not ready
             log.warning("readiness: %s", exc)
+            if c.embedded is not None and c.embedded.state != "running":
+                body["database"] = c.embedded.state
         kafka_status = c.extras.get("kafka_status")
         if callable(kafka_status):
             body["kafka"] = kafka_status()
-        ready = body["database"] == "ok" and body["migrations"] == "current"
+        ready = body["database"] == "ok" and body["migrations"] == "current" and supervisor.all_up
         body["status"] = "ready" if ready else "not_ready"
         return JSONResponse(Readiness(**body).model_dump(mode="json"), status_code=200 if ready else 503)
 
+    # Load balancers often probe with HEAD: the same status, no body (not in the contract,
+    # which lists the GETs).
+    @app.head("/healthz", include_in_schema=False)
+    async def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    @app.head("/readyz", include_in_schema=False)
+    async def readyz_head() -> Response:
+        return Response(status_code=(await readyz()).status_code)
+
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
+    app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer
     return app

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
+import annotated_types
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from ledger.bootstrap import Container
 from ledger.keys import WHAT, ApiKey, Permission, authenticate
 from ledger.ingest.schema import Identifier
 
+from .access_log import KEY_NAME_STATE
 from .problems import ApiProblem
 
 _KEY_CACHE_S = 5.0  # how long a checked key is trusted; also the delay before a revocation bites
@@ -51,7 +55,8 @@ async def _caller(request: Request, container: ContainerDep,
 
 
 def require(permission: Permission):  # type: ignore[no-untyped-def]
-    async def check(key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+    async def check(request: Request, key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+        setattr(request.state, KEY_NAME_STATE, key.name)  # for the access log
         if not key.can(permission):
             raise ApiProblem(403, "Forbidden", f"A key with the role {key.role.value!r} may not {WHAT[permission]}.")
         return key
@@ -59,6 +64,44 @@ def require(permission: Permission):  # type: ignore[no-untyped-def]
     return Depends(check)
 
 
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _integer_text(value: Any) -> Any:
+    # A query string carries an integer as its decimal digits; the parser alone would also
+    # take " 4", "+4", "007", "4_000" and "4.0", none of which the schema's integer is.
+    if isinstance(value, str) and _INTEGER.fullmatch(value) is None:
+        raise ValueError("must be an integer written in decimal digits, such as 42")
+    return value
+
+
+def QueryInt(ge: int, le: int) -> Any:  # noqa: N802 - a type alias factory
+    # The bounds go on the int itself, before the text check: put after it (as Query's
+    # ge/le would be), pydantic publishes them as "ge"/"le", which JSON Schema ignores.
+    return Annotated[int, annotated_types.Interval(ge=ge, le=le), BeforeValidator(_integer_text)]
+
+
+def _boolean_text(value: Any) -> Any:
+    # The schema's boolean is written true or false; not also yes, on, 1 or t.
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_boolean_text)]
+
+
+async def _single_values(request: Request) -> None:
+    """Every query parameter of these routes is one value: a repeated one is refused, not
+    silently read as its last occurrence."""
+    params = request.query_params
+    repeated = sorted({name for name in params.keys() if len(params.getlist(name)) > 1})
+    if repeated:
+        raise ApiProblem(422, "Invalid request", f"Invalid value for: {', '.join(repeated)}.", errors=[
+            {"field": name, "message": "must be given at most once", "type": "repeated"} for name in repeated])
+
+
+SingleQueryValues = Depends(_single_values)
 MemberPath = Identifier(64)
 IdempotencyKey = Annotated[
     str,
@@ -66,8 +109,9 @@ IdempotencyKey = Annotated[
            description="Unique per logical request; a retry with the same key returns the first result."),
 ]
 MinPosition = Annotated[
-    int | None,
-    Query(ge=0, le=2**62, description="Wait (bounded) until the read models include this position."),
+    QueryInt(0, 2**62) | None,
+    Query(description="Wait (bounded) until the read models include this position (a position"
+                                      " a write returned; one beyond the last event written is a 409)."),
 ]
 
 
@@ -83,9 +127,13 @@ async def wait_for_position(container: Container, min_position: int | None) -> i
         if delay == 0.002:
             head = await container.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")
             if min_position > head:
+                # Well formed (the schema cannot know the head), but no write has produced
+                # it yet: a conflict with the ledger's state, not an invalid request. Waiting
+                # would only end in a 503 that invites retrying a position that may never come.
                 raise ApiProblem(
-                    422, "Invalid request", "min_position is beyond the last event written to the ledger.",
-                    errors=[{"field": "min_position", "message": f"must be at most {head}", "type": "beyond_head"}],
+                    409, "Position not written",
+                    f"min_position {min_position} is beyond the last event written to the ledger ({head});"
+                    " pass a position a write returned.", head_position=head,
                 )
         if time.monotonic() >= deadline:
             raise ApiProblem(

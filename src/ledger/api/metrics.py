@@ -1,5 +1,6 @@
-"""Prometheus metrics: request counts and latencies per route, projection lag, and the
-Kafka consumer's when it runs in this process."""
+"""Prometheus metrics: request counts and latencies per route, projection lag, the
+background tasks' state and failures, and the Kafka consumer's when it runs in this
+process."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ledger.ingest.metrics import ConsumerCollector
+from ledger.store.database import UNAVAILABLE
+from ledger.supervisor import TaskCollector
 
 
 class WriteCollector(Collector):
@@ -83,15 +86,21 @@ def install(app: FastAPI) -> None:
         return container.extras.get("kafka_status") if container is not None else None
 
     metrics.registry.register(ConsumerCollector(kafka_status))
+    metrics.registry.register(TaskCollector(lambda: getattr(app.state, "supervisor", None)))
     metrics.registry.register(WriteCollector(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         container = app.state.container
-        row = await container.pool.fetchrow(
-            "SELECT (SELECT coalesce(max(position), 0) FROM events) AS head,"
-            " (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS projected")
-        metrics.head.set(row["head"])
-        metrics.projected.set(row["projected"])
+        try:
+            row = await container.pool.fetchrow(
+                "SELECT (SELECT coalesce(max(position), 0) FROM events) AS head,"
+                " (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS projected",
+                timeout=2)
+        except UNAVAILABLE:
+            row = None  # the rest (task failures, requests) matters most while the database is away
+        if row is not None:
+            metrics.head.set(row["head"])
+            metrics.projected.set(row["projected"])
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,7 @@ from ledger.domain import (
     MemberNotFound,
 )
 from ledger.group_commit import Overloaded
+from ledger.store.database import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,22 @@ class ApiProblem(Exception):
         self.status, self.title, self.detail, self.headers, self.extra = status, title, detail, headers, extra
 
 
-# Most specific first: the first match wins. A 409 is final: the same request will be
-# refused again. A write that lost every race against other processes for the member
-# (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or found too many writes queued, was not
-# applied and may be sent again as it is: a 503 with Retry-After says so, as any
-# HTTP client library's retry policy understands.
+# Most specific first: the first match wins. 422 is kept for requests the published
+# schema refuses; a request it accepts that the ledger's state or the programme rules in
+# force refuse (a booking never earned on, a currency the rules do not earn in) is a 409.
+# A 409 is final: the same request will be refused again. A write that lost every race
+# against other processes for the member (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or
+# found too many writes queued, was not applied and may be sent again as it is: a 503
+# with Retry-After says so, as any HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
     (MemberNotFound, 404),
-    (BookingNotFound, 422),
+    (BookingNotFound, 409),
     (BookingStateConflict, 409),
     (DuplicateEvent, 409),
     (ConcurrencyConflict, 503),
     (Overloaded, 503),
-    (InvalidCommand, 422),
+    (InvalidCommand, 409),
     (LedgerError, 400),
 ]
 _RETRY_AFTER = {"Retry-After": "1"}
@@ -66,6 +69,28 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised while handling, says the connection
+    or the server went away, rather than that the client was misused.
+
+    InterfaceError is both: "connection is closed" when a connection died under a
+    transaction, and "another operation is in progress" for code that shares one
+    connection between two tasks, which is a bug. InternalClientError is asyncpg's
+    own state going wrong, which in practice is a connection that died mid-operation:
+    the pool's reset of such a connection on release raises "cannot switch to state
+    15; another operation (2) is in progress" (seen under SIGKILL of the server),
+    and the pool then drops that connection."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # a bounded walk down the chain
+        if seen is None:
+            return False
+        misuse = isinstance(seen, asyncpg.InterfaceError) and "closed" not in str(seen)
+        if isinstance(seen, UNAVAILABLE) and not misuse:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def install(app: FastAPI) -> None:
@@ -90,18 +115,26 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden",
-                  413: "Request too large"}
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            # FastAPI's body parsing met JSON nested deeper than Python's parser follows:
+            # not JSON this API reads, as the Kafka consumer says of the same bytes.
+            return problem(400, "Malformed JSON", "The request body is not valid JSON.", errors=[
+                {"field": "body", "message": "JSON nested too deeply", "type": "json_invalid"}])
+        titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 401: "Unauthorized",
+                  403: "Forbidden", 413: "Request too large"}
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail), exc.headers)
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.TooManyConnectionsError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(OSError)
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return problem(503, "Service unavailable", "The ledger database is unreachable; retry shortly.",
-                       {"Retry-After": "1"})
+        if _connection_lost(exc):
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        else:
+            # Not the connection: asyncpg misused ("another operation is in progress")
+            # or failing inside. Still a 503 (retrying may well work), but a bug to see.
+            log.error("database client error", exc_info=exc)
+        return problem(503, "Service unavailable", "The ledger database is unavailable; retry shortly.", _RETRY_AFTER)
+
+    for cls in UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from ledger.ingest.rejected import list_rejected
 from ledger.keys import ApiKey, Permission
 
-from .deps import ContainerDep, require
+from .deps import ContainerDep, QueryBool, QueryInt, SingleQueryValues, require
 from .schemas import Problem, _examples
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[SingleQueryValues])
 LIMIT_MAX = 200
 VALUE_CHARS_MAX = 4_096
 
@@ -53,9 +53,9 @@ class RejectedMessagePage(BaseModel):
             tags=["audit"])
 async def list_rejected_messages(
     container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],
-    limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = 50,
+    limit: Annotated[QueryInt(1, LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=19, pattern=r"^[0-9]+$")] = None,
-    pending: Annotated[bool, Query(description="Only messages not yet applied by a retry.")] = False,
+    pending: Annotated[QueryBool, Query(description="Only messages not yet applied by a retry.")] = False,
 ) -> RejectedMessagePage:
     """Messages the Kafka consumer rejected (also in the dead-letter topic), newest first, with the reason."""
     before = min(int(cursor), 2**63 - 1) if cursor else None

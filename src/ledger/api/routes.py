@@ -13,13 +13,32 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from ledger.bootstrap import Container
-from ledger.domain import AdjustPoints, Command, MemberNotFound, RedeemPoints, tier_status
-from ledger.handlers import CommandRequest, CommandResult
+from ledger.domain import (
+    AdjustPoints,
+    Command,
+    Event,
+    MemberNotFound,
+    PointsAdjusted,
+    PointsRedeemed,
+    RedeemPoints,
+    tier_status,
+    to_data,
+)
+from ledger.handlers import Applied, CommandRequest, Duplicate
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
-from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, require, wait_for_position
+from .deps import (
+    ContainerDep,
+    IdempotencyKey,
+    MemberPath,
+    MinPosition,
+    QueryInt,
+    SingleQueryValues,
+    require,
+    wait_for_position,
+)
 from .problems import ApiProblem
 from .schemas import (
     AdjustmentRequest,
@@ -36,7 +55,7 @@ from .schemas import (
     TierView,
 )
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", dependencies=[SingleQueryValues])
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 HISTORY_LIMIT_MAX = 200
 EXPIRY_CURSOR_CHARS_MAX = 400  # base64 of a date and a lot id, with room for ids well past 64 characters
@@ -53,8 +72,20 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _status(response: Response, result: CommandResult) -> None:
-    response.status_code = 200 if result.status == "duplicate" else 201
+def presented(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data as the member routes show it: the lots it took as {lot_id, points}
+    objects, the redemption response's shape. Stored events keep their [lot_id, points]
+    pairs (events never change once written, and the hash chain covers those bytes), so
+    the conversion is made here, on the way out; /v1/events shows the stored form, which
+    an auditor's replay and hash check need."""
+    lots = data.get("lots")
+    if lots is None:
+        return data
+    return {**data, "lots": [{"lot_id": lot_id, "points": points} for lot_id, points in lots]}
+
+
+def _status(response: Response, outcome: Applied | Duplicate) -> None:
+    response.status_code = 200 if isinstance(outcome, Duplicate) else 201
 
 
 @router.post("/booking-events", status_code=201, operation_id="postBookingEvent", response_model=BookingEventResult,
@@ -70,18 +101,12 @@ async def post_booking_event(
     return booking_event_result(result)
 
 
-def booking_event_result(result: CommandResult) -> BookingEventResult:
-    assert result.result is not None
-    points = 0
-    for e in result.result["events"]:
-        data = e["data"]
-        if e["type"] == "PointsEarned":
-            points += data["points"]
-        elif e["type"] == "EarnReversed":
-            points -= data["points"] + (data["shortfall"] if data["shortfall_debited"] else 0)
+def booking_event_result(outcome: Applied | Duplicate) -> BookingEventResult:
+    applied = outcome.applied
     return BookingEventResult(
-        member_id=result.result["member_id"], events=result.result["events"], points=points,
-        pending_points=result.result.get("pending_after", 0), position=result.result["position"],
+        member_id=applied.member_id, points=applied.summary.earned,
+        events=[{**e, "data": presented(e["data"])} for e in applied.event_views()],
+        pending_points=applied.summary.pending_after, position=applied.position,
     )
 
 
@@ -95,11 +120,12 @@ async def redeem(
     """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short."""
     command = RedeemPoints(member_id, container.clock(), _command_id("rd", member_id, idempotency_key), body.points,
                            body.reward.id, body.reward.kind)
-    result, data = await _member_write(container, response, command, "redemption", idempotency_key, key)
+    applied, event = await _member_write(container, response, command, "redemption", idempotency_key, key)
+    assert isinstance(event, PointsRedeemed)
     return RedemptionResult(
-        redemption_id=data["redemption_id"], points=data["points"], reward=body.reward,
-        lots=[{"lot_id": lot, "points": n} for lot, n in data["lots"]],
-        available_after=result["available_after"], position=result["position"],
+        redemption_id=event.redemption_id, points=event.points, reward=body.reward,
+        lots=presented(to_data(event))["lots"],
+        available_after=applied.summary.available_after, position=applied.position,
     )
 
 
@@ -113,10 +139,11 @@ async def adjust(
     """Credit or debit points after a complaint; the reason and the key's name stay on record."""
     command = AdjustPoints(member_id, container.clock(), _command_id("adj", member_id, idempotency_key), body.points,
                            body.reason, key.name)
-    result, data = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+    applied, event = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+    assert isinstance(event, PointsAdjusted)
     return AdjustmentResult(
-        adjustment_id=data["adjustment_id"], points=data["points"], reason=data["reason"], actor=data["actor"],
-        available_after=result["available_after"], position=result["position"],
+        adjustment_id=event.adjustment_id, points=event.points, reason=event.reason, actor=event.actor,
+        available_after=applied.summary.available_after, position=applied.position,
     )
 
 
@@ -127,9 +154,9 @@ def _command_id(prefix: str, member_id: str, idempotency_key: str) -> str:
 
 async def _member_write(
     container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Applied, Event]:
     """A one-event write on a member's account, keyed by its Idempotency-Key header:
-    (the stored result, the event's data); 201 when applied, 200 when replayed. A replay
+    (what applied it, its event); 201 when applied, 200 when replayed. A replay
     is the same request when it asks for the same command, whatever the time."""
     same_command = {k: v for k, v in dataclasses.asdict(command).items() if k != "occurred_at"}
     result = await container.ledger.handle(CommandRequest(
@@ -138,16 +165,15 @@ async def _member_write(
         metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
     ))
     _status(response, result)
-    assert result.result is not None
-    (event,) = result.result["events"]
-    return result.result, event["data"]
+    (appended,) = result.applied.events
+    return result.applied, appended.event
 
 
 _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
     """Available, pending and lifetime points, and the tier in force now."""
@@ -183,7 +209,7 @@ FROM balances b WHERE b.member_id = $1
 
 
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None) -> TierView:
     """Tier from tier-qualifying points in the rolling window, evaluated now."""
@@ -199,11 +225,11 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    within_days: Annotated[int, Query(ge=0, le=3650)] = 90,
-    limit: Annotated[int, Query(ge=1, le=EXPIRY_PAGE_LOTS_MAX, description="Lots per page.")] = 100,
+    within_days: Annotated[QueryInt(0, 3650), Query()] = 90,
+    limit: Annotated[QueryInt(1, EXPIRY_PAGE_LOTS_MAX), Query(description="Lots per page.")] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=EXPIRY_CURSOR_CHARS_MAX, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="`next_cursor` of the page before.")] = None,
     min_position: MinPosition = None,
@@ -236,18 +262,21 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
         if moment.tzinfo is None or not isinstance(lot_id, str):
             raise ValueError(cursor)
     except (ValueError, TypeError) as exc:  # binascii.Error and json's errors are ValueErrors
+        # The schema can say what a cursor looks like, not which ones were handed out: a
+        # well-formed one that names no page is a page not found (404), like an unknown
+        # member, rather than a 422 for a request the published contract allows.
         raise ApiProblem(
-            422, "Invalid request", "The cursor is not one this route handed out.",
+            404, "Cursor not found", "The cursor is not one this route handed out; start again without one.",
             errors=[{"field": "cursor", "message": "unknown cursor", "type": "invalid_cursor"}],
         ) from exc
     return moment, lot_id
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
-            responses=_errors(404), tags=["members"])
+            responses=_errors(404, 409), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-    limit: Annotated[int, Query(ge=1, le=HISTORY_LIMIT_MAX)] = 50,
+    limit: Annotated[QueryInt(1, HISTORY_LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
     min_position: MinPosition = None,
 ) -> HistoryPage:
@@ -264,7 +293,8 @@ async def history(
     page = rows[:limit]
     return HistoryPage(
         member_id=member_id,
-        events=[{**dict(r), "data": json.loads(r["data"]), "metadata": json.loads(r["metadata"])} for r in page],
+        events=[{**dict(r), "data": presented(json.loads(r["data"])), "metadata": json.loads(r["metadata"])}
+                for r in page],
         next_cursor=str(page[-1]["stream_version"]) if len(rows) > limit else None,
     )
 
@@ -272,8 +302,8 @@ async def history(
 @router.get("/events", operation_id="listEvents", response_model=AuditPage, responses=_errors(), tags=["audit"])
 async def list_events(
     container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],
-    after: Annotated[int, Query(ge=0, le=2**62, description="Global position to read after.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[QueryInt(0, 2**62), Query(description="Global position to read after.")] = 0,
+    limit: Annotated[QueryInt(1, 1000), Query()] = 100,
 ) -> AuditPage:
     """Every event in global order, with its hash chained to the stream's previous one, for replay."""
     rows = await container.pool.fetch(

@@ -5,12 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ledger.ingest.schema import Identifier, Text
 
 POINTS_MAX = 10_000_000
 RewardKind = Literal["travel_product", "hotel_discount", "airline_miles", "upgrade", "voucher", "other"]
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema's "integer" is a number with no fractional part, so 2500.0 (and 2.5e3)
+    # is one: what the published schema calls an integer, the validation takes as that
+    # integer. Any other float, a string or a boolean still fails the strict check.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+Points = Annotated[int, BeforeValidator(_whole)]
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -25,13 +37,14 @@ class Reward(BaseModel):
 
 class RedemptionRequest(BaseModel):
     model_config = _examples({"points": 2500, "reward": {"id": "HTL-DISC-50", "kind": "hotel_discount"}})
-    points: int = Field(ge=1, le=POINTS_MAX, strict=True)
+    points: Points = Field(ge=1, le=POINTS_MAX, strict=True)
     reward: Reward
 
 
 class AdjustmentRequest(BaseModel):
     model_config = _examples({"points": 750, "reason": "Flight LH400 delayed 5 hours; goodwill credit"})
-    points: Annotated[int, Field(ge=-1_000_000, le=1_000_000, strict=True, description="Non-zero.")]
+    points: Points = Field(ge=-1_000_000, le=1_000_000, strict=True, description="Non-zero.",
+                           json_schema_extra={"not": {"const": 0}})
     reason: Text(500)  # type: ignore[valid-type]
 
     @field_validator("points")
@@ -42,12 +55,15 @@ class AdjustmentRequest(BaseModel):
         return points
 
 
+_DATA = "The event's data; the lots it took, if any, as `lots`: [{lot_id, points}], as in a redemption's response."
+
+
 class AppendedEvent(BaseModel):
     model_config = _examples({"position": 42, "stream_version": 3, "type": "PointsEarned", "data": {"points": 2600}})
     position: int
     stream_version: int
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description=_DATA)
 
 
 class BookingEventResult(BaseModel):
@@ -159,7 +175,7 @@ class HistoryEntry(BaseModel):
     type: str
     occurred_at: datetime
     recorded_at: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description=_DATA)
     metadata: dict[str, Any]
 
 
@@ -183,7 +199,8 @@ class AuditEvent(BaseModel):
     schema_version: int
     occurred_at: datetime
     recorded_at: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description="The event's data as stored (lots as [lot_id, points] pairs): what the"
+                                             " hash covers.")
     metadata: dict[str, Any]
     hash: str = Field(description="SHA-256 (hex) over the previous event's hash and this event's content.")
 
@@ -199,18 +216,33 @@ class Health(BaseModel):
     status: str
 
 
+class TaskState(BaseModel):
+    model_config = _examples({"up": False, "restarts": 2, "failures": 3,
+                              "last_error": "ConnectionRefusedError: [Errno 111] Connect call failed",
+                              "since": "2026-11-24T18:00:03+00:00"})
+    up: bool = Field(description="False while the task waits to be started again after a failure.")
+    restarts: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    last_error: str | None = Field(None, max_length=500)
+    since: datetime = Field(description="When the task last started or failed.")
+
+
 class Readiness(BaseModel):
     model_config = _examples({
         "status": "ready", "database": "ok", "migrations": "current", "head_position": 44,
         "projection_position": 44, "projection_lag_events": 0, "kafka": None,
+        "tasks": {"projections": {"up": True, "restarts": 0, "failures": 0, "last_error": None,
+                                  "since": "2026-11-24T18:00:00+00:00"}},
     })
     status: Literal["ready", "not_ready"]
-    database: str
+    database: str = Field(description='"ok", "unreachable", or "restarting" while the embedded server is started'
+                                      " again.")
     migrations: str
     head_position: int | None
     projection_position: int | None
     projection_lag_events: int | None
     kafka: dict[str, Any] | None = None
+    tasks: dict[str, TaskState] = Field(default_factory=dict, description="The background tasks by name.")
 
 
 class Problem(BaseModel):

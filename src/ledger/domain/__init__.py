@@ -11,7 +11,7 @@ from .commands import (
     RedeemPoints,
     RefundBooking,
 )
-from .decider import decide
+from .decider import decide, decide_streams, net_earned
 from .errors import (
     BookingNotFound,
     BookingStateConflict,

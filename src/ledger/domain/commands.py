@@ -17,6 +17,13 @@ class Command:
     member_id: str
     occurred_at: datetime
 
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        """Every member whose state the command reads (its own first): the ledger loads
+        them all before `decide_streams`. A command across members (a transfer) names
+        the others too."""
+        return (self.member_id,)
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)

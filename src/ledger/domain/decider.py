@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from .commands import (
@@ -40,6 +41,26 @@ def booking_lot_id(booking_id: str) -> str:
 
 def adjustment_lot_id(adjustment_id: str) -> str:
     return f"adjustment:{adjustment_id}"
+
+
+def decide_streams(states: Mapping[str, MemberState], command: Command, rules: ProgramRules) -> dict[str, list[Event]]:
+    """The events a command appends to each stream, given the states of every member it
+    reads (`command.member_ids`); pure, as `decide`. A command of one member goes
+    through `decide`: this is the thin adapter a command across members extends."""
+    return {command.member_id: decide(states[command.member_id], command, rules)}
+
+
+def net_earned(events: Iterable[Event]) -> int:
+    """Points a booking's events earned (positive) or took back (negative): a reversal
+    takes back what the booking earned, and the shortfall it could not take from any
+    lot when that became a debt. What the booking-event answer reports."""
+    points = 0
+    for event in events:
+        if isinstance(event, PointsEarned):
+            points += event.points
+        elif isinstance(event, EarnReversed):
+            points -= event.points + (event.shortfall if event.shortfall_debited else 0)
+    return points
 
 
 def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:

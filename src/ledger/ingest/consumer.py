@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +35,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from ledger.bootstrap import Container, GcPacer
-from ledger.domain import LedgerError
-from ledger.handlers import CommandRequest, Ledger
+from ledger.handlers import CommandRequest, KafkaSource, Ledger
 from ledger.settings import Settings
+from ledger.store.database import DATABASE_ERRORS
+from ledger.store.unit_of_work import Fenced, OffsetFence, RejectedMessage
+from ledger.supervisor import Backoff
 
-from .rejected import SOURCE, Rejection, insert_rejections, parse_message, publish_pending, refusal_reason
+from .rejected import SOURCE, kafka_request, parse_message, publish_pending
+from .topics import wait_for_topics
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BatchOutcome", "BookingConsumer", "Fenced", "consumer_task"]
 
 IDLE_POLL_MS = 200  # how long one empty poll waits: also how fast a stop is noticed
 BACKOFF_S_MIN = 0.1
@@ -51,11 +56,6 @@ SHUTDOWN_BATCH_S_MAX = 20.0  # a batch under way at shutdown gets this long to f
 DLQ_RETRY_S = 5.0
 SNAPSHOT_MEMBERS_PER_ROUND = 5_000  # about 50 ms of writes between two batches
 PRODUCER_LINGER_MS = 5
-
-
-class Fenced(Exception):
-    """A partition's stored offset is not where this consumer left it: another member
-    of the group has taken the partition over. The batch is rolled back."""
 
 
 @dataclass(slots=True)
@@ -72,16 +72,8 @@ class BatchOutcome:
     rejected: int
 
 
-class _Backoff:
-    def __init__(self) -> None:
-        self.delay = BACKOFF_S_MIN
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_S_MAX)
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.delay = BACKOFF_S_MIN
+def _backoff() -> Backoff:
+    return Backoff(BACKOFF_S_MIN, BACKOFF_S_MAX)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -150,14 +142,14 @@ class BookingConsumer:
         # PostgreSQL may be restarting just now; the rebalance waits for this, so it
         # retries within the poll interval rather than joining with unknown offsets.
         deadline = time.monotonic() + self.settings.kafka_max_poll_interval_ms / 2000
-        backoff = _Backoff()
+        backoff = _backoff()
         while True:
             try:
                 rows = await self.pool.fetch(
                     "SELECT partition, next_offset FROM kafka_offsets WHERE consumer_group = $1 AND topic = $2"
                     " AND partition = ANY($3::int[])", self.group, self.topic, list(partitions))
                 return {r["partition"]: r["next_offset"] for r in rows}
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("reading stored offsets failed (%s); retrying", exc)
@@ -166,7 +158,7 @@ class BookingConsumer:
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = _Backoff()
+        backoff = _backoff()
         while not stop.is_set():
             try:
                 await self._session(stop, backoff)
@@ -214,7 +206,7 @@ class BookingConsumer:
             max_batch_size=65_536,
         )
 
-    async def _session(self, stop: asyncio.Event, backoff: _Backoff) -> None:
+    async def _session(self, stop: asyncio.Event, backoff: Backoff) -> None:
         consumer, producer = self._kafka_consumer(), self._producer()
         self._consumer = consumer
         try:
@@ -231,7 +223,8 @@ class BookingConsumer:
                 if batch:
                     try:
                         # Shielded: a stop during the transaction lets it finish.
-                        outcome = await asyncio.shield(self._apply_locked(consumer, batch))
+                        with self._gc.paused():
+                            outcome = await asyncio.shield(self._apply_locked(consumer, batch))
                     except Fenced as exc:
                         self.totals["fenced"] += 1
                         log.warning("%s", exc)
@@ -319,32 +312,26 @@ class BookingConsumer:
             return BatchOutcome(0, 0, 0, 0)
 
         requests: list[CommandRequest] = []
-        owners: list[ConsumerRecord] = []
-        rejections: list[Rejection] = []
+        rejections: list[RejectedMessage] = []
         for r in records:
+            value = r.value or b""
             parsed = parse_message(r.key, r.value, s.kafka_message_bytes_max)
             if isinstance(parsed, str):
-                rejections.append(Rejection(r.topic, r.partition, r.offset, r.key, r.value or b"", parsed))
+                rejections.append(RejectedMessage(r.topic, r.partition, r.offset, r.key, value, parsed, SOURCE))
             else:
-                requests.append(parsed.to_request(SOURCE, kafka_topic=r.topic, kafka_partition=r.partition,
-                                                  kafka_offset=r.offset))
-                owners.append(r)
-
-        async def before_commit(conn: asyncpg.Connection, refusals: dict[int, LedgerError]) -> None:
-            await self._move_offsets(conn, start, end)
-            refused = [Rejection(o.topic, o.partition, o.offset, o.key, o.value or b"", refusal_reason(refusals[i]))
-                       for i, o in enumerate(owners) if i in refusals]
-            await insert_rejections(conn, rejections + refused)
-
-        results = await self.ledger.handle_batch(requests, before_commit)
+                requests.append(kafka_request(parsed, KafkaSource(r.topic, r.partition, r.offset, r.key, value)))
+        # The fence moves each partition on from the offset this consumer saw stored (or
+        # inserts it where it saw none): see the module's docstring.
+        fence = OffsetFence(self.group, self.topic, tuple(
+            (p, part.next_offset if part.stored else None, end[p]) for p, part in start.items()))
+        outcomes = await self.ledger.handle_batch(requests, offset_fence=fence, rejections=rejections)
         for partition, offset in end.items():
             start[partition].next_offset, start[partition].stored = offset, True
 
+        statuses = Counter(o.status for o in outcomes)
         outcome = BatchOutcome(
-            messages=len(records),
-            applied=sum(r.status == "applied" for r in results),
-            duplicates=sum(r.status == "duplicate" for r in results),
-            rejected=len(rejections) + sum(r.status == "rejected" for r in results),
+            messages=len(records), applied=statuses["applied"], duplicates=statuses["duplicate"],
+            rejected=len(rejections) + statuses["rejected"],
         )
         self.totals["batches"] += 1
         for name in ("messages", "applied", "duplicates", "rejected"):
@@ -352,29 +339,6 @@ class BookingConsumer:
         if outcome.rejected:
             self._dlq_due, self._dlq_next_try = True, 0.0
         return outcome
-
-    async def _move_offsets(self, conn: asyncpg.Connection, start: dict[int, _Partition], end: dict[int, int]) -> None:
-        """The fence: each offset moves from the value we saw stored, or not at all."""
-        update = [p for p, part in start.items() if part.stored]
-        insert = [p for p, part in start.items() if not part.stored]
-        moved = 0
-        if update:
-            moved += len(await conn.fetch(
-                "UPDATE kafka_offsets o SET next_offset = x.n, updated_at = now()"
-                " FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS x(p, f, n)"
-                " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = x.p AND o.next_offset = x.f"
-                " RETURNING o.partition",
-                self.group, self.topic, update, [start[p].next_offset for p in update], [end[p] for p in update]))
-        if insert:
-            moved += len(await conn.fetch(
-                "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)"
-                " SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS x(p, n)"
-                " ON CONFLICT DO NOTHING RETURNING partition",
-                self.group, self.topic, insert, [end[p] for p in insert]))
-        if moved != len(start):
-            raise Fenced(
-                f"offsets of {self.topic} partitions {sorted(start)} moved under this consumer; the batch is rolled"
-                " back (another group member owns them now)")
 
     async def _rewind(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]], *,
                       reload: bool = False) -> None:
@@ -466,6 +430,9 @@ async def consumer_task(container: Container, stop: asyncio.Event) -> None:
     """Consume until `stop` is set; what `ledger serve` and `ledger consume` run."""
     consumer = BookingConsumer(container.ledger, container.pool, container.settings)
     container.extras["kafka_status"] = consumer.status
+    if not await wait_for_topics(container.settings, stop):  # stopped before the topics were there
+        consumer.state = "stopped"
+        return
     log.info("consuming %s as group %s from %s", consumer.topic, consumer.group, consumer.bootstrap)
     await consumer.run(stop)
     log.info("consumer stopped after %d messages", consumer.totals["messages"])
@@ -474,5 +441,5 @@ async def consumer_task(container: Container, stop: asyncio.Event) -> None:
     try:
         saved = await container.ledger.save_snapshots()
         log.info("saved %d member state snapshots", saved)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("member state snapshots not saved: %s", exc)

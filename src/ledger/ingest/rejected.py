@@ -19,33 +19,18 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from ledger.domain import LedgerError
-from ledger.handlers import CommandRequest, Ledger
+from ledger.handlers import CommandRequest, KafkaSource, Ledger
+from ledger.outcomes import REASON_CHARS_MAX, Rejected, refusal_reason
 
 from .schema import BookingEvent
 
 log = logging.getLogger(__name__)
 
 SOURCE = "kafka"
-REASON_CHARS_MAX = 1_000
 ERRORS_SHOWN_MAX = 5
 PAGE_ROWS_MAX = 500
 PUBLISH_PAGES_MAX = 20
 PUBLISH_TIMEOUT_S = 30.0
-# Written with the offsets, replaced by the ledger's own words once the batch is
-# committed: `handle_batch` reports each refusal only after its transaction ends.
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    reason: str
-
-
 def _clip(text: str) -> str:
     return text if len(text) <= REASON_CHARS_MAX else text[: REASON_CHARS_MAX - 1] + "…"
 
@@ -76,23 +61,11 @@ def parse_message(key: bytes | None, value: bytes | None, bytes_max: int) -> Boo
     return event
 
 
-def refusal_reason(error: LedgerError) -> str:
-    return _clip(f"{error.title}: {error.message}")
-
-
-async def insert_rejections(conn: asyncpg.Connection, rejections: Sequence[Rejection]) -> None:
-    if not rejections:
-        return
-    # A message is rejected once per offset; the constraint makes a repeat harmless.
-    await conn.execute(
-        'INSERT INTO rejected_messages (source, topic, partition, "offset", key, value, reason)'
-        " SELECT $1, t, p, o, k, v, r FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::bytea[],"
-        " $7::text[]) AS x(t, p, o, k, v, r) ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
-        SOURCE,
-        [r.topic for r in rejections], [r.partition for r in rejections], [r.offset for r in rejections],
-        [None if r.key is None else r.key.decode(errors="replace") for r in rejections],
-        [r.value for r in rejections], [r.reason for r in rejections],
-    )
+def kafka_request(event: BookingEvent, source: KafkaSource, **metadata: Any) -> CommandRequest:
+    """The command request of a booking event read from Kafka: a refusal of it becomes a
+    rejected message in the batch's own transaction (see `KafkaSource`)."""
+    return event.to_request(SOURCE, message=source, kafka_topic=source.topic, kafka_partition=source.partition,
+                            kafka_offset=source.offset, **metadata)
 
 
 def dlq_headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
@@ -179,25 +152,20 @@ async def retry_rejected(ledger: Ledger, pool: asyncpg.Pool, *, bytes_max: int, 
         after = rows[-1]["id"]
         reasons: dict[int, str] = {}
         requests: list[CommandRequest] = []
-        owners: list[int] = []
         for r in rows:
-            parsed = parse_message(None if r["key"] is None else r["key"].encode(), bytes(r["value"]), bytes_max)
+            key, value = None if r["key"] is None else r["key"].encode(), bytes(r["value"])
+            parsed = parse_message(key, value, bytes_max)
             if isinstance(parsed, str):
                 reasons[r["id"]] = parsed
                 continue
-            requests.append(parsed.to_request(SOURCE, kafka_topic=r["topic"], kafka_partition=r["partition"],
-                                              kafka_offset=r["offset"], retried_rejection=r["id"]))
-            owners.append(r["id"])
-
-        async def mark_applied(conn: asyncpg.Connection, refusals: dict[int, LedgerError]) -> None:
-            applied = [owner for i, owner in enumerate(owners) if i not in refusals]
-            await conn.execute("UPDATE rejected_messages SET retried_at = now() WHERE id = ANY($1::bigint[])", applied)
-
-        results = await ledger.handle_batch(requests, mark_applied) if requests else []
-        for owner, result in zip(owners, results, strict=True):
-            if result.status == "rejected":
-                assert result.error is not None
-                reasons[owner] = refusal_reason(result.error)
+            # The row is marked retried in the transaction that applies its command.
+            source = KafkaSource(r["topic"], r["partition"], r["offset"], key, value, rejection_id=r["id"])
+            requests.append(kafka_request(parsed, source, retried_rejection=r["id"]))
+        outcomes = await ledger.handle_batch(requests) if requests else []
+        for request, result in zip(requests, outcomes, strict=True):
+            assert request.source is not None and request.source.rejection_id is not None
+            if isinstance(result, Rejected):
+                reasons[request.source.rejection_id] = refusal_reason(result.error)
             else:
                 outcome.applied += 1
         outcome.rejected += len(reasons)

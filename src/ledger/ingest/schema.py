@@ -22,58 +22,124 @@ from pydantic import (
 )
 
 from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
-from ledger.handlers import CommandRequest
+from ledger.handlers import CommandRequest, KafkaSource
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Every id on HTTP and Kafka (member, booking, event, reward) is a system identifier,
+# not a name a person types: one ASCII grammar for all of them. ASCII refuses every
+# look-alike by construction (U+2011 for '-', full-width letters, zero-width spaces,
+# bidi overrides, NFC/NFD pairs), and starting with a letter or digit refuses "." and
+# "..". Nothing is normalised: folding "Ｍ-1" (NFKC) or a decomposed "é" (NFC) into
+# another id would merge two senders' members, or split one id across two spellings
+# whose hashes and idempotency keys differ, so a non-ASCII id is refused, never mapped.
+# No '/', '?', '#', '%' or whitespace either: every id accepted here is reachable as one
+# path segment of /v1/members/{member_id}/..., unescaped.
+ID_CHARS = "A-Za-z0-9._:@+-"
+ID_RULE = "letters A-Z a-z, digits and . _ : @ + - (ASCII only), starting with a letter or digit"
 
 
-def _printable(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    if value != value.strip():
-        raise ValueError("must not start or end with whitespace")
-    return value
+def id_pattern(max_length: int) -> str:
+    return f"^[A-Za-z0-9][{ID_CHARS}]{{0,{max_length - 1}}}$"
 
 
-_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+def _identifier(max_length: int) -> Any:
+    grammar = re.compile(f"[A-Za-z0-9][{ID_CHARS}]{{0,{max_length - 1}}}")
+
+    def check(value: str) -> str:
+        if grammar.fullmatch(value) is None:
+            raise ValueError(f"must be 1 to {max_length} {ID_RULE}")
+        return value
+
+    return check
+
+
+def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
+    return Annotated[
+        str,
+        AfterValidator(_identifier(max_length)),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length, "pattern": id_pattern(max_length),
+                        "description": f"1 to {max_length} {ID_RULE}."}),
+    ]
+
+
+# Free text (a reason) is for people: any script, line breaks and tabs, but no control
+# characters and no invisible format characters: bidi embeddings, overrides and isolates
+# (U+202A-U+202E, U+2066-U+2069) reorder what a support agent or an auditor reads, and
+# zero-width spaces, word joiners and BOMs (U+200B, U+2060, U+FEFF) hide text or make a
+# blank reason look filled in. U+200C and U+200D (zero-width non-joiner and joiner) stay:
+# Persian, Indic scripts and emoji sequences need them. Astral format characters stay
+# too (tag characters spell flag emoji). The classes are written as escapes that mean
+# the same in Python's `re` and in ECMA-262 (the schema's dialect), so the published
+# pattern is the validator.
+_TEXT_FORBIDDEN = (
+    r"\x00-\x08\x0b-\x1f\x7f-\x9f"  # control characters other than tab and line feed
+    r"\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"  # format characters (Cf) ...
+    r"\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"  # ... of the BMP
+)
+# Allowed, but not enough on their own: whitespace, the two joiners, variation selectors
+# and the combining grapheme joiner, and the blank letters (Hangul fillers, braille blank).
+_TEXT_BLANK = (
+    r"\t\n\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    r"\u200c\u200d\u034f\ufe00-\ufe0f\u115f\u1160\u3164\uffa0\u2800"
+)
+TEXT_PATTERN = f"^[^{_TEXT_FORBIDDEN}]*[^{_TEXT_FORBIDDEN}{_TEXT_BLANK}][^{_TEXT_FORBIDDEN}]*$"
+_TEXT_BAD = re.compile(f"[{_TEXT_FORBIDDEN}]")
+_TEXT_VISIBLE = re.compile(f"[^{_TEXT_FORBIDDEN}{_TEXT_BLANK}]")
 
 
 def _text(value: str) -> str:
-    """Free text (a reason): line breaks and tabs are fine, other control characters not."""
-    if _TEXT_CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    if not value.strip():
-        raise ValueError("must not be blank")
+    bad = _TEXT_BAD.search(value)
+    if bad:
+        raise ValueError(f"must not contain control or invisible format characters (U+{ord(bad.group()):04X})")
+    if _TEXT_VISIBLE.search(value) is None:
+        raise ValueError("must not be blank: it needs at least one visible character")
     return value
 
 
 def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
-    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_text)]
-
-
-def Identifier(max_length: int) -> Any:  # noqa: N802 - a type alias factory
-    return Annotated[str, StringConstraints(min_length=1, max_length=max_length), AfterValidator(_printable)]
+    return Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=max_length),
+        AfterValidator(_text),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": max_length, "pattern": TEXT_PATTERN}),
+    ]
 
 
 _NO_OFFSET = timedelta(0)
-OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
-OCCURRED_AT_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+# RFC 3339's date-time and nothing else (the parser alone also takes a bare number of
+# seconds, a space for the T, no seconds, and more than 6 decimals, cut silently): a
+# 'T' (or 't'), seconds, at most microseconds (what the ledger stores), and 'Z' or an
+# offset. The years are the range's, as written: 2000 to 2099 in the sender's own offset,
+# so the pattern says all of it; a leap second (:60) is refused, as Python has none.
+OCCURRED_AT_PATTERN = (
+    r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_OCCURRED_AT = re.compile(OCCURRED_AT_PATTERN)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value  # built in code, not parsed: the range check below still applies
+    if not isinstance(value, str) or _OCCURRED_AT.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time from 2000 to 2099 with seconds and an offset or Z,"
+                         " such as \"2026-11-25T09:30:00+01:00\"")
+    return value
 
 
 def _plausible(moment: datetime) -> datetime:
-    # An offset is under a day, so a local year from 2001 to 2098 is inside the range
-    # whatever the offset: the common case needs no offset arithmetic.
-    if 2001 <= moment.year <= 2098:
-        return moment
-    if not OCCURRED_AT_MIN <= moment < OCCURRED_AT_MAX:
-        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    if not 2000 <= moment.year <= 2099:
+        raise ValueError("must be from 2000-01-01 to 2099-12-31 (in its own offset)")
     return moment
 
 
-# What the published schema's pattern allows: ASCII digits only (`\d` would also take other
-# scripts' digits, which Decimal reads), no sign, exponent, underscore or whitespace.
-_AMOUNT = re.compile(r"[0-9]{1,8}(\.[0-9]{1,2})?")
+# What the published schema's pattern allows, and all of it: 0 to 10,000,000 with at
+# most 2 decimals, in ASCII digits only (`\d` would also take other scripts' digits,
+# which Decimal reads), no sign, exponent, underscore or whitespace. The range is in the
+# pattern (an 8-digit amount starts with 0 or is 10000000), so no schema-valid amount
+# is refused.
+AMOUNT_PATTERN = r"^(0?[0-9]{1,7}(\.[0-9]{1,2})?|10000000(\.00?)?)$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
 
 
 def _decimal_string(value: Any) -> Any:
@@ -81,7 +147,7 @@ def _decimal_string(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("must be a decimal string such as \"420.00\"")
     if _AMOUNT.fullmatch(value) is None:
-        raise ValueError("must be a decimal string of at most 8 digits and 2 decimals, such as \"420.00\"")
+        raise ValueError("must be a decimal string from 0 to 10000000 with at most 2 decimals, such as \"420.00\"")
     return value
 
 
@@ -98,14 +164,22 @@ def _currency(code: str) -> str:
 EventId = Identifier(128)
 MemberId = Identifier(64)
 BookingId = Identifier(64)
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
+# Published as the exact set, so a client (or a fuzzer) that follows the schema never
+# sends a code the validator refuses; whether the programme earns in it is the rules' say.
+Currency = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(_CURRENCIES)}),
+]
 Amount = Annotated[
     Decimal,
     BeforeValidator(_decimal_string),
-    Field(le=10_000_000),  # sign, digits and decimals: checked as text by `_decimal_string`
-    WithJsonSchema({"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "examples": ["420.00"]}),
+    Field(le=10_000_000),  # sign, digits, decimals and range: checked as text by `_decimal_string`
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["420.00"]}),
 ]
-OccurredAt = Annotated[AwareDatetime, AfterValidator(_plausible)]
+OccurredAt = Annotated[
+    AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_plausible),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": OCCURRED_AT_PATTERN}),
+]
 
 
 class BookingEventType(StrEnum):
@@ -148,7 +222,8 @@ class BookingEvent(BaseModel):
     product: Product
     amount: Amount = Field(description="Decimal string, at most 2 decimals, 0 to 10,000,000.")
     currency: Currency = Field(description="ISO 4217 code.")
-    occurred_at: OccurredAt = Field(description="RFC 3339 with offset, between 2000 and 2100.")
+    occurred_at: OccurredAt = Field(
+        description="RFC 3339 date-time with seconds and an offset (or Z), years 2000 to 2099.")
 
     def fingerprint(self) -> str:
         """Same event id with a different body is refused: this is what 'same' means."""
@@ -174,10 +249,12 @@ class BookingEvent(BaseModel):
                 return RefundBooking(self.member_id, at, self.booking_id)
         raise AssertionError(self.type)
 
-    def to_request(self, source: str, **metadata: Any) -> CommandRequest:
+    def to_request(self, source: str, *, message: KafkaSource | None = None, **metadata: Any) -> CommandRequest:
+        """`message`: the Kafka message this event came in (see `KafkaSource`)."""
         return CommandRequest(
             self.to_command(),
             idempotency_key=f"booking-event:{self.event_id}",
             request_hash=self.fingerprint(),
             metadata={"source": source, "causation_id": self.event_id, "correlation_id": self.booking_id, **metadata},
+            source=message,
         )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,17 @@ import orjson
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
 from ledger.domain.events import EVENT_TYPES
 
+from .unit_of_work import (
+    CommitFailure,
+    IdempotencyRace,
+    OffsetFence,
+    OffsetsFenced,
+    RejectedMessage,
+    StreamAppend,
+    StreamConflict,
+    UnitOfWork,
+)
+
 GENESIS_HASH = bytes(32)
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
@@ -26,12 +37,6 @@ READ_PAGE_MAX = 50_000
 APPEND_EVENTS_MAX = 20_000
 SNAPSHOT_CHUNK = 5_000
 APPEND_LOCK_ID = 0x1ED6E1  # the advisory lock appenders take turns on (see `append`)
-
-BeforeCommit = Callable[[asyncpg.Connection], Awaitable[None]]
-
-
-class IdempotencyRace(ConcurrencyConflict):
-    """Another transaction recorded the same idempotency key first; retrying finds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,29 +48,6 @@ class StoredEvent:
     metadata: dict[str, Any]
     recorded_at: datetime
     hash: bytes
-
-
-@dataclass(slots=True)
-class AppendRequest:
-    """The events one command decided, to append after `expected_version` of the stream."""
-
-    stream_id: str
-    expected_version: int
-    prev_hash: bytes
-    events: list[Event]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    idempotency_key: str | None = None
-    request_hash: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)  # stored with the result, e.g. available after
-    # Filled in by `append`:
-    positions: list[int] = field(default_factory=list)
-    hashes: list[bytes] = field(default_factory=list)
-
-    @property
-    def command_record(self) -> dict[str, Any]:
-        """What the first event's metadata keeps of a keyed command, to answer a
-        duplicate: its events are read back by position rather than stored twice."""
-        return {"request_hash": self.request_hash, "events": len(self.events), **self.summary}
 
 
 def canonical_bytes(data: dict[str, Any]) -> bytes:
@@ -242,17 +224,16 @@ class EventStore:
         )
         return [convert(r) for r in rows]
 
-    async def read_positions(self, positions: Sequence[int]) -> dict[int, tuple[int, str, dict[str, Any]]]:
-        """(stream version, type, data) of the events at `positions`, by position: how a
-        duplicate command's result is rebuilt from its slim idempotency record."""
+    async def read_positions(self, positions: Sequence[int]) -> dict[int, StoredEvent]:
+        """The events at `positions` (without metadata), by position: how a duplicate
+        command's result is rebuilt from its slim idempotency record."""
         if not positions:
             return {}
         assert len(positions) <= READ_PAGE_MAX
         rows = await self.pool.fetch(
-            "SELECT position, stream_version, type, data FROM events WHERE position = ANY($1::bigint[])",
-            list(positions),
+            f"SELECT {_STATE_COLUMNS} FROM events WHERE position = ANY($1::bigint[])", list(positions),
         )
-        return {r[0]: (r[1], r[2], orjson.loads(r[3])) for r in rows}
+        return {r[0]: _state_row_to_event(r) for r in rows}
 
     async def read_snapshots(self, member_ids: Sequence[str], snapshot_format: int) -> dict[str, tuple[int, bytes, dict]]:
         """member -> (version, hash of that event, state data) of the members with a
@@ -283,123 +264,197 @@ class EventStore:
     async def head(self) -> int:
         return int(await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
 
+
     async def find_commands(self, keys: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """The idempotency records of the keys already used: key -> (request hash, record),
-        the record being what `AppendRequest.record` describes. Keys are found on the
-        first event their command appended, or in `commands` for records written before
-        they moved onto the events (migration 0003)."""
+        the record being `{"member_id", "positions", **summary}`. Keys are found on the
+        first event their command appended (see `StreamAppend`), or in `commands` for
+        records written before they moved onto the events (migration 0003).
+
+        A command's events were appended next to each other in one COPY, which hands out
+        consecutive positions under the append lock (see `_write_events`, which checks
+        it): a record with N events stands for the N positions from its event's on,
+        whichever streams they are in. Records written before commands could span
+        streams hold the same: their events were consecutive in their COPY too."""
         if not keys:
             return {}
         rows = await self.pool.fetch(
-            "SELECT k, e.stream_id, e.stream_version, e.position, e.metadata->'command', c.request_hash, c.result"
+            "SELECT k, e.stream_id, e.position, e.metadata->'command', c.request_hash, c.result"
             " FROM unnest($1::text[]) AS k LEFT JOIN events e ON e.idempotency_key = k"
             " LEFT JOIN commands c ON c.idempotency_key = k"
             " WHERE e.position IS NOT NULL OR c.idempotency_key IS NOT NULL",
             list(keys),
         )
         found: dict[str, tuple[str, dict[str, Any]]] = {}
-        longer: dict[str, tuple[str, int, int]] = {}  # key -> (stream, first version, last version)
-        for key, stream_id, version, position, command, legacy_hash, legacy_result in rows:
+        for key, stream_id, position, command, legacy_hash, legacy_result in rows:
             if position is None:
                 found[key] = (legacy_hash, orjson.loads(legacy_result))
                 continue
             command = orjson.loads(command)
             count = command.pop("events")
-            found[key] = (command.pop("request_hash"), {"member_id": stream_id, "positions": [position], **command})
-            if count > 1:
-                longer[key] = (stream_id, version, version + count - 1)
-        if longer:
-            # A command with several events (an expiry run) appended them as consecutive
-            # versions of its stream.
-            spans = list(longer.values())
-            rows = await self.pool.fetch(
-                "SELECT e.stream_id, e.stream_version, e.position"
-                " FROM unnest($1::text[], $2::int[], $3::int[]) AS c(s, lo, hi)"
-                " JOIN events e ON e.stream_id = c.s AND e.stream_version BETWEEN c.lo AND c.hi",
-                [s for s, _, _ in spans], [lo for _, lo, _ in spans], [hi for _, _, hi in spans],
-            )
-            position_of = {(r[0], r[1]): r[2] for r in rows}
-            for key, (stream_id, lo, hi) in longer.items():
-                found[key][1]["positions"] = [position_of[(stream_id, v)] for v in range(lo, hi + 1)]
+            positions = list(range(position, position + count))
+            found[key] = (command.pop("request_hash"), {"member_id": stream_id, "positions": positions, **command})
         return found
 
-    async def append(
-        self,
-        requests: Sequence[AppendRequest],
-        before_commit: BeforeCommit | None = None,
-    ) -> None:
-        """Append every request's events in one transaction, and fill in their
-        positions and hashes. A request with an idempotency key records it on
-        its first event, with what `find_commands` needs to answer a duplicate in that
-        event's metadata.
+    async def append(self, appends: Sequence[StreamAppend]) -> None:
+        """Append events alone (tests, tools): `commit` of a unit of work that holds only
+        them, its failure raised as a ConcurrencyConflict."""
+        failure = await self.commit(UnitOfWork(list(appends)))
+        if failure is not None:
+            raise ConcurrencyConflict(failure.message)
 
-        Raises ConcurrencyConflict when a stream moved past an expected version, and
-        IdempotencyRace when another transaction took one of the keys first; either
-        way nothing was written and the caller retries against fresh state.
-        """
-        records: list[tuple] = []  # in the order of _APPEND_COLUMNS
-        last_hash: dict[str, tuple[int, bytes]] = {}
-        for req in requests:
-            stream_id = req.stream_id
-            version, prev = last_hash.get(stream_id, (req.expected_version, req.prev_hash))
-            assert version == req.expected_version, "appends to one stream in a batch must follow each other"
-            key = req.idempotency_key
-            # Not canonical (sorted): jsonb keeps its own key order, and no hash covers it.
-            meta = _dumps(req.metadata if key is None else {**req.metadata, "command": req.command_record}).decode()
-            for event in req.events:
-                version += 1
-                body = event_body(event)
-                prev = chain_hash(prev, stream_id, version, event.type, event.version, body)
-                records.append((stream_id, version, event.type, event.version, body.decode(), meta, event.occurred_at,
-                                prev, key))
-                req.hashes.append(prev)
-                if key is not None and len(req.events) > 1:  # the key and its record: first event only
-                    key, meta = None, _dumps(req.metadata).decode()
-            last_hash[stream_id] = (version, prev)
+    async def commit(self, uow: UnitOfWork) -> CommitFailure | None:
+        """Write a unit of work in one transaction: the events of every append (filling
+        in their positions and hashes), then the offset fence, then the rejected
+        messages and the retried ones. A keyed append records its key on its first
+        event, with its record in that event's metadata.
+
+        Returns None when all of it committed, or the reason none of it did: a stream
+        moved past an expected version (StreamConflict), another transaction took an
+        idempotency key first (IdempotencyRace), or a fenced offset moved
+        (OffsetsFenced). Database faults are raised."""
+        records = _event_records(uow.appends)
         assert len(records) <= APPEND_EVENTS_MAX, "batches are bounded by their callers"
+        async with self.pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                failure = await self._write(conn, uow, records)
+            except BaseException:
+                await transaction.rollback()
+                raise
+            if failure is not None:
+                await transaction.rollback()
+                for append in uow.appends:  # nothing of them was written
+                    append.positions, append.hashes = [], []
+                return failure
+            await transaction.commit()
+        return None
 
-        async with self.pool.acquire() as conn, conn.transaction():
-            if records:
-                # Why lock: positions come from an identity column when each row is
-                # inserted, but transactions commit in their own order, so without this a
-                # reader polling `position > last_seen` could pass over a position whose
-                # transaction commits late, and never see it. Appenders take turns on this
-                # transaction-scoped advisory lock from here to commit, so positions commit
-                # in the order they are handed out; readers are not held up. It is taken as
-                # late as possible, and the batch path amortises it over hundreds of events.
-                # An advisory lock rather than `LOCK TABLE ... IN EXCLUSIVE MODE`: that mode
-                # conflicts with the lock autovacuum takes to vacuum or analyse the table,
-                # so every append waited out each autovacuum pass on `events` (a second
-                # until the deadlock timeout cancelled it, and for the whole pass of an
-                # anti-wraparound vacuum, which is not cancelled).
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_ID)
-                try:
-                    await conn.copy_records_to_table("events", columns=_APPEND_COLUMNS, records=records)
-                except asyncpg.UniqueViolationError as exc:
-                    if exc.constraint_name == "events_idempotency_key":
-                        raise IdempotencyRace(
-                            "A request with the same idempotency key was recorded concurrently."
-                        ) from exc
-                    raise ConcurrencyConflict(
-                        "The member's account changed while this request was processed; please retry."
-                    ) from exc
-                # COPY hands out positions row by row in the order of the records, and no
-                # other appender inserts until this one commits: this batch's positions
-                # are the consecutive values ending at the sequence's current one. The
-                # first and last rows are checked, so that a row inserted by anything
-                # other than this store in between cannot go unnoticed.
-                ends = await conn.fetch(
-                    "WITH c AS (SELECT currval(pg_get_serial_sequence('events', 'position')) AS last)"
-                    " SELECT c.last, e.stream_id, e.stream_version FROM c"
-                    " LEFT JOIN events e ON e.position IN (c.last - $1 + 1, c.last) ORDER BY e.position",
-                    len(records),
-                )
-                expected = [records[0][:2], records[-1][:2]] if len(records) > 1 else [records[0][:2]]
-                if [(r[1], r[2]) for r in ends] != expected:
-                    raise ConcurrencyConflict("Events were inserted outside the event store during this append.")
-                position = ends[0][0] - len(records)
-                for req in requests:
-                    req.positions = list(range(position + 1, position + 1 + len(req.events)))
-                    position += len(req.events)
-            if before_commit is not None:
-                await before_commit(conn)
+    async def _write(self, conn: asyncpg.Connection, uow: UnitOfWork, records: list[tuple]) -> CommitFailure | None:
+        if records:
+            failure = await _write_events(conn, uow.appends, records)
+            if failure is not None:
+                return failure
+        if uow.offset_fence is not None and not await _move_offsets(conn, uow.offset_fence):
+            fence = uow.offset_fence
+            return OffsetsFenced(
+                f"offsets of {fence.topic} partitions {sorted(p for p, _, _ in fence.partitions)} moved under this"
+                " consumer; the batch is rolled back (another group member owns them now)")
+        await _insert_rejections(conn, uow.rejections)
+        if uow.retried_rejections:
+            await conn.execute("UPDATE rejected_messages SET retried_at = now() WHERE id = ANY($1::bigint[])",
+                               uow.retried_rejections)
+        return None
+
+
+def _event_records(appends: Sequence[StreamAppend]) -> list[tuple]:
+    """The rows of every append, in the order of _APPEND_COLUMNS, hash-chained per stream;
+    fills in each append's hashes."""
+    records: list[tuple] = []
+    last_hash: dict[str, tuple[int, bytes]] = {}
+    for req in appends:
+        stream_id = req.stream_id
+        version, prev = last_hash.get(stream_id, (req.expected_version, req.prev_hash))
+        assert version == req.expected_version, "appends to one stream in a batch must follow each other"
+        key = req.idempotency_key
+        # Not canonical (sorted): jsonb keeps its own key order, and no hash covers it.
+        meta = _dumps(req.metadata if key is None else {**req.metadata, "command": req.record}).decode()
+        hashes = []
+        for event in req.events:
+            version += 1
+            body = event_body(event)
+            prev = chain_hash(prev, stream_id, version, event.type, event.version, body)
+            records.append((stream_id, version, event.type, event.version, body.decode(), meta, event.occurred_at,
+                            prev, key))
+            hashes.append(prev)
+            if key is not None and len(req.events) > 1:  # the key and its record: first event only
+                key, meta = None, _dumps(req.metadata).decode()
+        req.hashes = hashes
+        last_hash[stream_id] = (version, prev)
+    return records
+
+
+async def _write_events(conn: asyncpg.Connection, appends: Sequence[StreamAppend],
+                        records: list[tuple]) -> CommitFailure | None:
+    # Why lock: positions come from an identity column when each row is
+    # inserted, but transactions commit in their own order, so without this a
+    # reader polling `position > last_seen` could pass over a position whose
+    # transaction commits late, and never see it. Appenders take turns on this
+    # transaction-scoped advisory lock from here to commit, so positions commit
+    # in the order they are handed out; readers are not held up. It is taken as
+    # late as possible, and the batch path amortises it over hundreds of events.
+    # An advisory lock rather than `LOCK TABLE ... IN EXCLUSIVE MODE`: that mode
+    # conflicts with the lock autovacuum takes to vacuum or analyse the table,
+    # so every append waited out each autovacuum pass on `events` (a second
+    # until the deadlock timeout cancelled it, and for the whole pass of an
+    # anti-wraparound vacuum, which is not cancelled).
+    # The one lock also makes appends to several streams (a command across
+    # members) safe from deadlocks: a transaction takes no row lock on a stream
+    # before it holds this lock, so two transactions writing the same streams in
+    # opposite orders are simply serialised; no per-stream locks, and no lock
+    # order by sorted stream id, are needed while appends take turns here.
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_ID)
+    try:
+        await conn.copy_records_to_table("events", columns=_APPEND_COLUMNS, records=records)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "events_idempotency_key":
+            return IdempotencyRace("A request with the same idempotency key was recorded concurrently.")
+        return StreamConflict("The member's account changed while this request was processed; please retry.")
+    # COPY hands out positions row by row in the order of the records, and no
+    # other appender inserts until this one commits: this batch's positions
+    # are the consecutive values ending at the sequence's current one. The
+    # first and last rows are checked, so that a row inserted by anything
+    # other than this store in between cannot go unnoticed.
+    ends = await conn.fetch(
+        "WITH c AS (SELECT currval(pg_get_serial_sequence('events', 'position')) AS last)"
+        " SELECT c.last, e.stream_id, e.stream_version FROM c"
+        " LEFT JOIN events e ON e.position IN (c.last - $1 + 1, c.last) ORDER BY e.position",
+        len(records),
+    )
+    expected = [records[0][:2], records[-1][:2]] if len(records) > 1 else [records[0][:2]]
+    if [(r[1], r[2]) for r in ends] != expected:
+        return StreamConflict("Events were inserted outside the event store during this append.")
+    position = ends[0][0] - len(records)
+    for req in appends:
+        req.positions = list(range(position + 1, position + 1 + len(req.events)))
+        position += len(req.events)
+    return None
+
+
+async def _move_offsets(conn: asyncpg.Connection, fence: OffsetFence) -> bool:
+    """The fence: each offset moves from the value the consumer saw stored, or not at
+    all (a first offset is inserted only where none is stored). False: some did not
+    move, and the caller rolls the transaction back."""
+    update = [(p, seen, new) for p, seen, new in fence.partitions if seen is not None]
+    insert = [(p, new) for p, seen, new in fence.partitions if seen is None]
+    moved = 0
+    if update:
+        moved += len(await conn.fetch(
+            "UPDATE kafka_offsets o SET next_offset = x.n, updated_at = now()"
+            " FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS x(p, f, n)"
+            " WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = x.p AND o.next_offset = x.f"
+            " RETURNING o.partition",
+            fence.group, fence.topic, *(list(c) for c in zip(*update, strict=True))))
+    if insert:
+        moved += len(await conn.fetch(
+            "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset)"
+            " SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS x(p, n)"
+            " ON CONFLICT DO NOTHING RETURNING partition",
+            fence.group, fence.topic, *(list(c) for c in zip(*insert, strict=True))))
+    return moved == len(fence.partitions)
+
+
+async def _insert_rejections(conn: asyncpg.Connection, rejections: Sequence[RejectedMessage]) -> None:
+    if not rejections:
+        return
+    # A message is rejected once per offset; the constraint makes a repeat harmless.
+    await conn.execute(
+        'INSERT INTO rejected_messages (source, topic, partition, "offset", key, value, reason)'
+        " SELECT s, t, p, o, k, v, r FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[],"
+        " $6::bytea[], $7::text[]) AS x(s, t, p, o, k, v, r) ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+        [r.source for r in rejections], [r.topic for r in rejections], [r.partition for r in rejections],
+        [r.offset for r in rejections],
+        [None if r.key is None else r.key.decode(errors="replace") for r in rejections],
+        [r.value for r in rejections], [r.reason for r in rejections],
+    )

@@ -1,0 +1,84 @@
+"""One JSON line per HTTP request on the `ledger.access` logger.
+
+What a line holds: the method, the route's template (`/v1/members/{member_id}/balance`,
+never the path itself, whose member ids may be personal data), the status, the
+latency, the API key's name (never the key) and a request id, which is also sent
+back in `X-Request-ID`. Query strings, bodies and headers are never logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.routing import Mount
+
+log = logging.getLogger("ledger.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's request id is kept only when it is short and plain, so that it can be
+# neither a vehicle for personal data of any length nor break a log line.
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+KEY_NAME_STATE = "key_name"  # set on request.state by the auth dependency
+
+
+def route_template(scope: dict[str, Any]) -> str | None:
+    route = scope.get("route")
+    if route is None:
+        return None
+    path = getattr(route, "path", None)
+    if isinstance(route, Mount):
+        return f"{path}/{{path}}"
+    return path if isinstance(path, str) else None
+
+
+class AccessLog:
+    """ASGI middleware; outermost, so that refusals of the other middleware are logged too."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"")
+        request_id = given.decode() if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        status = 500  # what the client gets if the app fails before answering
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (REQUEST_ID_HEADER, request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            state = scope.get("state") or {}
+            log.info(json.dumps({
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "method": scope["method"],
+                "route": route_template(scope),
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "key_name": state.get(KEY_NAME_STATE) if isinstance(state, dict) else None,
+                "request_id": request_id,
+            }, ensure_ascii=False))
+
+
+def log_to_stderr() -> None:
+    """The access lines alone on stderr, one JSON object a line, for a log shipper;
+    they do not also go through the root logger's text format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
