@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from http_load import Conn, percentile, post  # noqa: E402
+from http_load import Conn, drain, percentile, post  # noqa: E402
 
 LONG, SHORT = "M-LONG", "M-SHORT"
 
@@ -116,6 +116,7 @@ def serve_and_measure(port: int, env: dict[str, str], requests: int, cold: str, 
                 token = m.group(1)
             if "Uvicorn running" in line:
                 break
+        drain(server.stdout)
         assert token, "no admin key printed"
         ctx = mp.get_context("spawn")
         out: mp.Queue = ctx.Queue()

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,6 +60,12 @@ def post(path: str, token: str, body: dict, key: str | None = None) -> bytes:
     extra = f"Idempotency-Key: {key}\r\n" if key else ""
     return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n{extra}"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+def drain(pipe) -> None:  # type: ignore[no-untyped-def]
+    """Read what the server goes on writing (one access-log line per request) and drop
+    it: a pipe nobody reads fills up and blocks the server in the middle of a request."""
+    threading.Thread(target=lambda: pipe.read(), daemon=True).start()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -219,6 +226,7 @@ def main() -> int:
                 token = m.group(1)
             if "Uvicorn running" in line:
                 break
+        drain(server.stdout)
         assert token, "no admin key printed"
         for _ in range(600):  # projections caught up on the seed
             out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{args.port}/readyz"], capture_output=True, text=True)
