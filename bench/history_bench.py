@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from http_load import Conn, drain, percentile, post  # noqa: E402
+from http_load import Conn, percentile, post, start_server  # noqa: E402
 
 LONG, SHORT = "M-LONG", "M-SHORT"
 
@@ -107,17 +105,8 @@ def measure(port: int, token: str, requests: int, cold: str, out: mp.Queue) -> N
 
 def serve_and_measure(port: int, env: dict[str, str], requests: int, cold: str, token: str | None) -> dict:
     """Start `ledger serve`, measure from a second process, stop the server (SIGTERM)."""
-    server = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, token = start_server(port, env, token)
     try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if m := re.search(r"(lk_\S+)", line):
-                token = m.group(1)
-            if "Uvicorn running" in line:
-                break
-        drain(server.stdout)
-        assert token, "no admin key printed"
         ctx = mp.get_context("spawn")
         out: mp.Queue = ctx.Queue()
         p = ctx.Process(target=measure, args=(port, token, requests, cold, out))

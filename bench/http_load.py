@@ -62,10 +62,24 @@ def post(path: str, token: str, body: dict, key: str | None = None) -> bytes:
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
 
 
-def drain(pipe) -> None:  # type: ignore[no-untyped-def]
-    """Read what the server goes on writing (one access-log line per request) and drop
-    it: a pipe nobody reads fills up and blocks the server in the middle of a request."""
-    threading.Thread(target=lambda: pipe.read(), daemon=True).start()
+def start_server(port: int, env: dict[str, str], token: str | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`ledger serve` on `port`, once it answers, and the admin key it printed (`token`
+    when it printed none: a server restarted on the same data prints it only once)."""
+    server = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert server.stdout is not None
+    for line in server.stdout:
+        if m := re.search(r"(lk_\S+)", line):
+            token = m.group(1)
+        if "Uvicorn running" in line:
+            break
+    # Read what the server goes on writing (one access-log line per request) and drop it:
+    # a pipe nobody reads fills up and blocks the server in the middle of a request.
+    threading.Thread(target=server.stdout.read, daemon=True).start()
+    if not token:
+        server.kill()
+        raise AssertionError("no admin key printed")
+    return server, token
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -216,18 +230,8 @@ def main() -> int:
     t = time.perf_counter()
     asyncio.run(seed(data_dir, args.members))
     print(f"seeded {args.members} members x 3 bookings in {time.perf_counter() - t:.1f}s")
-    server = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--port", str(args.port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    token = None
+    server, token = start_server(args.port, env)
     try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if m := re.search(r"(lk_\S+)", line):
-                token = m.group(1)
-            if "Uvicorn running" in line:
-                break
-        drain(server.stdout)
-        assert token, "no admin key printed"
         for _ in range(600):  # projections caught up on the seed
             out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{args.port}/readyz"], capture_output=True, text=True)
             if '"projection_lag_events":0' in out.stdout:
