@@ -16,6 +16,7 @@ import asyncpg
 
 from ledger.domain import DEFAULT_RULES, ProgramRules
 from ledger.embedded import EmbeddedPostgres
+from ledger.gc_pause import gc_paused
 from ledger.handlers import Ledger
 from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
@@ -81,13 +82,8 @@ class GcPacer:
         (0.9 s per 100,000 messages, 9 µs of a message's 48 µs of consumer CPU; measured
         with apply_batch alone). A batch is bounded (messages, bytes, time), so the
         objects it makes meanwhile are too."""
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             yield
-        finally:
-            if enabled:
-                gc.enable()
 
 
 def load_rules(settings: Settings) -> ProgramRules:
