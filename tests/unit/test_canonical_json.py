@@ -22,7 +22,7 @@ from ledger.domain import (
     PointsRedeemed,
     to_data,
 )
-from ledger.domain.events import EVENT_TYPES
+from ledger.domain.events import EVENT_TYPES, PAIR_FIELDS
 from ledger.store.events import canonical, canonical_bytes, chain_hash, event_body
 
 T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
@@ -101,7 +101,7 @@ def _field_values(f: dataclasses.Field) -> st.SearchStrategy[Any]:
     kind = str(f.type)
     if "datetime" in kind:
         return _times | st.none() | _odd
-    if f.name in ("lots", "breakdown"):
+    if f.name in PAIR_FIELDS:
         return _pairs | _odd
     if kind == "int":
         return st.integers(-(2**63), 2**63 - 1) | _odd

@@ -251,8 +251,9 @@ def indexes_agree(state: MemberState) -> None:
         (lot.qualified_at, lot.qualifying) for lot in lots.values() if lot.qualified_at is not None)
     assert state.active == sum(lot.remaining for lot in lots.values() if lot.status == "active")
     assert state.pending == sum(lot.remaining for lot in lots.values() if lot.status == "pending")
-    assert _snapshot(state) == _snapshot(build_state(state.member_id, state.version, lots.values(),
-                                                     state.bookings.items(), state.debt))
+    assert _snapshot(state) == _snapshot(build_state(
+        state.member_id, state.version, lots.values(), state.bookings.items(), state.debt, state.holds.values(),
+        state.holds_closed.items(), state.redemptions.values(), state.transfers))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

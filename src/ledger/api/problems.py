@@ -20,6 +20,7 @@ from ledger.domain import (
     InvalidCommand,
     LedgerError,
     MemberNotFound,
+    NotFound,
 )
 from ledger.group_commit import Overloaded
 from ledger.store.database import UNAVAILABLE
@@ -46,6 +47,7 @@ class ApiProblem(Exception):
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
     (MemberNotFound, 404),
+    (NotFound, 404),
     (BookingNotFound, 409),
     (BookingStateConflict, 409),
     (DuplicateEvent, 409),

@@ -3,6 +3,13 @@
 
 from .commands import (
     AdjustPoints,
+    AmendBooking,
+    CaptureHold,
+    ExpireHolds,
+    PlaceHold,
+    ReleaseHold,
+    ReverseRedemption,
+    TransferPoints,
     CancelBooking,
     Command,
     CompleteBooking,
@@ -11,19 +18,31 @@ from .commands import (
     RedeemPoints,
     RefundBooking,
 )
-from .decider import decide, decide_streams, net_earned
+from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
 from .errors import (
     BookingNotFound,
     BookingStateConflict,
     ConcurrencyConflict,
     DuplicateEvent,
     InsufficientPoints,
+    HoldNotFound,
     InvalidCommand,
     LedgerError,
+    LimitExceeded,
     MemberNotFound,
+    MovementConflict,
+    NotFound,
+    RedemptionNotFound,
 )
 from .events import (
+    BookingAmended,
     DebtSettled,
+    HoldCaptured,
+    HoldReleased,
+    PointsHeld,
+    PointsTransferredIn,
+    PointsTransferredOut,
+    RedemptionReversed,
     EarnReversed,
     Event,
     PendingPointsActivated,
@@ -34,9 +53,9 @@ from .events import (
     from_data,
     to_data,
 )
-from .rules import DEFAULT_RULES, ProgramRules
+from .rules import DEFAULT_RULES, ProgramRules, TransferLimits
 from .sorted_keys import SortedKeys
-from .state import SNAPSHOT_FORMAT, Lot, MemberState, build_state, evolve, fold, from_snapshot, to_snapshot
+from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]

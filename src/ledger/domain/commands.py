@@ -88,3 +88,74 @@ class ExpirePoints(Command):
     stopped."""
 
     lots_max: int = EXPIRE_LOTS_MAX
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class AmendBooking(Command):
+    """The booking's amount changed: a partial refund of `refund_amount`
+    (`reason="refunded"`, several add up to at most the booking) or an amendment to the
+    new `amount` (`reason="amended"`). Exactly one of the two amounts is given."""
+
+    booking_id: str
+    reason: str  # refunded | amended
+    amount: Decimal | None = None  # the new amount of an amendment
+    refund_amount: Decimal | None = None  # what a partial refund gives back
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PlaceHold(Command):
+    hold_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    expires_at: datetime
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class CaptureHold(Command):
+    hold_id: str
+    redemption_id: str
+    points: int  # at most what is held; the rest is released
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ReleaseHold(Command):
+    hold_id: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ExpireHolds(Command):
+    """Release the member's holds whose `expires_at` is at or before `occurred_at`, at
+    most `holds_max` of them (the scheduler's command)."""
+
+    holds_max: int = 1_000
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ReverseRedemption(Command):
+    redemption_id: str
+    reversal_id: str
+    points: int | None  # None: all that is not reversed yet
+    reason: str
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TransferPoints(Command):
+    """From `member_id` to `to_member_id`, both streams in one transaction."""
+
+    transfer_id: str
+    to_member_id: str
+    points: int
+    reason: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, self.to_member_id)

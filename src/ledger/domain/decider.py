@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
+from math import floor
 
 from .commands import (
     AdjustPoints,
+    AmendBooking,
+    CaptureHold,
+    ExpireHolds,
+    PlaceHold,
+    ReleaseHold,
+    ReverseRedemption,
+    TransferPoints,
     CancelBooking,
     Command,
     CompleteBooking,
@@ -15,9 +24,26 @@ from .commands import (
     RedeemPoints,
     RefundBooking,
 )
-from .errors import BookingNotFound, BookingStateConflict, InsufficientPoints, InvalidCommand, MemberNotFound
+from .errors import (
+    BookingNotFound,
+    BookingStateConflict,
+    HoldNotFound,
+    InsufficientPoints,
+    InvalidCommand,
+    LimitExceeded,
+    MemberNotFound,
+    MovementConflict,
+    RedemptionNotFound,
+)
 from .events import (
+    BookingAmended,
     DebtSettled,
+    HoldCaptured,
+    HoldReleased,
+    PointsHeld,
+    PointsTransferredIn,
+    PointsTransferredOut,
+    RedemptionReversed,
     EarnReversed,
     Event,
     LotTake,
@@ -28,7 +54,7 @@ from .events import (
     PointsRedeemed,
 )
 from .rules import ProgramRules
-from .state import MemberState
+from .state import Hold, MemberState, transfer_year
 from .timeutil import add_months
 
 
@@ -46,7 +72,10 @@ def adjustment_lot_id(adjustment_id: str) -> str:
 def decide_streams(states: Mapping[str, MemberState], command: Command, rules: ProgramRules) -> dict[str, list[Event]]:
     """The events a command appends to each stream, given the states of every member it
     reads (`command.member_ids`); pure, as `decide`. A command of one member goes
-    through `decide`: this is the thin adapter a command across members extends."""
+    through `decide`; a transfer reads and writes both members."""
+    if isinstance(command, TransferPoints):
+        _check_time(command)
+        return _transfer(states[command.member_id], states[command.to_member_id], command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
 
@@ -60,15 +89,24 @@ def net_earned(events: Iterable[Event]) -> int:
             points += event.points
         elif isinstance(event, EarnReversed):
             points -= event.points + (event.shortfall if event.shortfall_debited else 0)
+        elif isinstance(event, BookingAmended):
+            if event.points > 0:
+                points += event.points
+            else:
+                points -= sum(p for _, p in event.lots) + (event.shortfall if event.shortfall_debited else 0)
     return points
 
 
-def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:
+def _check_time(command: Command) -> None:
     if command.occurred_at.tzinfo is None:
         raise InvalidCommand("occurred_at must carry a time zone offset.")
     if not YEAR_MIN <= command.occurred_at.year <= YEAR_MAX:
         # Expiry and tier windows add and subtract months: keep well inside datetime's range.
         raise InvalidCommand(f"occurred_at must be between the years {YEAR_MIN} and {YEAR_MAX}.")
+
+
+def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:
+    _check_time(command)
     match command:
         case ConfirmBooking():
             return [_earn(state, command, rules, status="pending")]
@@ -84,6 +122,19 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
             return [_adjust(state, command, rules)]
         case ExpirePoints():
             return _expire(state, command)
+        case AmendBooking():
+            return _amend(state, command, rules)
+        case PlaceHold():
+            return [_hold(state, command)]
+        case CaptureHold():
+            return _capture(state, command)
+        case ReleaseHold():
+            return [_release(state, _open_hold(state, command.hold_id, command.occurred_at), "released",
+                             command.occurred_at)]
+        case ExpireHolds():
+            return _expire_holds(state, command)
+        case ReverseRedemption():
+            return [_reverse_redemption(state, command, rules)]
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -184,6 +235,10 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
         raise BookingStateConflict(f"Booking {booking_id!r} was already reversed.")
     takes: tuple[LotTake, ...] = ((lot_id, lot.remaining),) if lot.remaining else ()
     qualifying = lot.qualifying if lot.qualified_at is not None else 0  # what its tier entry counts
+    # Spent or held and not charged already (by a partial refund): held points count as
+    # spent, since a hold guarantees them to its checkout; if the hold is released, they
+    # come back forfeited (`_returns`).
+    shortfall = lot.spent + lot.held - lot.charged
     return EarnReversed(
         occurred_at=at,
         booking_id=booking_id,
@@ -192,8 +247,8 @@ def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rul
         lots=takes,
         pending_points=lot.remaining if lot.status == "pending" else 0,
         qualifying_points=qualifying,
-        shortfall=lot.spent,
-        shortfall_debited=rules.allow_negative_balance and lot.spent > 0,
+        shortfall=shortfall,
+        shortfall_debited=rules.allow_negative_balance and shortfall > 0,
     )
 
 
@@ -246,3 +301,249 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
         expires_at=add_months(command.occurred_at, rules.expiry_months) if credit else None,
         lots=() if credit else _take_fifo(state, -command.points, command.occurred_at),
     )
+
+
+FIRST_BOOKING_RULE = "first_booking_bonus"
+
+
+def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> list[Event]:
+    """A partial refund or an amendment: each rule of what the booking holds now moves in
+    proportion to the amount (rounded down), but the first-booking bonus, which stays
+    whole while anything is left of the booking. Partial refunds that add up to the
+    booking thus take back exactly what it earned, and never more."""
+    lot_id = state.bookings.get(command.booking_id)
+    if lot_id is None:
+        raise BookingNotFound(f"Booking {command.booking_id!r} never earned points for member {state.member_id!r}.")
+    lot = state.lot(lot_id)
+    if lot.status == "reversed":
+        raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
+    before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
+    if command.reason == "refunded":
+        refund = command.refund_amount
+        if refund is None or not 0 < refund <= before:
+            raise BookingStateConflict(
+                f"A refund of {refund} is more than the {before} left of booking {command.booking_id!r}.")
+        after = before - refund
+    else:
+        if command.amount is None or command.amount < 0:
+            raise InvalidCommand("An amendment needs the booking's new amount, zero or more.")
+        after = command.amount
+        if after == before:
+            return []
+    changes = tuple((label, _scaled(label, points, before, after) - points) for label, points in lot.breakdown)
+    delta = sum(change for _, change in changes)
+    qualifying = (floor(lot.qualifying * after / before) if before else lot.qualifying) - lot.qualifying
+    takes: tuple[LotTake, ...] = ()
+    shortfall = 0
+    if delta < 0:
+        taken = min(-delta, lot.remaining)
+        takes = ((lot_id, taken),) if taken else ()
+        # What the lot no longer holds was spent or held (the shortfall), or expired: that
+        # is lost already and not taken again.
+        shortfall = min(-delta - taken, lot.spent + lot.held - lot.charged)
+    return [BookingAmended(
+        occurred_at=command.occurred_at, booking_id=command.booking_id,
+        reason=command.reason,  # type: ignore[arg-type]
+        amount=str(after), points=delta, qualifying_points=qualifying, breakdown=changes, lots=takes,
+        pending_points=sum(p for _, p in takes) if lot.status == "pending" else 0, shortfall=shortfall,
+        shortfall_debited=rules.allow_negative_balance and shortfall > 0,
+    )]
+
+
+def _scaled(label: str, points: int, before: Decimal, after: Decimal) -> int:
+    if label == FIRST_BOOKING_RULE:
+        return points if after > 0 else 0
+    if not before:  # a booking of no amount earned only fixed bonuses: nothing to scale
+        return points
+    return floor(points * after / before)
+
+
+def _hold(state: MemberState, command: PlaceHold) -> PointsHeld:
+    if not state.exists:
+        raise MemberNotFound(state.member_id)
+    if command.points <= 0:
+        raise InvalidCommand("A hold must be for a positive number of points.")
+    if command.hold_id in state.holds or command.hold_id in state.holds_closed:
+        raise MovementConflict(f"Hold {command.hold_id!r} exists already.")
+    if command.expires_at <= command.occurred_at:
+        raise InvalidCommand("A hold must end after it starts.")
+    return PointsHeld(
+        occurred_at=command.occurred_at, hold_id=command.hold_id, points=command.points,
+        reward_id=command.reward_id, reward_kind=command.reward_kind,
+        lots=_take_fifo(state, command.points, command.occurred_at), expires_at=command.expires_at,
+    )
+
+
+def _open_hold(state: MemberState, hold_id: str, at: datetime) -> Hold:
+    """The hold, if it is still open at `at`: a hold past its `expires_at` is over even
+    before the scheduler releases it."""
+    hold = state.holds.get(hold_id)
+    if hold is None:
+        ended = state.holds_closed.get(hold_id)
+        if ended is None:
+            raise HoldNotFound(f"Member {state.member_id!r} has no hold {hold_id!r}.", hold_id=hold_id)
+        raise MovementConflict(f"Hold {hold_id!r} was {ended} already.", hold_id=hold_id, hold_status=ended)
+    if hold.expires_at <= at:
+        raise MovementConflict(f"Hold {hold_id!r} expired at {hold.expires_at.isoformat()}.", hold_id=hold_id,
+                               hold_status="expired")
+    return hold
+
+
+def _capture(state: MemberState, command: CaptureHold) -> list[Event]:
+    hold = _open_hold(state, command.hold_id, command.occurred_at)
+    if not 0 < command.points <= hold.points:
+        raise MovementConflict(f"Hold {hold.hold_id!r} holds {hold.points} points; {command.points} cannot be "
+                               "captured.", hold_id=hold.hold_id, held=hold.points)
+    if command.redemption_id in state.redemptions:
+        raise MovementConflict(f"Redemption {command.redemption_id!r} exists already.")
+    captured: list[LotTake] = []
+    rest: list[LotTake] = []
+    left = command.points
+    for lot_id, points in hold.lots:  # soonest expiry first, as they were held
+        take = min(left, points)
+        left -= take
+        if take:
+            captured.append((lot_id, take))
+        if points > take:
+            rest.append((lot_id, points - take))
+    at = command.occurred_at
+    events: list[Event] = [HoldCaptured(
+        occurred_at=at, hold_id=hold.hold_id, redemption_id=command.redemption_id, points=command.points,
+        reward_id=hold.reward_id, reward_kind=hold.reward_kind, lots=tuple(captured),
+    )]
+    if rest:
+        events.append(_release(state, Hold(hold.hold_id, hold.points - command.points, tuple(rest), hold.expires_at,
+                                           hold.reward_id, hold.reward_kind), "captured", at))
+    return events
+
+
+def _release(state: MemberState, hold: Hold, reason: str, at: datetime, debt: int | None = None) -> HoldReleased:
+    restored, expired, forfeited, _, debt_repaid = _returns(state, hold.lots, at, grace_days=0, debt=debt)
+    return HoldReleased(
+        occurred_at=at, hold_id=hold.hold_id, reason=reason, points=hold.points,  # type: ignore[arg-type]
+        lots=restored, expired=expired, forfeited=forfeited, debt_repaid=debt_repaid,
+    )
+
+
+def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
+    """The `holds_max` soonest open holds whose time is up, released as expired."""
+    if command.holds_max < 1:
+        raise InvalidCommand("An expiry of holds must take at least one hold.")
+    at = command.occurred_at
+    due = sorted((h for h in state.holds.values() if h.expires_at <= at), key=lambda h: (h.expires_at, h.hold_id))
+    events: list[Event] = []
+    debt = state.debt
+    for hold in due[: command.holds_max]:
+        released = _release(state, hold, "expired", at, debt)
+        debt -= released.debt_repaid  # what the next release may still repay
+        events.append(released)
+    return events
+
+
+def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grace_days: int,
+             debt: int | None = None) -> tuple[
+        tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], int]:
+    """Points going back to the lots they came from, split by what each lot is now:
+    (spendable again, expired, forfeited, regranted, debt repaid). A lot charged with a
+    shortfall (its booking was taken back, in part or whole) keeps that much: those
+    points are forfeited, and pay off the member's debt first. A lot past its date takes
+    them back expired, unless `grace_days`: points of a lot that reached its date less
+    than that long ago are regranted on a new lot (the caller makes it). `debt`: what
+    is owed before these points (default the state's)."""
+    restored: list[LotTake] = []
+    expired: list[LotTake] = []
+    forfeited: list[LotTake] = []
+    regranted: list[LotTake] = []
+    for lot_id, points in takes:
+        lot = state.lot(lot_id)
+        lost = min(points, lot.charged)
+        if lost:
+            forfeited.append((lot_id, lost))
+        back = points - lost
+        if not back:
+            continue
+        if lot.expires_at is not None and lot.expires_at > at:
+            restored.append((lot_id, back))
+        elif grace_days and lot.expires_at is not None and at - lot.expires_at < timedelta(days=grace_days):
+            regranted.append((lot_id, back))
+        else:
+            expired.append((lot_id, back))
+    debt_repaid = min(sum(p for _, p in forfeited), state.debt if debt is None else debt)
+    return tuple(restored), tuple(expired), tuple(forfeited), tuple(regranted), debt_repaid
+
+
+def grace_lot_id(reversal_id: str) -> str:
+    return f"grace:{reversal_id}"
+
+
+def _reverse_redemption(state: MemberState, command: ReverseRedemption, rules: ProgramRules) -> RedemptionReversed:
+    """Points of a redemption back to the lots it took them from, latest expiry first
+    (the points worth most to the member), all or part of what is not reversed yet."""
+    redemption = state.redemptions.get(command.redemption_id)
+    if redemption is None:
+        raise RedemptionNotFound(f"Member {state.member_id!r} has no redemption {command.redemption_id!r}.",
+                                 redemption_id=command.redemption_id)
+    if not command.reason.strip():
+        raise InvalidCommand("A reversal needs a reason.")
+    left = redemption.reversible
+    points = left if command.points is None else command.points
+    if points <= 0 or points > left:
+        raise MovementConflict(
+            f"Redemption {command.redemption_id!r} has {left} points left to reverse; {points} cannot be.",
+            redemption_id=command.redemption_id, reversible=left)
+    order = sorted(redemption.lots, key=lambda take: (state.lot(take[0]).expires_at, take[0]), reverse=True)
+    takes: list[LotTake] = []
+    for lot_id, available in order:
+        take = min(points, available)
+        takes.append((lot_id, take))
+        points -= take
+        if not points:
+            break
+    at = command.occurred_at
+    restored, expired, forfeited, regranted, debt_repaid = _returns(state, takes, at,
+                                                                    grace_days=rules.return_grace_days)
+    return RedemptionReversed(
+        occurred_at=at, redemption_id=command.redemption_id, reversal_id=command.reversal_id,
+        points=sum(p for _, p in takes), reason=command.reason, actor=command.actor, lots=restored, expired=expired,
+        forfeited=forfeited, debt_repaid=debt_repaid, regranted=regranted,
+        grace_lot_id=grace_lot_id(command.reversal_id) if regranted else None,
+        expires_at=at + timedelta(days=rules.return_grace_days) if regranted else None,
+    )
+
+
+def transfer_lot_id(transfer_id: str, n: int) -> str:
+    return f"transfer:{transfer_id}:{n}"
+
+
+def _transfer(sender: MemberState, receiver: MemberState, command: TransferPoints,
+              rules: ProgramRules) -> dict[str, list[Event]]:
+    """Points from the sender's lots, soonest expiry first, onto new lots of the
+    receiver's that keep each source lot's date and name it as their origin."""
+    if command.member_id == command.to_member_id:
+        raise InvalidCommand("A transfer needs two different members.")
+    for state in (sender, receiver):
+        if not state.exists:
+            raise MemberNotFound(state.member_id)
+    if command.points <= 0:
+        raise InvalidCommand("A transfer must be for a positive number of points.")
+    if not command.reason.strip():
+        raise InvalidCommand("A transfer needs a reason.")
+    at = command.occurred_at
+    sent, received = transfer_year(sender, at), transfer_year(receiver, at)
+    limit = rules.transfers.refusal(sent[1:3], received[3:5], command.points)  # type: ignore[arg-type]
+    if limit is not None:
+        raise LimitExceeded(f"The transfer of {command.points} points breaks the programme's transfer limit "
+                            f"{limit!r} ({getattr(rules.transfers, limit)}).", limit=limit)
+    takes = _take_fifo(sender, command.points, at)
+    out = PointsTransferredOut(occurred_at=at, transfer_id=command.transfer_id, to_member_id=command.to_member_id,
+                               points=command.points, reason=command.reason, lots=takes)
+    credits: list[Event] = []
+    for n, (lot_id, points) in enumerate(takes, 1):
+        expires_at = sender.lot(lot_id).expires_at
+        assert expires_at is not None, "only active lots are spendable"
+        credits.append(PointsTransferredIn(
+            occurred_at=at, transfer_id=command.transfer_id, from_member_id=command.member_id,
+            lot_id=transfer_lot_id(command.transfer_id, n), points=points, expires_at=expires_at,
+            origin_lot_id=f"{command.member_id}/{lot_id}", reason=command.reason,
+        ))
+    return {command.member_id: [out], command.to_member_id: credits}

@@ -58,3 +58,34 @@ class DuplicateEvent(LedgerError):
     """The idempotency key was used before for a different request."""
 
     title = "Idempotency key reused"
+
+
+class NotFound(LedgerError):
+    """Something of the member's that the command names does not exist (404)."""
+
+    title = "Not found"
+
+
+class HoldNotFound(NotFound):
+    title = "Hold not found"
+
+
+class RedemptionNotFound(NotFound):
+    title = "Redemption not found"
+
+
+class MovementConflict(InvalidCommand):
+    """The command cannot apply to the state it names: a hold that ended, a reversal of
+    more than is left (409, final)."""
+
+    title = "Movement conflict"
+
+
+class LimitExceeded(InvalidCommand):
+    """A programme limit refuses the command: `limit` names it (409, final)."""
+
+    title = "Limit exceeded"
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message, limit=limit)
+        self.limit = limit

@@ -107,10 +107,128 @@ class EarnReversed(Event):
     shortfall_debited: bool  # True: the shortfall became a negative balance
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class BookingAmended(Event):
+    """A booking's amount changed: a partial refund (`refunded`) or an amendment
+    (`amended`: a fare difference, an extra night). The points and tier-qualifying
+    points move in proportion, rule by rule of what the booking's lot holds now
+    (`breakdown`: the signed change per rule), so that partial refunds that add up to
+    the booking take back exactly what it earned. A decrease takes from the booking's
+    lot (`lots`), and what was already spent is the `shortfall`, as in `EarnReversed`."""
+
+    booking_id: str
+    reason: Literal["refunded", "amended"]
+    amount: str  # the booking's amount after the change, as a decimal string
+    points: int  # signed: earned (+) or taken back (-)
+    qualifying_points: int  # signed
+    breakdown: tuple[tuple[str, int], ...]  # signed change per rule
+    lots: tuple[LotTake, ...]  # a decrease: taken from the booking's lot
+    pending_points: int  # of `lots`, taken while the lot was pending
+    shortfall: int  # a decrease: already spent or held, could not be taken back
+    shortfall_debited: bool
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PointsHeld(Event):
+    """Points set aside at checkout, soonest-expiry first: they leave the lots (and
+    `available`) until the hold is captured or released."""
+
+    hold_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    lots: tuple[LotTake, ...]
+    expires_at: datetime  # released by the scheduler if not captured by then
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HoldCaptured(Event):
+    """Part or all of a hold became a redemption (`redemption_id`), spent from the held
+    lots soonest-expiry first, even a lot whose date passed while it was held: a hold
+    guarantees its points until it ends. What is left is released by a `HoldReleased`
+    in the same command."""
+
+    hold_id: str
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    lots: tuple[LotTake, ...]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HoldReleased(Event):
+    """What was left of a hold went back to its lots. Points whose lot reached its date
+    meanwhile come back expired (`expired`); points of a booking taken back meanwhile
+    (whose reversal already counted them as spent) are `forfeited`, and pay off the
+    member's debt first (`debt_repaid`)."""
+
+    hold_id: str
+    reason: Literal["released", "expired", "captured"]
+    points: int
+    lots: tuple[LotTake, ...]  # back on the lots, spendable
+    expired: tuple[LotTake, ...]
+    forfeited: tuple[LotTake, ...]
+    debt_repaid: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RedemptionReversed(Event):
+    """Points of a redemption came back to the lots they were taken from, latest expiry
+    first, with those lots' own dates: a lot past its date takes them back expired,
+    unless the rules' grace period re-grants them on a new lot (`grace_lot_id`), and
+    points of a booking taken back meanwhile are `forfeited` (see `HoldReleased`)."""
+
+    redemption_id: str
+    reversal_id: str
+    points: int
+    reason: str
+    actor: str
+    lots: tuple[LotTake, ...]  # back on the lots, spendable
+    expired: tuple[LotTake, ...]
+    forfeited: tuple[LotTake, ...]
+    debt_repaid: int
+    regranted: tuple[LotTake, ...]  # from lots past their date, onto the grace lot
+    grace_lot_id: str | None
+    expires_at: datetime | None  # of the grace lot
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PointsTransferredOut(Event):
+    transfer_id: str
+    to_member_id: str
+    points: int
+    reason: str
+    lots: tuple[LotTake, ...]  # taken soonest-expiry first
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PointsTransferredIn(Event):
+    """One lot credited by a transfer: a source lot's points with its date and origin
+    (one event per source lot)."""
+
+    transfer_id: str
+    from_member_id: str
+    lot_id: str
+    points: int
+    expires_at: datetime
+    origin_lot_id: str  # the sender's lot
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed, DebtSettled,
+        BookingAmended, PointsHeld, HoldCaptured, HoldReleased, RedemptionReversed, PointsTransferredOut,
+        PointsTransferredIn,
     )
 }
 
@@ -118,7 +236,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 UPCASTERS: dict[tuple[str, int], Any] = {}
 
 _DATETIME_FIELDS = ("occurred_at", "expires_at")
-_PAIR_FIELDS = ("lots", "breakdown")
+PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted")
 
 
 @functools.cache
@@ -135,7 +253,7 @@ def _to_data_reference(event: Event) -> dict[str, Any]:
         value = getattr(event, name)
         if isinstance(value, datetime):
             value = value.isoformat()
-        elif name in _PAIR_FIELDS:
+        elif name in PAIR_FIELDS:
             value = [list(pair) for pair in value]
         data[name] = value
     return data
@@ -151,7 +269,7 @@ def _make_encoder(cls: type[Event]) -> Callable[[Event], dict[str, Any]]:
         value = f"event.{f.name}"
         if "datetime" in str(f.type):
             value = f"(_v.isoformat() if isinstance(_v := {value}, datetime) else _v)"
-        elif f.name in _PAIR_FIELDS:
+        elif f.name in PAIR_FIELDS:
             value = f"[list(pair) for pair in {value}]"
         items.append(f"{f.name!r}: {value}")
     source = f"def encode(event):\n    return {{{', '.join(items)}}}\n"
@@ -175,7 +293,7 @@ def to_data(event: Event) -> dict[str, Any]:
 def _decoding(cls: type[Event]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The datetime fields and the pair fields of an event class."""
     names = _field_names(cls)
-    return tuple(n for n in _DATETIME_FIELDS if n in names), tuple(n for n in _PAIR_FIELDS if n in names)
+    return tuple(n for n in _DATETIME_FIELDS if n in names), tuple(n for n in PAIR_FIELDS if n in names)
 
 
 _fromisoformat = datetime.fromisoformat

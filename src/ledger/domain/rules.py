@@ -40,6 +40,31 @@ class Promotion:
 
 
 @dataclass(frozen=True)
+class TransferLimits:
+    """What one member may send and receive by transfers, per calendar year (UTC)."""
+
+    points_min: int = 100  # the smallest transfer
+    sent_points_per_year: int = 100_000
+    sent_count_per_year: int = 12
+    received_points_per_year: int = 200_000
+    received_count_per_year: int = 24
+
+    def refusal(self, sent: tuple[int, int], received: tuple[int, int], points: int) -> str | None:
+        """The name of the limit a transfer of `points` would break, given the sender's
+        (points, count) sent and the receiver's received this year; None if it fits."""
+        for broken, name in (
+            (points < self.points_min, "points_min"),
+            (sent[0] + points > self.sent_points_per_year, "sent_points_per_year"),
+            (sent[1] + 1 > self.sent_count_per_year, "sent_count_per_year"),
+            (received[0] + points > self.received_points_per_year, "received_points_per_year"),
+            (received[1] + 1 > self.received_count_per_year, "received_count_per_year"),
+        ):
+            if broken:
+                return name
+        return None
+
+
+@dataclass(frozen=True)
 class ProgramRules:
     version: str
     earn_rates: dict[str, dict[str, Decimal]]  # product -> currency -> points per unit
@@ -50,6 +75,11 @@ class ProgramRules:
     tier_window_months: int
     allow_negative_balance: bool
     adjustment_points_max: int = 1_000_000
+    transfers: TransferLimits = field(default_factory=TransferLimits)
+    # Points a reversal returns to a lot past its date come back on a new lot valid for
+    # this many days; 0: they come back expired.
+    return_grace_days: int = 0
+    household_members_max: int = 6
     extra: dict[str, Any] = field(default_factory=dict)
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
     # the label and factor of each tier's bonus (None at a multiplier of 1), and the
@@ -68,6 +98,7 @@ class ProgramRules:
             (thresholds != sorted(thresholds), "tiers must ascend by threshold"),
             (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
             (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
+            (self.return_grace_days < 0 or self.household_members_max < 2, "grace days and household size are too small"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -165,6 +196,9 @@ class ProgramRules:
             tier_window_months=int(raw.get("tier_window_months", 12)),
             allow_negative_balance=bool(raw.get("allow_negative_balance", False)),
             adjustment_points_max=int(raw.get("adjustment_points_max", 1_000_000)),
+            transfers=TransferLimits(**{k: int(v) for k, v in raw.get("transfers", {}).items()}),
+            return_grace_days=int(raw.get("return_grace_days", 0)),
+            household_members_max=int(raw.get("household_members_max", 6)),
         )
 
     @classmethod

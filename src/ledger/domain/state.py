@@ -28,14 +28,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from immutables import Map
 
 from ._frozen import fast_init
 from .events import (
+    BookingAmended,
     DebtSettled,
+    HoldCaptured,
+    HoldReleased,
+    PointsHeld,
+    PointsTransferredIn,
+    PointsTransferredOut,
+    RedemptionReversed,
     EarnReversed,
     Event,
     LotTake,
@@ -61,9 +68,53 @@ class Lot:
     spent: int = 0  # redeemed or debited from this lot
     expired: int = 0
     qualified_at: datetime | None = None  # since when `qualifying` counts for the tier; None: it does not
+    held: int = 0  # set aside by holds: neither remaining nor spent until captured or released
+    charged: int = 0  # spent or held points a take-back of the booking counted as its shortfall
+    amount: str | None = None  # the booking's amount now (a decimal string), for partial refunds and amendments
+    breakdown: tuple[tuple[str, int], ...] = ()  # the points per rule the booking holds now
+
+    # Every lot keeps: points == remaining + held + spent + expired - charged, where
+    # `points` is what the lot is worth now (an amendment or a partial refund changes it).
 
     def spendable(self, at: datetime) -> bool:
         return self.status == "active" and self.remaining > 0 and self.expires_at is not None and self.expires_at > at
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    points: int
+    lots: tuple[LotTake, ...]  # held on each lot, soonest expiry first
+    expires_at: datetime
+    reward_id: str
+    reward_kind: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A redemption (or a captured hold) as a reversal needs it: what of each lot it took
+    is not returned yet, in the order it took them (soonest expiry first)."""
+
+    redemption_id: str
+    points: int
+    lots: tuple[LotTake, ...]  # not yet reversed, per lot
+
+    @property
+    def reversible(self) -> int:
+        return sum(points for _, points in self.lots)
+
+
+# (year, points sent, transfers sent, points received, transfers received, the last
+# transfer received): the year's totals that the transfer limits count, UTC calendar
+# year; a transfer in a later year starts them again.
+TransferYear = tuple[int, int, int, int, int, str]
+
+
+def transfer_year(state: MemberState, at: datetime) -> TransferYear:
+    """The state's transfer totals as they stand in `at`'s year."""
+    return _year_of(state.transfers, at)
 
 
 _NO_ENTRIES: Map = Map()
@@ -84,6 +135,11 @@ class MemberState:
     active: int = 0  # points on the open active lots, whatever their dates
     pending: int = 0  # points on the pending lots
     debt: int = 0  # a shortfall debited as a negative balance
+    held: int = 0  # points on the open holds
+    holds: Map = _NO_ENTRIES  # hold id -> Hold: the open holds
+    holds_closed: Map = _NO_ENTRIES  # hold id -> how it ended: captured | released | expired
+    redemptions: Map = _NO_ENTRIES  # redemption id -> Redemption: what a reversal may still return
+    transfers: tuple[int, int, int, int, int, str] = (0, 0, 0, 0, 0, "")  # see TransferYear
 
     @property
     def exists(self) -> bool:
@@ -180,21 +236,29 @@ class MemberState:
 # event goes through here.
 
 
+def _counts(lot: Lot, remaining: int, held: int, spent: int, expired: int, charged: int, points: int | None = None,
+            status: str | None = None) -> Lot:
+    """The lot with its counters (and its worth, or status) changed: every change of a
+    lot's points goes through here, so that the identity the `Lot` states holds."""
+    assert min(remaining, held, spent, expired, charged) >= 0, (lot, remaining, held, spent, expired, charged)
+    return Lot(
+        lot.lot_id, lot.booking_id, lot.points if points is None else points, remaining,
+        lot.status if status is None else status, lot.expires_at, lot.qualifying, spent, expired, lot.qualified_at,
+        held, charged, lot.amount, lot.breakdown,
+    )
+
+
 def _taken(lot: Lot, amount: int, spent: bool) -> Lot:
     """The lot after `amount` points were taken from it: spent (redeemed or debited), or
-    taken back by a reversal."""
+    taken back by a reversal (the lot is then worth that much less)."""
     assert 0 < amount <= lot.remaining, (lot.lot_id, amount, lot.remaining)
-    return Lot(
-        lot.lot_id, lot.booking_id, lot.points, lot.remaining - amount, lot.status, lot.expires_at, lot.qualifying,
-        lot.spent + amount if spent else lot.spent, lot.expired, lot.qualified_at,
-    )
+    if spent:
+        return _counts(lot, lot.remaining - amount, lot.held, lot.spent + amount, lot.expired, lot.charged)
+    return _counts(lot, lot.remaining - amount, lot.held, lot.spent, lot.expired, lot.charged, lot.points - amount)
 
 
 def _expired(lot: Lot, points: int) -> Lot:
-    return Lot(
-        lot.lot_id, lot.booking_id, lot.points, lot.remaining - points, lot.status, lot.expires_at, lot.qualifying,
-        lot.spent, lot.expired + points, lot.qualified_at,
-    )
+    return _counts(lot, lot.remaining - points, lot.held, lot.spent, lot.expired + points, lot.charged)
 
 
 class _Draft:
@@ -204,7 +268,7 @@ class _Draft:
     orders through their editors (the list of chunks copied once, not per event)."""
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
-                 "debt")
+                 "debt", "held", "holds", "holds_closed", "redemptions", "transfers")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -212,11 +276,15 @@ class _Draft:
         self.lots, self.closed, self.bookings = state.lots.mutate(), state.closed.mutate(), state.bookings.mutate()
         self.expiry, self.qualifying = state.expiry.edit(), state.qualifying.edit()
         self.active, self.pending, self.debt = state.active, state.pending, state.debt
+        self.held, self.transfers = state.held, state.transfers
+        # Changed by few events: mutated only when one is (`Map.mutate` costs a little on every draft).
+        self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
-                           self.pending, self.debt)
+                           self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
+                           self.transfers)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -287,6 +355,7 @@ class _Draft:
                 lot = Lot(
                     event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
                     event.qualifying_points, 0, 0, event.occurred_at if event.status == "active" else None,
+                    0, 0, event.amount, event.breakdown,
                 )
                 self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
@@ -294,10 +363,12 @@ class _Draft:
                 lot = self.lot(event.lot_id)
                 self.put(lot, Lot(
                     lot.lot_id, lot.booking_id, lot.points, lot.remaining, "active", event.expires_at,
-                    event.qualifying_points, lot.spent, lot.expired, event.occurred_at,
+                    event.qualifying_points, lot.spent, lot.expired, event.occurred_at, lot.held, lot.charged,
+                    lot.amount, lot.breakdown,
                 ))
             case PointsRedeemed():
                 self._take(event.lots, spent=True)
+                self._redeemed(event.redemption_id, event.points, event.lots)
             case PointsExpired():
                 lot = self.lot(event.lot_id)
                 self.put(lot, _expired(lot, event.points))
@@ -318,13 +389,110 @@ class _Draft:
             case EarnReversed():
                 self._take(event.lots, spent=False)
                 lot = self.lot(self.bookings[event.booking_id])
+                # The shortfall (spent or held points the booking no longer pays for) is charged
+                # to the lot, which is then worth only what expired from it.
                 self.put(lot, Lot(
-                    lot.lot_id, lot.booking_id, lot.points, lot.remaining, "reversed", lot.expires_at, lot.qualifying,
-                    lot.spent, lot.expired, None,
+                    lot.lot_id, lot.booking_id, lot.points - event.shortfall, lot.remaining, "reversed",
+                    lot.expires_at, lot.qualifying, lot.spent, lot.expired, None, lot.held,
+                    lot.charged + event.shortfall, lot.amount, lot.breakdown,
                 ))
                 self.debt += event.shortfall if event.shortfall_debited else 0
+            case BookingAmended():
+                self._amended(event)
+            case PointsHeld():
+                for lot_id, points in event.lots:
+                    lot = self.lot(lot_id)
+                    self.put(lot, _counts(lot, lot.remaining - points, lot.held + points, lot.spent, lot.expired,
+                                          lot.charged))
+                self.held += event.points
+                self.holds = self.holds.set(event.hold_id, Hold(
+                    event.hold_id, event.points, event.lots, event.expires_at, event.reward_id, event.reward_kind))
+            case HoldCaptured():
+                for lot_id, points in event.lots:
+                    lot = self.lot(lot_id)
+                    self.put(lot, _counts(lot, lot.remaining, lot.held - points, lot.spent + points, lot.expired,
+                                          lot.charged))
+                self.held -= event.points
+                self._close_hold(event.hold_id, "captured")
+                self._redeemed(event.redemption_id, event.points, event.lots)
+            case HoldReleased():
+                self._returned(event.lots, event.expired, event.forfeited, from_held=True)
+                self.held -= event.points
+                self.debt -= event.debt_repaid
+                if event.hold_id in self.holds:  # else captured just before, by the same command
+                    self._close_hold(event.hold_id, event.reason)
+            case RedemptionReversed():
+                self._returned(event.lots, event.expired, event.forfeited, from_held=False)
+                self.debt -= event.debt_repaid
+                for lot_id, points in event.regranted:
+                    lot = self.lot(lot_id)
+                    self.put(lot, _counts(lot, lot.remaining, lot.held, lot.spent - points, lot.expired, lot.charged,
+                                          lot.points - points))
+                if event.grace_lot_id is not None:
+                    regranted = sum(points for _, points in event.regranted)
+                    self.put(self._existing(event.grace_lot_id),
+                             Lot(event.grace_lot_id, None, regranted, regranted, "active", event.expires_at))
+                redemption = self.redemptions[event.redemption_id]
+                left = dict(redemption.lots)
+                for lot_id, points in (*event.lots, *event.expired, *event.forfeited, *event.regranted):
+                    left[lot_id] -= points
+                self.redemptions = self.redemptions.set(event.redemption_id, Redemption(
+                    redemption.redemption_id, redemption.points, tuple((k, v) for k, v in left.items() if v > 0)))
+            case PointsTransferredOut():
+                self._take(event.lots, spent=True)
+                year, sent, count, received, received_count, last = _year_of(self.transfers, event.occurred_at)
+                self.transfers = (year, sent + event.points, count + 1, received, received_count, last)
+            case PointsTransferredIn():
+                self.put(self._existing(event.lot_id),
+                         Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at))
+                year, sent, count, received, received_count, last = _year_of(self.transfers, event.occurred_at)
+                if last != event.transfer_id:  # one transfer credits one lot per source lot: counted once
+                    received_count += 1
+                self.transfers = (year, sent, count, received + event.points, received_count, event.transfer_id)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
+
+    def _redeemed(self, redemption_id: str, points: int, lots: tuple[LotTake, ...]) -> None:
+        self.redemptions = self.redemptions.set(redemption_id, Redemption(redemption_id, points, lots))
+
+    def _close_hold(self, hold_id: str, how: str) -> None:
+        self.holds = self.holds.delete(hold_id)
+        self.holds_closed = self.holds_closed.set(hold_id, how)
+
+    def _returned(self, restored: tuple[LotTake, ...], expired: tuple[LotTake, ...],
+                  forfeited: tuple[LotTake, ...], *, from_held: bool) -> None:
+        """Points back from a hold (`from_held`) or a redemption to the lots they left:
+        spendable again, expired, or forfeited (off the shortfall the lot was charged)."""
+        for takes, back, lost, uncharged in ((restored, 1, 0, 0), (expired, 0, 1, 0), (forfeited, 0, 0, 1)):
+            for lot_id, points in takes:
+                lot = self.lot(lot_id)
+                held, spent = (lot.held - points, lot.spent) if from_held else (lot.held, lot.spent - points)
+                self.put(lot, _counts(lot, lot.remaining + back * points, held, spent, lot.expired + lost * points,
+                                      lot.charged - uncharged * points))
+
+    def _amended(self, event: BookingAmended) -> None:
+        lot = self.lot(self.bookings[event.booking_id])
+        taken = sum(points for _, points in event.lots)
+        # A decrease takes what is on the lot and charges the shortfall: the lot is worth
+        # that much less. Points of it that already expired are not taken again, so a
+        # decrease may be worth less to the lot than to the booking (`event.points`).
+        remaining = lot.remaining - taken if event.points < 0 else lot.remaining + event.points
+        worth = lot.points - taken - event.shortfall if event.points < 0 else lot.points + event.points
+        breakdown = dict(lot.breakdown)
+        for label, change in event.breakdown:
+            breakdown[label] = breakdown.get(label, 0) + change
+        qualifying = lot.qualifying + event.qualifying_points
+        self.put(lot, Lot(
+            lot.lot_id, lot.booking_id, worth, remaining, lot.status, lot.expires_at, qualifying,
+            lot.spent, lot.expired, lot.qualified_at, lot.held, lot.charged + event.shortfall, event.amount,
+            tuple(breakdown.items()),
+        ))
+        self.debt += event.shortfall if event.shortfall_debited else 0
+
+
+def _year_of(transfers: TransferYear, at: datetime) -> TransferYear:
+    year = at.astimezone(timezone.utc).year
+    return transfers if transfers[0] == year else (year, 0, 0, 0, 0, "")
 
 
 def evolve(state: MemberState, event: Event) -> MemberState:
@@ -357,19 +525,21 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     lots, bookings = state.lots, state.bookings.set(event.booking_id, lot_id)
     if event.status == "active" and event.expires_at is not None:
         lot = Lot(lot_id, event.booking_id, event.points, event.points, "active", event.expires_at,
-                  event.qualifying_points, 0, 0, event.occurred_at)
+                  event.qualifying_points, 0, 0, event.occurred_at, 0, 0, event.amount, event.breakdown)
         return MemberState(
             state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
             state.expiry.insert((event.expires_at, lot_id)),
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
-            state.active + event.points, state.pending, state.debt,
+            state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
+            state.redemptions, state.transfers,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
     lot = Lot(lot_id, event.booking_id, event.points, event.points, "pending", event.expires_at,
-              event.qualifying_points)
+              event.qualifying_points, 0, 0, None, 0, 0, event.amount, event.breakdown)
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
-                       state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt)
+                       state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
+                       state.held, state.holds, state.holds_closed, state.redemptions, state.transfers)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -378,12 +548,14 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
             or event.expires_at is None):
         return _evolve_in_draft(state, event)
     active = Lot(lot.lot_id, lot.booking_id, lot.points, lot.remaining, "active", event.expires_at,
-                 event.qualifying_points, lot.spent, lot.expired, event.occurred_at)
+                 event.qualifying_points, lot.spent, lot.expired, event.occurred_at, lot.held, lot.charged,
+                 lot.amount, lot.breakdown)
     return MemberState(
         state.member_id, state.version + 1, state.lots.set(lot.lot_id, active), state.closed, state.bookings,
         state.expiry.insert((event.expires_at, lot.lot_id)),
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
-        state.active + lot.remaining, state.pending - lot.remaining, state.debt,
+        state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
+        state.holds_closed, state.redemptions, state.transfers,
     )
 
 
@@ -402,7 +574,9 @@ def fold(member_id: str, events: Iterable[Event], state: MemberState | None = No
 
 
 def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Iterable[tuple[str, str]] = (),
-                debt: int = 0) -> MemberState:
+                debt: int = 0, holds: Iterable[Hold] = (), holds_closed: Iterable[tuple[str, str]] = (),
+                redemptions: Iterable[Redemption] = (),
+                transfers: TransferYear = (0, 0, 0, 0, 0, "")) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -425,15 +599,20 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
             closed[lot.lot_id] = lot
         if lot.qualified_at is not None:
             qualifying.append((lot.qualified_at, lot.booking_id, lot.qualifying))
+    open_holds = {hold.hold_id: hold for hold in holds}
     return MemberState(member_id, version, Map(open_lots), Map(closed), Map(bookings), SortedKeys.of(expiry),
-                       SortedKeys.of(qualifying, weighted=True), active, pending, debt)
+                       SortedKeys.of(qualifying, weighted=True), active, pending, debt,
+                       sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
+                       Map({r.redemption_id: r for r in redemptions}), tuple(transfers))  # type: ignore[arg-type]
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
 # snapshot in another format is ignored and the member is folded from its events.
 # 2: lots carry `qualified_at`, and the tier entries, totals and expiry order are
 # worked out from them.
-SNAPSHOT_FORMAT = 2
+# 3: lots carry what holds, partial refunds and amendments change; holds, redemptions
+# and the year's transfers.
+SNAPSHOT_FORMAT = 3
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -449,16 +628,31 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
     what `from_snapshot` turns back into an equal state."""
     return {
         "lots": [[lot.lot_id, lot.booking_id, lot.points, lot.remaining, lot.status, _iso(lot.expires_at),
-                  lot.qualifying, lot.spent, lot.expired, _iso(lot.qualified_at)]
+                  lot.qualifying, lot.spent, lot.expired, _iso(lot.qualified_at), lot.held, lot.charged, lot.amount,
+                  [list(pair) for pair in lot.breakdown]]
                  for lots in (state.lots, state.closed) for lot in lots.values()],
         "bookings": list(state.bookings.items()),
         "debt": state.debt,
+        "holds": [[h.hold_id, h.points, [list(pair) for pair in h.lots], h.expires_at.isoformat(), h.reward_id,
+                   h.reward_kind] for h in state.holds.values()],
+        "holds_closed": list(state.holds_closed.items()),
+        "redemptions": [[r.redemption_id, r.points, [list(pair) for pair in r.lots]]
+                        for r in state.redemptions.values()],
+        "transfers": list(state.transfers),
     }
+
+
+def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(a), int(b)) for a, b in items)
 
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
     lots = (Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired,
-                _moment(qualified_at))
-            for lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at
-            in data["lots"])
-    return build_state(member_id, version, lots, data["bookings"], data["debt"])
+                _moment(qualified_at), held, charged, amount, _pairs(breakdown))
+            for (lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at,
+                 held, charged, amount, breakdown) in data["lots"])
+    holds = (Hold(hold_id, points, _pairs(lots), datetime.fromisoformat(expires_at), reward_id, reward_kind)
+             for hold_id, points, lots, expires_at, reward_id, reward_kind in data["holds"])
+    redemptions = (Redemption(redemption_id, points, _pairs(lots)) for redemption_id, points, lots in data["redemptions"])
+    return build_state(member_id, version, lots, data["bookings"], data["debt"], holds,
+                       [tuple(item) for item in data["holds_closed"]], redemptions, tuple(data["transfers"]))

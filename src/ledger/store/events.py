@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
+from ledger.domain.events import PAIR_FIELDS
 from ledger.domain.events import EVENT_TYPES
 
 from .unit_of_work import (
@@ -74,7 +75,7 @@ def _make_body_encoder(cls: type[Event]) -> Callable[[Event], bytes]:
     path, which also raises what it always raised."""
     fields = sorted(dataclasses.fields(cls), key=lambda f: f.name)
     times = [f"event.{f.name}" for f in fields if "datetime" in str(f.type)]
-    pairs = [f"event.{f.name}" for f in fields if f.name in ("lots", "breakdown")]
+    pairs = [f"event.{f.name}" for f in fields if f.name in PAIR_FIELDS]
     checks = " and ".join([
         *(f"((_v := {t}) is None or (type(_v) is datetime and (_v.tzinfo is UTC or (_o := _v.utcoffset()) is None"
           " or not (_o.seconds % 60 or _o.microseconds))))" for t in times),
