@@ -17,6 +17,12 @@ from .commands import (
     ExpirePoints,
     RedeemPoints,
     RefundBooking,
+    AddHouseholdMember,
+    CreateHousehold,
+    RedeemForHousehold,
+    RemoveHouseholdMember,
+    household_stream_id,
+    is_household_stream,
 )
 from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
 from .errors import (
@@ -33,6 +39,9 @@ from .errors import (
     MovementConflict,
     NotFound,
     RedemptionNotFound,
+    HouseholdInsufficientPoints,
+    HouseholdMemberNotFound,
+    HouseholdNotFound,
 )
 from .events import (
     BookingAmended,
@@ -50,6 +59,13 @@ from .events import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    HouseholdCreated,
+    HouseholdJoined,
+    HouseholdLeft,
+    HouseholdMemberAdded,
+    HouseholdMemberRemoved,
+    HouseholdPointsRedeemed,
+    PointsRedeemedForHousehold,
     from_data,
     to_data,
 )

@@ -159,3 +159,74 @@ class TransferPoints(Command):
     @property
     def member_ids(self) -> tuple[str, ...]:
         return (self.member_id, self.to_member_id)
+
+
+HOUSEHOLD_STREAM_PREFIX = "household/"
+
+
+def household_stream_id(household_id: str) -> str:
+    """The stream of a household: `/` is outside the member id grammar, so a household's
+    stream can never be a member's."""
+    return f"{HOUSEHOLD_STREAM_PREFIX}{household_id}"
+
+
+def is_household_stream(stream_id: str) -> bool:
+    return stream_id.startswith(HOUSEHOLD_STREAM_PREFIX)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class CreateHousehold(Command):
+    """A household pool with `head_member_id` as its head and first member; `member_id`
+    is the household's stream (`household_stream_id(household_id)`)."""
+
+    household_id: str
+    head_member_id: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, self.head_member_id)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class AddHouseholdMember(Command):
+    """`household_member_id` joins the household (nothing to do if it is in already)."""
+
+    household_id: str
+    household_member_id: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, self.household_member_id)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RemoveHouseholdMember(Command):
+    household_id: str
+    household_member_id: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, self.household_member_id)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RedeemForHousehold(Command):
+    """Points from the lots of every member of the household, soonest expiry first across
+    all of them, in one transaction. `roster` is the household's members as the sender
+    read them (head first): the command reads those streams, and is refused (retryably)
+    if the household's roster is another one by the time it is decided."""
+
+    household_id: str
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    roster: tuple[str, ...]
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, *self.roster)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from math import floor
@@ -23,8 +24,18 @@ from .commands import (
     ExpirePoints,
     RedeemPoints,
     RefundBooking,
+    AddHouseholdMember,
+    CreateHousehold,
+    RedeemForHousehold,
+    RemoveHouseholdMember,
+    household_stream_id,
+    is_household_stream,
 )
 from .errors import (
+    ConcurrencyConflict,
+    HouseholdInsufficientPoints,
+    HouseholdMemberNotFound,
+    HouseholdNotFound,
     BookingNotFound,
     BookingStateConflict,
     HoldNotFound,
@@ -52,9 +63,16 @@ from .events import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    HouseholdCreated,
+    HouseholdJoined,
+    HouseholdLeft,
+    HouseholdMemberAdded,
+    HouseholdMemberRemoved,
+    HouseholdPointsRedeemed,
+    PointsRedeemedForHousehold,
 )
 from .rules import ProgramRules
-from .state import Hold, MemberState, transfer_year
+from .state import Hold, Lot, MemberState, transfer_year
 from .timeutil import add_months
 
 
@@ -76,6 +94,9 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
     if isinstance(command, TransferPoints):
         _check_time(command)
         return _transfer(states[command.member_id], states[command.to_member_id], command, rules)
+    if isinstance(command, (CreateHousehold, AddHouseholdMember, RemoveHouseholdMember, RedeemForHousehold)):
+        _check_time(command)
+        return _household(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
 
@@ -547,3 +568,141 @@ def _transfer(sender: MemberState, receiver: MemberState, command: TransferPoint
             origin_lot_id=f"{command.member_id}/{lot_id}", reason=command.reason,
         ))
     return {command.member_id: [out], command.to_member_id: credits}
+
+
+# Households. The household is a stream of its own (`household_stream_id`), whose state
+# keeps its roster (`MemberState.household_roster`, the head first); each member's stream
+# keeps the household it is in (`MemberState.household_id`). A change of the roster
+# appends to both streams in one transaction, so a member's stream moves whenever it
+# joins or leaves: a household redemption that took from a member who left meanwhile
+# fails its expected version and is decided again.
+
+
+def _household(states: Mapping[str, MemberState], command: CreateHousehold | AddHouseholdMember |
+               RemoveHouseholdMember | RedeemForHousehold, rules: ProgramRules) -> dict[str, list[Event]]:
+    if command.member_id != household_stream_id(command.household_id):
+        raise InvalidCommand(f"A command of household {command.household_id!r} goes to its own stream.")
+    household = states[command.member_id]
+    for member_id in command.member_ids[1:]:
+        if is_household_stream(member_id):
+            raise InvalidCommand(f"{member_id!r} is a household, not a member.")
+    if isinstance(command, CreateHousehold):
+        return _create_household(household, states[command.head_member_id], command)
+    if not household.exists:
+        raise HouseholdNotFound(f"No household {command.household_id!r} is known to the ledger.",
+                                household_id=command.household_id)
+    match command:
+        case AddHouseholdMember():
+            return _add_household_member(household, states[command.household_member_id], command, rules)
+        case RemoveHouseholdMember():
+            return _remove_household_member(household, command)
+        case RedeemForHousehold():
+            return _redeem_for_household(household, [states[m] for m in command.roster], command)
+    raise InvalidCommand(f"Unknown command {type(command).__name__}.")
+
+
+def _check_joinable(member: MemberState) -> None:
+    if not member.exists:
+        raise MemberNotFound(member.member_id)
+    if member.household_id is not None:
+        raise MovementConflict(f"Member {member.member_id!r} is in household {member.household_id!r} already; a "
+                               "member is in one household at most.", household_id=member.household_id)
+
+
+def _create_household(household: MemberState, head: MemberState, command: CreateHousehold) -> dict[str, list[Event]]:
+    if household.exists:
+        raise MovementConflict(f"Household {command.household_id!r} exists already.", household_id=command.household_id)
+    _check_joinable(head)
+    at = command.occurred_at
+    return {
+        household.member_id: [HouseholdCreated(occurred_at=at, household_id=command.household_id,
+                                               head_member_id=head.member_id)],
+        head.member_id: [HouseholdJoined(occurred_at=at, household_id=command.household_id, role="head")],
+    }
+
+
+def _add_household_member(household: MemberState, member: MemberState, command: AddHouseholdMember,
+                          rules: ProgramRules) -> dict[str, list[Event]]:
+    if member.member_id in household.household_roster:
+        return {}  # in already: adding it again changes nothing
+    _check_joinable(member)
+    if len(household.household_roster) >= rules.household_members_max:
+        raise LimitExceeded(f"Household {command.household_id!r} has {len(household.household_roster)} members, the "
+                            f"programme's most ({rules.household_members_max}).", limit="household_members_max")
+    at = command.occurred_at
+    return {
+        household.member_id: [HouseholdMemberAdded(occurred_at=at, household_id=command.household_id,
+                                                   member_id=member.member_id)],
+        member.member_id: [HouseholdJoined(occurred_at=at, household_id=command.household_id, role="member")],
+    }
+
+
+def _remove_household_member(household: MemberState, command: RemoveHouseholdMember) -> dict[str, list[Event]]:
+    member_id = command.household_member_id
+    if member_id not in household.household_roster:
+        raise HouseholdMemberNotFound(f"Member {member_id!r} is not in household {command.household_id!r}.",
+                                      household_id=command.household_id, member_id=member_id)
+    if member_id == household.household_roster[0]:
+        raise MovementConflict(f"Member {member_id!r} is the head of household {command.household_id!r} and cannot "
+                               "leave it.", household_id=command.household_id)
+    at = command.occurred_at
+    return {
+        household.member_id: [HouseholdMemberRemoved(occurred_at=at, household_id=command.household_id,
+                                                     member_id=member_id)],
+        member_id: [HouseholdLeft(occurred_at=at, household_id=command.household_id)],
+    }
+
+
+def _spendable(member: MemberState, at: datetime) -> Iterator[tuple[tuple[datetime, str, str], Lot]]:
+    """The member's spendable lots, soonest expiry first, keyed for the household's order."""
+    for lot in member.fifo(at):
+        assert lot.expires_at is not None, "only active lots are spendable"
+        yield (lot.expires_at, member.member_id, lot.lot_id), lot
+
+
+def _redeem_for_household(household: MemberState, members: list[MemberState],
+                          command: RedeemForHousehold) -> dict[str, list[Event]]:
+    """The members' lots taken soonest expiry first across the household (ties by member
+    id, then lot id), none taking more from a member than it has available."""
+    if command.roster != household.household_roster:
+        # The sender read another roster than the household has now: the streams this
+        # command read are not all the household's. Sent again on the fresh roster, it applies.
+        raise ConcurrencyConflict(f"The members of household {command.household_id!r} changed while the redemption "
+                                  "was sent; send it again.", household_id=command.household_id)
+    assert all(m.household_id == command.household_id for m in members), "a roster member's stream says so too"
+    if command.points <= 0:
+        raise InvalidCommand("A redemption must be for a positive number of points.")
+    rid = command.redemption_id
+    if rid in household.redemptions or any(rid in m.redemptions for m in members):
+        raise MovementConflict(f"Redemption {rid!r} exists already.", redemption_id=rid)
+    at = command.occurred_at
+    left_by_member = {m.member_id: max(m.available(at), 0) for m in members}
+    available = sum(left_by_member.values())
+    if command.points > available:
+        raise HouseholdInsufficientPoints(command.household_id, command.points, available)
+    takes: dict[str, list[LotTake]] = {}
+    left = command.points
+    order = heapq.merge(*(_spendable(m, at) for m in members), key=lambda item: item[0])
+    for (_, member_id, lot_id), lot in order:  # lazily: only the lots it takes from are walked
+        take = min(left, lot.remaining, left_by_member[member_id])
+        if take:
+            takes.setdefault(member_id, []).append((lot_id, take))
+            left_by_member[member_id] -= take
+            left -= take
+            if left == 0:
+                break
+    assert left == 0, "available covered the request, so the lots must"
+    events: dict[str, list[Event]] = {}
+    shares: list[tuple[str, int]] = []
+    for member in members:  # in the roster's order
+        member_takes = takes.get(member.member_id)
+        if member_takes:
+            points = sum(p for _, p in member_takes)
+            shares.append((member.member_id, points))
+            events[member.member_id] = [PointsRedeemedForHousehold(
+                occurred_at=at, household_id=command.household_id, redemption_id=rid, points=points,
+                reward_id=command.reward_id, reward_kind=command.reward_kind, lots=tuple(member_takes))]
+    events[household.member_id] = [HouseholdPointsRedeemed(
+        occurred_at=at, household_id=command.household_id, redemption_id=rid, points=command.points,
+        reward_id=command.reward_id, reward_kind=command.reward_kind, shares=tuple(shares))]
+    return events

@@ -89,3 +89,23 @@ class LimitExceeded(InvalidCommand):
     def __init__(self, message: str, limit: str) -> None:
         super().__init__(message, limit=limit)
         self.limit = limit
+
+
+class HouseholdNotFound(NotFound):
+    title = "Household not found"
+
+
+class HouseholdMemberNotFound(NotFound):
+    title = "Household member not found"
+
+
+class HouseholdInsufficientPoints(InsufficientPoints):
+    """What all the household's members have available together is short of a redemption."""
+
+    def __init__(self, household_id: str, requested: int, available: int) -> None:
+        LedgerError.__init__(
+            self, f"The household {household_id!r} has {available} points available and {requested} were requested.",
+            requested=requested, available=available, household_id=household_id,
+        )
+        self.requested = requested
+        self.available = available

@@ -223,12 +223,87 @@ class PointsTransferredIn(Event):
     reason: str
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdCreated(Event):
+    """On the household's stream: the household exists, with its head as first member."""
+
+    household_id: str
+    head_member_id: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdMemberAdded(Event):
+    """On the household's stream (the member's own records `HouseholdJoined`)."""
+
+    household_id: str
+    member_id: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdMemberRemoved(Event):
+    """On the household's stream (the member's own records `HouseholdLeft`)."""
+
+    household_id: str
+    member_id: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdJoined(Event):
+    """On the member's stream: it is in the household (a member is in one at most)."""
+
+    household_id: str
+    role: Literal["head", "member"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdLeft(Event):
+    """On the member's stream: it is in no household any more."""
+
+    household_id: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HouseholdPointsRedeemed(Event):
+    """On the household's stream: a redemption of the pool, and what each member paid
+    (`shares`, in the roster's order); each paying member's stream records its part as
+    a `PointsRedeemedForHousehold` with the same ids."""
+
+    household_id: str
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    shares: tuple[tuple[str, int], ...]  # (member id, points), the members who paid
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class PointsRedeemedForHousehold(Event):
+    """On a member's stream: its part of a household redemption, taken from its lots
+    soonest-expiry first (the order runs across the household's lots). A reversal
+    (`ReverseRedemption` with the same redemption id) returns it to this member."""
+
+    household_id: str
+    redemption_id: str
+    points: int
+    reward_id: str
+    reward_kind: str
+    lots: tuple[LotTake, ...]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed, DebtSettled,
         BookingAmended, PointsHeld, HoldCaptured, HoldReleased, RedemptionReversed, PointsTransferredOut,
-        PointsTransferredIn,
+        PointsTransferredIn, HouseholdCreated, HouseholdMemberAdded, HouseholdMemberRemoved, HouseholdJoined,
+        HouseholdLeft, HouseholdPointsRedeemed, PointsRedeemedForHousehold,
     )
 }
 
@@ -236,7 +311,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 UPCASTERS: dict[tuple[str, int], Any] = {}
 
 _DATETIME_FIELDS = ("occurred_at", "expires_at")
-PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted")
+PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares")
 
 
 @functools.cache

@@ -40,6 +40,13 @@ from .events import (
     HoldCaptured,
     HoldReleased,
     PointsHeld,
+    HouseholdCreated,
+    HouseholdJoined,
+    HouseholdLeft,
+    HouseholdMemberAdded,
+    HouseholdMemberRemoved,
+    HouseholdPointsRedeemed,
+    PointsRedeemedForHousehold,
     PointsTransferredIn,
     PointsTransferredOut,
     RedemptionReversed,
@@ -140,6 +147,9 @@ class MemberState:
     holds_closed: Map = _NO_ENTRIES  # hold id -> how it ended: captured | released | expired
     redemptions: Map = _NO_ENTRIES  # redemption id -> Redemption: what a reversal may still return
     transfers: tuple[int, int, int, int, int, str] = (0, 0, 0, 0, 0, "")  # see TransferYear
+    # A member's: the household it is in (one at most). A household stream's: its own id.
+    household_id: str | None = None
+    household_roster: tuple[str, ...] = ()  # a household stream's members: its head first, then by joining
 
     @property
     def exists(self) -> bool:
@@ -268,7 +278,8 @@ class _Draft:
     orders through their editors (the list of chunks copied once, not per event)."""
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
-                 "debt", "held", "holds", "holds_closed", "redemptions", "transfers")
+                 "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
+                 "household_roster")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -279,12 +290,13 @@ class _Draft:
         self.held, self.transfers = state.held, state.transfers
         # Changed by few events: mutated only when one is (`Map.mutate` costs a little on every draft).
         self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
+        self.household_id, self.household_roster = state.household_id, state.household_roster
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
-                           self.transfers)
+                           self.transfers, self.household_id, self.household_roster)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -449,6 +461,22 @@ class _Draft:
                 if last != event.transfer_id:  # one transfer credits one lot per source lot: counted once
                     received_count += 1
                 self.transfers = (year, sent, count, received + event.points, received_count, event.transfer_id)
+            case PointsRedeemedForHousehold():
+                self._take(event.lots, spent=True)
+                self._redeemed(event.redemption_id, event.points, event.lots)
+            case HouseholdCreated():
+                self.household_id, self.household_roster = event.household_id, (event.head_member_id,)
+            case HouseholdMemberAdded():
+                self.household_roster = (*self.household_roster, event.member_id)
+            case HouseholdMemberRemoved():
+                self.household_roster = tuple(m for m in self.household_roster if m != event.member_id)
+            case HouseholdJoined():
+                self.household_id = event.household_id
+            case HouseholdLeft():
+                self.household_id = None
+            case HouseholdPointsRedeemed():
+                # Kept by redemption id, so that an id is used once per household.
+                self._redeemed(event.redemption_id, event.points, event.shares)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -531,7 +559,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.expiry.insert((event.expires_at, lot_id)),
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
-            state.redemptions, state.transfers,
+            state.redemptions, state.transfers, state.household_id, state.household_roster,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -539,7 +567,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
               event.qualifying_points, 0, 0, None, 0, 0, event.amount, event.breakdown)
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
-                       state.held, state.holds, state.holds_closed, state.redemptions, state.transfers)
+                       state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
+                       state.household_id, state.household_roster)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -555,7 +584,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.expiry.insert((event.expires_at, lot.lot_id)),
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
-        state.holds_closed, state.redemptions, state.transfers,
+        state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
     )
 
 
@@ -576,7 +605,8 @@ def fold(member_id: str, events: Iterable[Event], state: MemberState | None = No
 def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Iterable[tuple[str, str]] = (),
                 debt: int = 0, holds: Iterable[Hold] = (), holds_closed: Iterable[tuple[str, str]] = (),
                 redemptions: Iterable[Redemption] = (),
-                transfers: TransferYear = (0, 0, 0, 0, 0, "")) -> MemberState:
+                transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
+                household_roster: Iterable[str] = ()) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -603,7 +633,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
     return MemberState(member_id, version, Map(open_lots), Map(closed), Map(bookings), SortedKeys.of(expiry),
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
-                       Map({r.redemption_id: r for r in redemptions}), tuple(transfers))  # type: ignore[arg-type]
+                       Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
+                       household_id, tuple(household_roster))
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -611,7 +642,9 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # 2: lots carry `qualified_at`, and the tier entries, totals and expiry order are
 # worked out from them.
 # 3: lots carry what holds, partial refunds and amendments change; holds, redemptions
-# and the year's transfers.
+# and the year's transfers. Households added `household_id` and `household_roster`
+# without a new format: a snapshot without them was saved before any history could
+# hold a household event, so their defaults are what its history folds to.
 SNAPSHOT_FORMAT = 3
 
 
@@ -639,6 +672,8 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "redemptions": [[r.redemption_id, r.points, [list(pair) for pair in r.lots]]
                         for r in state.redemptions.values()],
         "transfers": list(state.transfers),
+        "household_id": state.household_id,
+        "household_roster": list(state.household_roster),
     }
 
 
@@ -655,4 +690,6 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
              for hold_id, points, lots, expires_at, reward_id, reward_kind in data["holds"])
     redemptions = (Redemption(redemption_id, points, _pairs(lots)) for redemption_id, points, lots in data["redemptions"])
     return build_state(member_id, version, lots, data["bookings"], data["debt"], holds,
-                       [tuple(item) for item in data["holds_closed"]], redemptions, tuple(data["transfers"]))
+                       [tuple(item) for item in data["holds_closed"]], redemptions, tuple(data["transfers"]),
+                       # Absent from the snapshots saved before households: no history then had them.
+                       data.get("household_id"), data.get("household_roster", ()))
