@@ -14,6 +14,7 @@ from ledger.domain import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    PointsRedeemedForHousehold,
 )
 from ledger.store import StoredEvent
 
@@ -49,7 +50,7 @@ class Balances:
                 row[_P] -= e.points
                 row[_A] += e.points
                 row[_E] += e.points
-            case PointsRedeemed():
+            case PointsRedeemed() | PointsRedeemedForHousehold():
                 row[_A] -= e.points
                 row[_R] += e.points
             case PointsExpired():

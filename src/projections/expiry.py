@@ -12,6 +12,7 @@ from ledger.domain import (
     PointsEarned,
     PointsExpired,
     PointsRedeemed,
+    PointsRedeemedForHousehold,
 )
 from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
@@ -46,7 +47,7 @@ class ExpirySchedule:
             case PendingPointsActivated():
                 row = self._row(m, e.lot_id)
                 row[0], row[3] = "active", e.expires_at
-            case PointsRedeemed():
+            case PointsRedeemed() | PointsRedeemedForHousehold():
                 self._take(m, e.lots)
             case PointsExpired() | DebtSettled():  # its date came: what was left paid a debt or expired
                 row = self._row(m, e.lot_id)

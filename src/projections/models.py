@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import asyncpg
 
-from ledger.domain import ProgramRules
+from ledger.domain import HOUSEHOLD_STREAM_PREFIX, ProgramRules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, tiers
+from . import balances, expiry, households, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
+from .households import HouseholdMembers
 from .tiers import TierCache, TierQualifying, write_tier_status
 
-TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
+TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "household_members")
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
     "tier_status": tiers.STATUS_COLUMNS,
     "expiry_lots": expiry.COLUMNS,
+    "household_members": households.COLUMNS,
 }
 
 
 class ReadModels:
-    """The three projections' deltas for one page."""
+    """The projections' deltas for one page: a household's stream feeds only the
+    rosters (a household is no member: it has no balance, lots or tier of its own)."""
 
     def __init__(self, suffix: str = "") -> None:
         self.suffix = suffix
         self.balances = Balances(f"balances{suffix}")
         self.qualifying = TierQualifying(f"tier_qualifying{suffix}")
         self.expiry = ExpirySchedule(f"expiry_lots{suffix}")
+        self.households = HouseholdMembers(f"household_members{suffix}")
 
     def apply(self, stored: StoredEvent) -> None:
+        if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
+            self.households.apply(stored)
+            return
         self.balances.apply(stored)
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
@@ -45,6 +52,7 @@ class ReadModels:
         changes = self.qualifying.changes() if tiers is not None else {}
         await self.qualifying.write(conn)
         await self.expiry.write(conn)
+        await self.households.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -65,4 +73,5 @@ class ReadModels:
             "tier_qualifying": qualifying,
             "tier_status": statuses,
             "expiry_lots": self.expiry.completed(keep),
+            "household_members": self.households.completed(keep),
         }

@@ -46,3 +46,51 @@ async def expiry_page(
         )
     page = [(r[0], r[1], r[2]) for r in rows[:limit]]
     return ExpiryPage(page, int(expiring), (page[-1][2], page[-1][0]) if len(rows) > limit else None)
+
+
+HOUSEHOLD_MEMBERS_READ_MAX = 1_000  # far above any programme's household_members_max: a bound, not a rule
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdMemberBalance:
+    member_id: str
+    role: str  # head | member
+    available: int  # as the member's own balance answers it (negative while a debt is owed)
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdBalance:
+    members: list[HouseholdMemberBalance]  # the head first, then in the order they joined
+    available: int  # what a household redemption can take now: each member's available, from zero up
+    pending: int
+    position: int  # the read models include every event up to here
+
+
+# Each member's available as `GET /v1/members/{id}/balance` answers it (lots past their date
+# that the expiry job has not reached yet come off, beyond what they owe the debt), in
+# the one statement that reads the roster, so both come from one snapshot.
+_HOUSEHOLD_BALANCE_SQL = """
+SELECT h.member_id, h.role,
+       coalesce(b.available, 0) - greatest(
+           (SELECT coalesce(sum(l.remaining), 0) FROM expiry_lots l
+             WHERE l.member_id = h.member_id AND l.status = 'active' AND l.remaining > 0 AND l.expires_at <= $2)
+           - coalesce(b.debt, 0), 0) AS available,
+       coalesce(b.pending, 0) AS pending,
+       (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint
+FROM household_members h LEFT JOIN balances b ON b.member_id = h.member_id
+WHERE h.household_id = $1
+ORDER BY h.role <> 'head', h.joined_at, h.member_id
+LIMIT $3
+"""
+
+
+async def household_balance(pool: asyncpg.Pool, household_id: str, now: datetime) -> HouseholdBalance | None:
+    """The household's members with their balances, and the household's totals; None for
+    a household the read models do not know."""
+    rows = await pool.fetch(_HOUSEHOLD_BALANCE_SQL, household_id, now, HOUSEHOLD_MEMBERS_READ_MAX)
+    if not rows:
+        return None
+    members = [HouseholdMemberBalance(r["member_id"], r["role"], int(r["available"]), int(r["pending"])) for r in rows]
+    return HouseholdBalance(members, sum(max(m.available, 0) for m in members), sum(m.pending for m in members),
+                            int(rows[0]["checkpoint"]))
