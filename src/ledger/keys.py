@@ -15,7 +15,7 @@ import asyncpg
 
 class Role(StrEnum):
     ingest = "ingest"  # booking systems: post booking events
-    app = "app"  # mobile app backends: read members, redeem
+    app = "app"  # mobile app backends: read members, redeem, manage household pools
     support = "support"  # support agents: read members, adjust
     auditor = "auditor"  # read everything, write nothing
     admin = "admin"  # everything
@@ -27,6 +27,7 @@ class Permission(StrEnum):
     redeem = "redemptions:write"
     adjust = "adjustments:write"
     audit = "audit:read"
+    manage_households = "households:write"
 
 
 WHAT: dict[Permission, str] = {
@@ -35,11 +36,12 @@ WHAT: dict[Permission, str] = {
     Permission.redeem: "redeem points",
     Permission.adjust: "adjust points",
     Permission.audit: "read the audit trail",
+    Permission.manage_households: "manage households",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
-    Role.app: frozenset({Permission.read_members, Permission.redeem}),
+    Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.manage_households}),
     Role.support: frozenset({Permission.read_members, Permission.adjust}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit}),
     Role.admin: frozenset(Permission),

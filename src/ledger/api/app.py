@@ -24,6 +24,7 @@ from ledger.expiry import run_expiry_scheduler
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
+from .households import router as households_router
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -114,6 +115,7 @@ def create_app(
     metrics.install(app)
     app.include_router(router)
     app.include_router(rejected_router)
+    app.include_router(households_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

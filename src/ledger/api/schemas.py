@@ -254,3 +254,68 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+class HouseholdRequest(BaseModel):
+    model_config = _examples({"household_id": "FAM-2001", "head_member_id": "M-1001"})
+    household_id: Identifier(64)  # type: ignore[valid-type]
+    head_member_id: Identifier(64)  # type: ignore[valid-type]
+
+
+class HouseholdView(BaseModel):
+    model_config = _examples({"household_id": "FAM-2001", "head_member_id": "M-1001",
+                              "members": ["M-1001", "M-1002"], "position": 45})
+    household_id: str
+    head_member_id: str
+    members: list[str] = Field(description="Every member, the head first, then in the order they joined.")
+    position: int | None = Field(description="Position of the last event this write appended (null when it changed "
+                                             "nothing); pass as min_position to read it.")
+
+
+class HouseholdShare(BaseModel):
+    model_config = _examples({"member_id": "M-1002", "points": 500,
+                              "lots": [{"lot_id": "booking:BK-000124", "points": 500}]})
+    member_id: str
+    points: int
+    lots: list[LotTaken]
+
+
+class HouseholdRedemptionResult(BaseModel):
+    model_config = _examples({
+        "household_id": "FAM-2001", "redemption_id": "hrd-7c1d", "points": 3000,
+        "reward": {"id": "HTL-DISC-50", "kind": "hotel_discount"},
+        "members": [{"member_id": "M-1001", "points": 2500, "lots": [{"lot_id": "booking:BK-000123", "points": 2500}]},
+                    {"member_id": "M-1002", "points": 500, "lots": [{"lot_id": "booking:BK-000124", "points": 500}]}],
+        "position": 48,
+    })
+    household_id: str
+    redemption_id: str = Field(description="Also on each paying member's history; a reversal of one member's part "
+                                           "names it.")
+    points: int
+    reward: Reward
+    members: list[HouseholdShare] = Field(description="What each member paid (members who paid nothing are left "
+                                                      "out), in the household's order.")
+    position: int
+
+
+class HouseholdMemberBalance(BaseModel):
+    model_config = _examples({"member_id": "M-1001", "role": "head", "available": 850, "pending": 0})
+    member_id: str
+    role: Literal["head", "member"]
+    available: int
+    pending: int
+
+
+class HouseholdBalance(BaseModel):
+    model_config = _examples({
+        "household_id": "FAM-2001", "available": 1350, "pending": 0,
+        "members": [{"member_id": "M-1001", "role": "head", "available": 850, "pending": 0},
+                    {"member_id": "M-1002", "role": "member", "available": 500, "pending": 0}],
+        "position": 48,
+    })
+    household_id: str
+    available: int = Field(description="What a household redemption can take now: the members' available points "
+                                       "(a member in debt counts as none).")
+    pending: int
+    members: list[HouseholdMemberBalance] = Field(description="The head first, then in the order they joined.")
+    position: int = Field(description="The read models include every event up to this position.")

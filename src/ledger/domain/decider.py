@@ -32,7 +32,7 @@ from .commands import (
     is_household_stream,
 )
 from .errors import (
-    ConcurrencyConflict,
+    HouseholdChanged,
     HouseholdInsufficientPoints,
     HouseholdMemberNotFound,
     HouseholdNotFound,
@@ -667,7 +667,7 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
     if command.roster != household.household_roster:
         # The sender read another roster than the household has now: the streams this
         # command read are not all the household's. Sent again on the fresh roster, it applies.
-        raise ConcurrencyConflict(f"The members of household {command.household_id!r} changed while the redemption "
+        raise HouseholdChanged(f"The members of household {command.household_id!r} changed while the redemption "
                                   "was sent; send it again.", household_id=command.household_id)
     assert all(m.household_id == command.household_id for m in members), "a roster member's stream says so too"
     if command.points <= 0:

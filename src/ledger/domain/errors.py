@@ -99,6 +99,13 @@ class HouseholdMemberNotFound(NotFound):
     title = "Household member not found"
 
 
+class HouseholdChanged(ConcurrencyConflict):
+    """The household's members changed between the roster a command was sent with and
+    its decision: sent again on the fresh roster, it may apply (503, retryable)."""
+
+    title = "Household changed"
+
+
 class HouseholdInsufficientPoints(InsufficientPoints):
     """What all the household's members have available together is short of a redemption."""
 
