@@ -15,6 +15,7 @@ from ledger.domain import (
     AdjustPoints,
     Command,
     ConcurrencyConflict,
+    HouseholdChanged,
     ConfirmBooking,
     CreateHousehold,
     HouseholdCreated,
@@ -203,10 +204,22 @@ def test_short_of_points_is_refused_with_what_the_household_has() -> None:
     assert refused.value.details["available"] == 200
 
 
-def test_a_redemption_on_a_roster_that_moved_is_refused_retryably() -> None:
+def test_a_redemption_sent_before_a_member_joined_is_refused_retryably() -> None:
     world = household("A", "B")
-    with pytest.raises(ConcurrencyConflict, match="changed"):
-        world.decide(redeem(world, 10, roster=("A",)))
+    with pytest.raises(HouseholdChanged, match="changed") as refused:
+        world.decide(redeem(world, 10, roster=("A",)))  # B's stream was not read: its lots are unknown
+    assert isinstance(refused.value, ConcurrencyConflict)  # a retryable 503 if it reaches the caller
+
+
+def test_a_redemption_sent_before_a_member_left_takes_nothing_from_it() -> None:
+    world = household("A", "B")
+    world.credit("B", 100, 1, 9)  # B's lot would go first
+    world.do(RemoveHouseholdMember(HS, T0, H, "B"))
+    decided = world.do(redeem(world, 100, roster=("A", "B")))
+    assert set(decided) == {HS, "A"} and decided[HS][0].shares == (("A", 100),)
+    with pytest.raises(HouseholdInsufficientPoints) as refused:  # what is available is the members' of now
+        world.decide(redeem(world, 1, "HR2", roster=("A", "B")))
+    assert refused.value.available == 0
 
 
 def test_a_redemption_id_is_used_once() -> None:

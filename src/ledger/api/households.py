@@ -60,7 +60,7 @@ router = APIRouter(prefix="/v1/households", dependencies=[SingleQueryValues], ta
                    route_class=_SharedPathRoute)
 Household = Annotated[MemberPath, Path(description="The household's id (the grammar of member ids).")]
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
-# A household redemption is sent with the roster read just before: a roster change in
+# A household redemption is sent with the roster read just before: a member joining in
 # between refuses it (HouseholdChanged), and it is sent again on the fresh roster. Roster
 # changes are rare and human-paced, so a few rounds suffice; the last refusal is a 503.
 ROSTER_ROUNDS_MAX = 3

@@ -218,7 +218,7 @@ class RedeemForHousehold(Command):
     """Points from the lots of every member of the household, soonest expiry first across
     all of them, in one transaction. `roster` is the household's members as the sender
     read them (head first): the command reads those streams, and is refused (retryably)
-    if the household's roster is another one by the time it is decided."""
+    if a member joined since; one who left since is left out."""
 
     household_id: str
     redemption_id: str

@@ -664,11 +664,14 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
                           command: RedeemForHousehold) -> dict[str, list[Event]]:
     """The members' lots taken soonest expiry first across the household (ties by member
     id, then lot id), none taking more from a member than it has available."""
-    if command.roster != household.household_roster:
-        # The sender read another roster than the household has now: the streams this
-        # command read are not all the household's. Sent again on the fresh roster, it applies.
+    roster = household.household_roster
+    if not set(roster) <= set(command.roster):
+        # A member joined after the sender read the roster: this command did not read its
+        # stream, so neither its lots nor what the household has in all are known here.
+        # Sent again on the fresh roster, it applies. (A member who left is only left out.)
         raise HouseholdChanged(f"The members of household {command.household_id!r} changed while the redemption "
-                                  "was sent; send it again.", household_id=command.household_id)
+                               "was sent; send it again.", household_id=command.household_id)
+    members = [m for m in members if m.member_id in roster]
     assert all(m.household_id == command.household_id for m in members), "a roster member's stream says so too"
     if command.points <= 0:
         raise InvalidCommand("A redemption must be for a positive number of points.")
