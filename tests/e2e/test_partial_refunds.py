@@ -141,3 +141,19 @@ async def test_a_refund_after_points_were_spent_takes_what_is_left_and_records_t
             assert (state.debt, state.available(datetime(2026, 4, 3, tzinfo=UTC))) == ((5_000, -5_000) if negative
                                                                                        else (0, 0))
             await _post(admin, _refund(3, Decimal("0.01"), booking), 409)
+
+
+async def test_a_malformed_refund_or_amendment_is_a_422_naming_its_field(api: Api) -> None:
+    async with api.client("ingest") as ingest:
+        await _post(ingest, STAY)
+        for field, event in (
+            ("refund_amount", _refund(1, Decimal(0))),
+            ("refund_amount", {**_refund(1, NIGHT), "refund_amount": None}),  # never a full refund by mistake
+            ("refund_amount", {**_refund(1, NIGHT), "refund_amount": 122.47}),  # money travels as text
+            ("refund_amount", {**STAY, "event_id": "e-x", "refund_amount": "1.00"}),  # on a confirmation
+            ("amount", {**STAY, "event_id": "e-y", "type": "booking.amended", "amount": "-1.00"}),
+        ):
+            r = await ingest.post("/v1/booking-events", json=event)
+            assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+            assert [e["field"] for e in r.json()["errors"]] == [field], r.json()
+        assert (await api.container.ledger.member_state("M-STAY")).version == 1  # nothing applied
