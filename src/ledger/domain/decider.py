@@ -317,6 +317,9 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
     lot = state.lot(lot_id)
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
+    if command.currency is not None and lot.currency is not None and command.currency != lot.currency:
+        raise BookingStateConflict(f"Booking {command.booking_id!r} was in {lot.currency}; a change in "
+                                   f"{command.currency} cannot apply to it.")
     before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
     if command.reason == "refunded":
         refund = command.refund_amount

@@ -312,9 +312,11 @@ class BookingEvent(BaseModel):
             case BookingEventType.refunded if self.refund_amount is None:
                 return RefundBooking(self.member_id, at, self.booking_id)
             case BookingEventType.refunded:
-                return AmendBooking(self.member_id, at, self.booking_id, "refunded", refund_amount=self.refund_amount)
+                return AmendBooking(self.member_id, at, self.booking_id, "refunded", refund_amount=self.refund_amount,
+                                    currency=self.currency)
             case BookingEventType.amended:
-                return AmendBooking(self.member_id, at, self.booking_id, "amended", amount=self.amount)
+                return AmendBooking(self.member_id, at, self.booking_id, "amended", amount=self.amount,
+                                    currency=self.currency)
         raise AssertionError(self.type)
 
     def to_request(self, source: str, *, message: KafkaSource | None = None, **metadata: Any) -> CommandRequest:
