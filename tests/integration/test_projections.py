@@ -411,8 +411,10 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
     """The live runner's tier recompute works from its cached qualifying rows: across
     small pages, over two years (rows leave the window and the cache), with pending
     bookings completed, cancelled and refunded, bookings dated before the member's
-    latest, a page that fails, a cache that evicts (3) or is off (0), and a second
-    runner writing some pages, after which the first must not trust what it holds."""
+    latest, partial refunds and amendments of bookings pending and active (of this
+    page or an earlier one), a page that fails, a cache that evicts (3) or is off (0),
+    and a second runner writing some pages, after which the first must not trust what
+    it holds."""
     rnd = random.Random(5)
     first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size,
                                       tier_cache_members_max=cached_members) for size in (7, 3))
@@ -428,11 +430,17 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
         follow = []
         for m in range(12):
             r, member, booking = rnd.random(), f"m{m}", f"B{step}-{m}"
-            if pending[m]:  # completed days later (it activates then), or cancelled
+            if pending[m]:  # completed days later (it activates then), or cancelled; amended now and then
+                if r < 0.3:
+                    follow.append(CommandRequest(AmendBooking(member, at + timedelta(days=1), booking, "amended",
+                                                              amount=Decimal(f"{rnd.randint(0, 3000)}.00"))))
                 command = (CompleteBooking(member, at + timedelta(days=3), booking, "flight", Decimal("100.00"), "EUR")
                            if r < 0.7 else CancelBooking(member, at + timedelta(days=1), booking))
-            else:  # refunded now and then, or followed by a booking dated months before
+            else:  # refunded (whole or in part) now and then, or followed by a booking dated months before
                 command = RefundBooking(member, at + timedelta(days=5), booking) if r < 0.2 else None
+                if 0.2 <= r < 0.4:  # this step's booking, or the last step's (its row on an earlier page)
+                    command = AmendBooking(member, at + timedelta(days=5), f"B{step - (r < 0.3)}-{m}", "refunded",
+                                           refund_amount=Decimal(f"{rnd.randint(1, 400)}.00"))
                 if r > 0.85:
                     follow.append(earn(member, f"late-{step}-{m}", "500.00", at=at - timedelta(days=200)))
             if command is not None:
@@ -462,6 +470,8 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
         await container.ledger.handle(earn("leap", f"L-{when}", "900.00", at=datetime.fromisoformat(when + "+00:00")))
         await first.run_until_caught_up()
     assert sum(taken) > 0
+    amended = [s.event for s in await container.store.read_all(0, 100_000) if isinstance(s.event, BookingAmended)]
+    assert any(e.qualifying_points > 0 for e in amended) and any(e.qualifying_points < 0 for e in amended)
     assert 0 < len(first.tiers) <= cached_members if cached_members else len(first.tiers) == 0
     leap = await container.pool.fetchrow("SELECT qualifying_points, as_of FROM tier_status WHERE member_id = 'leap'")
     every_row = await container.pool.fetchval("SELECT sum(points) FROM tier_qualifying WHERE member_id = 'leap'")
