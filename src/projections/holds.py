@@ -10,6 +10,7 @@ from ledger.store import StoredEvent
 
 COLUMNS = ("member_id", "hold_id", "points", "expires_at", "status")
 OPEN = "open"
+_HOLD_EVENTS = frozenset((PointsHeld, HoldCaptured, HoldReleased))
 
 
 class HoldBook:
@@ -20,7 +21,10 @@ class HoldBook:
         self.rows: dict[tuple[str, str], list] = {}
 
     def apply(self, stored: StoredEvent) -> None:
-        e, m = stored.event, stored.stream_id
+        e = stored.event
+        if type(e) not in _HOLD_EVENTS:  # most events: one set lookup rather than three class matches
+            return
+        m = stored.stream_id
         match e:
             case PointsHeld():
                 self.rows[(m, e.hold_id)] = [e.points, e.expires_at, OPEN]
