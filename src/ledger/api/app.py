@@ -25,6 +25,7 @@ from ledger.holds import run_hold_scheduler
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
+from .movements import router as movements_router
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -107,7 +108,8 @@ def create_app(
     app = FastAPI(
         title="Travel points ledger",
         version="1.0.0",
-        description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
+        description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, hold at checkout,"
+                    " reverse, transfer, adjust, audit.",
         lifespan=lifespan,
         docs_url=None,  # served by docs.install, without a CDN
         redoc_url=None,
@@ -116,6 +118,7 @@ def create_app(
     problems.install(app)
     metrics.install(app)
     app.include_router(router)
+    app.include_router(movements_router)
     app.include_router(rejected_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])

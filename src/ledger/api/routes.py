@@ -152,21 +152,32 @@ def _command_id(prefix: str, member_id: str, idempotency_key: str) -> str:
     return f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
 
 
-async def _member_write(
+async def keyed_write(
     container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
-) -> tuple[Applied, Event]:
-    """A one-event write on a member's account, keyed by its Idempotency-Key header:
-    (what applied it, its event); 201 when applied, 200 when replayed. A replay
-    is the same request when it asks for the same command, whatever the time."""
-    same_command = {k: v for k, v in dataclasses.asdict(command).items() if k != "occurred_at"}
+    *, timed: tuple[str, ...] = ("occurred_at",), request: dict[str, Any] | None = None,
+) -> Applied:
+    """A write keyed by its Idempotency-Key header (scoped by `kind` and the command's
+    member): what applied it; 201 when applied, 200 when replayed. A replay is the same
+    request when it asks for the same command, whatever the time: the fields in `timed`
+    follow the clock and are left out of the comparison, and `request` adds what the
+    caller asked for in their place (a hold's `ttl_s` for its `expires_at`)."""
+    same_command = {k: v for k, v in dataclasses.asdict(command).items() if k not in timed}
     result = await container.ledger.handle(CommandRequest(
         command, idempotency_key=f"{kind}:{command.member_id}:{idempotency_key}",
-        request_hash=_fingerprint(same_command),
+        request_hash=_fingerprint(same_command, request) if request is not None else _fingerprint(same_command),
         metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
     ))
     _status(response, result)
-    (appended,) = result.applied.events
-    return result.applied, appended.event
+    return result.applied
+
+
+async def _member_write(
+    container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
+) -> tuple[Applied, Event]:
+    """A one-event write on a member's account (`keyed_write`): (what applied it, its event)."""
+    applied = await keyed_write(container, response, command, kind, idempotency_key, key)
+    (appended,) = applied.events
+    return applied, appended.event
 
 
 _READ = require(Permission.read_members)
