@@ -124,6 +124,25 @@ async def _expire(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _expire_holds(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ledger.bootstrap import build
+    from ledger.holds import expire_holds_due
+
+    container = await build(_settings())
+    try:
+        await container.runner.run_until_caught_up()
+        total = 0
+        while released := await expire_holds_due(container.ledger, container.pool, datetime.now(UTC)):
+            total += released
+            await container.runner.run_until_caught_up()
+        print(f"released {total} holds past their time")
+    finally:
+        await container.close()
+    return 0
+
+
 async def _verify(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
     from ledger.store import verify_chain
@@ -321,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Event-sourced travel loyalty points ledger.")
     sub = p.add_subparsers(dest="command", required=True)
     settings_help = "settings come from LEDGER_* environment variables (see the README)"
-    serve = sub.add_parser("serve", help="run the HTTP API with projections and expiry", description=settings_help)
+    serve = sub.add_parser("serve", help="run the HTTP API with projections, expiry and hold expiry", description=settings_help)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     serve.set_defaults(func=_serve, sync=True)
@@ -367,6 +386,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--follow", action="store_true", help="keep projecting new events until SIGTERM/SIGINT")
     run.set_defaults(func=_project)
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
+    holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)
+    holds.add_parser("expire", help="release the holds past their time, once").set_defaults(func=_expire_holds)
     verify = sub.add_parser("verify", help="check a member's hash chain")
     verify.add_argument("member_id")
     verify.set_defaults(func=_verify)

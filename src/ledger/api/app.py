@@ -1,5 +1,5 @@
 """The FastAPI application and its lifespan: the API, the projection runner, the
-expiry scheduler (and the Kafka consumer when configured, and a watchdog of the
+expiry and hold-expiry schedulers (and the Kafka consumer when configured, and a watchdog of the
 embedded database) in one process, the background tasks under one supervisor."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
+from ledger.holds import run_hold_scheduler
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
@@ -90,6 +91,8 @@ def create_app(
             supervisor.add("projections", c.runner.run_forever)
             supervisor.add("expiry", lambda stop: run_expiry_scheduler(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
+            supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
+                c.ledger, c.pool, stop, settings.hold_expiry_interval_s, settings.expiry_batch_members_max, c.clock))
         for task in extra_tasks or []:
             supervisor.add(task.__name__.removesuffix("_task"), functools.partial(task, c))
         supervisor.start()

@@ -112,17 +112,20 @@ class AdjustmentResult(BaseModel):
 
 class Balance(BaseModel):
     model_config = _examples({
-        "member_id": "M-1001", "available": 850, "pending": 0, "lifetime_earned": 2600, "lifetime_redeemed": 2500,
-        "lifetime_expired": 0, "lifetime_adjusted": 750, "tier": "member", "last_activity": "2026-11-25T09:30:00Z",
-        "position": 44,
+        "member_id": "M-1001", "available": 850, "pending": 0, "held": 400, "lifetime_earned": 2600,
+        "lifetime_redeemed": 2100, "lifetime_expired": 0, "lifetime_adjusted": 750, "lifetime_transferred_in": 0,
+        "lifetime_transferred_out": 0, "tier": "member", "last_activity": "2026-11-25T09:30:00Z", "position": 44,
     })
     member_id: str
-    available: int = Field(description="Spendable now: lots past their date are already left out.")
+    available: int = Field(description="Spendable now: lots past their date and points on open holds are left out.")
     pending: int
+    held: int = Field(description="Set aside by open holds until they are captured or released.")
     lifetime_earned: int
-    lifetime_redeemed: int
+    lifetime_redeemed: int = Field(description="Redemptions and captured holds, less what reversals of them returned.")
     lifetime_expired: int
     lifetime_adjusted: int
+    lifetime_transferred_in: int = Field(description="Points received from other members.")
+    lifetime_transferred_out: int = Field(description="Points sent to other members.")
     tier: str
     last_activity: datetime
     position: int = Field(description="The read models include every event up to this position.")

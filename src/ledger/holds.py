@@ -1,0 +1,108 @@
+"""The hold-expiry scheduler: finds members with open holds past their `expires_at` in
+the `holds` read model and hands ExpireHolds commands to the ledger, which releases
+them as expired (their points go back to their lots).
+
+Idempotent by construction: the decider releases only holds still open, so a second
+run over the same holds (or a run before the projection caught up) appends nothing.
+A hold past its time is over for the domain already (a capture of it is refused); the
+scheduler only brings its points back, at most an interval late.
+
+Bounded at any scale, as the expiry scheduler is: a pass walks the members with holds
+due in pages, and each member's due holds in commands of at most `holds_max`, packed
+into appends of at most `batch_events_max` events (one `HoldReleased` per hold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+
+from ledger.domain import ExpireHolds
+from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
+from ledger.store.database import DATABASE_ERRORS
+from ledger.store.events import APPEND_EVENTS_MAX
+
+EXPIRE_HOLDS_MAX = 1_000  # holds one ExpireHolds command releases at most
+HOLDS_BATCH_EVENTS_MAX = APPEND_EVENTS_MAX // 2  # as the expiry's: a short transaction, well inside the bound
+HOLDS_PAGES_MAX = 100_000  # pages of members one pass walks at most
+
+log = logging.getLogger(__name__)
+
+
+async def due_hold_counts(pool: asyncpg.Pool, now: datetime, after: str, limit: int) -> list[tuple[str, int]]:
+    """(member, open holds due) of the first `limit` members after `after` with open holds
+    whose time is up at `now`, by member id: one page of a pass."""
+    rows = await pool.fetch(
+        "SELECT member_id, count(*) FROM holds WHERE status = 'open' AND expires_at <= $1 AND member_id > $2"
+        " GROUP BY member_id ORDER BY member_id LIMIT $3",
+        now, after, limit,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def expire_holds_due(
+    ledger: Ledger, pool: asyncpg.Pool, now: datetime, members_max: int = 500, *,
+    holds_max: int = EXPIRE_HOLDS_MAX, batch_events_max: int = HOLDS_BATCH_EVENTS_MAX,
+    pages_max: int = HOLDS_PAGES_MAX,
+) -> int:
+    """One pass over every member with open holds due at `now` in the `holds` read model,
+    `members_max` members a page; returns how many holds it released. Holds the read
+    model did not show yet (the projection behind) are left for the next pass."""
+    assert 1 <= holds_max <= batch_events_max <= APPEND_EVENTS_MAX
+    released = 0
+    after = ""
+    for _ in range(pages_max):
+        due = await due_hold_counts(pool, now, after, members_max)
+        if not due:
+            break
+        after = due[-1][0]
+        batch: list[CommandRequest] = []
+        batch_events = 0
+        for member_id, due_holds in due:
+            while due_holds > 0:
+                take = min(due_holds, holds_max)
+                if batch and (batch_events + take > batch_events_max or len(batch) == BATCH_COMMANDS_MAX):
+                    released += await _release(ledger, batch)
+                    batch, batch_events = [], 0
+                batch.append(CommandRequest(ExpireHolds(member_id, now, take), metadata={"source": "hold-scheduler"}))
+                batch_events += take
+                due_holds -= take
+        if batch:
+            released += await _release(ledger, batch)
+    else:
+        log.warning("hold expiry pass stopped after %d pages of members; the next pass goes on", pages_max)
+    return released
+
+
+async def _release(ledger: Ledger, batch: list[CommandRequest]) -> int:
+    """One append of ExpireHolds commands; returns how many holds they released."""
+    outcomes = await ledger.handle_batch(batch)
+    return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
+
+
+async def run_hold_scheduler(
+    ledger: Ledger,
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    interval_s: float,
+    members_max: int,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """A pass every `interval_s` until `stop`, at once again after a pass that released
+    something (more may be due). The loop of `run_expiry_scheduler`, of another pass."""
+    while not stop.is_set():
+        try:
+            released = await expire_holds_due(ledger, pool, clock(), members_max)
+            if released:
+                log.info("released %d holds past their time", released)
+                continue
+        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
+            log.warning("hold scheduler: %s: %s", type(exc).__name__, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass
