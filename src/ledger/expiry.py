@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -100,6 +100,26 @@ async def _expire(ledger: Ledger, batch: list[CommandRequest]) -> int:
     return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
 
 
+async def run_passes(what: str, one_pass: Callable[[datetime], Awaitable[int]], stop: asyncio.Event,
+                     interval_s: float, clock: Callable[[], datetime]) -> None:
+    """`one_pass(now)` every `interval_s` until `stop`, at once again after a pass that did
+    something (more may be due): the loop of the expiry and hold-expiry schedulers. A
+    database away is waited out here; anything else is the supervisor's to log and
+    restart."""
+    while not stop.is_set():
+        try:
+            done = await one_pass(clock())
+            if done:
+                log.info("%s: %d", what, done)
+                continue
+        except DATABASE_ERRORS as exc:
+            log.warning("%s scheduler: %s: %s", what, type(exc).__name__, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass
+
+
 async def run_expiry_scheduler(
     ledger: Ledger,
     pool: asyncpg.Pool,
@@ -108,15 +128,4 @@ async def run_expiry_scheduler(
     members_max: int,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    while not stop.is_set():
-        try:
-            expired = await expire_due(ledger, pool, clock(), members_max)
-            if expired:
-                log.info("expired %d lots", expired)
-                continue  # more may be due: go again without waiting
-        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
-            log.warning("expiry scheduler: %s: %s", type(exc).__name__, exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+    await run_passes("expired lots", lambda now: expire_due(ledger, pool, now, members_max), stop, interval_s, clock)

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 import asyncpg
 
 from ledger.domain import ExpireHolds
+from ledger.expiry import run_passes
 from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
-from ledger.store.database import DATABASE_ERRORS
 from ledger.store.events import APPEND_EVENTS_MAX
 
 EXPIRE_HOLDS_MAX = 1_000  # holds one ExpireHolds command releases at most
@@ -92,17 +92,6 @@ async def run_hold_scheduler(
     members_max: int,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """A pass every `interval_s` until `stop`, at once again after a pass that released
-    something (more may be due). The loop of `run_expiry_scheduler`, of another pass."""
-    while not stop.is_set():
-        try:
-            released = await expire_holds_due(ledger, pool, clock(), members_max)
-            if released:
-                log.info("released %d holds past their time", released)
-                continue
-        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
-            log.warning("hold scheduler: %s: %s", type(exc).__name__, exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+    """A pass every `interval_s` until `stop` (see `run_passes`)."""
+    await run_passes("released holds", lambda now: expire_holds_due(ledger, pool, now, members_max), stop,
+                     interval_s, clock)
