@@ -7,7 +7,7 @@ import asyncio
 import functools
 import sys
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.store.database import StartupError
 from ledger.settings import Settings
@@ -106,38 +106,32 @@ async def _project(args: argparse.Namespace) -> int:
 
 
 async def _expire(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from ledger.bootstrap import build
     from ledger.expiry import expire_due
 
-    container = await build(_settings())
-    try:
-        await container.runner.run_until_caught_up()
-        total = 0
-        while expired := await expire_due(container.ledger, container.pool, datetime.now(UTC)):
-            total += expired
-            await container.runner.run_until_caught_up()
-        print(f"expired {total} lots")
-    finally:
-        await container.close()
-    return 0
+    return await _until_none_due(expire_due, "expired {} lots")
 
 
 async def _expire_holds(args: argparse.Namespace) -> int:
+    from ledger.holds import expire_holds_due
+
+    return await _until_none_due(expire_holds_due, "released {} holds past their time")
+
+
+async def _until_none_due(one_pass: Any, done: str) -> int:
+    """Passes of a scheduler (`one_pass(ledger, pool, now)`) until one finds nothing due,
+    the read models caught up before each."""
     from datetime import UTC, datetime
 
     from ledger.bootstrap import build
-    from ledger.holds import expire_holds_due
 
     container = await build(_settings())
     try:
         await container.runner.run_until_caught_up()
         total = 0
-        while released := await expire_holds_due(container.ledger, container.pool, datetime.now(UTC)):
-            total += released
+        while count := await one_pass(container.ledger, container.pool, datetime.now(UTC)):
+            total += count
             await container.runner.run_until_caught_up()
-        print(f"released {total} holds past their time")
+        print(done.format(total))
     finally:
         await container.close()
     return 0

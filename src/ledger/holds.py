@@ -15,22 +15,19 @@ into appends of at most `batch_events_max` events (one `HoldReleased` per hold).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
 
 from ledger.domain import ExpireHolds
-from ledger.expiry import run_passes
-from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
+from ledger.expiry import pass_over_due, run_passes
+from ledger.handlers import Ledger
 from ledger.store.events import APPEND_EVENTS_MAX
 
 EXPIRE_HOLDS_MAX = 1_000  # holds one ExpireHolds command releases at most
 HOLDS_BATCH_EVENTS_MAX = APPEND_EVENTS_MAX // 2  # as the expiry's: a short transaction, well inside the bound
 HOLDS_PAGES_MAX = 100_000  # pages of members one pass walks at most
-
-log = logging.getLogger(__name__)
 
 
 async def due_hold_counts(pool: asyncpg.Pool, now: datetime, after: str, limit: int) -> list[tuple[str, int]]:
@@ -53,35 +50,11 @@ async def expire_holds_due(
     `members_max` members a page; returns how many holds it released. Holds the read
     model did not show yet (the projection behind) are left for the next pass."""
     assert 1 <= holds_max <= batch_events_max <= APPEND_EVENTS_MAX
-    released = 0
-    after = ""
-    for _ in range(pages_max):
-        due = await due_hold_counts(pool, now, after, members_max)
-        if not due:
-            break
-        after = due[-1][0]
-        batch: list[CommandRequest] = []
-        batch_events = 0
-        for member_id, due_holds in due:
-            while due_holds > 0:
-                take = min(due_holds, holds_max)
-                if batch and (batch_events + take > batch_events_max or len(batch) == BATCH_COMMANDS_MAX):
-                    released += await _release(ledger, batch)
-                    batch, batch_events = [], 0
-                batch.append(CommandRequest(ExpireHolds(member_id, now, take), metadata={"source": "hold-scheduler"}))
-                batch_events += take
-                due_holds -= take
-        if batch:
-            released += await _release(ledger, batch)
-    else:
-        log.warning("hold expiry pass stopped after %d pages of members; the next pass goes on", pages_max)
-    return released
-
-
-async def _release(ledger: Ledger, batch: list[CommandRequest]) -> int:
-    """One append of ExpireHolds commands; returns how many holds they released."""
-    outcomes = await ledger.handle_batch(batch)
-    return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
+    return await pass_over_due(
+        ledger, lambda after: due_hold_counts(pool, now, after, members_max),
+        lambda member_id, take: ExpireHolds(member_id, now, take), "hold-scheduler",
+        items_max=holds_max, events_of=lambda take: take, batch_events_max=batch_events_max, pages_max=pages_max,
+    )
 
 
 async def run_hold_scheduler(
