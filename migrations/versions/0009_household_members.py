@@ -6,13 +6,13 @@ rather than from the event store makes that sum one query over one snapshot of t
 read models, at the position the answer states.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

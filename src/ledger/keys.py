@@ -15,8 +15,8 @@ import asyncpg
 
 class Role(StrEnum):
     ingest = "ingest"  # booking systems: post booking events
-    app = "app"  # mobile app backends: read members, redeem, manage household pools
-    support = "support"  # support agents: read members, adjust
+    app = "app"  # mobile app backends: read members, redeem, hold points at checkout, transfer, households
+    support = "support"  # support agents: read members, adjust, reverse redemptions
     auditor = "auditor"  # read everything, write nothing
     admin = "admin"  # everything
 
@@ -27,6 +27,9 @@ class Permission(StrEnum):
     redeem = "redemptions:write"
     adjust = "adjustments:write"
     audit = "audit:read"
+    hold = "holds:write"  # place, capture and release holds
+    transfer = "transfers:write"
+    reverse = "reversals:write"
     manage_households = "households:write"
 
 
@@ -36,13 +39,17 @@ WHAT: dict[Permission, str] = {
     Permission.redeem: "redeem points",
     Permission.adjust: "adjust points",
     Permission.audit: "read the audit trail",
+    Permission.hold: "hold, capture or release points",
+    Permission.transfer: "transfer points",
+    Permission.reverse: "reverse a redemption",
     Permission.manage_households: "manage households",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
-    Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.manage_households}),
-    Role.support: frozenset({Permission.read_members, Permission.adjust}),
+    Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
+                         Permission.manage_households}),
+    Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit}),
     Role.admin: frozenset(Permission),
 }

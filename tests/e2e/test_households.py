@@ -93,6 +93,13 @@ async def test_a_household_redeems_soonest_expiry_first_across_its_members(api: 
         assert (entry["data"]["household_id"], entry["data"]["redemption_id"]) == ("FAM-1", result["redemption_id"])
         r = await app.get("/v1/members/M-C/balance")
         assert r.json()["available"] == 2_200 and r.json()["lifetime_redeemed"] == 400
+    async with api.client("support") as support:  # a member's part is reversed on its own, by the household's id
+        r = await support.post(f"/v1/members/M-C/redemptions/{result['redemption_id']}/reversals",
+                               json={"points": 150, "reason": "Voucher cancelled"}, headers=key())
+        assert r.status_code == 201, r.text
+        r = await support.get("/v1/members/M-C/balance", params={"min_position": r.json()["position"]})
+        assert r.json()["available"] == 2_350
+    async with api.client("app") as app:
 
         # A member leaves (not the head); its points stay its own; it may head a household of its own.
         r = await app.delete("/v1/households/FAM-1/members/M-C", headers=key())
@@ -107,7 +114,7 @@ async def test_a_household_redeems_soonest_expiry_first_across_its_members(api: 
         assert r.status_code == 201
 
         r = await app.get("/v1/households/FAM-1/balance", params={"min_position": r.json()["position"]})
-        assert r.json()["available"] == 2_600
+        assert r.json()["available"] == 2_600  # M-A's; M-B spent all
         for method, path in (("GET", "/v1/households/NOPE/balance"), ("PUT", "/v1/households/NOPE/members/M-A"),
                              ("POST", "/v1/households/NOPE/redemptions")):
             r = await app.request(method, path, headers=key(), json={"points": 1, "reward": REWARD})

@@ -72,7 +72,7 @@ from .events import (
     PointsRedeemedForHousehold,
 )
 from .rules import ProgramRules
-from .state import Hold, Lot, MemberState, transfer_year
+from .state import Hold, Lot, MemberState, evolve, transfer_year
 from .timeutil import add_months
 
 
@@ -338,6 +338,9 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
     lot = state.lot(lot_id)
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
+    if command.currency is not None and lot.currency is not None and command.currency != lot.currency:
+        raise BookingStateConflict(f"Booking {command.booking_id!r} was in {lot.currency}; a change in "
+                                   f"{command.currency} cannot apply to it.")
     before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
     if command.reason == "refunded":
         refund = command.refund_amount
@@ -438,8 +441,8 @@ def _capture(state: MemberState, command: CaptureHold) -> list[Event]:
     return events
 
 
-def _release(state: MemberState, hold: Hold, reason: str, at: datetime, debt: int | None = None) -> HoldReleased:
-    restored, expired, forfeited, _, debt_repaid = _returns(state, hold.lots, at, grace_days=0, debt=debt)
+def _release(state: MemberState, hold: Hold, reason: str, at: datetime) -> HoldReleased:
+    restored, expired, forfeited, _, debt_repaid = _returns(state, hold.lots, at, grace_days=0)
     return HoldReleased(
         occurred_at=at, hold_id=hold.hold_id, reason=reason, points=hold.points,  # type: ignore[arg-type]
         lots=restored, expired=expired, forfeited=forfeited, debt_repaid=debt_repaid,
@@ -447,30 +450,29 @@ def _release(state: MemberState, hold: Hold, reason: str, at: datetime, debt: in
 
 
 def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
-    """The `holds_max` soonest open holds whose time is up, released as expired."""
+    """The `holds_max` soonest open holds whose time is up, released as expired; each
+    decided on the state the releases before it left (two holds may share a lot, whose
+    charged points only one of them can forfeit)."""
     if command.holds_max < 1:
         raise InvalidCommand("An expiry of holds must take at least one hold.")
     at = command.occurred_at
     due = sorted((h for h in state.holds.values() if h.expires_at <= at), key=lambda h: (h.expires_at, h.hold_id))
     events: list[Event] = []
-    debt = state.debt
     for hold in due[: command.holds_max]:
-        released = _release(state, hold, "expired", at, debt)
-        debt -= released.debt_repaid  # what the next release may still repay
+        released = _release(state, hold, "expired", at)
+        state = evolve(state, released)
         events.append(released)
     return events
 
 
-def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grace_days: int,
-             debt: int | None = None) -> tuple[
+def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grace_days: int) -> tuple[
         tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], int]:
     """Points going back to the lots they came from, split by what each lot is now:
     (spendable again, expired, forfeited, regranted, debt repaid). A lot charged with a
     shortfall (its booking was taken back, in part or whole) keeps that much: those
     points are forfeited, and pay off the member's debt first. A lot past its date takes
     them back expired, unless `grace_days`: points of a lot that reached its date less
-    than that long ago are regranted on a new lot (the caller makes it). `debt`: what
-    is owed before these points (default the state's)."""
+    than that long ago are regranted on a new lot (the caller makes it)."""
     restored: list[LotTake] = []
     expired: list[LotTake] = []
     forfeited: list[LotTake] = []
@@ -489,7 +491,7 @@ def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grac
             regranted.append((lot_id, back))
         else:
             expired.append((lot_id, back))
-    debt_repaid = min(sum(p for _, p in forfeited), state.debt if debt is None else debt)
+    debt_repaid = min(sum(p for _, p in forfeited), state.debt)
     return tuple(restored), tuple(expired), tuple(forfeited), tuple(regranted), debt_repaid
 
 
