@@ -167,6 +167,21 @@ def test_expire_holds_releases_only_the_holds_past_their_time() -> None:
     assert decide(state, ExpireHolds(M, T0 + 2 * DAY), RULES) == []  # nothing more is due
 
 
+
+def test_holds_expiring_together_on_a_lot_charged_less_than_they_hold_forfeit_only_the_charge() -> None:
+    """Two holds on one lot whose booking was half refunded meanwhile: the refund
+    charged the lot 250 of the 1,000 held. The releases of one ExpireHolds forfeit those
+    250 once between them, and the rest comes back spendable."""
+    state = given(complete("B1"), hold(500, "H1", until=T0 + DAY), hold(500, "H2", until=T0 + DAY),
+                  AmendBooking(M, T0 + DAY / 2, "B1", "refunded", refund_amount=Decimal("50.00")))
+    assert state.lot("booking:B1").charged == 250
+    state, released = then(state, ExpireHolds(M, T0 + DAY))
+    assert [(e.hold_id, e.forfeited, e.lots) for e in released] == [
+        ("H1", (("booking:B1", 250),), (("booking:B1", 250),)), ("H2", (), (("booking:B1", 500),))]
+    lot = state.lot("booking:B1")
+    assert (lot.points, lot.remaining, lot.held, lot.charged) == (750, 750, 0, 0)
+    assert state.available(T0 + DAY) == 750
+
 @pytest.mark.parametrize("ending", ["captured", "released", "expired"])
 @pytest.mark.parametrize("then_try", ["capture", "release"])
 def test_a_hold_that_ended_refuses_capture_and_release(ending: str, then_try: str) -> None:

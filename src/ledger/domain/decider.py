@@ -54,7 +54,7 @@ from .events import (
     PointsRedeemed,
 )
 from .rules import ProgramRules
-from .state import Hold, MemberState, transfer_year
+from .state import Hold, MemberState, evolve, transfer_year
 from .timeutil import add_months
 
 
@@ -417,8 +417,8 @@ def _capture(state: MemberState, command: CaptureHold) -> list[Event]:
     return events
 
 
-def _release(state: MemberState, hold: Hold, reason: str, at: datetime, debt: int | None = None) -> HoldReleased:
-    restored, expired, forfeited, _, debt_repaid = _returns(state, hold.lots, at, grace_days=0, debt=debt)
+def _release(state: MemberState, hold: Hold, reason: str, at: datetime) -> HoldReleased:
+    restored, expired, forfeited, _, debt_repaid = _returns(state, hold.lots, at, grace_days=0)
     return HoldReleased(
         occurred_at=at, hold_id=hold.hold_id, reason=reason, points=hold.points,  # type: ignore[arg-type]
         lots=restored, expired=expired, forfeited=forfeited, debt_repaid=debt_repaid,
@@ -432,24 +432,23 @@ def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
     at = command.occurred_at
     due = sorted((h for h in state.holds.values() if h.expires_at <= at), key=lambda h: (h.expires_at, h.hold_id))
     events: list[Event] = []
-    debt = state.debt
     for hold in due[: command.holds_max]:
-        released = _release(state, hold, "expired", at, debt)
-        debt -= released.debt_repaid  # what the next release may still repay
+        released = _release(state, hold, "expired", at)
+        # The next release decides on what this one left: holds on one lot share what
+        # the lot was charged (forfeited once between them) and the debt they repay.
+        state = evolve(state, released)
         events.append(released)
     return events
 
 
-def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grace_days: int,
-             debt: int | None = None) -> tuple[
+def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grace_days: int) -> tuple[
         tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], tuple[LotTake, ...], int]:
     """Points going back to the lots they came from, split by what each lot is now:
     (spendable again, expired, forfeited, regranted, debt repaid). A lot charged with a
     shortfall (its booking was taken back, in part or whole) keeps that much: those
     points are forfeited, and pay off the member's debt first. A lot past its date takes
     them back expired, unless `grace_days`: points of a lot that reached its date less
-    than that long ago are regranted on a new lot (the caller makes it). `debt`: what
-    is owed before these points (default the state's)."""
+    than that long ago are regranted on a new lot (the caller makes it)."""
     restored: list[LotTake] = []
     expired: list[LotTake] = []
     forfeited: list[LotTake] = []
@@ -468,7 +467,7 @@ def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grac
             regranted.append((lot_id, back))
         else:
             expired.append((lot_id, back))
-    debt_repaid = min(sum(p for _, p in forfeited), state.debt if debt is None else debt)
+    debt_repaid = min(sum(p for _, p in forfeited), state.debt)
     return tuple(restored), tuple(expired), tuple(forfeited), tuple(regranted), debt_repaid
 
 
