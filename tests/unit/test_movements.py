@@ -4,7 +4,6 @@ transfers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,6 +26,7 @@ from ledger.domain import (
     HoldNotFound,
     HoldReleased,
     InsufficientPoints,
+    InvalidCommand,
     LimitExceeded,
     MemberState,
     MovementConflict,
@@ -460,7 +460,7 @@ def test_a_transfer_refuses_what_the_sender_does_not_have_and_a_member_to_itself
     states = members("A", "B")
     with pytest.raises(InsufficientPoints):
         run_streams(states, transfer("A", "B", 1001, "T1"))
-    with pytest.raises(Exception, match="two different members"):
+    with pytest.raises(InvalidCommand, match="two different members"):
         run_streams(states, transfer("A", "A", 100, "T2"))
 
 
