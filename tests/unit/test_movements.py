@@ -261,7 +261,8 @@ def test_a_reversal_in_part_returns_to_the_latest_expiring_lots_first_and_then_t
     assert part.expired == part.forfeited == part.regranted == () and part.grace_lot_id is None
     assert state.available(T0 + 90 * DAY) == 600
     # The points are back on the lots they came from, which keep their own dates.
-    assert state.lot("booking:B2").remaining == 500 and state.lot("booking:B2").expires_at == add_months(T0 + 30 * DAY, 24)
+    b2 = state.lot("booking:B2")
+    assert b2.remaining == 500 and b2.expires_at == add_months(T0 + 30 * DAY, 24)
     assert state.lot("booking:B1").expires_at == E1
     state, (rest,) = then(state, reverse(None, at=T0 + 91 * DAY, vid="V2"))
     assert rest.points == 900 and rest.lots == (("booking:B1", 900),)
@@ -307,6 +308,16 @@ def test_with_a_grace_period_points_returned_to_a_lot_past_its_date_come_back_on
     _, (too_late,) = then(late, reverse(None, at=E1 + 30 * DAY), GRACE)
     assert too_late.expired == (("booking:B1", 800),) and too_late.regranted == ()
 
+
+def test_a_reversal_id_that_made_a_grace_lot_already_is_refused() -> None:
+    """A second grace lot of that id would take the place of the first, and its points vanish."""
+    state = given(complete("B1"), redeem(300, "R1", at=T0 + DAY), redeem(200, "R2", at=T0 + DAY),
+                  reverse(None, "R1", at=E1 + DAY, vid="V1"), rules=GRACE)
+    with pytest.raises(MovementConflict) as refused:
+        decide(state, reverse(None, "R2", at=E1 + DAY, vid="V1"), GRACE)
+    assert refused.value.details == {"reversal_id": "V1"}
+    _, (back,) = then(state, reverse(None, "R2", at=E1 + DAY, vid="V2"), GRACE)
+    assert back.regranted == (("booking:B1", 200),)
 
 @pytest.mark.parametrize("rules", [RULES, NEGATIVE], ids=["no-debt", "negative-allowed"])
 def test_points_returned_to_a_lot_whose_booking_was_refunded_are_forfeited_and_repay_the_debt(
@@ -455,6 +466,16 @@ def test_a_transfer_keeps_each_source_lots_date_and_origin() -> None:
     # The received points expire with their source lots' dates.
     assert [e.points for e in decide(states["B"], ExpirePoints("B", E1 + DAY), RULES)] == [1000, 1000]
 
+
+def test_a_transfer_id_the_receiver_was_credited_by_already_is_refused() -> None:
+    """Its lots would take the place of the first transfer's, and those points vanish."""
+    states = members("A", "B", "C")
+    run_streams(states, transfer("A", "B", 300, "T1"))
+    with pytest.raises(MovementConflict) as refused:
+        run_streams(states, transfer("C", "B", 500, "T1"))
+    assert refused.value.details == {"transfer_id": "T1"}
+    assert states["B"].available(T0 + 60 * DAY) == 1300 and states["C"].available(T0 + 60 * DAY) == 1000
+    assert run_streams(states, transfer("A", "C", 300, "T1"))  # another receiver: no lot of its is taken
 
 def test_a_transfer_refuses_what_the_sender_does_not_have_and_a_member_to_itself() -> None:
     states = members("A", "B")
