@@ -7,7 +7,7 @@ import asyncio
 import functools
 import sys
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ledger.store.database import StartupError
 from ledger.settings import Settings
@@ -106,19 +106,32 @@ async def _project(args: argparse.Namespace) -> int:
 
 
 async def _expire(args: argparse.Namespace) -> int:
+    from ledger.expiry import expire_due
+
+    return await _until_none_due(expire_due, "expired {} lots")
+
+
+async def _expire_holds(args: argparse.Namespace) -> int:
+    from ledger.holds import expire_holds_due
+
+    return await _until_none_due(expire_holds_due, "released {} holds past their time")
+
+
+async def _until_none_due(one_pass: Any, done: str) -> int:
+    """Passes of a scheduler (`one_pass(ledger, pool, now)`) until one finds nothing due,
+    the read models caught up before each."""
     from datetime import UTC, datetime
 
     from ledger.bootstrap import build
-    from ledger.expiry import expire_due
 
     container = await build(_settings())
     try:
         await container.runner.run_until_caught_up()
         total = 0
-        while expired := await expire_due(container.ledger, container.pool, datetime.now(UTC)):
-            total += expired
+        while count := await one_pass(container.ledger, container.pool, datetime.now(UTC)):
+            total += count
             await container.runner.run_until_caught_up()
-        print(f"expired {total} lots")
+        print(done.format(total))
     finally:
         await container.close()
     return 0
@@ -321,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ledger", description="Event-sourced travel loyalty points ledger.")
     sub = p.add_subparsers(dest="command", required=True)
     settings_help = "settings come from LEDGER_* environment variables (see the README)"
-    serve = sub.add_parser("serve", help="run the HTTP API with projections and expiry", description=settings_help)
+    serve = sub.add_parser("serve", help="run the HTTP API with projections, expiry and hold expiry", description=settings_help)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     serve.set_defaults(func=_serve, sync=True)
@@ -367,6 +380,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--follow", action="store_true", help="keep projecting new events until SIGTERM/SIGINT")
     run.set_defaults(func=_project)
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
+    holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)
+    holds.add_parser("expire", help="release the holds past their time, once").set_defaults(func=_expire_holds)
     verify = sub.add_parser("verify", help="check a member's hash chain")
     verify.add_argument("member_id")
     verify.set_defaults(func=_verify)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 
-from ledger.domain import ExpirePoints
+from ledger.domain import Command, ExpirePoints
 from ledger.domain.commands import EXPIRE_LOTS_MAX
 from ledger.handlers import BATCH_COMMANDS_MAX, CommandRequest, Ledger, Rejected
 from ledger.store.database import DATABASE_ERRORS
@@ -66,38 +66,73 @@ async def expire_due(
     `DebtSettled` where it paid a debt off). Lots the schedule did not show yet (the
     projection behind) are left for the next pass."""
     assert 1 <= lots_max and lots_max + 1 <= batch_events_max <= APPEND_EVENTS_MAX
+    return await pass_over_due(
+        ledger, lambda after: due_lot_counts(pool, now, after, members_max),
+        lambda member_id, take: ExpirePoints(member_id, now, take), "expiry-scheduler",
+        # A command appends at most one event per lot, and one more for a lot split between
+        # the debt it paid and what expired.
+        items_max=lots_max, events_of=lambda take: take + 1, batch_events_max=batch_events_max, pages_max=pages_max,
+    )
+
+
+async def pass_over_due(
+    ledger: Ledger, page: Callable[[str], Awaitable[list[tuple[str, int]]]], command: Callable[[str, int], Command],
+    source: str, *, items_max: int, events_of: Callable[[int], int], batch_events_max: int, pages_max: int,
+) -> int:
+    """One bounded pass of a scheduler: `page(after)` gives (member, items due) of the next
+    members after `after`, by member id; each member's items go into commands of at most
+    `items_max` (`command(member, how many)`, each going on where the one before stopped),
+    packed into appends of at most `batch_events_max` events (`events_of(items)` bounds a
+    command's). Returns how many events the pass appended."""
     appended = 0
     after = ""
     for _ in range(pages_max):
-        due = await due_lot_counts(pool, now, after, members_max)
+        due = await page(after)
         if not due:
             break
         after = due[-1][0]
         batch: list[CommandRequest] = []
         batch_events = 0
-        for member_id, due_lots in due:
-            while due_lots > 0:
-                take = min(due_lots, lots_max)
-                # A command appends at most one event per lot, and one more for a lot split
-                # between the debt it paid and what expired.
-                if batch and (batch_events + take + 1 > batch_events_max or len(batch) == BATCH_COMMANDS_MAX):
-                    appended += await _expire(ledger, batch)
+        for member_id, items in due:
+            while items > 0:
+                take = min(items, items_max)
+                if batch and (batch_events + events_of(take) > batch_events_max or len(batch) == BATCH_COMMANDS_MAX):
+                    appended += await _append(ledger, batch)
                     batch, batch_events = [], 0
-                batch.append(CommandRequest(ExpirePoints(member_id, now, take), metadata={"source": "expiry-scheduler"}))
-                batch_events += take + 1
-                due_lots -= take
+                batch.append(CommandRequest(command(member_id, take), metadata={"source": source}))
+                batch_events += events_of(take)
+                items -= take
         if batch:
-            appended += await _expire(ledger, batch)
+            appended += await _append(ledger, batch)
     else:
-        log.warning("expiry pass stopped after %d pages of due members; the next pass goes on", pages_max)
+        log.warning("%s pass stopped after %d pages of due members; the next pass goes on", source, pages_max)
     return appended
 
 
-async def _expire(ledger: Ledger, batch: list[CommandRequest]) -> int:
-    """One append of expiry commands (several may be for one member, each going on where
-    the one before stopped); returns how many events it appended."""
+async def _append(ledger: Ledger, batch: list[CommandRequest]) -> int:
+    """One append of a pass's commands; returns how many events it appended."""
     outcomes = await ledger.handle_batch(batch)
     return sum(len(o.applied.events) for o in outcomes if not isinstance(o, Rejected))
+
+
+async def run_passes(what: str, one_pass: Callable[[datetime], Awaitable[int]], stop: asyncio.Event,
+                     interval_s: float, clock: Callable[[], datetime]) -> None:
+    """`one_pass(now)` every `interval_s` until `stop`, at once again after a pass that did
+    something (more may be due): the loop of the expiry and hold-expiry schedulers. A
+    database away is waited out here; anything else is the supervisor's to log and
+    restart."""
+    while not stop.is_set():
+        try:
+            done = await one_pass(clock())
+            if done:
+                log.info("%s: %d", what, done)
+                continue
+        except DATABASE_ERRORS as exc:
+            log.warning("%s scheduler: %s: %s", what, type(exc).__name__, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass
 
 
 async def run_expiry_scheduler(
@@ -108,15 +143,4 @@ async def run_expiry_scheduler(
     members_max: int,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    while not stop.is_set():
-        try:
-            expired = await expire_due(ledger, pool, clock(), members_max)
-            if expired:
-                log.info("expired %d lots", expired)
-                continue  # more may be due: go again without waiting
-        except DATABASE_ERRORS as exc:  # anything else is the supervisor's to log and restart
-            log.warning("expiry scheduler: %s: %s", type(exc).__name__, exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass
+    await run_passes("expired lots", lambda now: expire_due(ledger, pool, now, members_max), stop, interval_s, clock)

@@ -15,8 +15,8 @@ import asyncpg
 
 class Role(StrEnum):
     ingest = "ingest"  # booking systems: post booking events
-    app = "app"  # mobile app backends: read members, redeem
-    support = "support"  # support agents: read members, adjust
+    app = "app"  # mobile app backends: read members, redeem, hold points at checkout, transfer
+    support = "support"  # support agents: read members, adjust, reverse redemptions
     auditor = "auditor"  # read everything, write nothing
     admin = "admin"  # everything
 
@@ -27,6 +27,9 @@ class Permission(StrEnum):
     redeem = "redemptions:write"
     adjust = "adjustments:write"
     audit = "audit:read"
+    hold = "holds:write"  # place, capture and release holds
+    transfer = "transfers:write"
+    reverse = "reversals:write"
 
 
 WHAT: dict[Permission, str] = {
@@ -35,12 +38,15 @@ WHAT: dict[Permission, str] = {
     Permission.redeem: "redeem points",
     Permission.adjust: "adjust points",
     Permission.audit: "read the audit trail",
+    Permission.hold: "hold, capture or release points",
+    Permission.transfer: "transfer points",
+    Permission.reverse: "reverse a redemption",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
-    Role.app: frozenset({Permission.read_members, Permission.redeem}),
-    Role.support: frozenset({Permission.read_members, Permission.adjust}),
+    Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer}),
+    Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit}),
     Role.admin: frozenset(Permission),
 }

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         description="Members whose qualifying rows the projection runner keeps in memory for the tier recompute.")
     expiry_interval_s: float = Field(60.0, gt=0, le=86_400)
     expiry_batch_members_max: int = Field(500, ge=1, le=10_000)
+    hold_expiry_interval_s: float = Field(
+        30.0, gt=0, le=86_400,
+        description="How often holds past their time are released (their points come back to available); a hold is"
+                    " over at its time whatever this is, so it only bounds how late its points come back.")
     state_cache_members_max: int = Field(200_000, ge=0, le=10_000_000)
     command_attempts_max: int = Field(100, ge=1, le=1_000)
     write_batch_commands_max: int = Field(

@@ -1,4 +1,4 @@
-"""The three projections together: what the live runner and a rebuild apply each event to."""
+"""The projections together: what the live runner and a rebuild apply each event to."""
 
 from __future__ import annotations
 
@@ -7,33 +7,39 @@ import asyncpg
 from ledger.domain import ProgramRules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, tiers
+from . import balances, expiry, holds, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
+from .holds import HoldBook
 from .tiers import TierCache, TierQualifying, write_tier_status
 
-TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots")
+TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds")
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
     "tier_status": tiers.STATUS_COLUMNS,
     "expiry_lots": expiry.COLUMNS,
+    "holds": holds.COLUMNS,
 }
 
 
 class ReadModels:
-    """The three projections' deltas for one page."""
+    """The projections' deltas for one page. The balances and the tier rows ask the
+    expiry schedule for the status of a lot an amendment raises (pending or not), before
+    it applies the amendment itself."""
 
     def __init__(self, suffix: str = "") -> None:
         self.suffix = suffix
-        self.balances = Balances(f"balances{suffix}")
-        self.qualifying = TierQualifying(f"tier_qualifying{suffix}")
         self.expiry = ExpirySchedule(f"expiry_lots{suffix}")
+        self.balances = Balances(f"balances{suffix}", lots_table=f"expiry_lots{suffix}", lot_status=self.expiry.status)
+        self.qualifying = TierQualifying(f"tier_qualifying{suffix}", lot_status=self.expiry.status)
+        self.holds = HoldBook(f"holds{suffix}")
 
     def apply(self, stored: StoredEvent) -> None:
         self.balances.apply(stored)
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
+        self.holds.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -41,10 +47,13 @@ class ReadModels:
         the server."""
         if tiers is not None and (tiers.members_max == 0 or self.suffix):
             tiers = None  # off, or tables being rebuilt: the server adds the rows up
+        # Both read what the page's lots and rows were before it: first.
         new_members = await self.balances.write(conn)
+        await self.qualifying.resolve(conn)
         changes = self.qualifying.changes() if tiers is not None else {}
         await self.qualifying.write(conn)
         await self.expiry.write(conn)
+        await self.holds.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -65,4 +74,5 @@ class ReadModels:
             "tier_qualifying": qualifying,
             "tier_status": statuses,
             "expiry_lots": self.expiry.completed(keep),
+            "holds": self.holds.completed(keep),
         }

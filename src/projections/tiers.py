@@ -20,9 +20,20 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from ledger.domain import EarnReversed, PendingPointsActivated, PointsEarned, ProgramRules, tier_in_window, tier_status
+from ledger.domain import (
+    BookingAmended,
+    EarnReversed,
+    PendingPointsActivated,
+    PointsEarned,
+    ProgramRules,
+    tier_in_window,
+    tier_status,
+)
+from ledger.domain.decider import booking_lot_id
 from ledger.domain.timeutil import add_months
 from ledger.store import StoredEvent
+
+from .balances import LotStatus
 
 QUALIFYING_COLUMNS = ("member_id", "booking_id", "earned_at", "points")
 STATUS_COLUMNS = ("member_id", "tier", "qualifying_points", "window_start", "next_tier", "points_to_next_tier",
@@ -39,10 +50,20 @@ def _utc(moment: datetime) -> datetime:
 
 
 class TierQualifying:
-    def __init__(self, table: str = "tier_qualifying") -> None:
+    """The qualifying rows a page changes. An amendment moves its booking's row by its
+    delta, if the booking qualifies (is active): a row this page set, or one stored
+    before it, which `resolve` reads before the page is written; a pending booking has
+    no row, and its activation counts the amended points (`lot_status` says which,
+    when this page's events set the lot's status: always, in a rebuild's replay)."""
+
+    def __init__(self, table: str = "tier_qualifying", *, lot_status: LotStatus | None = None) -> None:
         self.table = table
+        self.lot_status = lot_status
         # (member, booking) -> (earned_at, points), or None to delete
         self.rows: dict[tuple[str, str], tuple[datetime, int] | None] = {}
+        # (member, booking) -> (points, occurred_at of the latest) of amendments to a row
+        # stored before this page
+        self.deltas: dict[tuple[str, str], tuple[int, datetime]] = {}
         # member -> occurred_at of its first event seen / of its latest qualifying change
         self.first: dict[str, datetime] = {}
         self.changed: dict[str, datetime] = {}
@@ -54,13 +75,48 @@ class TierQualifying:
         match e:
             case PointsEarned(status="active") | PendingPointsActivated():
                 self.rows[(m, e.booking_id)] = (e.occurred_at, e.qualifying_points)
+                self.deltas.pop((m, e.booking_id), None)
             case EarnReversed() if e.qualifying_points:
                 self.rows[(m, e.booking_id)] = None
+                self.deltas.pop((m, e.booking_id), None)
+            case BookingAmended() if e.qualifying_points:
+                if not self._amended(m, e.booking_id, e.qualifying_points, e.occurred_at):
+                    return
             case _:
                 return
-        at = self.changed.get(m)
-        if at is None or at < e.occurred_at:
-            self.changed[m] = e.occurred_at
+        self._changed(m, e.occurred_at)
+
+    def _changed(self, member: str, at: datetime) -> None:
+        changed = self.changed.get(member)
+        if changed is None or changed < at:
+            self.changed[member] = at
+
+    def _amended(self, member: str, booking: str, points: int, at: datetime) -> bool:
+        """Whether the amendment changed a row this page knows (the others wait for `resolve`)."""
+        key = (member, booking)
+        row = self.rows.get(key)
+        if row is not None:
+            self.rows[key] = (row[0], row[1] + points)
+            return True
+        status = self.lot_status(member, booking_lot_id(booking)) if self.lot_status is not None else None
+        if status != "pending":  # pending: no row until it activates
+            before = self.deltas.get(key)
+            self.deltas[key] = (points, at) if before is None else (before[0] + points, max(before[1], at))
+        return False
+
+    async def resolve(self, conn: asyncpg.Connection) -> None:
+        """The amendments to rows stored before this page, applied to them as stored."""
+        if not self.deltas:
+            return
+        members, bookings = zip(*self.deltas, strict=True)
+        for m, booking, earned_at, points in await conn.fetch(
+                f"SELECT t.member_id, t.booking_id, t.earned_at, t.points FROM {self.table} t"
+                " JOIN unnest($1::text[], $2::text[]) AS k(m, b) ON t.member_id = k.m AND t.booking_id = k.b",
+                members, bookings):
+            delta, at = self.deltas[(m, booking)]
+            self.rows[(m, booking)] = (earned_at, points + delta)
+            self._changed(m, at)
+        self.deltas.clear()  # those not found were of bookings still pending: no row
 
     def as_of(self, new_members: Iterable[str]) -> dict[str, datetime]:
         """The as-of candidate of each member whose tier may have moved: those with a
@@ -79,6 +135,7 @@ class TierQualifying:
         this as-of date, computed here by the domain's `tier_status` rather than by the
         server: the dates go in UTC, as the server returns them, so the window's start
         and the re-evaluation date come out of the same calendar arithmetic."""
+        assert all(m == keep for m, _ in self.deltas), "a replay knows every row it amends"
         rows, entries = self._completed_rows(keep)
         first, changed = self.first, self.changed
         self.first, self.changed = {}, {}

@@ -4,11 +4,19 @@ the service not ready, and is counted."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
+import pytest
 
+from ledger import holds
 from ledger.api.app import create_app
 from ledger.bootstrap import Container
+from ledger.domain import PlaceHold
+from ledger.handlers import CommandRequest
+from ledger.keys import Role, create_key
+
+from ..integration.helpers import T0, earn
 
 
 async def failing_task(container: Container, stop: asyncio.Event) -> None:
@@ -30,6 +38,7 @@ async def test_readiness_lists_the_tasks_and_is_not_ready_while_one_is_down(cont
             assert body["tasks"]["failing"]["up"] is False
             assert body["tasks"]["failing"]["last_error"] == "RuntimeError: this task always fails"
             assert body["tasks"]["projections"]["up"] and body["tasks"]["expiry"]["up"]
+            assert body["tasks"]["hold-expiry"]["up"]
             metrics = (await client.get("/metrics")).text
             assert 'ledger_task_failures_total{task="failing"}' in metrics
             assert 'ledger_task_up{task="projections"} 1.0' in metrics
@@ -41,7 +50,7 @@ async def test_readiness_is_ready_with_every_task_up(container: Container) -> No
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             r = await client.get("/readyz")
             assert r.status_code == 200, r.text
-            assert set(r.json()["tasks"]) == {"projections", "expiry"}
+            assert set(r.json()["tasks"]) == {"projections", "expiry", "hold-expiry"}
 
 
 async def test_a_page_the_server_keeps_refusing_shows_the_projection_runner_down_until_it_passes(
@@ -83,3 +92,45 @@ async def test_health_and_readiness_answer_head_as_load_balancers_probe(containe
             for path in ("/healthz", "/readyz"):
                 r = await client.head(path)
                 assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+
+
+async def test_the_hold_scheduler_is_a_supervised_task_down_when_it_fails_and_started_again(
+    container: Container, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ledger serve` releases holds past their time in a task of its own, which shows in
+    /readyz and /metrics: a pass that fails is logged, counted and shows it down until
+    the supervisor starts it again; the next pass brings the held points back."""
+    real, calls = holds.expire_holds_due, []
+
+    async def failing_once(*args: object, **kwargs: object) -> int:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the pass failed")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(holds, "expire_holds_due", failing_once)
+    await container.ledger.handle(earn("M-1", "B1", at=T0))  # 1,000 points
+    await container.ledger.handle(CommandRequest(
+        PlaceHold("M-1", T0, "H-1", 300, "reward", "hotel", T0 + timedelta(minutes=15))))
+    await container.runner.run_until_caught_up()
+    assert await container.pool.fetchval("SELECT held FROM balances WHERE member_id = 'M-1'") == 300
+    container.clock = lambda: T0 + timedelta(hours=1)
+    _, token = await create_key(container.pool, "app", Role.app)
+    app = create_app(container.settings.model_copy(update={"hold_expiry_interval_s": 0.05}), container=container)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            async with asyncio.timeout(10):
+                while (task := (await client.get("/readyz")).json()["tasks"]["hold-expiry"])["failures"] < 1:
+                    await asyncio.sleep(0.005)
+            assert task["last_error"] == "RuntimeError: the pass failed"
+            assert 'ledger_task_failures_total{task="hold-expiry"} 1.0' in (await client.get("/metrics")).text
+            async with asyncio.timeout(10):
+                while (balance := (await client.get("/v1/members/M-1/balance")).json())["held"]:
+                    await asyncio.sleep(0.02)
+            assert (balance["available"], balance["held"]) == (1000, 0)
+            r = await client.get("/readyz")
+            assert r.status_code == 200, r.text
+            assert r.json()["tasks"]["hold-expiry"] | {"since": None} == {
+                "up": True, "restarts": 1, "failures": 1, "last_error": "RuntimeError: the pass failed", "since": None}
+            assert 'ledger_task_up{task="hold-expiry"} 1.0' in (await client.get("/metrics")).text

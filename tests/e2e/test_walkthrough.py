@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from .conftest import Api
 
@@ -64,6 +65,45 @@ async def test_readme_walkthrough(api: Api) -> None:
         r = await app.get("/v1/members/M-1001/history", params={"limit": 2, "cursor": page["next_cursor"]})
         assert [e["type"] for e in r.json()["events"]] == ["PendingPointsActivated", "PointsEarned"]
         assert r.json()["next_cursor"] is None
+
+        # A hold at checkout, captured in part: the rest goes back at once.
+        r = await app.post("/v1/members/M-1001/holds", headers={"Idempotency-Key": "checkout-31"},
+                           json={"points": 500, "reward": {"id": "CAR-UPG-1", "kind": "upgrade"}, "ttl_s": 900})
+        assert r.status_code == 201, r.text
+        hold = r.json()
+        assert hold["lots"] == [{"lot_id": "booking:BK-000123", "points": 500}] and hold["available_after"] == 400
+        r = await app.post(f"/v1/members/M-1001/holds/{hold['hold_id']}/capture",
+                           headers={"Idempotency-Key": "checkout-31-paid"}, json={"points": 400})
+        assert r.status_code == 201, r.text
+        assert (r.json()["points"], r.json()["released"], r.json()["available_after"]) == (400, 100, 500)
+        r = await app.post(f"/v1/members/M-1001/holds/{hold['hold_id']}/release",
+                           headers={"Idempotency-Key": "checkout-31-undo"})
+        assert r.status_code == 409 and r.json()["hold_status"] == "captured"
+
+        # Support reverses part of order-77 back onto its lot.
+        r = await support.post(f"/v1/members/M-1001/redemptions/{redemption['redemption_id']}/reversals",
+                               headers={"Idempotency-Key": "case-12"},
+                               json={"points": 800, "reason": "Hotel closed for renovation"})
+        assert r.status_code == 201, r.text
+        reversal = r.json()
+        assert reversal["restored"] == [{"lot_id": "booking:BK-000123", "points": 800}]
+        assert (reversal["expired"], reversal["forfeited"], reversal["available_after"]) == ([], [], 1300)
+
+        # A transfer to a travel companion who is a member too.
+        r = await ingest.post("/v1/booking-events", json={
+            "event_id": "bk-000200-completed", "type": "booking.completed", "member_id": "M-1002",
+            "booking_id": "BK-000200", "product": "rail", "amount": "60.00", "currency": "EUR",
+            "occurred_at": "2026-11-26T08:00:00+01:00"})
+        assert r.status_code == 201, r.text
+        r = await app.post("/v1/transfers", headers={"Idempotency-Key": "gift-5"}, json={
+            "from_member_id": "M-1001", "to_member_id": "M-1002", "points": 300, "reason": "For the trip"})
+        assert r.status_code == 201, r.text
+        assert r.json()["lots"] == [{"lot_id": "booking:BK-000123", "points": 300}]
+        assert r.json()["available_after"] == 1000
+        received = (await app.get("/v1/members/M-1002/history", params={"limit": 1})).json()["events"][0]
+        assert received["type"] == "PointsTransferredIn" and received["data"]["points"] == 300
+        lots = (await app.get("/v1/members/M-1001/expiry-schedule", params={"within_days": 800})).json()["lots"]
+        assert datetime.fromisoformat(received["data"]["expires_at"]) == datetime.fromisoformat(lots[0]["expires_at"])
 
 
 async def test_the_lots_a_reversal_took_have_one_shape_in_every_response(api: Api) -> None:

@@ -16,14 +16,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from ledger.domain import DEFAULT_RULES, MemberState, ProgramRules, decide, evolve
+from ledger.domain import DEFAULT_RULES, LedgerError, MemberState, ProgramRules, decide, evolve, fold
 from ledger.ingest.schema import BookingEvent
+from ledger.outcomes import refusal_reason
 from ledger.settings import Settings
+from ledger.store import EventStore
 
 T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)  # outside every promotion window
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")
@@ -32,40 +35,114 @@ ROOT = Path(__file__).resolve().parents[2]
 Message = tuple[bytes | None, bytes | None]
 
 
-def booking_events(n: int, members: int, *, seed: int, prefix: str = "") -> list[dict[str, Any]]:
-    """`n` completed bookings spread over `members`, in time order."""
+def booking_events(n: int, members: int, *, seed: int, prefix: str = "", movements: float = 0.0) -> list[dict[str, Any]]:
+    """`n` booking events spread over `members`, in time order: completed bookings, and
+    with `movements` > 0, for the members of even number, that share of partial refunds,
+    amendments, full refunds after them, and refunds of more than is left (refused by the
+    ledger), of the member's earlier bookings (see `_movement`). The others only earn."""
     rng = random.Random(seed)
     run = prefix or uuid.uuid4().hex[:8]
-    return [{
-        "event_id": f"{run}-{i}",
-        "type": "booking.completed",
-        "member_id": f"M-{run}-{rng.randrange(members)}",
-        "booking_id": f"BK-{run}-{i}",
-        "product": rng.choice(PRODUCTS),
-        "amount": f"{rng.randrange(1_000, 60_000) / 100:.2f}",
-        "currency": "EUR",
-        "occurred_at": (T0 + timedelta(seconds=i)).isoformat(),
-    } for i in range(n)]
+    left: dict[str, dict[str, tuple[dict[str, Any], Decimal]]] = defaultdict(dict)  # member -> booking -> now
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        number = rng.randrange(members)
+        member = f"M-{run}-{number}"
+        at = (T0 + timedelta(seconds=i)).isoformat()
+        if movements and number % 2 == 0 and left[member] and rng.random() < movements:
+            events.append(_movement(rng, f"{run}-{i}", at, left[member]))
+            continue
+        event = {
+            "event_id": f"{run}-{i}",
+            "type": "booking.completed",
+            "member_id": member,
+            "booking_id": f"BK-{run}-{i}",
+            "product": rng.choice(PRODUCTS),
+            "amount": f"{rng.randrange(1_000, 60_000) / 100:.2f}",
+            "currency": "EUR",
+            "occurred_at": at,
+        }
+        if movements and number % 2 == 0:
+            left[member][event["booking_id"]] = (event, Decimal(event["amount"]))
+        events.append(event)
+    return events
+
+
+CENT = Decimal("0.01")
+
+
+def _movement(rng: random.Random, event_id: str, at: str, bookings: dict[str, tuple[dict[str, Any], Decimal]]
+              ) -> dict[str, Any]:
+    """A movement of one of the member's bookings with something left: a partial refund
+    (a fifth, a third, a half or all of what is left), an amendment to another amount,
+    a full refund (the booking is done), or a refund of a cent more than is left, which
+    the ledger refuses and rejects (it changes nothing)."""
+    booking_id = rng.choice(list(bookings))  # in the order booked: the same for a seed
+    booking, now = bookings[booking_id]
+    event = {**booking, "event_id": event_id, "occurred_at": at}
+    kind = rng.random()
+    if kind < 0.45:
+        refund = max((now * rng.choice((Decimal("0.2"), Decimal("0.34"), Decimal("0.5"), Decimal(1)))).quantize(
+            CENT, rounding=ROUND_DOWN), CENT)
+        event.update(type="booking.refunded", refund_amount=str(refund))
+        now -= refund
+    elif kind < 0.85:
+        amount = now
+        while amount == now:
+            amount = Decimal(rng.randrange(1_000, 60_000)) / 100
+        event.update(type="booking.amended", amount=f"{amount:.2f}")
+        now = amount
+    elif kind < 0.95:
+        event.update(type="booking.refunded")
+        now = Decimal(0)
+    else:
+        event.update(type="booking.refunded", refund_amount=str(now + CENT))
+    if now:
+        bookings[booking_id] = (booking, now)
+    else:
+        del bookings[booking_id]
+    return event
 
 
 def encode(event: dict[str, Any]) -> Message:
     return event["member_id"].encode(), json.dumps(event).encode()
 
 
-def expected_balances(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFAULT_RULES) -> dict[str, int]:
-    """Each member's points, folded with the pure domain in the order produced (Kafka
-    keeps the order of one key): what the ledger must show, computed without it."""
+@dataclass(frozen=True)
+class Expected:
+    """What the ledger must hold after a load, folded with the pure domain in the order
+    produced (Kafka keeps the order of one key), without the ledger: each member's
+    state, and the events the domain refuses (their event id and refusal)."""
+
+    states: dict[str, MemberState]
+    refused: dict[str, str]
+
+    def balances(self) -> dict[str, int]:
+        """Each member's points: what is left on their active lots."""
+        return {member: sum(lot.remaining for lot in state.lots.values() if lot.status == "active")
+                for member, state in self.states.items()}
+
+
+def expected_states(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFAULT_RULES) -> Expected:
     states: dict[str, MemberState] = {}
+    refused: dict[str, str] = {}
     for raw in events:
         command = BookingEvent.model_validate(raw).to_command()
         state = states.get(command.member_id) or MemberState(command.member_id)
-        for event in decide(state, command, rules):
+        try:
+            decided = decide(state, command, rules)
+        except LedgerError as exc:
+            refused[raw["event_id"]] = refusal_reason(exc)
+            continue
+        assert decided, f"{raw['event_id']} would append nothing, so the store could not show it once"
+        for event in decided:
             state = evolve(state, event)
         states[command.member_id] = state
-    totals: dict[str, int] = {}
-    for member, state in states.items():
-        totals[member] = sum(lot.remaining for lot in state.lots.values() if lot.status == "active")
-    return totals
+    return Expected(states, refused)
+
+
+def expected_balances(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFAULT_RULES) -> dict[str, int]:
+    """Each member's points, as `expected_states` folds them."""
+    return expected_states(events, rules).balances()
 
 
 async def produce(bootstrap: str, topic: str, messages: Sequence[Message], *, rate_per_s: float | None = None,
@@ -218,24 +295,62 @@ async def wait_consumed(pool: asyncpg.Pool, group: str, topic: str, ends: dict[i
         await asyncio.sleep(0.2)
 
 
-async def check_exact(pool: asyncpg.Pool, events: Sequence[dict[str, Any]], expected: dict[str, int],
+async def check_exact(pool: asyncpg.Pool, events: Sequence[dict[str, Any]], expected: dict[str, int] | Expected,
                       runner: Any) -> None:
-    """No duplicate and no missing event in the store, and every balance exact."""
+    """No duplicate and no missing event in the store, and every balance exact. With an
+    `Expected`, also: each refused event rejected exactly once with the domain's reason,
+    and every member's stored stream folding to the expected lots."""
+    refused = expected.refused if isinstance(expected, Expected) else {}
     rows = await pool.fetch("SELECT metadata->>'causation_id' AS event_id, count(*) AS n FROM events"
                             " WHERE metadata->>'source' = 'kafka' GROUP BY 1")
     stored = {r["event_id"]: r["n"] for r in rows}
     doubled = {k: n for k, n in stored.items() if n != 1}
     assert not doubled, f"{len(doubled)} events stored more than once, e.g. {list(doubled.items())[:5]}"
-    produced = {e["event_id"] for e in events}
+    produced = {e["event_id"] for e in events} - refused.keys()
     missing = produced - stored.keys()
     assert not missing, f"{len(missing)} produced events missing from the store, e.g. {sorted(missing)[:5]}"
     assert stored.keys() == produced
+    if refused:
+        rows = await pool.fetch("SELECT convert_from(value, 'UTF8')::jsonb->>'event_id' AS event_id, reason"
+                                " FROM rejected_messages")
+        rejected = [(r["event_id"], r["reason"]) for r in rows]
+        assert sorted(rejected) == sorted(refused.items()), f"{len(rejected)} rejected, {len(refused)} refused"
     await runner.run_until_caught_up()
     balances = {r["member_id"]: (r["available"], r["lifetime_earned"])
                 for r in await pool.fetch("SELECT member_id, available, lifetime_earned FROM balances")}
+    if isinstance(expected, Expected):
+        await _check_streams(pool, expected)
+        # Held to the balances read model: members whose bookings only earned (the read
+        # model's counts of partial refunds and amendments are checked with the projections).
+        moved = {e["member_id"] for e in events if e["type"] != "booking.completed"}
+        expected = {m: points for m, points in expected.balances().items() if m not in moved}
+        balances = {m: b for m, b in balances.items() if m not in moved}
     wrong = {m: (balances.get(m), points) for m, points in expected.items() if balances.get(m) != (points, points)}
     assert not wrong, f"{len(wrong)} balances differ from the oracle, e.g. {list(wrong.items())[:5]}"
     assert balances.keys() == expected.keys()
+
+
+def _lots(state: MemberState) -> dict[str, tuple[Any, ...]]:
+    return {lot.lot_id: (lot.points, lot.remaining, lot.status, lot.amount, lot.breakdown, lot.qualifying)
+            for lots in (state.lots, state.closed) for lot in lots.values()}
+
+
+async def _check_streams(pool: asyncpg.Pool, expected: Expected) -> None:
+    """Every member's stored events, folded, give the expected lots, points and version."""
+    store, after = EventStore(pool), 0
+    streams: dict[str, list[Any]] = defaultdict(list)
+    while page := await store.read_all(after, 50_000, lean=True):
+        for stored in page:
+            streams[stored.stream_id].append(stored.event)
+        after = page[-1].position
+    assert streams.keys() == expected.states.keys()
+    wrong = []
+    for member, state in expected.states.items():
+        got = fold(member, streams[member])
+        if (got.version, got.active, got.pending, _lots(got)) != (state.version, state.active, state.pending,
+                                                                 _lots(state)):
+            wrong.append(member)
+    assert not wrong, f"{len(wrong)} members' stored events do not fold to the oracle's, e.g. {wrong[:5]}"
 
 
 def per_member(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

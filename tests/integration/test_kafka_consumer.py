@@ -194,10 +194,16 @@ def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, st
         (b"someone-else", ev(), "key"),
         (None, ev(), "key"),
         (member, None, "empty"),
+        (member, ev(type="booking.refunded", refund_amount="0.00"), "schema: refund_amount: Value error, must be more"),
+        (member, ev(refund_amount="5.00"), "schema: refund_amount: Value error, is for booking.refunded only"),
+        (member, ev(type="booking.amended", amount="5.001"), "schema: amount"),
         (member, ev(currency="BRL", booking_id="BK-in-reais"), "Invalid command"),  # the rules earn nothing in BRL
         (member, ev(type="booking.cancelled", booking_id="BK-never-seen"), "Booking not found"),
         (second["member_id"].encode(), json.dumps({**second, "event_id": "bad-again"}).encode(),
          "Booking state conflict"),  # completes a booking a second time
+        (second["member_id"].encode(), json.dumps({**second, "event_id": "bad-refund", "type": "booking.refunded",
+                                                   "refund_amount": "9999999.00"}).encode(),
+         f"Booking state conflict: A refund of 9999999.00 is more than the {second['amount']} left"),
         (second["member_id"].encode(), json.dumps({**second, "amount": "1.00"}).encode(),
          "Idempotency key reused"),  # the same event id with another body
     ]

@@ -1,6 +1,9 @@
 """Crash safety: `ledger consume` killed with SIGKILL at random moments during a load of
-100,000 booking events, and restarted each time; at the end every balance is exact and
-the store holds each produced event exactly once."""
+100,000 booking events (for half the members, a third of theirs partial refunds,
+amendments and full refunds of earlier bookings, and refunds of more than is left, which
+the ledger refuses), and
+restarted each time; at the end every balance is exact, the store holds each applied
+event exactly once, and each refused one is rejected exactly once."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from .kafka_load import (
     create_topics,
     encode,
     end_offsets,
-    expected_balances,
+    expected_states,
     kafka_env,
     kafka_settings,
     produce,
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.kafka
 EVENTS = 100_000
 MEMBERS = 2_000
 KILLS = 6
+MOVEMENTS = 0.35  # of the events of half the members: refunds and amendments of earlier bookings
 
 
 async def _progress(pool: asyncpg.Pool, group: str, topic: str) -> int:
@@ -46,9 +50,10 @@ async def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing(
     run = uuid.uuid4().hex[:8]
     topic, group = f"bookings-{run}", f"ledger-{run}"
     await create_topics(kafka_bootstrap, topic, partitions=4)
-    events = booking_events(EVENTS, MEMBERS, seed=4)
+    events = booking_events(EVENTS, MEMBERS, seed=4, movements=MOVEMENTS)
     producing = asyncio.create_task(produce(kafka_bootstrap, topic, [encode(e) for e in events], rate_per_s=8_000))
-    expected = expected_balances(events)
+    expected = expected_states(events)
+    assert len(expected.refused) > 100, len(expected.refused)  # the rejected path is crossed too
 
     rng = random.Random(run)
     # Snapshots every second: each restart starts from those a killed run left, plus the events after them.
@@ -73,7 +78,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing(
             kill_points.append(await _progress(pool, group, topic))
             # No run so far stopped gracefully: these were saved while consuming.
             snapshots.append(await pool.fetchval("SELECT count(*) FROM member_snapshots WHERE member_id = ANY($1)",
-                                                 list(expected)))
+                                                 list(expected.states)))
             proc.start()
         await producing
         await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 180, [proc])

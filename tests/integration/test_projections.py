@@ -12,19 +12,48 @@ import pytest
 from ledger.bootstrap import Container
 from ledger.domain import (
     AdjustPoints,
+    AmendBooking,
+    BookingAmended,
     CancelBooking,
+    CaptureHold,
     CompleteBooking,
+    ConfirmBooking,
+    DebtSettled,
     EarnReversed,
+    ExpirePoints,
+    HoldCaptured,
+    HoldReleased,
+    MemberState,
     PendingPointsActivated,
+    PlaceHold,
     PointsEarned,
+    PointsHeld,
+    PointsTransferredIn,
+    PointsTransferredOut,
+    ProgramRules,
+    RedeemPoints,
+    RedemptionReversed,
     RefundBooking,
+    ReleaseHold,
+    ReverseRedemption,
+    TransferPoints,
+    evolve,
     tier_status,
 )
+from ledger.domain.decider import booking_lot_id
+from ledger.domain.rules import DEFAULT_RULES_DICT
+from ledger.domain.timeutil import add_months
 from ledger.expiry import expire_due
 from ledger.handlers import CommandRequest
+from ledger.holds import expire_holds_due
+from ledger.store import StoredEvent
 from projections.runner import TABLES, ProjectionRunner, checkpoint, rebuild
 
 from .helpers import T0, earn, redeem
+
+# Debts and a grace period for returned points: every branch of the movements' events.
+MOVEMENT_RULES = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_balance": True,
+                                         "return_grace_days": 30})
 
 
 async def _tables(container: Container) -> dict[str, list]:
@@ -45,8 +74,13 @@ async def _indexes(container: Container) -> list[tuple[str, str]]:
 
 
 async def _history(container: Container, members: int = 40, seed: int = 7) -> None:
+    """Bookings, redemptions, reversals and adjustments of `members` members over six
+    steps, each with the movements (holds, reversals of redemptions, transfers, partial
+    refunds and amendments) drawn at random, then the cases of `_movement_cases`; the
+    live runner takes a page now and then."""
     rnd = random.Random(seed)
     ledger = container.ledger
+    ledger.rules = MOVEMENT_RULES  # the tiers are the default rules': the projections' rules stand
     for step in range(6):
         at = T0 + timedelta(days=40 * step)
         batch = []
@@ -69,7 +103,159 @@ async def _history(container: Container, members: int = 40, seed: int = 7) -> No
                 follow.append(CommandRequest(AdjustPoints(member, at, f"a{step}-{m}", rnd.randint(-500, 500) or 1,
                                                           "complaint", "support")))
         await ledger.handle_batch(follow)
+        await ledger.handle_batch(_moves(rnd, members, step, at))
+        await expire_holds_due(ledger, container.pool, at + timedelta(hours=5))  # the steps' holds of a day
         await container.runner.run_once()  # interleave live projection with writes
+    await _movement_cases(container)
+
+
+def _moves(rnd: random.Random, members: int, step: int, at: datetime) -> list[CommandRequest]:
+    """A movement for most members, many of which the domain refuses (not enough points,
+    no such hold or redemption): those are left out of the batch's commit."""
+    out = []
+    for m in range(members):
+        member, r, when = f"m{m}", rnd.random(), at + timedelta(hours=3)
+        match int(r * 8):
+            case 0 | 1:
+                command = PlaceHold(member, when, f"h{step}-{m}", rnd.randint(1, 2500), "reward", "hotel",
+                                    when + timedelta(days=rnd.choice([1, 90])))
+            case 2:
+                command = CaptureHold(member, when, f"h{step - 1}-{m}", f"c{step}-{m}", rnd.randint(1, 1500))
+            case 3:
+                command = ReleaseHold(member, when, f"h{step - 1}-{m}")
+            case 4:
+                command = ReverseRedemption(member, when, rnd.choice([f"r{step}-{m}", f"c{step - 1}-{m}"]),
+                                            f"rv{step}-{m}", rnd.choice([None, rnd.randint(1, 800)]), "complaint",
+                                            "support")
+            case 5:
+                command = TransferPoints(member, when, f"t{step}-{m}", f"m{(m + 1) % members}",
+                                         rnd.randint(100, 2000), "gift")
+            case 6:
+                command = AmendBooking(member, when, f"B{step}-{m}", "refunded",
+                                       refund_amount=Decimal(f"{rnd.randint(1, 900)}.00"))
+            case _:
+                command = AmendBooking(member, when, f"B{step}-{m}", "amended",
+                                       amount=Decimal(f"{rnd.randint(0, 4000)}.00"))
+        out.append(CommandRequest(command))
+    return out
+
+
+async def _movement_cases(container: Container) -> None:
+    """The cases a random history may miss, each refused by nothing (`handle` raises on a
+    refusal), with the live runner catching up between some, so that amendments find
+    their lots in the page or in the tables:
+    - a hold released after its lot's date, and one the scheduler expires after it;
+    - a booking refunded while its points were spent and held: a debt, which the hold's
+      release and the redemption's reversal repay with the points they forfeit;
+    - a reversal within the grace period (a grace lot), and one after it (expired);
+    - a transfer across two source lots;
+    - amendments up and down of pending and active bookings, a partial refund with a
+      shortfall, and an amendment of a lot the expiry job had reached;
+    - a hold captured in part, and its redemption reversed."""
+    ledger, runner = container.ledger, container.runner
+    ends = add_months(T0, MOVEMENT_RULES.expiry_months)  # the date of lots earned at T0
+
+    async def run(*commands: object) -> None:
+        for command in commands:
+            await ledger.handle(CommandRequest(command))  # type: ignore[arg-type]
+
+    def complete(member: str, booking: str, amount: str, at: datetime) -> CompleteBooking:
+        return CompleteBooking(member, at, booking, "flight", Decimal(amount), "EUR")
+
+    await run(
+        complete("xa", "A1", "1000.00", T0),
+        PlaceHold("xa", ends - timedelta(days=10), "h1", 2000, "reward", "hotel", ends + timedelta(days=20)),
+        PlaceHold("xa", ends - timedelta(days=10), "h2", 1000, "reward", "hotel", ends + timedelta(days=5)),
+        complete("xb", "B1", "1000.00", T0 + timedelta(days=1)),
+        RedeemPoints("xb", T0 + timedelta(days=2), "rb", 3000, "reward", "hotel_discount"),
+        PlaceHold("xb", T0 + timedelta(days=3), "hb", 2000, "reward", "hotel", T0 + timedelta(days=60)),
+        complete("xc", "C1", "200.00", T0),
+        RedeemPoints("xc", T0 + timedelta(days=1), "rc", 1200, "reward", "hotel_discount"),
+        complete("xd", "D1", "100.00", T0),
+        complete("xd", "D2", "100.00", T0 + timedelta(days=30)),
+        TransferPoints("xd", T0 + timedelta(days=31), "td", "xc", 1200, "family"),
+        ConfirmBooking("xe", T0, "P1", "flight", Decimal("100.00"), "EUR"),
+        AmendBooking("xe", T0 + timedelta(hours=1), "P1", "amended", amount=Decimal("150.00")),
+        complete("xf", "F1", "400.00", T0),
+        PlaceHold("xf", T0 + timedelta(days=1), "hf", 1000, "reward", "hotel", T0 + timedelta(days=2)),
+    )
+    await runner.run_until_caught_up()
+    await run(
+        ExpirePoints("xa", ends + timedelta(days=1)),  # the held points stay reserved
+        ReleaseHold("xa", ends + timedelta(days=2), "h1"),  # back expired
+        RefundBooking("xb", T0 + timedelta(days=4), "B1"),  # spent and held: a debt
+        ReleaseHold("xb", T0 + timedelta(days=5), "hb"),  # forfeited, repaying the debt
+        ReverseRedemption("xb", T0 + timedelta(days=6), "rb", "rvb", None, "complaint", "support"),
+        ReverseRedemption("xc", ends + timedelta(days=10), "rc", "rvc1", 400, "complaint", "support"),  # grace lot
+        ReverseRedemption("xc", ends + timedelta(days=45), "rc", "rvc2", None, "complaint", "support"),  # expired
+        AmendBooking("xe", T0 + timedelta(hours=2), "P1", "amended", amount=Decimal("200.00")),  # pending, stored
+        CompleteBooking("xe", T0 + timedelta(days=3), "P1", "flight", Decimal("200.00"), "EUR"),
+        complete("xe", "A1", "100.00", T0 + timedelta(days=4)),
+        CaptureHold("xf", T0 + timedelta(days=1, hours=1), "hf", "cf", 600),
+        PlaceHold("xf", T0 + timedelta(days=4), "hf2", 300, "reward", "hotel", T0 + timedelta(days=400)),
+    )
+    await runner.run_until_caught_up()
+    await run(
+        AmendBooking("xe", T0 + timedelta(days=5), "A1", "amended", amount=Decimal("300.00")),  # active, stored
+        RedeemPoints("xe", T0 + timedelta(days=6), "re", 1800, "reward", "hotel_discount"),
+        AmendBooking("xe", T0 + timedelta(days=7), "P1", "refunded", refund_amount=Decimal("150.00")),  # shortfall
+        ConfirmBooking("xe", T0 + timedelta(days=8), "P2", "flight", Decimal("100.00"), "EUR"),
+        AmendBooking("xe", T0 + timedelta(days=8, hours=1), "P2", "refunded", refund_amount=Decimal("40.00")),
+        ReverseRedemption("xf", T0 + timedelta(days=3), "cf", "rvf", None, "complaint", "support"),
+        ExpirePoints("xe", ends + timedelta(days=5)),  # A1's date: pays the debt, the rest expires
+    )
+    await runner.run_until_caught_up()
+    await expire_holds_due(ledger, container.pool, ends + timedelta(days=6))  # h2, after its lot's date
+    # A1 amended after the expiry job reached it: its lot has points again, which the
+    # schedule must show the job, and the job expires.
+    await run(AmendBooking("xe", ends + timedelta(days=6), "A1", "amended", amount=Decimal("400.00")))
+    await runner.run_until_caught_up()
+    await expire_due(ledger, container.pool, ends + timedelta(days=7))
+    assert (await ledger.member_state("xe")).lot(booking_lot_id("A1")).remaining == 0
+
+
+
+def _as_of(member: str, stream: list) -> datetime:
+    """The member's last qualifying change (or its first event), as the tier is shown as
+    of: an earn or activation, a reversal that withdrew qualifying points, an amendment
+    that changed them while the booking was active."""
+    state, at = MemberState(member), stream[0].occurred_at
+    for e in stream:
+        if (isinstance(e, PointsEarned) and e.status == "active" or isinstance(e, PendingPointsActivated)
+                or isinstance(e, EarnReversed) and e.qualifying_points
+                or isinstance(e, BookingAmended) and e.qualifying_points
+                and state.lot(booking_lot_id(e.booking_id)).status == "active"):
+            at = max(at, e.occurred_at)
+        state = evolve(state, e)
+    return at
+
+
+def _balances_identity(row: dict, stream: list) -> None:
+    """The identity `projections.balances` states, over the row and the member's events."""
+    reversed_pending = sum(e.pending_points for e in stream if isinstance(e, EarnReversed | BookingAmended))
+    settled = sum(e.points for e in stream if isinstance(e, DebtSettled))
+    assert row["available"] + row["held"] == (
+        row["lifetime_earned"] + row["lifetime_adjusted"] + row["lifetime_transferred_in"]
+        - row["lifetime_redeemed"] - row["lifetime_expired"] - row["lifetime_transferred_out"]
+        - (row["lifetime_reversed"] - reversed_pending) - (row["debt"] + settled)
+    ), row
+
+
+def _has_every_movement(events: list) -> None:
+    """The history holds every movement event, and each case the cases are for."""
+    def some(kind: type, test=lambda e: True) -> bool:  # type: ignore[no-untyped-def]
+        return any(isinstance(e, kind) and test(e) for e in events)
+
+    assert some(PointsHeld) and some(HoldCaptured) and some(PointsTransferredOut) and some(PointsTransferredIn)
+    assert some(HoldReleased, lambda e: e.expired) and some(HoldReleased, lambda e: e.reason == "expired")
+    assert some(HoldReleased, lambda e: e.reason == "captured") and some(HoldReleased, lambda e: e.reason == "released")
+    assert some(HoldReleased, lambda e: e.forfeited and e.debt_repaid)
+    assert some(RedemptionReversed, lambda e: e.grace_lot_id and e.regranted)
+    assert some(RedemptionReversed, lambda e: e.forfeited and e.debt_repaid) and some(RedemptionReversed, lambda e: e.expired)
+    assert some(RedemptionReversed, lambda e: e.lots)
+    assert some(BookingAmended, lambda e: e.points > 0) and some(BookingAmended, lambda e: e.pending_points)
+    assert some(BookingAmended, lambda e: e.shortfall_debited)
+    assert some(PointsTransferredOut, lambda e: len(e.lots) > 1)
 
 
 async def test_live_projections_equal_the_fold_and_a_rebuild(container: Container) -> None:
@@ -77,25 +263,33 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
     await container.runner.run_until_caught_up()
     live = await _tables(container)
     assert await checkpoint(container.pool) == await container.store.head()
+    _has_every_movement([s.event for s in await container.store.read_all(0, 100_000)])
 
+    holds = {(r["member_id"], r["hold_id"]): r for r in live["holds"]}
     for row in live["balances"]:
-        state = await container.ledger.member_state(row["member_id"])
-        assert row["available"] == state.balance
-        assert row["pending"] == state.pending
+        member = row["member_id"]
+        state = await container.ledger.member_state(member)
+        assert (row["available"], row["pending"], row["held"], row["debt"]) == (
+            state.balance, state.pending, state.held, state.debt)
+        stream = [s.event for s in await container.store.read_stream(member)]
+        _balances_identity(row, stream)
         # The tier is shown as of the member's last qualifying change (or first event).
-        stream = [s.event for s in await container.store.read_stream(row["member_id"])]
-        as_of = max([stream[0].occurred_at] + [
-            e.occurred_at for e in stream
-            if isinstance(e, PointsEarned | PendingPointsActivated) and not (isinstance(e, PointsEarned)
-                                                                             and e.status == "pending")
-            or isinstance(e, EarnReversed) and e.qualifying_points
-        ])
+        as_of = _as_of(member, stream)
         status = tier_status(state.qualifying_entries(), as_of, container.rules)
-        tier_row = next(t for t in live["tier_status"] if t["member_id"] == row["member_id"])
+        tier_row = next(t for t in live["tier_status"] if t["member_id"] == member)
         assert tier_row["as_of"] == as_of
         assert (tier_row["tier"], tier_row["qualifying_points"]) == (status.tier, status.qualifying_points)
-        lots = {r["lot_id"]: r["remaining"] for r in live["expiry_lots"] if r["member_id"] == row["member_id"]}
-        assert lots == {lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
+        lots = {r["lot_id"]: r for r in live["expiry_lots"] if r["member_id"] == member}
+        assert {lot_id: r["remaining"] for lot_id, r in lots.items()} == {
+            lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
+        # A lot with points to spend or expire is shown so, whatever happened to it before.
+        assert {lot_id: lots[lot_id]["status"] for lot_id in state.lots} == {
+            lot_id: lot.status for lot_id, lot in state.lots.items()}
+        assert {h: r["status"] for (m, h), r in holds.items() if m == member} == {
+            **{h: "open" for h in state.holds}, **dict(state.holds_closed)}
+        for hold in state.holds.values():
+            assert (holds[(member, hold.hold_id)]["points"], holds[(member, hold.hold_id)]["expires_at"]) == (
+                hold.points, hold.expires_at)
 
     parameters = "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])"
     before = dict(await container.pool.fetch(parameters, TABLES))
@@ -149,7 +343,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
     assert dict(await container.pool.fetch(
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
     )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
-           "expiry_lots": None}
+           "expiry_lots": None, "holds": None}
     assert reported[-1] == (head, head)
 
 
@@ -217,8 +411,10 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
     """The live runner's tier recompute works from its cached qualifying rows: across
     small pages, over two years (rows leave the window and the cache), with pending
     bookings completed, cancelled and refunded, bookings dated before the member's
-    latest, a page that fails, a cache that evicts (3) or is off (0), and a second
-    runner writing some pages, after which the first must not trust what it holds."""
+    latest, partial refunds and amendments of bookings pending and active (of this
+    page or an earlier one), a page that fails, a cache that evicts (3) or is off (0),
+    and a second runner writing some pages, after which the first must not trust what
+    it holds."""
     rnd = random.Random(5)
     first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size,
                                       tier_cache_members_max=cached_members) for size in (7, 3))
@@ -234,11 +430,17 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
         follow = []
         for m in range(12):
             r, member, booking = rnd.random(), f"m{m}", f"B{step}-{m}"
-            if pending[m]:  # completed days later (it activates then), or cancelled
+            if pending[m]:  # completed days later (it activates then), or cancelled; amended now and then
+                if r < 0.3:
+                    follow.append(CommandRequest(AmendBooking(member, at + timedelta(days=1), booking, "amended",
+                                                              amount=Decimal(f"{rnd.randint(0, 3000)}.00"))))
                 command = (CompleteBooking(member, at + timedelta(days=3), booking, "flight", Decimal("100.00"), "EUR")
                            if r < 0.7 else CancelBooking(member, at + timedelta(days=1), booking))
-            else:  # refunded now and then, or followed by a booking dated months before
+            else:  # refunded (whole or in part) now and then, or followed by a booking dated months before
                 command = RefundBooking(member, at + timedelta(days=5), booking) if r < 0.2 else None
+                if 0.2 <= r < 0.4:  # this step's booking, or the last step's (its row on an earlier page)
+                    command = AmendBooking(member, at + timedelta(days=5), f"B{step - (r < 0.3)}-{m}", "refunded",
+                                           refund_amount=Decimal(f"{rnd.randint(1, 400)}.00"))
                 if r > 0.85:
                     follow.append(earn(member, f"late-{step}-{m}", "500.00", at=at - timedelta(days=200)))
             if command is not None:
@@ -268,6 +470,8 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
         await container.ledger.handle(earn("leap", f"L-{when}", "900.00", at=datetime.fromisoformat(when + "+00:00")))
         await first.run_until_caught_up()
     assert sum(taken) > 0
+    amended = [s.event for s in await container.store.read_all(0, 100_000) if isinstance(s.event, BookingAmended)]
+    assert any(e.qualifying_points > 0 for e in amended) and any(e.qualifying_points < 0 for e in amended)
     assert 0 < len(first.tiers) <= cached_members if cached_members else len(first.tiers) == 0
     leap = await container.pool.fetchrow("SELECT qualifying_points, as_of FROM tier_status WHERE member_id = 'leap'")
     every_row = await container.pool.fetchval("SELECT sum(points) FROM tier_qualifying WHERE member_id = 'leap'")

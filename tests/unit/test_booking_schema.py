@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 import pytest
 
+from ledger.domain import AmendBooking, RefundBooking
 from ledger.ingest.schema import BookingEvent, id_pattern
 
 BASE = {"event_id": "e-1", "type": "booking.confirmed", "member_id": "M-1", "booking_id": "B-1", "product": "flight",
@@ -167,3 +168,82 @@ def test_the_currency_schema_is_the_set_the_validator_accepts() -> None:
     assert "EUR" in codes and "XXY" not in codes and len(codes) > 150
     assert all(_refused_fields(currency=code) == set() for code in codes)
     assert _refused_fields(currency="XXY") == {"currency"}
+
+
+REFUND = {**BASE, "type": "booking.refunded", "product": "hotel", "amount": "420.00"}
+
+
+def test_a_refund_with_refund_amount_is_a_partial_refund_and_one_without_stays_the_full_refund() -> None:
+    event = BookingEvent.model_validate({**REFUND, "refund_amount": "84.00"})
+    assert event.to_command() == AmendBooking("M-1", event.occurred_at, "B-1", "refunded",
+                                              refund_amount=Decimal("84.00"), currency="EUR")
+    assert event.model_dump_json().endswith(',"refund_amount":"84.00"}')
+    assert event.fingerprint() == hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+    assert event.fingerprint() != BookingEvent.model_validate({**REFUND, "refund_amount": "84.01"}).fingerprint()
+    full = BookingEvent.model_validate(REFUND)
+    assert full.to_command() == RefundBooking("M-1", full.occurred_at, "B-1")
+    assert event.fingerprint() != full.fingerprint()
+    # Without it, the model's JSON (and so every stored request hash of a refund) is what it was.
+    assert full.model_dump_json() == (
+        '{"event_id":"e-1","type":"booking.refunded","member_id":"M-1","booking_id":"B-1","product":"hotel",'
+        '"amount":"420.00","currency":"EUR","occurred_at":"2026-11-25T09:30:00+01:00"}'
+    )
+
+
+def test_an_amendment_carries_the_new_amount() -> None:
+    event = BookingEvent.model_validate({**REFUND, "type": "booking.amended", "amount": "504.00"})
+    assert event.to_command() == AmendBooking("M-1", event.occurred_at, "B-1", "amended", amount=Decimal("504.00"),
+                                              currency="EUR")
+    zero = BookingEvent.model_validate({**REFUND, "type": "booking.amended", "amount": "0"})
+    assert zero.to_command() == AmendBooking("M-1", zero.occurred_at, "B-1", "amended", amount=Decimal("0"),
+                                             currency="EUR")
+
+
+@pytest.mark.parametrize("value", ["0", "0.00", "00.0", "000", "-1.00", "+1.00", "1e2", "1.001", "10000000.01",
+                                   "99999999", " 1.00", "1,00", "", "\u0661", 1, 1.5, None, True, ["1.00"]],
+                         ids=ascii)
+def test_a_refund_amount_outside_the_schema_is_refused_naming_it(value: object) -> None:
+    assert _refused_fields(**{**REFUND, "refund_amount": value}) == {"refund_amount"}
+    for bound in ("0.01", "0.1", "1", "01.50", "10000000", "10000000.00"):  # what is next to it is accepted
+        assert _refused_fields(**{**REFUND, "refund_amount": bound}) == set(), bound
+
+
+@pytest.mark.parametrize("kind", ["booking.confirmed", "booking.completed", "booking.cancelled", "booking.amended"])
+def test_a_refund_amount_on_anything_but_a_refund_is_refused_naming_it(kind: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        BookingEvent.model_validate({**REFUND, "type": kind, "refund_amount": "84.00"})
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("refund_amount",) and f"is for booking.refunded only, not {kind}" in error["msg"]
+
+
+@pytest.mark.parametrize("field,value", [("amount", "-5.00"), ("amount", "504.001"), ("amount", None),
+                                         ("currency", "eur"), ("product", "hostel"), ("booking_id", "B/1")])
+def test_an_amendment_with_a_bad_field_is_refused_naming_it(field: str, value: object) -> None:
+    assert _refused_fields(**{**REFUND, "type": "booking.amended", field: value}) == {field}
+
+
+def test_an_amendment_needs_its_amount() -> None:
+    raw = {k: v for k, v in REFUND.items() if k != "amount"}
+    with pytest.raises(ValidationError) as caught:
+        BookingEvent.model_validate({**raw, "type": "booking.amended"})
+    assert [e["loc"] for e in caught.value.errors()] == [("amount",)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.from_regex(PATTERN, fullmatch=True), st.text(max_size=12)))
+def test_a_refund_amount_is_accepted_exactly_when_it_matches_its_published_pattern(value: str) -> None:
+    """Positive amounts only, and the published pattern (a lookahead refuses the zeros) says so."""
+    schema = BookingEvent.model_json_schema()
+    pattern = schema["properties"]["refund_amount"]["pattern"]
+    matches = re.fullmatch(pattern.strip("^$"), value) is not None
+    assert ("refund_amount" not in _refused_fields(**{**REFUND, "refund_amount": value})) == matches
+    if matches:
+        assert Decimal(value) > 0
+
+
+def test_the_published_schema_allows_refund_amount_on_refunds_only() -> None:
+    schema = BookingEvent.model_json_schema()
+    assert "refund_amount" not in schema["required"] and "default" not in schema["properties"]["refund_amount"]
+    assert schema["if"] == {"properties": {"type": {"const": "booking.refunded"}}}
+    assert schema["else"] == {"not": {"required": ["refund_amount"]}}
+    assert "booking.amended" in schema["$defs"]["BookingEventType"]["enum"]

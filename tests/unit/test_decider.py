@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ledger.domain import (
+    AmendBooking,
     DEFAULT_RULES,
     AdjustPoints,
     BookingNotFound,
@@ -320,3 +321,16 @@ def test_expiry_takes_at_most_lots_max_lots_soonest_first_and_the_next_command_g
     assert [e.lot_id for e in decide(state, ExpirePoints(M, after, 2), RULES)] == ["booking:B2", "booking:B1"]
     with pytest.raises(InvalidCommand):
         decide(state, ExpirePoints(M, after, 0), RULES)
+
+
+def test_a_partial_refund_or_amendment_in_another_currency_than_the_booking_is_refused() -> None:
+    state, _ = given(complete("B1", "100.00"))
+    for command in (
+        AmendBooking(M, T0, "B1", "refunded", refund_amount=Decimal("10.00"), currency="USD"),
+        AmendBooking(M, T0, "B1", "amended", amount=Decimal("120.00"), currency="CNY"),
+    ):
+        with pytest.raises(BookingStateConflict, match="was in EUR"):
+            decide(state, command, RULES)
+    (event,) = decide(state, AmendBooking(M, T0, "B1", "refunded", refund_amount=Decimal("10.00"), currency="EUR"),
+                      RULES)
+    assert event.points == -50

@@ -1,5 +1,5 @@
 """The FastAPI application and its lifespan: the API, the projection runner, the
-expiry scheduler (and the Kafka consumer when configured, and a watchdog of the
+expiry and hold-expiry schedulers (and the Kafka consumer when configured, and a watchdog of the
 embedded database) in one process, the background tasks under one supervisor."""
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
+from ledger.holds import run_hold_scheduler
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
+from .movements import router as movements_router
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
@@ -89,6 +91,8 @@ def create_app(
             supervisor.add("projections", c.runner.run_forever)
             supervisor.add("expiry", lambda stop: run_expiry_scheduler(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
+            supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
+                c.ledger, c.pool, stop, settings.hold_expiry_interval_s, settings.expiry_batch_members_max, c.clock))
         for task in extra_tasks or []:
             supervisor.add(task.__name__.removesuffix("_task"), functools.partial(task, c))
         supervisor.start()
@@ -104,7 +108,8 @@ def create_app(
     app = FastAPI(
         title="Travel points ledger",
         version="1.0.0",
-        description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, adjust, audit.",
+        description="Event-sourced loyalty points for travel programmes: earn from bookings, redeem, hold at checkout,"
+                    " reverse, transfer, adjust, audit.",
         lifespan=lifespan,
         docs_url=None,  # served by docs.install, without a CDN
         redoc_url=None,
@@ -113,6 +118,7 @@ def create_app(
     problems.install(app)
     metrics.install(app)
     app.include_router(router)
+    app.include_router(movements_router)
     app.include_router(rejected_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])

@@ -152,21 +152,32 @@ def _command_id(prefix: str, member_id: str, idempotency_key: str) -> str:
     return f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{member_id}/{idempotency_key}')}"
 
 
-async def _member_write(
+async def keyed_write(
     container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
-) -> tuple[Applied, Event]:
-    """A one-event write on a member's account, keyed by its Idempotency-Key header:
-    (what applied it, its event); 201 when applied, 200 when replayed. A replay
-    is the same request when it asks for the same command, whatever the time."""
-    same_command = {k: v for k, v in dataclasses.asdict(command).items() if k != "occurred_at"}
+    *, timed: tuple[str, ...] = ("occurred_at",), request: dict[str, Any] | None = None,
+) -> Applied:
+    """A write keyed by its Idempotency-Key header (scoped by `kind` and the command's
+    member): what applied it; 201 when applied, 200 when replayed. A replay is the same
+    request when it asks for the same command, whatever the time: the fields in `timed`
+    follow the clock and are left out of the comparison, and `request` adds what the
+    caller asked for in their place (a hold's `ttl_s` for its `expires_at`)."""
+    same_command = {k: v for k, v in dataclasses.asdict(command).items() if k not in timed}
     result = await container.ledger.handle(CommandRequest(
         command, idempotency_key=f"{kind}:{command.member_id}:{idempotency_key}",
-        request_hash=_fingerprint(same_command),
+        request_hash=_fingerprint(same_command, request) if request is not None else _fingerprint(same_command),
         metadata={"source": "http", "actor": key.name, "causation_id": idempotency_key},
     ))
     _status(response, result)
-    (appended,) = result.applied.events
-    return result.applied, appended.event
+    return result.applied
+
+
+async def _member_write(
+    container: Container, response: Response, command: Command, kind: str, idempotency_key: str, key: ApiKey,
+) -> tuple[Applied, Event]:
+    """A one-event write on a member's account (`keyed_write`): (what applied it, its event)."""
+    applied = await keyed_write(container, response, command, kind, idempotency_key, key)
+    (appended,) = applied.events
+    return applied, appended.event
 
 
 _READ = require(Permission.read_members)
@@ -176,7 +187,7 @@ _READ = require(Permission.read_members)
             responses=_errors(404, 409), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None) -> Balance:
-    """Available, pending and lifetime points, and the tier in force now."""
+    """Available, pending and held points, lifetime totals, and the tier in force now."""
     if min_position is not None:
         await wait_for_position(container, min_position)
     now = container.clock()
@@ -187,9 +198,10 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
     tier = tier_status(zip(row["earned_at"], row["points"], strict=True), now, container.rules)
     return Balance(
         member_id=member_id, available=row["available"] - max(row["overdue"] - row["debt"], 0), pending=row["pending"],
-        lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
-        lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"], tier=tier.tier,
-        last_activity=row["last_activity"], position=row["checkpoint"],
+        held=row["held"], lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
+        lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"],
+        lifetime_transferred_in=row["lifetime_transferred_in"], lifetime_transferred_out=row["lifetime_transferred_out"],
+        tier=tier.tier, last_activity=row["last_activity"], position=row["checkpoint"],
     )
 
 
@@ -197,8 +209,8 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
 # What they have left pays the member's debt first (MemberState.debt_owed), and `available`
 # is already net of the debt, so only the overdue points beyond the debt come off.
 _BALANCE_SQL = """
-SELECT b.available, b.debt, b.pending, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired, b.lifetime_adjusted,
-       b.last_activity,
+SELECT b.available, b.debt, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired,
+       b.lifetime_adjusted, b.lifetime_transferred_in, b.lifetime_transferred_out, b.last_activity,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint,
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
          WHERE member_id = $1 AND status = 'active' AND remaining > 0 AND expires_at <= $2) AS overdue,

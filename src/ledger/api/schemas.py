@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+import annotated_types
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationInfo, field_validator
 
 from ledger.ingest.schema import Identifier, Text
 
@@ -111,17 +112,20 @@ class AdjustmentResult(BaseModel):
 
 class Balance(BaseModel):
     model_config = _examples({
-        "member_id": "M-1001", "available": 850, "pending": 0, "lifetime_earned": 2600, "lifetime_redeemed": 2500,
-        "lifetime_expired": 0, "lifetime_adjusted": 750, "tier": "member", "last_activity": "2026-11-25T09:30:00Z",
-        "position": 44,
+        "member_id": "M-1001", "available": 850, "pending": 0, "held": 400, "lifetime_earned": 2600,
+        "lifetime_redeemed": 2100, "lifetime_expired": 0, "lifetime_adjusted": 750, "lifetime_transferred_in": 0,
+        "lifetime_transferred_out": 0, "tier": "member", "last_activity": "2026-11-25T09:30:00Z", "position": 44,
     })
     member_id: str
-    available: int = Field(description="Spendable now: lots past their date are already left out.")
+    available: int = Field(description="Spendable now: lots past their date and points on open holds are left out.")
     pending: int
+    held: int = Field(description="Set aside by open holds until they are captured or released.")
     lifetime_earned: int
-    lifetime_redeemed: int
+    lifetime_redeemed: int = Field(description="Redemptions and captured holds, less what reversals of them returned.")
     lifetime_expired: int
     lifetime_adjusted: int
+    lifetime_transferred_in: int = Field(description="Points received from other members.")
+    lifetime_transferred_out: int = Field(description="Points sent to other members.")
     tier: str
     last_activity: datetime
     position: int = Field(description="The read models include every event up to this position.")
@@ -254,3 +258,135 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+# The movements: holds at checkout, their capture and release, redemption reversals and
+# transfers (routes in movements.py).
+
+HOLD_TTL_S_DEFAULT = 900
+HOLD_TTL_S_MAX = 86_400
+MOVEMENT_REASON_CHARS_MAX = 500
+MemberId = Identifier(64)
+_LOTS_BACK = "Points back on these lots, spendable again."
+
+
+class HoldRequest(BaseModel):
+    model_config = _examples({"points": 2500, "reward": {"id": "HTL-DISC-50", "kind": "hotel_discount"}, "ttl_s": 900})
+    points: Points = Field(ge=1, le=POINTS_MAX, strict=True)
+    reward: Reward
+    ttl_s: Points = Field(HOLD_TTL_S_DEFAULT, ge=1, le=HOLD_TTL_S_MAX, strict=True,
+                          description="Seconds until the hold ends by itself if it is neither captured nor released.")
+
+
+class HoldResult(BaseModel):
+    model_config = _examples({
+        "hold_id": "hold-0c6f", "points": 2500, "lots": [{"lot_id": "booking:BK-000123", "points": 2500}],
+        "expires_at": "2026-11-25T10:15:00Z", "available_after": 100, "position": 45,
+    })
+    hold_id: str
+    points: int
+    lots: list[LotTaken] = Field(description="The points held on each lot, soonest expiry first.")
+    expires_at: datetime
+    available_after: int
+    position: int
+
+
+class CaptureRequest(BaseModel):
+    model_config = _examples({"points": 2500})
+    points: Points = Field(ge=1, le=POINTS_MAX, strict=True,
+                           description="At most what the hold holds; the rest is released.")
+
+
+class CaptureResult(BaseModel):
+    model_config = _examples({
+        "hold_id": "hold-0c6f", "redemption_id": "cap-77d1", "points": 2000, "released": 500,
+        "lots": [{"lot_id": "booking:BK-000123", "points": 2000}], "available_after": 600, "position": 46,
+    })
+    hold_id: str
+    redemption_id: str = Field(description="The redemption the capture made: what a reversal names.")
+    points: int
+    released: int = Field(description="Points of the hold not captured, given back.")
+    lots: list[LotTaken] = Field(description="The points spent from each lot.")
+    available_after: int
+    position: int
+
+
+class ReleaseRequest(BaseModel):
+    model_config = _examples({})
+
+
+class ReleaseResult(BaseModel):
+    model_config = _examples({
+        "hold_id": "hold-0c6f", "points": 2500, "restored": [{"lot_id": "booking:BK-000123", "points": 2500}],
+        "expired": [], "forfeited": [], "debt_repaid": 0, "available_after": 2600, "position": 46,
+    })
+    hold_id: str
+    points: int
+    restored: list[LotTaken] = Field(description=_LOTS_BACK)
+    expired: list[LotTaken] = Field(description="Points of lots that reached their date while held: expired.")
+    forfeited: list[LotTaken] = Field(description="Points of bookings taken back while held: lost, paying debt first.")
+    debt_repaid: int
+    available_after: int
+    position: int
+
+
+class ReversalRequest(BaseModel):
+    model_config = _examples({"points": 500, "reason": "Hotel cancelled the discounted stay"})
+    # The bounds go on the int itself, before the conversion of whole floats: put after it
+    # (as a Field's would be inside the union), pydantic publishes them as "ge"/"le",
+    # which JSON Schema ignores.
+    points: Annotated[int, annotated_types.Interval(ge=1, le=POINTS_MAX), Strict(), BeforeValidator(_whole)] | None \
+        = Field(None, description="Omitted or null: all that is not reversed yet.")
+    reason: Text(MOVEMENT_REASON_CHARS_MAX)  # type: ignore[valid-type]
+
+
+class ReversalResult(BaseModel):
+    model_config = _examples({
+        "reversal_id": "rv-3b9e", "redemption_id": "rd-5f1c", "points": 500,
+        "restored": [{"lot_id": "booking:BK-000123", "points": 500}], "expired": [], "forfeited": [],
+        "regranted": [], "debt_repaid": 0, "grace_expires_at": None, "available_after": 1100, "position": 47,
+    })
+    reversal_id: str
+    redemption_id: str
+    points: int
+    restored: list[LotTaken] = Field(description=_LOTS_BACK)
+    expired: list[LotTaken] = Field(description="Points of lots past their date: they come back expired.")
+    forfeited: list[LotTaken] = Field(description="Points of bookings taken back since: lost, paying debt first.")
+    regranted: list[LotTaken] = Field(description="Points of lots past their date, given again on a new lot for the "
+                                                  "programme's grace period.")
+    debt_repaid: int
+    grace_expires_at: datetime | None = Field(description="When the regranted points expire; null if none.")
+    available_after: int
+    position: int
+
+
+class TransferRequest(BaseModel):
+    model_config = _examples({"from_member_id": "M-1001", "to_member_id": "M-1002", "points": 500,
+                              "reason": "Gift to a travel companion"})
+    from_member_id: MemberId  # type: ignore[valid-type]
+    to_member_id: MemberId = Field(  # type: ignore[valid-type]
+        description="Another member than `from_member_id` (422 otherwise).")
+    points: Points = Field(ge=1, le=POINTS_MAX, strict=True)
+    reason: Text(MOVEMENT_REASON_CHARS_MAX)  # type: ignore[valid-type]
+
+    @field_validator("to_member_id")
+    @classmethod
+    def _another_member(cls, to_member_id: str, info: ValidationInfo) -> str:
+        if info.data.get("from_member_id") == to_member_id:
+            raise ValueError("must differ from from_member_id")
+        return to_member_id
+
+
+class TransferResult(BaseModel):
+    model_config = _examples({
+        "transfer_id": "tr-81aa", "from_member_id": "M-1001", "to_member_id": "M-1002", "points": 500,
+        "lots": [{"lot_id": "booking:BK-000123", "points": 500}], "available_after": 100, "position": 49,
+    })
+    transfer_id: str
+    from_member_id: str
+    to_member_id: str
+    points: int
+    lots: list[LotTaken] = Field(description="The sender's points taken from each lot, soonest expiry first; the "
+                                             "receiver gets a lot for each, with its date.")
+    available_after: int = Field(description="The sender's available points after the transfer.")
+    position: int

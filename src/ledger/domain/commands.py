@@ -101,6 +101,7 @@ class AmendBooking(Command):
     reason: str  # refunded | amended
     amount: Decimal | None = None  # the new amount of an amendment
     refund_amount: Decimal | None = None  # what a partial refund gives back
+    currency: str | None = None  # of the amounts: the booking's, or the change is refused
 
 
 @fast_init

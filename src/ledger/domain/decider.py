@@ -317,6 +317,9 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
     lot = state.lot(lot_id)
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
+    if command.currency is not None and lot.currency is not None and command.currency != lot.currency:
+        raise BookingStateConflict(f"Booking {command.booking_id!r} was in {lot.currency}; a change in "
+                                   f"{command.currency} cannot apply to it.")
     before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
     if command.reason == "refunded":
         refund = command.refund_amount
@@ -426,7 +429,9 @@ def _release(state: MemberState, hold: Hold, reason: str, at: datetime) -> HoldR
 
 
 def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
-    """The `holds_max` soonest open holds whose time is up, released as expired."""
+    """The `holds_max` soonest open holds whose time is up, released as expired; each
+    decided on the state the releases before it left (two holds may share a lot, whose
+    charged points only one of them can forfeit)."""
     if command.holds_max < 1:
         raise InvalidCommand("An expiry of holds must take at least one hold.")
     at = command.occurred_at
@@ -434,8 +439,6 @@ def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
     events: list[Event] = []
     for hold in due[: command.holds_max]:
         released = _release(state, hold, "expired", at)
-        # The next release decides on what this one left: holds on one lot share what
-        # the lot was charged (forfeited once between them) and the debt they repay.
         state = evolve(state, released)
         events.append(released)
     return events

@@ -72,6 +72,7 @@ class Lot:
     charged: int = 0  # spent or held points a take-back of the booking counted as its shortfall
     amount: str | None = None  # the booking's amount now (a decimal string), for partial refunds and amendments
     breakdown: tuple[tuple[str, int], ...] = ()  # the points per rule the booking holds now
+    currency: str | None = None  # of `amount`
 
     # Every lot keeps: points == remaining + held + spent + expired - charged, where
     # `points` is what the lot is worth now (an amendment or a partial refund changes it).
@@ -244,7 +245,7 @@ def _counts(lot: Lot, remaining: int, held: int, spent: int, expired: int, charg
     return Lot(
         lot.lot_id, lot.booking_id, lot.points if points is None else points, remaining,
         lot.status if status is None else status, lot.expires_at, lot.qualifying, spent, expired, lot.qualified_at,
-        held, charged, lot.amount, lot.breakdown,
+        held, charged, lot.amount, lot.breakdown, lot.currency,
     )
 
 
@@ -355,7 +356,7 @@ class _Draft:
                 lot = Lot(
                     event.lot_id, event.booking_id, event.points, event.points, event.status, event.expires_at,
                     event.qualifying_points, 0, 0, event.occurred_at if event.status == "active" else None,
-                    0, 0, event.amount, event.breakdown,
+                    0, 0, event.amount, event.breakdown, event.currency,
                 )
                 self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
@@ -364,7 +365,7 @@ class _Draft:
                 self.put(lot, Lot(
                     lot.lot_id, lot.booking_id, lot.points, lot.remaining, "active", event.expires_at,
                     event.qualifying_points, lot.spent, lot.expired, event.occurred_at, lot.held, lot.charged,
-                    lot.amount, lot.breakdown,
+                    lot.amount, lot.breakdown, lot.currency,
                 ))
             case PointsRedeemed():
                 self._take(event.lots, spent=True)
@@ -394,7 +395,7 @@ class _Draft:
                 self.put(lot, Lot(
                     lot.lot_id, lot.booking_id, lot.points - event.shortfall, lot.remaining, "reversed",
                     lot.expires_at, lot.qualifying, lot.spent, lot.expired, None, lot.held,
-                    lot.charged + event.shortfall, lot.amount, lot.breakdown,
+                    lot.charged + event.shortfall, lot.amount, lot.breakdown, lot.currency,
                 ))
                 self.debt += event.shortfall if event.shortfall_debited else 0
             case BookingAmended():
@@ -485,7 +486,7 @@ class _Draft:
         self.put(lot, Lot(
             lot.lot_id, lot.booking_id, worth, remaining, lot.status, lot.expires_at, qualifying,
             lot.spent, lot.expired, lot.qualified_at, lot.held, lot.charged + event.shortfall, event.amount,
-            tuple(breakdown.items()),
+            tuple(breakdown.items()), lot.currency,
         ))
         self.debt += event.shortfall if event.shortfall_debited else 0
 
@@ -525,7 +526,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     lots, bookings = state.lots, state.bookings.set(event.booking_id, lot_id)
     if event.status == "active" and event.expires_at is not None:
         lot = Lot(lot_id, event.booking_id, event.points, event.points, "active", event.expires_at,
-                  event.qualifying_points, 0, 0, event.occurred_at, 0, 0, event.amount, event.breakdown)
+                  event.qualifying_points, 0, 0, event.occurred_at, 0, 0, event.amount, event.breakdown,
+                  event.currency)
         return MemberState(
             state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
             state.expiry.insert((event.expires_at, lot_id)),
@@ -536,7 +538,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
     lot = Lot(lot_id, event.booking_id, event.points, event.points, "pending", event.expires_at,
-              event.qualifying_points, 0, 0, None, 0, 0, event.amount, event.breakdown)
+              event.qualifying_points, 0, 0, None, 0, 0, event.amount, event.breakdown, event.currency)
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers)
@@ -549,7 +551,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         return _evolve_in_draft(state, event)
     active = Lot(lot.lot_id, lot.booking_id, lot.points, lot.remaining, "active", event.expires_at,
                  event.qualifying_points, lot.spent, lot.expired, event.occurred_at, lot.held, lot.charged,
-                 lot.amount, lot.breakdown)
+                 lot.amount, lot.breakdown, lot.currency)
     return MemberState(
         state.member_id, state.version + 1, state.lots.set(lot.lot_id, active), state.closed, state.bookings,
         state.expiry.insert((event.expires_at, lot.lot_id)),
@@ -629,7 +631,7 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
     return {
         "lots": [[lot.lot_id, lot.booking_id, lot.points, lot.remaining, lot.status, _iso(lot.expires_at),
                   lot.qualifying, lot.spent, lot.expired, _iso(lot.qualified_at), lot.held, lot.charged, lot.amount,
-                  [list(pair) for pair in lot.breakdown]]
+                  [list(pair) for pair in lot.breakdown], lot.currency]
                  for lots in (state.lots, state.closed) for lot in lots.values()],
         "bookings": list(state.bookings.items()),
         "debt": state.debt,
@@ -648,9 +650,9 @@ def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
     lots = (Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired,
-                _moment(qualified_at), held, charged, amount, _pairs(breakdown))
+                _moment(qualified_at), held, charged, amount, _pairs(breakdown), currency)
             for (lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at,
-                 held, charged, amount, breakdown) in data["lots"])
+                 held, charged, amount, breakdown, currency) in data["lots"])
     holds = (Hold(hold_id, points, _pairs(lots), datetime.fromisoformat(expires_at), reward_id, reward_kind)
              for hold_id, points, lots, expires_at, reward_id, reward_kind in data["holds"])
     redemptions = (Redemption(redemption_id, points, _pairs(lots)) for redemption_id, points, lots in data["redemptions"])

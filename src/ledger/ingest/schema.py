@@ -18,10 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
 )
 
-from ledger.domain import CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
+from ledger.domain import AmendBooking, CancelBooking, Command, CompleteBooking, ConfirmBooking, RefundBooking
 from ledger.handlers import CommandRequest, KafkaSource
 
 
@@ -151,6 +153,18 @@ def _decimal_string(value: Any) -> Any:
     return value
 
 
+# The same grammar and range, without zero: a refund gives something back. The lookahead
+# refuses a string of zeros and points only (every zero the amount grammar spells), and
+# means the same in Python's `re` and in ECMA-262.
+POSITIVE_AMOUNT_PATTERN = r"^(?![0.]*$)" + AMOUNT_PATTERN[1:]
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be more than 0, such as \"84.00\"")
+    return value
+
+
 # ISO 4217 codes, read once: a lookup through pycountry costs 0.4 µs per message.
 _CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 
@@ -176,6 +190,13 @@ Amount = Annotated[
     Field(le=10_000_000),  # sign, digits, decimals and range: checked as text by `_decimal_string`
     WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["420.00"]}),
 ]
+PositiveAmount = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_string),
+    Field(le=10_000_000),
+    AfterValidator(_positive),
+    WithJsonSchema({"type": "string", "pattern": POSITIVE_AMOUNT_PATTERN, "examples": ["84.00"]}),
+]
 OccurredAt = Annotated[
     AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_plausible),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": OCCURRED_AT_PATTERN}),
@@ -187,6 +208,7 @@ class BookingEventType(StrEnum):
     completed = "booking.completed"
     cancelled = "booking.cancelled"
     refunded = "booking.refunded"
+    amended = "booking.amended"
 
 
 class Product(StrEnum):
@@ -211,7 +233,30 @@ class BookingEvent(BaseModel):
                 "amount": "420.00",
                 "currency": "EUR",
                 "occurred_at": "2026-11-25T09:30:00+01:00",
-            }]
+            }, {
+                "event_id": "bk-20261127-000124-refunded-1",
+                "type": "booking.refunded",
+                "member_id": "M-1001",
+                "booking_id": "BK-000124",
+                "product": "hotel",
+                "amount": "420.00",
+                "currency": "EUR",
+                "refund_amount": "84.00",
+                "occurred_at": "2026-11-27T10:00:00+01:00",
+            }, {
+                "event_id": "bk-20261127-000125-amended-1",
+                "type": "booking.amended",
+                "member_id": "M-1001",
+                "booking_id": "BK-000125",
+                "product": "hotel",
+                "amount": "504.00",
+                "currency": "EUR",
+                "occurred_at": "2026-11-27T11:00:00+01:00",
+            }],
+            # `refund_amount` belongs to a refund only: the published schema says so too,
+            # so that a client (or a fuzzer) following it never sends what is refused.
+            "if": {"properties": {"type": {"const": BookingEventType.refunded.value}}},
+            "else": {"not": {"required": ["refund_amount"]}},
         },
     )
 
@@ -220,10 +265,29 @@ class BookingEvent(BaseModel):
     member_id: MemberId
     booking_id: BookingId
     product: Product
-    amount: Amount = Field(description="Decimal string, at most 2 decimals, 0 to 10,000,000.")
-    currency: Currency = Field(description="ISO 4217 code.")
+    amount: Amount = Field(description="The booking's amount (for `booking.amended`, its new amount): decimal string,"
+                                       " at most 2 decimals, 0 to 10,000,000.")
+    currency: Currency = Field(description="ISO 4217 code: the booking's currency, that of `amount` and"
+                                           " `refund_amount`.")
     occurred_at: OccurredAt = Field(
         description="RFC 3339 date-time with seconds and an offset (or Z), years 2000 to 2099.")
+    # None only when the message has no `refund_amount`: an explicit null is refused, as
+    # a sender's missing value must not turn a partial refund into a full one. Left out
+    # of the model's JSON when None, so that the fingerprint of every event without it
+    # (every stored request hash) stays what it was.
+    refund_amount: PositiveAmount = Field(
+        default=None, exclude_if=lambda value: value is None,
+        json_schema_extra=lambda schema: schema.pop("default", None),  # None is no value a sender may send
+        description="`booking.refunded` only: what this partial refund gives back, in the booking's currency,"
+                    " more than 0 and at most what is left of the booking (else 409). Absent: a full refund.")
+
+    @field_validator("refund_amount")
+    @classmethod
+    def _refund_only(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        kind = info.data.get("type")  # absent when `type` itself was refused: that error names it
+        if kind is not None and kind != BookingEventType.refunded:
+            raise ValueError(f"is for booking.refunded only, not {kind.value}")
+        return value
 
     def fingerprint(self) -> str:
         """Same event id with a different body is refused: this is what 'same' means."""
@@ -245,8 +309,14 @@ class BookingEvent(BaseModel):
                 return CompleteBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
             case BookingEventType.cancelled:
                 return CancelBooking(self.member_id, at, self.booking_id)
-            case BookingEventType.refunded:
+            case BookingEventType.refunded if self.refund_amount is None:
                 return RefundBooking(self.member_id, at, self.booking_id)
+            case BookingEventType.refunded:
+                return AmendBooking(self.member_id, at, self.booking_id, "refunded", refund_amount=self.refund_amount,
+                                    currency=self.currency)
+            case BookingEventType.amended:
+                return AmendBooking(self.member_id, at, self.booking_id, "amended", amount=self.amount,
+                                    currency=self.currency)
         raise AssertionError(self.type)
 
     def to_request(self, source: str, *, message: KafkaSource | None = None, **metadata: Any) -> CommandRequest:
