@@ -495,6 +495,12 @@ def _returns(state: MemberState, takes: Iterable[LotTake], at: datetime, *, grac
     return tuple(restored), tuple(expired), tuple(forfeited), tuple(regranted), debt_repaid
 
 
+def _has_lot(state: MemberState, lot_id: str) -> bool:
+    """Whether the member has (or had) a lot of this id: a new lot of the same id would
+    take its place, and its points would vanish."""
+    return lot_id in state.lots or lot_id in state.closed
+
+
 def grace_lot_id(reversal_id: str) -> str:
     return f"grace:{reversal_id}"
 
@@ -508,6 +514,8 @@ def _reverse_redemption(state: MemberState, command: ReverseRedemption, rules: P
                                  redemption_id=command.redemption_id)
     if not command.reason.strip():
         raise InvalidCommand("A reversal needs a reason.")
+    if _has_lot(state, grace_lot_id(command.reversal_id)):  # its points would go on that lot's place
+        raise MovementConflict(f"Reversal {command.reversal_id!r} exists already.", reversal_id=command.reversal_id)
     left = redemption.reversible
     points = left if command.points is None else command.points
     if points <= 0 or points > left:
@@ -551,6 +559,8 @@ def _transfer(sender: MemberState, receiver: MemberState, command: TransferPoint
         raise InvalidCommand("A transfer must be for a positive number of points.")
     if not command.reason.strip():
         raise InvalidCommand("A transfer needs a reason.")
+    if _has_lot(receiver, transfer_lot_id(command.transfer_id, 1)):  # its lots would go on those lots' place
+        raise MovementConflict(f"Transfer {command.transfer_id!r} exists already.", transfer_id=command.transfer_id)
     at = command.occurred_at
     sent, received = transfer_year(sender, at), transfer_year(receiver, at)
     limit = rules.transfers.refusal(sent[1:3], received[3:5], command.points)  # type: ignore[arg-type]
