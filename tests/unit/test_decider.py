@@ -9,6 +9,7 @@ import pytest
 
 from ledger.domain import (
     AmendBooking,
+    MovementConflict,
     DEFAULT_RULES,
     AdjustPoints,
     BookingNotFound,
@@ -230,7 +231,7 @@ def test_refund_shortfall_becomes_a_negative_balance_when_the_rules_allow() -> N
     after = fold(M, [event], state)
     assert after.balance == -800 and after.available(T0) == -800
     with pytest.raises(InsufficientPoints):
-        decide(fold(M, decide(after, complete("B2"), rules), after), redeem(1), rules)
+        decide(fold(M, decide(after, complete("B2"), rules), after), redeem(1, "R2"), rules)
 
 
 def test_reversing_twice_or_an_unknown_booking() -> None:
@@ -334,3 +335,13 @@ def test_a_partial_refund_or_amendment_in_another_currency_than_the_booking_is_r
     (event,) = decide(state, AmendBooking(M, T0, "B1", "refunded", refund_amount=Decimal("10.00"), currency="EUR"),
                       RULES)
     assert event.points == -50
+
+
+def test_a_reused_redemption_id_or_credit_adjustment_id_is_refused_rather_than_replacing_the_first() -> None:
+    state, _ = given(complete("B1", "1000.00"), redeem(100, "R1"),
+                     AdjustPoints(M, T0, "A1", 300, "complaint", "agent"))
+    with pytest.raises(MovementConflict, match="Redemption 'R1' exists already"):
+        decide(state, redeem(50, "R1"), RULES)
+    with pytest.raises(MovementConflict, match="Adjustment 'A1' exists already"):
+        decide(state, AdjustPoints(M, T0, "A1", 200, "complaint", "agent"), RULES)
+    assert decide(state, AdjustPoints(M, T0, "A1", -200, "complaint", "agent"), RULES)  # a debit makes no lot

@@ -294,6 +294,9 @@ def _redeem(state: MemberState, command: RedeemPoints) -> PointsRedeemed:
         raise MemberNotFound(state.member_id)
     if command.points <= 0:
         raise InvalidCommand("A redemption must be for a positive number of points.")
+    if command.redemption_id in state.redemptions:  # its record would take the other's place, unreversible
+        raise MovementConflict(f"Redemption {command.redemption_id!r} exists already.",
+                               redemption_id=command.redemption_id)
     return PointsRedeemed(
         occurred_at=command.occurred_at,
         redemption_id=command.redemption_id,
@@ -312,6 +315,9 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
     if not command.reason.strip():
         raise InvalidCommand("An adjustment needs a reason.")
     credit = command.points > 0
+    if credit and _has_lot(state, adjustment_lot_id(command.adjustment_id)):  # its points would vanish
+        raise MovementConflict(f"Adjustment {command.adjustment_id!r} exists already.",
+                               adjustment_id=command.adjustment_id)
     return PointsAdjusted(
         occurred_at=command.occurred_at,
         adjustment_id=command.adjustment_id,
