@@ -57,6 +57,7 @@ class HouseholdMemberBalance:
     role: str  # head | member
     available: int  # as the member's own balance answers it (negative while a debt is owed)
     pending: int
+    held: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class HouseholdBalance:
     members: list[HouseholdMemberBalance]  # the head first, then in the order they joined
     available: int  # what a household redemption can take now: each member's available, from zero up
     pending: int
+    held: int  # on the members' open holds
     position: int  # the read models include every event up to here
 
 
@@ -76,7 +78,7 @@ SELECT h.member_id, h.role,
            (SELECT coalesce(sum(l.remaining), 0) FROM expiry_lots l
              WHERE l.member_id = h.member_id AND l.status = 'active' AND l.remaining > 0 AND l.expires_at <= $2)
            - coalesce(b.debt, 0), 0) AS available,
-       coalesce(b.pending, 0) AS pending,
+       coalesce(b.pending, 0) AS pending, coalesce(b.held, 0) AS held,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint
 FROM household_members h LEFT JOIN balances b ON b.member_id = h.member_id
 WHERE h.household_id = $1
@@ -91,6 +93,7 @@ async def household_balance(pool: asyncpg.Pool, household_id: str, now: datetime
     rows = await pool.fetch(_HOUSEHOLD_BALANCE_SQL, household_id, now, HOUSEHOLD_MEMBERS_READ_MAX)
     if not rows:
         return None
-    members = [HouseholdMemberBalance(r["member_id"], r["role"], int(r["available"]), int(r["pending"])) for r in rows]
+    members = [HouseholdMemberBalance(r["member_id"], r["role"], int(r["available"]), int(r["pending"]), int(r["held"]))
+               for r in rows]
     return HouseholdBalance(members, sum(max(m.available, 0) for m in members), sum(m.pending for m in members),
-                            int(rows[0]["checkpoint"]))
+                            sum(m.held for m in members), int(rows[0]["checkpoint"]))

@@ -65,6 +65,17 @@ async def test_a_household_redeems_soonest_expiry_first_across_its_members(api: 
         assert [(m["member_id"], m["role"], m["available"]) for m in r.json()["members"]] == [
             ("M-A", "head", 2_600), ("M-B", "member", 2_600), ("M-C", "member", 2_600)]
 
+        # A member's hold shows as held, and leaves the household's available.
+        r = await app.post("/v1/members/M-B/holds", json={"points": 600, "reward": REWARD}, headers=key())
+        assert r.status_code == 201, r.text
+        hold_id = r.json()["hold_id"]
+        r = await app.get("/v1/households/FAM-1/balance", params={"min_position": r.json()["position"]})
+        assert (r.json()["available"], r.json()["held"]) == (7_200, 600)
+        assert [m["held"] for m in r.json()["members"]] == [0, 600, 0]
+        r = await app.post(f"/v1/members/M-B/holds/{hold_id}/release", headers=key())
+        assert r.status_code == 201, r.text
+        written = r.json()["position"]
+
         body = {"points": 3_000, "reward": REWARD}
         headers = key()
         r = await app.post("/v1/households/FAM-1/redemptions", json=body, headers=headers)

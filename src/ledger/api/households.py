@@ -175,8 +175,8 @@ async def balance(household_id: Household, container: ContainerDep,
     if found is None:
         raise HouseholdNotFound(f"No household {household_id!r} is known to the ledger.", household_id=household_id)
     return HouseholdBalance(
-        household_id=household_id, available=found.available, pending=found.pending,
-        members=[{"member_id": m.member_id, "role": m.role, "available": m.available, "pending": m.pending}
-                 for m in found.members],
+        household_id=household_id, available=found.available, pending=found.pending, held=found.held,
+        members=[{"member_id": m.member_id, "role": m.role, "available": m.available, "pending": m.pending,
+                  "held": m.held} for m in found.members],
         position=found.position,
     )

@@ -435,23 +435,25 @@ class HouseholdRedemptionResult(BaseModel):
 
 
 class HouseholdMemberBalance(BaseModel):
-    model_config = _examples({"member_id": "M-1001", "role": "head", "available": 850, "pending": 0})
+    model_config = _examples({"member_id": "M-1001", "role": "head", "available": 850, "pending": 0, "held": 0})
     member_id: str
     role: Literal["head", "member"]
     available: int
     pending: int
+    held: int = Field(description="On the member's open holds.")
 
 
 class HouseholdBalance(BaseModel):
     model_config = _examples({
-        "household_id": "FAM-2001", "available": 1350, "pending": 0,
-        "members": [{"member_id": "M-1001", "role": "head", "available": 850, "pending": 0},
-                    {"member_id": "M-1002", "role": "member", "available": 500, "pending": 0}],
+        "household_id": "FAM-2001", "available": 1350, "pending": 0, "held": 200,
+        "members": [{"member_id": "M-1001", "role": "head", "available": 850, "pending": 0, "held": 200},
+                    {"member_id": "M-1002", "role": "member", "available": 500, "pending": 0, "held": 0}],
         "position": 48,
     })
     household_id: str
     available: int = Field(description="What a household redemption can take now: the members' available points "
                                        "(a member in debt counts as none).")
     pending: int
+    held: int = Field(description="On the members' open holds.")
     members: list[HouseholdMemberBalance] = Field(description="The head first, then in the order they joined.")
     position: int = Field(description="The read models include every event up to this position.")
