@@ -26,6 +26,7 @@ raises ConcurrencyConflict (a retryable 503 over HTTP) when the attempts run out
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
@@ -59,6 +60,7 @@ from ledger.group_commit import GroupCommit
 from ledger.outcomes import (
     AppendedEvent,
     Applied,
+    BatchOutcomes,
     CommandRequest,
     Duplicate,
     KafkaSource,
@@ -81,8 +83,8 @@ from ledger.store.unit_of_work import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BATCH_COMMANDS_MAX", "Applied", "CommandRequest", "Duplicate", "KafkaSource", "Ledger", "Outcome",
-           "Rejected", "Retry", "StateCache", "Summary"]
+__all__ = ["BATCH_COMMANDS_MAX", "Applied", "BatchOutcomes", "CommandRequest", "Duplicate", "KafkaSource", "Ledger",
+           "Outcome", "Rejected", "Retry", "StateCache", "Summary"]
 
 BATCH_COMMANDS_MAX = 10_000
 # A load that folds at least this many events of one member saves that member's snapshot
@@ -110,9 +112,10 @@ class Retry:
 class _Draft:
     """One attempt's decisions, before they are committed."""
 
-    outcomes: list[Outcome | None]  # None: appends (filled in after the commit), or repeats a command of the batch
+    outcomes: list[Outcome | None]  # None: appends (built after the commit), or repeats a command of the batch
     appends: list[StreamAppend] = field(default_factory=list)
-    owner: dict[int, tuple[int, int, Summary]] = field(default_factory=dict)  # command -> (first append, appends, summary)
+    # command -> (first append, appends, available after, pending after): its `Applied`, once committed
+    owner: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     in_batch: dict[str, int] = field(default_factory=dict)  # key -> the command of the batch that applies it
     doubtful: set[str] = field(default_factory=set)  # members read by an outcome that appends nothing to them
 
@@ -279,7 +282,7 @@ class Ledger:
     async def handle_batch(
         self, requests: Sequence[CommandRequest], *, offset_fence: OffsetFence | None = None,
         rejections: Sequence[RejectedMessage] = (),
-    ) -> list[Outcome]:
+    ) -> BatchOutcomes:
         """Decide every command against current state and commit all of the resulting
         events in one transaction, with `offset_fence` and `rejections` (messages that
         never became commands) if given. A command the domain refuses is returned as
@@ -302,7 +305,7 @@ class Ledger:
     async def _attempt(
         self, requests: Sequence[CommandRequest], offset_fence: OffsetFence | None,
         rejections: Sequence[RejectedMessage], *, trust_cache: bool,
-    ) -> list[Outcome] | Retry:
+    ) -> BatchOutcomes | Retry:
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
         states, trusted = await self._load([m for r in requests for m in r.command.member_ids], trust_cache=trust_cache)
@@ -412,8 +415,9 @@ class Ledger:
                 return Retry("A command of the batch was recorded before; deciding again with its record.")
         return None
 
-    def _settle(self, requests: Sequence[CommandRequest], draft: _Draft, states: States) -> list[Outcome]:
-        """After the commit: the cache takes the new states, and every command its outcome."""
+    def _settle(self, requests: Sequence[CommandRequest], draft: _Draft, states: States) -> BatchOutcomes:
+        """After the commit: the cache takes the new states, and every command its outcome
+        (those that appended as they are read: see `BatchOutcomes`)."""
         appends = draft.appends
         for append in appends:
             state = states[append.stream_id][0]
@@ -422,22 +426,9 @@ class Ledger:
         if appends:
             self.appended.set()
             self.appended.clear()
-        outcomes = draft.outcomes
-        for i, (first, count, summary) in draft.owner.items():
-            append = appends[first]
-            if count == 1 and len(append.events) == 1:  # most commands: a third of the cost of the general form
-                position = append.positions[0]
-                events = (AppendedEvent(position, append.stream_id, append.expected_version + 1, append.events[0]),)
-            else:
-                events = tuple(itertools.chain.from_iterable(_appended(a) for a in appends[first:first + count]))
-                position = events[-1].position
-            outcomes[i] = Applied(requests[i].command.member_id, events, position, summary)
-        for i, req in enumerate(requests):
-            if outcomes[i] is None:  # a repeat of a key earlier in this batch, same body
-                first_outcome = outcomes[draft.in_batch[req.idempotency_key]]  # type: ignore[index]
-                assert isinstance(first_outcome, Applied)
-                outcomes[i] = Duplicate(first_outcome)
-        return outcomes  # type: ignore[return-value]
+        # A partial of a module function, not a closure over the outcomes: no reference
+        # cycle, which the consumer's paused collector would keep until its next full pass.
+        return BatchOutcomes(draft.outcomes, functools.partial(_committed_outcome, requests, draft), len(draft.owner))
 
 
 def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ...],
@@ -452,7 +443,6 @@ def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ..
     if not decided:
         draft.outcomes[i] = Applied(member_id, (), None, Summary(available, pending, 0))
         return
-    summary = Summary(available, pending, net_earned(own[1]) if own else 0)
     key = req.idempotency_key
     record = None if key is None else {  # see StreamAppend
         "request_hash": req.request_hash,
@@ -463,7 +453,7 @@ def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ..
     # event, where a duplicate finds the member it answers for.
     streams = decided.items() if len(decided) == 1 else sorted(decided.items(), key=lambda s: s[0] != member_id)
     appends = draft.appends
-    draft.owner[i] = (len(appends), len(decided), summary)
+    draft.owner[i] = (len(appends), len(decided), available, pending)
     for stream_id, (new_state, events) in streams:
         state, last_hash = states[stream_id]
         # In field order (stream id, expected version, previous hash, events, metadata,
@@ -471,6 +461,29 @@ def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ..
         appends.append(StreamAppend(stream_id, state.version, last_hash, events, req.metadata, key, record))
         key = record = None
         states[stream_id] = (new_state, b"")  # hash filled in by the store
+
+
+def _committed_outcome(requests: Sequence[CommandRequest], draft: _Draft, outcomes: BatchOutcomes, i: int) -> Outcome:
+    """The outcome of the i-th command of a committed batch that had none before the
+    commit: `Applied` with its appended events, or the `Duplicate` of an earlier command
+    of the batch with the same key and body."""
+    owned = draft.owner.get(i)
+    if owned is None:  # a repeat of a key earlier in this batch, same body
+        first_outcome = outcomes[draft.in_batch[requests[i].idempotency_key]]  # type: ignore[index]
+        assert isinstance(first_outcome, Applied)
+        return Duplicate(first_outcome)
+    first, count, available, pending = owned
+    member_id = requests[i].command.member_id
+    appends = draft.appends
+    append = appends[first]
+    if count == 1 and len(append.events) == 1:  # most commands: a third of the cost of the general form
+        events: tuple[AppendedEvent, ...] = (
+            AppendedEvent(append.positions[0], append.stream_id, append.expected_version + 1, append.events[0]),)
+    else:
+        events = tuple(itertools.chain.from_iterable(_appended(a) for a in appends[first:first + count]))
+    # The command's own stream's append comes first, when it appended to its own stream.
+    earned = net_earned(append.events) if append.stream_id == member_id else 0
+    return Applied(member_id, events, events[-1].position, Summary(available, pending, earned))
 
 
 def _unit_of_work(requests: Sequence[CommandRequest], draft: _Draft, offset_fence: OffsetFence | None,

@@ -9,8 +9,10 @@ and the tools read them; none derives meaning from event type strings.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, overload
 
 from ledger.domain import Command, Event, LedgerError, net_earned, to_data
 from ledger.domain._frozen import fast_init
@@ -101,6 +103,51 @@ class Rejected:
 
 
 Outcome = Applied | Duplicate | Rejected
+
+
+class BatchOutcomes(Sequence[Outcome]):
+    """The outcomes of a batch, in the order of its requests. Those known before the
+    commit (refusals, duplicates of earlier commands, commands with nothing to do) are
+    given; the others (`None` in `given`: an `Applied`, or the `Duplicate` of a key
+    repeated within the batch) are built by `build(self, i)` when first read, and kept, so
+    each is still built once. The Kafka consumer reads only `counts()`, which builds
+    none: building every outcome of its batches cost about 2 µs of its 40 per message."""
+
+    __slots__ = ("_outcomes", "_build", "_counts")
+
+    def __init__(self, given: list[Outcome | None], build: Callable[[BatchOutcomes, int], Outcome],
+                 applied: int) -> None:
+        """`applied`: how many of the `None` entries of `given` are `Applied` (the
+        others are `Duplicate`)."""
+        self._outcomes = given
+        self._build = build
+        unbuilt = given.count(None)
+        counts = Counter(o.status for o in given if o is not None)
+        counts["applied"] += applied
+        counts["duplicate"] += unbuilt - applied
+        self._counts = counts
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    @overload
+    def __getitem__(self, i: int) -> Outcome: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Outcome]: ...
+
+    def __getitem__(self, i: int | slice) -> Outcome | list[Outcome]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self._outcomes))[i]]
+        outcome = self._outcomes[i]
+        if outcome is None:
+            i = range(len(self._outcomes))[i]  # an index from the end, as a list takes it
+            outcome = self._outcomes[i] = self._build(self, i)
+        return outcome
+
+    def counts(self) -> Counter[str]:
+        """How many outcomes of each status (`applied`, `duplicate`, `rejected`)."""
+        return self._counts.copy()
 
 
 def summary_of(available_after: int, pending_after: int, events: tuple[AppendedEvent, ...]) -> Summary:

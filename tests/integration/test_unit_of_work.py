@@ -178,3 +178,23 @@ async def test_a_booking_event_outcome_carries_its_points_shortfall_included_als
     assert refunded.summary.earned == -800 and refunded.summary.available_after == -700
     again = await Ledger(container.store, rules).handle(refund)
     assert isinstance(again, Duplicate) and again.original.summary == refunded.summary
+
+
+async def test_a_batch_counts_its_outcomes_without_building_them_and_builds_each_once(container: Container) -> None:
+    """What the Kafka consumer reads of a batch (`counts`) builds no outcome; read, each
+    is built once, and a key repeated within the batch answers with its first outcome."""
+    ledger = container.ledger
+    batch = [earn("m1", "B1", key="e-1"), earn("m1", "B1", key="e-1"), redeem("nobody", 5, "r-x"),
+             earn("m2", "B2"), earn("m1", "B3", key="e-3")]
+    outcomes = await ledger.handle_batch(batch)
+    assert outcomes.counts() == {"applied": 3, "duplicate": 1, "rejected": 1}
+    assert [o.status for o in outcomes] == ["applied", "duplicate", "rejected", "applied", "applied"]
+    first = outcomes[0]
+    assert isinstance(first, Applied) and outcomes[0] is first and outcomes[1].original is first
+    stored = {(e.stream_id, e.stream_version): e.position for m in ("m1", "m2") for e in await container.store.read_stream(m)}
+    for outcome in (outcomes[0], outcomes[3], outcomes[4]):
+        assert isinstance(outcome, Applied)
+        (appended,) = outcome.events
+        assert appended.position == stored[(appended.stream_id, appended.stream_version)] == outcome.position
+        assert outcome.summary.earned == appended.event.points > 0
+    assert outcomes[4].summary.available_after == outcomes[0].summary.earned + outcomes[4].summary.earned

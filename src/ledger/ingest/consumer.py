@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -328,7 +327,7 @@ class BookingConsumer:
         for partition, offset in end.items():
             start[partition].next_offset, start[partition].stored = offset, True
 
-        statuses = Counter(o.status for o in outcomes)
+        statuses = outcomes.counts()  # not the outcomes themselves: none is built (see BatchOutcomes)
         outcome = BatchOutcome(
             messages=len(records), applied=statuses["applied"], duplicates=statuses["duplicate"],
             rejected=len(rejections) + statuses["rejected"],
