@@ -1,5 +1,5 @@
-"""Properties of the movements for any sequence of every command across a few members,
-checked with Hypothesis: no overdraft, points conserved (from the events, per member
+"""Properties of the movements for any sequence of every command across a few members
+and a household pool, checked with Hypothesis: no overdraft, points conserved (from the events, per member
 and over all of them), each lot's identity, transfers out equal transfers in, fold
 equals evolve, and a snapshot gives back its state."""
 
@@ -18,7 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import (
+    AddHouseholdMember,
     AdjustPoints,
+    CreateHousehold,
+    HouseholdJoined,
+    HouseholdLeft,
+    HouseholdPointsRedeemed,
+    PointsRedeemedForHousehold,
+    RedeemForHousehold,
+    RemoveHouseholdMember,
     AmendBooking,
     BookingAmended,
     CancelBooking,
@@ -57,15 +65,20 @@ from ledger.domain import (
     from_snapshot,
     to_snapshot,
 )
+from ledger.domain.commands import household_stream_id
 from ledger.domain.rules import DEFAULT_RULES_DICT
 
 MEMBERS = ("m0", "m1", "m2")
+FAMILY = "FAM"
+HOUSEHOLD = household_stream_id(FAMILY)  # a stream of its own, beside the members'
+STREAMS = (*MEMBERS, HOUSEHOLD)
 START = datetime(2025, 12, 1, tzinfo=UTC)
 BOOKINGS = ("B0", "B1", "B2", "B3")
 # Earning comes more often than the rest, so that the members have points to move.
 KINDS = ("confirm", "complete", "complete", "complete", "cancel", "refund", "refund_part", "amend", "redeem", "hold",
          "hold", "capture", "capture", "release", "expire_holds", "expire_holds", "reverse", "reverse", "transfer",
-         "transfer", "expire", "adjust")
+         "transfer", "expire", "adjust", "household_create", "household_add", "household_add", "household_remove",
+         "household_redeem", "household_redeem")
 TAKE_BACKS = ("cancel", "refund", "refund_part", "amend")  # of a booking the member earned on
 STEPS_MAX = 30
 
@@ -166,6 +179,21 @@ def next_command(c: Choices, world: World, i: int, at: datetime) -> Command | No
             return TransferPoints(member, at, c.pick([f"T{i}", "T-again"]), to, sized(c, available), "family")
         case "expire":
             return ExpirePoints(member, at, c.pick([1, 1_000]))
+        case "household_create":
+            return CreateHousehold(HOUSEHOLD, at, FAMILY, member)
+        case "household_add":
+            return AddHouseholdMember(HOUSEHOLD, at, FAMILY, member)
+        case "household_remove":
+            return RemoveHouseholdMember(HOUSEHOLD, at, FAMILY, member)
+        case "household_redeem":
+            roster = world.states[HOUSEHOLD].household_roster
+            pool = sum(max(world.states[m].available(at), 0) for m in roster)
+            redemption_id = c.pick([f"HR{i}", f"R{i - 1}"])  # now and then the id of a member's own redemption
+            world.redemptions.extend((m, redemption_id) for m in roster)  # each payer's part is reversible
+            # Now and then the roster as an earlier read saw it: a member left, or one joined since.
+            sent = c.pick([roster, roster, roster[:-1], (*roster, member)])
+            return RedeemForHousehold(HOUSEHOLD, at, FAMILY, redemption_id, sized(c, pool), "rw", "miles",
+                                      tuple(dict.fromkeys(sent)))
         case "adjust":
             points = c.pick([1, -1]) * sized(c, available)
             return AdjustPoints(member, at, f"A{i}", points, "goodwill", "support")
@@ -211,10 +239,10 @@ class World:
     """The members' states and every member's events, as `decide_streams` left them."""
 
     rules: ProgramRules
-    states: dict[str, MemberState] = field(default_factory=lambda: {m: MemberState(m) for m in MEMBERS})
-    events: dict[str, list[Event]] = field(default_factory=lambda: {m: [] for m in MEMBERS})
+    states: dict[str, MemberState] = field(default_factory=lambda: {m: MemberState(m) for m in STREAMS})
+    events: dict[str, list[Event]] = field(default_factory=lambda: {m: [] for m in STREAMS})
     # The versions at which a command's events end: the states a ledger caches and snapshots.
-    ends: dict[str, list[int]] = field(default_factory=lambda: {m: [0] for m in MEMBERS})
+    ends: dict[str, list[int]] = field(default_factory=lambda: {m: [0] for m in STREAMS})
     applied: Counter = field(default_factory=Counter)  # command kinds that appended something
     earned: list[tuple[str, str]] = field(default_factory=lambda: [(m, "B-first") for m in MEMBERS])
     holds: list[tuple[str, str]] = field(default_factory=list)  # (member, hold id) of every hold asked for
@@ -235,7 +263,9 @@ class World:
         self.check(command.occurred_at)
 
     def check(self, at: datetime) -> None:
-        for member, state in self.states.items():
+        household_paid(self)
+        for member in MEMBERS:
+            state = self.states[member]
             if self.rules.allow_negative_balance:
                 assert state.available(at) >= -state.debt
             else:
@@ -345,6 +375,12 @@ def flows(events: list[Event]) -> Flows:
             case PointsTransferredIn():
                 f.credited += e.points
                 left[e.lot_id] = e.points
+            case PointsRedeemedForHousehold():
+                assert e.points == takes(e.lots) > 0
+                f.spent += e.points
+                move(e.lots, -1)
+            case HouseholdJoined() | HouseholdLeft():
+                pass
             case _:
                 raise AssertionError(f"an event the flows do not know: {e!r}")
     return f
@@ -369,6 +405,26 @@ def conserved(events: list[Event], state: MemberState) -> None:
     assert f.spent == sum(lot.spent for lot in lots.values())
     assert f.expired == sum(lot.expired for lot in lots.values())
     assert f.shortfall - f.forfeited == sum(lot.charged for lot in lots.values())
+
+
+def household_paid(world: World) -> None:
+    """The household's roster is the members whose streams say they are in it, and each
+    household redemption is what its payers' streams recorded, share by share."""
+    household = world.states[HOUSEHOLD]
+    roster = household.household_roster
+    assert len(set(roster)) == len(roster) <= world.rules.household_members_max
+    assert {m for m in MEMBERS if world.states[m].household_id == FAMILY} == set(roster)
+    paid: Counter = Counter()
+    for member in MEMBERS:
+        for e in world.events[member]:
+            if isinstance(e, PointsRedeemedForHousehold):
+                paid[(e.redemption_id, member)] += e.points
+    shares: Counter = Counter()
+    for e in world.events[HOUSEHOLD]:
+        if isinstance(e, HouseholdPointsRedeemed):
+            assert e.points == sum(p for _, p in e.shares)
+            shares.update({(e.redemption_id, m): p for m, p in e.shares})
+    assert paid == shares
 
 
 def transfers_balance(world: World) -> None:
@@ -399,7 +455,7 @@ def test_no_overdraft_and_points_are_conserved_per_member_and_over_all(data: st.
     c = Choices.drawn(data)
     world = play(c, programme(c))  # checks every member after every command
     transfers_balance(world)
-    total = [flows(events) for events in world.events.values()]
+    total = [flows(world.events[m]) for m in MEMBERS]
     received = sum(e.points for events in world.events.values() for e in events if isinstance(e, PointsTransferredIn))
     sent = sum(e.points for events in world.events.values() for e in events if isinstance(e, PointsTransferredOut))
     # Over all members transfers move points and make none: what came in from outside
@@ -464,5 +520,6 @@ def test_the_generated_sequences_reach_every_movement() -> None:
                     seen["regranted"] += 1
     kinds = {"ConfirmBooking", "CompleteBooking", "CancelBooking", "RefundBooking", "AmendBooking", "RedeemPoints",
              "PlaceHold", "CaptureHold", "ReleaseHold", "ExpireHolds", "ReverseRedemption", "TransferPoints",
-             "ExpirePoints", "AdjustPoints", "expired", "forfeited", "regranted"}
+             "ExpirePoints", "AdjustPoints", "CreateHousehold", "AddHouseholdMember", "RemoveHouseholdMember",
+             "RedeemForHousehold", "expired", "forfeited", "regranted"}
     assert kinds <= set(seen), kinds - set(seen)
