@@ -680,7 +680,9 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
 
 
 def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
-    return tuple((str(a), int(b)) for a, b in items)
+    # A list display, not a generator, and no conversions (the JSON gives the str and the
+    # int): a consumer restarting loads a snapshot per member, each lot with its breakdown.
+    return tuple([(a, b) for a, b in items])
 
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
