@@ -30,6 +30,7 @@ from .movements import router as movements_router
 from .rejected import router as rejected_router
 from .routes import router
 from .schemas import Health, Readiness
+from .statements import router as statements_router
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(movements_router)
     app.include_router(rejected_router)
     app.include_router(households_router)
+    app.include_router(statements_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
