@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from ledger.domain import MemberState, evolve
+from ledger.domain import BookingAmended, MemberState, fold
 from ledger.domain.asof import Statement, statement
 from ledger.store import StoredEvent
 from ledger.store.events import LEAN_COLUMNS, EventStore, lean_row_to_event, verify_chain
@@ -64,9 +64,15 @@ def member_as_of(member_id: str, events: list[StoredEvent]) -> MemberAsOf | None
         return state.lot(lot_id).status
 
     totals = Balances(lot_status=lot_status)
-    for stored in events:
+    # Folded in one draft between the events that ask for a lot's status (a third of
+    # the cost of `evolve` event by event, at 1,000 events).
+    folded = 0
+    for i, stored in enumerate(events):
+        if type(stored.event) is BookingAmended and i > folded:
+            state = fold(member_id, [e.event for e in events[folded:i]], state)
+            folded = i
         totals.apply(stored)
-        state = evolve(state, stored.event)
+    state = fold(member_id, [e.event for e in events[folded:]], state)
     row = totals.rows[member_id]
     return MemberAsOf(state, dict(zip(COUNTERS, row, strict=False)), row[-2], row[-1])
 

@@ -20,9 +20,13 @@ from ledger.domain import (
     MemberState,
     PointsEarned,
     RefundBooking,
+    evolve,
     fold,
 )
 from ledger.domain.asof import Statement, as_of_prefix, balances, state_as_of, statement
+from ledger.store import StoredEvent
+from projections.asof import member_as_of
+from projections.balances import COUNTERS, Balances
 
 from .test_movement_properties import (
     LIMITS,
@@ -164,3 +168,40 @@ def test_a_statement_names_earnings_by_rule_and_expiry_at_the_lots_date() -> Non
     assert balances(s)
     before_expiry = statement("m", [earned, redeemed], at + timedelta(days=2), at + timedelta(days=29))
     assert (before_expiry.opening, before_expiry.closing, before_expiry.events) == (800, 800, 0)
+
+
+def _stored(member: str, events: list) -> list[StoredEvent]:
+    return [StoredEvent(i + 1, member, i + 1, e, {}, e.occurred_at, b"") for i, e in enumerate(events)]
+
+
+def _totals_event_by_event(member: str, stored: list[StoredEvent]) -> list:
+    """The balances read model's row as the live runner builds it: each amendment's lot
+    status read as it stood before the amendment."""
+    state = MemberState(member)
+    totals = Balances(lot_status=lambda _, lot_id: state.lot(lot_id).status)
+    for s in stored:
+        totals.apply(s)
+        state = evolve(state, s.event)
+    return totals.rows[member]
+
+
+@LIMITS
+@given(st.data())
+def test_the_lifetime_totals_as_of_an_instant_are_the_balances_read_models(data: st.DataObject) -> None:
+    c = Choices.drawn(data)
+    world = play(c, programme(c))
+    for member in MEMBERS:
+        events = world.events[member]
+        at = data.draw(st.sampled_from(_instants(data, events)))
+        stored = _stored(member, list(as_of_prefix(events, at)))
+        member_at = member_as_of(member, stored)
+        if not stored:
+            assert member_at is None
+            continue
+        assert member_at is not None
+        row = _totals_event_by_event(member, stored)
+        assert member_at.totals == dict(zip(COUNTERS, row, strict=False))
+        assert (member_at.last_activity, member_at.position) == (row[-2], row[-1])
+        same(member_at.state, fold(member, [s.event for s in stored]))
+        # The read model's available (whatever the lots' dates) is the state's.
+        assert member_at.totals["available"] == member_at.state.balance
