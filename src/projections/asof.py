@@ -5,6 +5,7 @@ hold the present only). The rule of which events count as of an instant is the d
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,9 +78,43 @@ def member_as_of(member_id: str, events: list[StoredEvent]) -> MemberAsOf | None
     return MemberAsOf(state, dict(zip(COUNTERS, row, strict=False)), row[-2], row[-1])
 
 
-async def read_member_as_of(pool: asyncpg.Pool, member_id: str, at: datetime) -> MemberAsOf | None:
-    """The member as of `at`; None for a member with no event counting by then."""
+LoadState = Callable[[str], Awaitable[MemberState]]
+
+# As of an instant no event of the member is dated after, the answer is the member as it
+# is: its last event, and the balances row if the read models have applied that event
+# (the row's `position` is that of the last event applied to it), in one snapshot.
+_PRESENT_SQL = f"""
+SELECT e.stream_version, e.position, b.position AS projected, b.last_activity, {', '.join(f'b.{c}' for c in COUNTERS)}
+FROM (SELECT stream_version, position FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1) e
+LEFT JOIN balances b ON b.member_id = $1
+WHERE NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND occurred_at > $2)
+"""
+
+
+async def read_member_as_of(pool: asyncpg.Pool, member_id: str, at: datetime,
+                            current: LoadState | None = None) -> MemberAsOf | None:
+    """The member as of `at`; None for a member with no event counting by then.
+
+    `current` (the ledger's `member_state`: its cached fold, topped up from the store)
+    answers a read as of an instant after the member's last event without folding its
+    history again: the state is the member's own, and the lifetime totals the balances
+    row, when both are at the member's last event (else the history is folded).
+    tests/integration/test_as_of.py holds the two ways to one answer."""
+    if current is not None:
+        present = await _present(pool, member_id, at, current)
+        if present is not None:
+            return present
     return member_as_of(member_id, await events_as_of(pool, member_id, at))
+
+
+async def _present(pool: asyncpg.Pool, member_id: str, at: datetime, current: LoadState) -> MemberAsOf | None:
+    row = await pool.fetchrow(_PRESENT_SQL, member_id, at)
+    if row is None or row["projected"] != row["position"]:
+        return None  # an event dated after `at`, no event at all, or the read models behind
+    state = await current(member_id)
+    if state.version != row["stream_version"]:
+        return None  # appended to since
+    return MemberAsOf(state, {c: row[c] for c in COUNTERS}, row["last_activity"], row["position"])
 
 
 def expiry_page_as_of(state: MemberState, at: datetime, horizon: datetime, after: tuple[datetime, str] | None,

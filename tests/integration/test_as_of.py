@@ -9,9 +9,11 @@ from datetime import timedelta
 
 from ledger.bootstrap import Container
 from ledger.domain import tier_status
-from projections.asof import events_as_of, expiry_page_as_of, member_as_of, read_member_as_of
+from projections.asof import _present, events_as_of, expiry_page_as_of, member_as_of, read_member_as_of
 from projections.balances import COUNTERS
 from projections.queries import expiry_page
+
+from tests.unit.test_movement_properties import same
 
 from .test_projections import _history
 
@@ -32,6 +34,14 @@ async def test_as_of_after_every_event_equals_the_read_models(container: Contain
         assert got is not None
         assert got.totals == {c: row[c] for c in COUNTERS}, member
         assert (got.last_activity, got.position) == (row["last_activity"], row["position"])
+        # The member as it is, without the fold: the same answer.
+        present = await _present(pool, member, at, container.ledger.member_state)
+        assert present is not None
+        assert (present.totals, present.last_activity, present.position) == (
+            got.totals, got.last_activity, got.position)
+        same(present.state, got.state)
+        assert await _present(pool, member, events[-1].event.occurred_at - timedelta(microseconds=1),
+                              container.ledger.member_state) is None  # its last event is after that
         entries = await pool.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1", member)
         live_tier = tier_status([(r["earned_at"], r["points"]) for r in entries], at, container.rules)
         assert tier_status(got.state.qualifying_entries(), at, container.rules) == live_tier, member

@@ -211,7 +211,7 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
 
 
 async def _balance_as_of(container: Container, member_id: str, at: datetime) -> Balance:
-    member = await read_member_as_of(container.pool, member_id, at)
+    member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
     if member is None:
         raise MemberNotFound(member_id)
     state, totals = member.state, member.totals
@@ -249,7 +249,7 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
     position = await wait_for_position(container, min_position)
     if as_of is not None:
         at = in_the_past(container, "as_of", as_of)
-        member = await read_member_as_of(container.pool, member_id, at)
+        member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
         if member is None:
             raise MemberNotFound(member_id)
         s = tier_status(member.state.qualifying_entries(), at, container.rules)
@@ -282,7 +282,7 @@ async def expiry_schedule(
     position = await wait_for_position(container, min_position)
     if as_of is not None:
         at = in_the_past(container, "as_of", as_of)
-        member = await read_member_as_of(container.pool, member_id, at)
+        member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
         if member is None:
             raise MemberNotFound(member_id)
         page = expiry_page_as_of(member.state, at, at + timedelta(days=within_days), after, limit)

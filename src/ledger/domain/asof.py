@@ -123,22 +123,16 @@ def statement(member_id: str, events: Iterable[Event], start: datetime, end: dat
     difference it makes to `MemberState.available`, so the lines add up by construction
     and the ends are the as-of balances."""
     assert start < end
-    state = MemberState(member_id)
+    events = list(events)
+    before = len(list(as_of_prefix(events, start)))
+    opening_state = fold(member_id, events[:before])  # in one draft: only the span's changes are measured
+    state = opening_state
     credits: Counter[str] = Counter()
     debits: Counter[str] = Counter()
     sources: Counter[str] = Counter()
-    opened = False
     moment = start
-    opening_state: MemberState | None = None
     count = 0
-    for event in events:
-        if opening_state is None and event.occurred_at > start:
-            opening_state = state
-        if event.occurred_at > end:
-            break
-        if opening_state is None:
-            state = evolve(state, event)
-            continue
+    for event in as_of_prefix(events[before:], end):
         count += 1
         at = max(moment, event.occurred_at)
         _line(debits, "expired", state.available(moment) - state.available(at))
@@ -153,15 +147,12 @@ def statement(member_id: str, events: Iterable[Event], start: datetime, end: dat
         elif change < 0:
             debits[_DEBIT_NAMES.get(type(event), "other")] -= change
         state, moment = after, at
-    if opening_state is None:
-        opening_state = state
-    opened = opening_state.exists
     _line(debits, "expired", state.available(moment) - state.available(end))
     return Statement(
         member_id, start, end, opening_state.available(start), state.available(end),
         {name: credits[name] for name in CREDITS}, {name: debits[name] for name in DEBITS},
         dict(sorted(sources.items())), opening_state.pending, state.pending, opening_state.held, state.held,
-        count, opened, state.exists,
+        count, opening_state.exists, state.exists,
     )
 
 
