@@ -16,9 +16,8 @@ from .problems import ApiProblem
 _INSTANT = ("RFC 3339 date-time with seconds and an offset (or Z), years 2000 to 2099, not later than now"
             " (the server's clock).")
 AS_OF_DESCRIPTION = (
-    "Answer as of this instant, from the member's events rather than the read models: the events of the member's"
-    " stream, in the order recorded, up to the first one dated (`occurred_at`) after it; lots past their date at the"
-    " instant are left out. A member with no event by then: 404. " + _INSTANT)
+    "Answer as of this instant, from the member's events: those of its stream, in the order recorded, up to the"
+    " first one dated (`occurred_at`) after it; lots past their date at the instant are left out. A member with no event by then: 404. " + _INSTANT)
 AsOf = Annotated[OccurredAt | None, Query(description=AS_OF_DESCRIPTION)]
 Instant = OccurredAt
 INSTANT_DESCRIPTION = _INSTANT
