@@ -1,6 +1,6 @@
 """Reads of a member as of an instant, a statement, and a check of a member's hash chain,
-answered from the member's events in the store rather than from the read models (which
-hold the present only). The rule of which events count as of an instant is the domain's
+answered from the member's events in the store, since the read models hold the present
+only (a read as of the present may take them, see `read_member_as_of`). The rule of which events count as of an instant is the domain's
 (`ledger.domain.asof`); the SQL that picks them is here."""
 
 from __future__ import annotations
