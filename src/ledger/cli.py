@@ -9,6 +9,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from ledger import event_loop
 from ledger.store.database import StartupError
 from ledger.settings import Settings
 
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "sync", False):
             return int(args.func(args))
-        return asyncio.run(args.func(args))
+        return event_loop.run(args.func(args))
     except SettingsError as exc:
         for line in str(exc).splitlines():
             print(f"ledger {args.command}: {line}", file=sys.stderr)
