@@ -29,6 +29,7 @@ from .households import router as households_router
 from .movements import router as movements_router
 from .rejected import router as rejected_router
 from .routes import router
+from .segments import router as segments_router
 from .schemas import Health, Readiness
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(movements_router)
     app.include_router(rejected_router)
     app.include_router(households_router)
+    app.include_router(segments_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
