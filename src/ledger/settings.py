@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400,
         description="How often holds past their time are released (their points come back to available); a hold is"
                     " over at its time whatever this is, so it only bounds how late its points come back.")
+    segments_top_cache_s: float = Field(
+        60.0, ge=0, le=3_600,
+        description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"
+                    " member's spend); 0: found for each read.")
     state_cache_members_max: int = Field(200_000, ge=0, le=10_000_000)
     command_attempts_max: int = Field(100, ge=1, le=1_000)
     write_batch_commands_max: int = Field(

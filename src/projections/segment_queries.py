@@ -5,8 +5,9 @@ Each member's value and bookings are summed over the window at the time asked, f
 booking rows (the window index: only the window's rows are read). Members are placed by
 the comparisons of `ledger.domain.segments` written in SQL, with the thresholds passed
 in; tests/integration/test_segments.py holds the two to each other. The top share is a
-ranking over every member's value, so both reads sum every member's window: one scan of
-the window's bookings (see the README for the time it takes at 100,000 members).
+ranking over every member's value, so it sums every member's window: one scan of the
+window's bookings (see the README for the time it takes at 100,000 members); a member's
+read takes its edge (`top_edge`) as an argument, so that the API can keep it a while.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from decimal import Decimal
 import asyncpg
 
 from ledger.domain import SegmentRules
-from ledger.domain.segments import QUADRANTS, Segment, in_top, top_count, window
+from ledger.domain.segments import QUADRANTS, Segment, place, top_count, window
 
 # Every member known to the read models with their window's value (in the programme's
 # currency) and bookings (any currency), and whether each is in the high half of either
@@ -48,8 +49,22 @@ FROM (SELECT *, value > 0 AND higher < $7 AS top FROM placed) p
 GROUP BY high_value, high_loyalty
 """
 
-_MEMBER_SQL = _MEMBERS + """
-SELECT value, bookings, first_at, high_value, high_loyalty, higher, members FROM placed WHERE member_id = $7
+# The least value among the top places (the `top_count`-th largest positive value; none
+# when fewer members have any): a member is in the top share when it has at least that
+# much, and some. $1 window start, $2 now, $3 currency, $4 the top's places.
+_TOP_EDGE_SQL = """
+SELECT sum(amount) AS value FROM segment_bookings
+WHERE earned_at > $1 AND earned_at <= $2 AND amount > 0 AND currency = $3
+GROUP BY member_id ORDER BY value DESC OFFSET $4 - 1 LIMIT 1
+"""
+
+# One member's window, by its primary key: $1 member, $2 window start, $3 now, $4 currency.
+_MEMBER_SQL = """
+SELECT s.first_at, coalesce(sum(b.amount) FILTER (WHERE b.currency = $4), 0) AS value, count(b.member_id) AS bookings
+FROM segment_members s
+LEFT JOIN segment_bookings b ON b.member_id = s.member_id AND b.earned_at > $2 AND b.earned_at <= $3 AND b.amount > 0
+WHERE s.member_id = $1 AND s.first_at <= $3
+GROUP BY s.first_at
 """
 
 
@@ -73,6 +88,20 @@ class SegmentsOverview:
 
 
 @dataclass(frozen=True, slots=True)
+class TopEdge:
+    """Where the top share by value starts at `now`, over `members` members."""
+
+    now: datetime
+    members: int
+    value_min: Decimal | None  # the least value in it; None: every member with some value is in it
+
+    def holds(self, value: Decimal) -> bool:
+        """`ledger.domain.segments.in_top`, by the edge rather than a rank: a value at
+        least the top places' least has fewer members above it than there are places."""
+        return value > 0 and (self.value_min is None or value >= self.value_min)
+
+
+@dataclass(frozen=True, slots=True)
 class MemberSegment:
     member_id: str
     now: datetime
@@ -81,9 +110,8 @@ class MemberSegment:
     bookings: int
     first_at: datetime
     segment: Segment
-    rank: int  # 1 + the members of more value
-    members: int
     in_top: bool
+    top: TopEdge
     position: int
 
 
@@ -114,21 +142,33 @@ async def segments_overview(pool: asyncpg.Pool, now: datetime, rules: SegmentRul
     )
 
 
-async def member_segment(pool: asyncpg.Pool, member_id: str, now: datetime,
-                         rules: SegmentRules) -> MemberSegment | None:
-    """The member's value, bookings, tenure and place at `now`; None for a member the
-    read models do not know (or whose first event is after `now`)."""
+async def top_edge(pool: asyncpg.Pool, now: datetime, rules: SegmentRules) -> TopEdge:
+    """Where the top share by value starts at `now`: a sum over every member's window
+    (one scan of the window's bookings), which a caller may keep for a while."""
+    w = window(now, rules)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if not await conn.fetchval("SELECT 1 FROM segment_members WHERE member_id = $1 AND first_at <= $2",
-                                   member_id, now):
-            return None  # before the ranking, which reads every member
-        row = await conn.fetchrow(_MEMBER_SQL, *_parameters(now, rules), member_id)
+        members = int(await conn.fetchval("SELECT count(*) FROM segment_members WHERE first_at <= $1", now))
+        places = top_count(members, rules)
+        value_min = await conn.fetchval(_TOP_EDGE_SQL, w.start, now, rules.currency, places) if places else None
+    return TopEdge(now, members, value_min)
+
+
+async def member_segment(pool: asyncpg.Pool, member_id: str, now: datetime, rules: SegmentRules,
+                         top: TopEdge | None = None) -> MemberSegment | None:
+    """The member's value, bookings, tenure and place at `now`, and whether it is in the
+    top share by `top` (by default found now); None for a member the read models do not
+    know (or whose first event is after `now`). An index range of the member's bookings."""
+    w = window(now, rules)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        row = await conn.fetchrow(_MEMBER_SQL, member_id, w.start, now, rules.currency)
         position = await _checkpoint(conn)
-    assert row is not None
-    value, members, higher = Decimal(row["value"]), int(row["members"]), int(row["higher"])
+    if row is None:
+        return None
+    if top is None:
+        top = await top_edge(pool, now, rules)
+    value, bookings = Decimal(row["value"]), int(row["bookings"])
     return MemberSegment(
-        member_id=member_id, now=now, window_start=window(now, rules).start, value=value,
-        bookings=int(row["bookings"]), first_at=row["first_at"],
-        segment=QUADRANTS[(row["high_value"], row["high_loyalty"])], rank=higher + 1, members=members,
-        in_top=in_top(value, higher, members, rules), position=position,
+        member_id=member_id, now=now, window_start=w.start, value=value, bookings=bookings, first_at=row["first_at"],
+        segment=place(value, bookings, row["first_at"], now, rules), in_top=top.holds(value), top=top,
+        position=position,
     )

@@ -43,10 +43,10 @@ async def test_segments_and_a_members_segment(api: Api) -> None:
         assert r.json() == {
             "member_id": "M-1", "as_of": "2027-01-15T12:00:00Z", "window_start": "2026-01-15T12:00:00Z",
             "currency": "EUR", "value": "2100.00", "bookings": 3, "first_event_at": "2025-11-01T10:00:00Z",
-            "tenure_days": 440, "segment": "champions", "rank": 2, "members": 3, "in_top": False,
+            "tenure_days": 440, "segment": "champions", "in_top": False, "top_value_min": "5000.00", "members": 3,
             "position": r.json()["position"]}
         m2 = (await app.get("/v1/members/M-2/segment")).json()
-        assert (m2["segment"], m2["rank"], m2["in_top"], m2["tenure_days"]) == ("big_spenders", 1, True, 22)
+        assert (m2["segment"], m2["in_top"], m2["tenure_days"]) == ("big_spenders", True, 22)
         assert (await app.get("/v1/members/M-3/segment")).json()["segment"] == "occasional"
 
         r = await auditor.get("/v1/segments")

@@ -103,7 +103,7 @@ async def test_segments_equal_a_recomputation_from_the_events_live_and_rebuilt(c
         for member, (value, count, first_at) in expected.items():
             found = await member_segment(container.pool, member, now, RULES)
             assert found is not None
-            assert (found.value, found.bookings, found.first_at, found.segment, found.in_top, found.members) == (
+            assert (found.value, found.bookings, found.first_at, found.segment, found.in_top, found.top.members) == (
                 value, count, first_at, placed[member][0], placed[member][1], len(expected)), member
         if now == T0 + timedelta(days=205):
             assert all(t.members for t in overview.segments), overview  # every quadrant has members

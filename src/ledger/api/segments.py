@@ -6,6 +6,8 @@ rules' `segments` thresholds (`ledger.domain.segments`), as of now."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
@@ -13,10 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from ledger.bootstrap import Container
 from ledger.domain import MemberNotFound, SegmentRules
 from ledger.domain.segments import Segment
 from ledger.keys import ApiKey, Permission
-from projections.segment_queries import member_segment, segments_overview
+from projections.segment_queries import TopEdge, member_segment, segments_overview, top_edge
 
 from .deps import ContainerDep, MemberPath, MinPosition, SingleQueryValues, require, wait_for_position
 from .routes import _errors
@@ -91,7 +94,7 @@ class MemberSegmentView(BaseModel):
     model_config = _examples({
         "member_id": "M-1001", "as_of": "2027-01-15T12:00:00Z", "window_start": "2026-01-15T12:00:00Z",
         "currency": "EUR", "value": "2100.00", "bookings": 3, "first_event_at": "2025-11-01T10:00:00Z",
-        "tenure_days": 440, "segment": "champions", "rank": 212, "members": 10000, "in_top": True,
+        "tenure_days": 440, "segment": "champions", "in_top": True, "top_value_min": "1890.50", "members": 10000,
         "position": 48211})
     member_id: str
     as_of: datetime
@@ -103,9 +106,13 @@ class MemberSegmentView(BaseModel):
     first_event_at: datetime = Field(description="When the member's first event happened.")
     tenure_days: int = Field(ge=0, description="Whole days from the first event to `as_of`.")
     segment: Segment = Field(description=_SEGMENTS)
-    rank: int = Field(ge=1, description="By value: 1 + the members of more value (ties share a rank).")
-    members: int = Field(ge=1, description="Members ranked.")
-    in_top: bool = Field(description="Whether the member is in the top share by value (`thresholds.top_share`).")
+    in_top: bool = Field(description="Whether the member is in the top share of members by value (the rules'"
+                                     " `segments.top_share`): some value, and at least `top_value_min`.")
+    top_value_min: str | None = Field(description="The least value in the top share (ties at the edge all in);"
+                                                  " null while fewer members than its places have any value. The"
+                                                  " edge is recomputed at most every LEDGER_SEGMENTS_TOP_CACHE_S"
+                                                  f" seconds. {_MONEY}")
+    members: int = Field(ge=1, description="Members the top share is of.")
     position: int = Field(description="The read models include every event up to this position.")
 
 
@@ -135,6 +142,33 @@ async def segments(container: ContainerDep, _: Annotated[ApiKey, require(Permiss
     )
 
 
+class _TopEdgeCache:
+    """The top share's edge, kept for `ttl_s`: finding it sums every member's window
+    (a third of a second at 100,000 members), a member's own window is one index range."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.lock = asyncio.Lock()  # one computation at a time: the others wait for its answer
+        self.edge: TopEdge | None = None
+        self.found_at = 0.0
+
+    async def get(self, container: Container, rules: SegmentRules) -> TopEdge | None:
+        if self.ttl_s == 0:
+            return None  # off: the query finds it for each read
+        async with self.lock:
+            if self.edge is None or time.monotonic() - self.found_at >= self.ttl_s:
+                self.edge = await top_edge(container.pool, container.clock(), rules)
+                self.found_at = time.monotonic()
+            return self.edge
+
+
+def _top_cache(container: Container) -> _TopEdgeCache:
+    cache = container.extras.get("segments_top_edge")
+    if not isinstance(cache, _TopEdgeCache):
+        cache = container.extras["segments_top_edge"] = _TopEdgeCache(container.settings.segments_top_cache_s)
+    return cache
+
+
 @router.get("/members/{member_id}/segment", operation_id="getMemberSegment", response_model=MemberSegmentView,
             responses=_errors(404, 409), tags=["members"])
 async def member(member_id: Member, container: ContainerDep,
@@ -145,12 +179,16 @@ async def member(member_id: Member, container: ContainerDep,
     if min_position is not None:
         await wait_for_position(container, min_position)
     rules = container.rules.segments
-    found = await member_segment(container.pool, member_id, container.clock(), rules)
+    if not await container.pool.fetchval("SELECT 1 FROM segment_members WHERE member_id = $1", member_id):
+        raise MemberNotFound(member_id)  # before the top's edge, which may sum every member's window
+    top = await _top_cache(container).get(container, rules)
+    found = await member_segment(container.pool, member_id, container.clock(), rules, top)
     if found is None:
         raise MemberNotFound(member_id)
     return MemberSegmentView(
         member_id=member_id, as_of=found.now, window_start=found.window_start, currency=rules.currency,
         value=str(found.value), bookings=found.bookings, first_event_at=found.first_at,
-        tenure_days=(found.now - found.first_at).days, segment=found.segment, rank=found.rank, members=found.members,
-        in_top=found.in_top, position=found.position,
+        tenure_days=(found.now - found.first_at).days, segment=found.segment, in_top=found.in_top,
+        top_value_min=str(found.top.value_min) if found.top.value_min is not None else None,
+        members=found.top.members, position=found.position,
     )
