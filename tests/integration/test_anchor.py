@@ -144,3 +144,35 @@ async def test_a_tampered_anchor_or_the_wrong_key_is_refused(container: Containe
     assert code == 2 and "chmod 600" in err
     assert (await cli("verify", "M-0", "--all"))[0] == 2
     assert (await cli("verify", "M-0", "--anchor", anchor))[0] == 2
+
+
+@pytest.mark.kafka
+async def test_an_anchor_sent_to_kafka_is_the_signed_file(
+    container: Container, tmp_path: Path, cli, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    await _ledger(container)
+    topic = f"anchors-{tmp_path.name}"[:200]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    key, anchor = tmp_path / "anchor.pem", tmp_path / "a.json"
+    create_key(key)
+    assert (await cli("anchor", "--key", key, "--out", anchor, "--kafka-topic", topic))[0] == 2  # no broker set
+    monkeypatch.setenv("LEDGER_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    code, out, err = await cli("anchor", "--key", key, "--out", anchor, "--kafka-topic", topic)
+    assert code == 0 and f"sent to {topic}" in out, err
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, request_timeout_ms=10_000)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(15):
+            message = await consumer.getone()
+    finally:
+        await consumer.stop()
+    assert message.key == b"anchor" and message.value == anchor.read_bytes()
