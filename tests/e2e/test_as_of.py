@@ -94,14 +94,22 @@ async def test_each_read_answers_as_of_an_instant(api: Api) -> None:
 async def test_a_back_dated_booking_counts_from_the_latest_time_already_on_record(api: Api) -> None:
     await _history(api)
     async with api.client("admin") as admin:
-        # Dated 7 January, posted after the 10 January redemption was recorded.
+        # Dated 7 January, posted after the 10 January redemption and the 1 February credit.
         r = await admin.post("/v1/booking-events", json={
             **BOOKING, "event_id": "late", "type": "booking.completed", "booking_id": "BK-LATE",
             "occurred_at": "2026-01-07T10:00:00Z"})
         assert r.status_code == 201, r.text
-        late = r.json()["points"]
-        r = await _get(admin, "balance", as_of="2026-01-08T00:00:00Z")
+        late, position = r.json()["points"], r.json()["position"]
+        r = await _get(admin, "balance", min_position=position)
+        assert r.json()["available"] == 1600 + 750 + late
+        r = await _get(admin, "balance", as_of="2026-01-08T00:00:00Z", min_position=position)
         assert r.json()["available"] == 2600  # not in: the record then held the earn only
+        # It counts from the latest time on the member's record when it was posted: the
+        # goodwill credit's, 1 February.
+        r = await _get(admin, "balance", as_of="2026-01-31T23:59:59Z")
+        assert r.json()["available"] == 1600
+        r = await _get(admin, "balance", as_of=_iso(ADJUSTED_AT))
+        assert r.json()["available"] == 1600 + 750 + late
         r = await _get(admin, "balance", as_of=_iso(NOW))
         assert r.json()["available"] == 1600 + 750 + late
 
