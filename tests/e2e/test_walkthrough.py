@@ -66,6 +66,19 @@ async def test_readme_walkthrough(api: Api) -> None:
         assert [e["type"] for e in r.json()["events"]] == ["PendingPointsActivated", "PointsEarned"]
         assert r.json()["next_cursor"] is None
 
+        # As of 22 November the flight's points were pending; a statement from 1 November to
+        # now; the member's hash chain recomputed.
+        r = await app.get("/v1/members/M-1001/balance", params={"as_of": "2026-11-22T00:00:00Z"})
+        assert (r.json()["available"], r.json()["pending"]) == (0, 2600), r.text
+        r = await app.get("/v1/members/M-1001/statement", params={
+            "from": "2026-11-01T00:00:00Z", "to": datetime.now().astimezone().isoformat()})
+        s = r.json()
+        assert (s["opening_balance"], s["closing_balance"]) == (0, 900), r.text
+        assert (s["credits"]["earned"], s["credits"]["adjusted"], s["debits"]["redeemed"]) == (2600, 300, 2000)
+        async with api.client("auditor") as auditor:
+            r = await auditor.get("/v1/members/M-1001/verification")
+        assert (r.json()["events"], r.json()["ok"]) == (4, True), r.text
+
         # A hold at checkout, captured in part: the rest goes back at once.
         r = await app.post("/v1/members/M-1001/holds", headers={"Idempotency-Key": "checkout-31"},
                            json={"points": 500, "reward": {"id": "CAR-UPG-1", "kind": "upgrade"}, "ttl_s": 900})

@@ -32,6 +32,7 @@ from .rejected import router as rejected_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
+from .statements import router as statements_router
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(rejected_router)
     app.include_router(households_router)
     app.include_router(segments_router)
+    app.include_router(statements_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

@@ -27,6 +27,7 @@ from ledger.domain import (
 from ledger.handlers import Applied, CommandRequest, Duplicate
 from ledger.ingest.schema import BookingEvent
 from ledger.keys import ApiKey, Permission
+from projections.asof import expiry_page_as_of, history_as_of, read_member_as_of
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
 from .deps import (
@@ -39,6 +40,7 @@ from .deps import (
     require,
     wait_for_position,
 )
+from .instants import AsOf, in_the_past
 from .problems import ApiProblem
 from .schemas import (
     AdjustmentRequest,
@@ -186,10 +188,13 @@ _READ = require(Permission.read_members)
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
             responses=_errors(404, 409), tags=["members"])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-                  min_position: MinPosition = None) -> Balance:
-    """Available, pending and held points, lifetime totals, and the tier in force now."""
+                  min_position: MinPosition = None, as_of: AsOf = None) -> Balance:
+    """Available, pending and held points, lifetime totals, and the tier in force now (or
+    as of `as_of`)."""
     if min_position is not None:
         await wait_for_position(container, min_position)
+    if as_of is not None:
+        return await _balance_as_of(container, member_id, in_the_past(container, "as_of", as_of))
     now = container.clock()
     # One round trip, one snapshot: this is the route apps poll most.
     row = await container.pool.fetchrow(_BALANCE_SQL, member_id, now)
@@ -202,6 +207,22 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"],
         lifetime_transferred_in=row["lifetime_transferred_in"], lifetime_transferred_out=row["lifetime_transferred_out"],
         tier=tier.tier, last_activity=row["last_activity"], position=row["checkpoint"],
+    )
+
+
+async def _balance_as_of(container: Container, member_id: str, at: datetime) -> Balance:
+    member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
+    if member is None:
+        raise MemberNotFound(member_id)
+    state, totals = member.state, member.totals
+    return Balance(
+        member_id=member_id, available=state.available(at), pending=state.pending, held=state.held,
+        lifetime_earned=totals["lifetime_earned"], lifetime_redeemed=totals["lifetime_redeemed"],
+        lifetime_expired=totals["lifetime_expired"], lifetime_adjusted=totals["lifetime_adjusted"],
+        lifetime_transferred_in=totals["lifetime_transferred_in"],
+        lifetime_transferred_out=totals["lifetime_transferred_out"],
+        tier=tier_status(state.qualifying_entries(), at, container.rules).tier, last_activity=member.last_activity,
+        position=member.position,
     )
 
 
@@ -223,14 +244,23 @@ FROM balances b WHERE b.member_id = $1
 @router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
             responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
-               min_position: MinPosition = None) -> TierView:
-    """Tier from tier-qualifying points in the rolling window, evaluated now."""
+               min_position: MinPosition = None, as_of: AsOf = None) -> TierView:
+    """Tier from tier-qualifying points in the rolling window, evaluated now (or as of `as_of`)."""
     position = await wait_for_position(container, min_position)
-    async with container.pool.acquire() as conn:
-        if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
+    if as_of is not None:
+        at = in_the_past(container, "as_of", as_of)
+        member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
+        if member is None:
             raise MemberNotFound(member_id)
-        entries = await conn.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1", member_id)
-    s = tier_status([(r["earned_at"], r["points"]) for r in entries], container.clock(), container.rules)
+        s = tier_status(member.state.qualifying_entries(), at, container.rules)
+        position = member.position
+    else:
+        async with container.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
+                raise MemberNotFound(member_id)
+            entries = await conn.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1",
+                                       member_id)
+        s = tier_status([(r["earned_at"], r["points"]) for r in entries], container.clock(), container.rules)
     return TierView(member_id=member_id, tier=s.tier, qualifying_points=s.qualifying_points,
                     window_start=s.window_start, next_tier=s.next_tier, points_to_next_tier=s.points_to_next_tier,
                     reevaluation_date=s.reevaluation_date, position=position)
@@ -244,16 +274,24 @@ async def expiry_schedule(
     limit: Annotated[QueryInt(1, EXPIRY_PAGE_LOTS_MAX), Query(description="Lots per page.")] = 100,
     cursor: Annotated[str | None, Query(min_length=1, max_length=EXPIRY_CURSOR_CHARS_MAX, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="`next_cursor` of the page before.")] = None,
-    min_position: MinPosition = None,
+    min_position: MinPosition = None, as_of: AsOf = None,
 ) -> ExpirySchedule:
     """Lots with points left, soonest expiry first, a page at a time; and how many points
-    expire within N days, over all of them."""
+    expire within N days, over all of them (from now, or from `as_of`)."""
     after = _expiry_cursor_value(cursor) if cursor is not None else None
     position = await wait_for_position(container, min_position)
-    now = container.clock()
-    page = await expiry_page(container.pool, member_id, now, now + timedelta(days=within_days), after, limit)
-    if page is None:
-        raise MemberNotFound(member_id)
+    if as_of is not None:
+        at = in_the_past(container, "as_of", as_of)
+        member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
+        if member is None:
+            raise MemberNotFound(member_id)
+        page = expiry_page_as_of(member.state, at, at + timedelta(days=within_days), after, limit)
+        position = member.position
+    else:
+        now = container.clock()
+        page = await expiry_page(container.pool, member_id, now, now + timedelta(days=within_days), after, limit)
+        if page is None:
+            raise MemberNotFound(member_id)
     return ExpirySchedule(
         member_id=member_id, within_days=within_days, expiring_points=page.expiring_points,
         lots=[{"lot_id": lot_id, "remaining": remaining, "expires_at": expires_at}
@@ -290,16 +328,21 @@ async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
     limit: Annotated[QueryInt(1, HISTORY_LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
-    min_position: MinPosition = None,
+    min_position: MinPosition = None, as_of: AsOf = None,
 ) -> HistoryPage:
-    """The member's events from the event store itself, newest first."""
+    """The member's events from the event store itself, newest first (those on its
+    record as of `as_of`, when given)."""
     if min_position is not None:
         await wait_for_position(container, min_position)
     before = min(int(cursor), 2**31 - 1) if cursor else 2**31 - 1
-    rows = await container.pool.fetch(
-        "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
-        " WHERE stream_id = $1 AND stream_version < $2 ORDER BY stream_version DESC LIMIT $3",
-        member_id, before, limit + 1)
+    if as_of is not None:
+        rows = await history_as_of(container.pool, member_id, in_the_past(container, "as_of", as_of), before,
+                                   limit + 1)
+    else:
+        rows = await container.pool.fetch(
+            "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
+            " WHERE stream_id = $1 AND stream_version < $2 ORDER BY stream_version DESC LIMIT $3",
+            member_id, before, limit + 1)
     if not rows and cursor is None:
         raise MemberNotFound(member_id)
     page = rows[:limit]
