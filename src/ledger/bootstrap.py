@@ -196,6 +196,7 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
     programme = ProgrammeStore(pool)
     try:
         await programme.ensure_first(document, DEFAULT_FX_RATES, DEFAULT_FX_BASE)
+        marker = await programme.marker()  # before the book: a publication in between is loaded again
         book = await programme.book()
     except BaseException:
         await pool.close()
@@ -212,4 +213,6 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
         wake=ledger.appended, tier_cache_members_max=settings.projection_tier_cache_members_max,
     )
     tune_gc()
-    return Container(settings, url, pool, programme, store, ledger, runner, embedded)
+    container = Container(settings, url, pool, programme, store, ledger, runner, embedded)
+    container.extras["programme_marker"] = marker  # see ledger.rules_refresh
+    return container

@@ -89,11 +89,12 @@ class ProgrammeStore:
                         "INSERT INTO fx_rate_sets (effective_from, base, rates, published_by)"
                         " VALUES ($1, $2, $3::jsonb, $4)", EPOCH, base, orjson.dumps(rates).decode(), by)
 
-    async def publish_rules(self, document: dict[str, Any], effective_from: datetime, by: str) -> Published:
+    async def publish_rules(self, document: dict[str, Any], effective_from: datetime, by: str,
+                            now: datetime) -> Published:
         """Insert a version; PublishRefused for a version name or start taken, or a start
-        in the past (by the database's clock, the one `published_at` is read from)."""
+        before `now` (the publishing process's clock)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if effective_from < await conn.fetchval("SELECT now()"):
+            if effective_from < now:
                 raise PublishRefused("A version cannot take effect in the past: effective_from must be now or later.",
                                      "effective_from")
             try:
@@ -108,9 +109,9 @@ class ProgrammeStore:
         return Published(*row)
 
     async def publish_rates(self, rates: dict[str, str], base: str, effective_from: datetime,
-                            by: str) -> PublishedRates:
+                            by: str, now: datetime) -> PublishedRates:
         async with self.pool.acquire() as conn, conn.transaction():
-            if effective_from < await conn.fetchval("SELECT now()"):
+            if effective_from < now:
                 raise PublishRefused("Rates cannot take effect in the past: effective_from must be now or later.",
                                      "effective_from")
             try:
