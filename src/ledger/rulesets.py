@@ -98,7 +98,7 @@ class RuleSet(_Strict):
 
     version: Version = Field(description="The version's name, unique; earn events record it.")
     effective_from: AwareDatetime = Field(
-        description="RFC 3339 instant from which the version is in force (not in the past when published).")
+        description="RFC 3339 instant from which the version is in force (later than the instant it is published).")
     programme_currency: Currency = Field(
         "EUR", description="What earn rates without a per-currency entry are in, and exchange rates convert to.")
     earn_rates: dict[Product, dict[Currency, Rate]] = Field(
@@ -153,6 +153,6 @@ class FxRateSet(_Strict):
     """Exchange rates from `effective_from` until the next set: units of each currency per
     one unit of the programme currency (`base`, the programme currency when omitted)."""
 
-    effective_from: AwareDatetime = Field(description="RFC 3339 instant the rates apply from (not in the past).")
+    effective_from: AwareDatetime = Field(description="RFC 3339 instant the rates apply from (later than now).")
     base: Currency | None = Field(None, description="The programme currency the rates are against.")
     rates: dict[Currency, FxRate] = Field(min_length=1, max_length=CURRENCIES_MAX)

@@ -2,7 +2,7 @@
 
 Admins publish (`programme:write`); admins, auditors and support read
 (`programme:read`). What is published is never changed: a new version or rate set
-takes effect from its `effective_from` (now or later), and every process uses it within
+takes effect from its `effective_from` (later than now), and every process uses it within
 LEDGER_RULES_REFRESH_S (`ledger.rules_refresh`); this process at once."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def _after_publish(container: Container) -> None:
 @router.post("/rules", operation_id="publishRules", status_code=201, response_model=PublishedVersion,
              responses=_errors(409))
 async def publish_rules(body: RuleSet, response: Response, container: ContainerDep, key: Publisher) -> PublishedVersion:
-    """Publish a whole rule set as a new version, in force from `effective_from` (now or later) until the next
+    """Publish a whole rule set as a new version, in force from `effective_from` (later than now) until the next
     version's. 409 for a version name or a start that exists; 422 names every wrong field."""
     try:
         ProgramRules.from_dict(body.document())  # what the domain checks beyond the schema
@@ -123,7 +123,7 @@ async def rule_version(version: Annotated[Version, Path(description="A published
             responses=_errors(409))
 async def publish_fx_rates(body: FxRateSet, container: ContainerDep, key: Publisher) -> PublishedRates:
     """Publish a set of exchange rates (units of each currency per one unit of the programme currency), in force
-    from `effective_from` (now or later) until the next set. A currency left out has no rate from then on."""
+    from `effective_from` (later than now) until the next set. A currency left out has no rate from then on."""
     base = container.book.version_at(body.effective_from).rules.programme_currency
     if body.base is not None and body.base != base:
         raise ApiProblem(422, "Invalid request", f"The rates must be against the programme currency, {base}.",

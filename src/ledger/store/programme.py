@@ -1,7 +1,7 @@
 """Published rule set versions and exchange-rate sets in PostgreSQL: insert and select
 only (a trigger refuses any change, see migration 0012).
 
-A version or a rate set may only take effect from its publication onwards, never in
+A version or a rate set may only take effect after its publication, never in
 the past: the book's answer for an instant already past then never changes, which is
 what makes the rule for late and back-dated events hold (see `ledger.domain.rulebook`).
 The only exception is the first version, which the first process to start publishes
@@ -94,8 +94,8 @@ class ProgrammeStore:
         """Insert a version; PublishRefused for a version name or start taken, or a start
         before `now` (the publishing process's clock)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if effective_from < now:
-                raise PublishRefused("A version cannot take effect in the past: effective_from must be now or later.",
+            if effective_from <= now:
+                raise PublishRefused("A version cannot take effect in the past: effective_from must be later than now.",
                                      "effective_from")
             try:
                 row = await conn.fetchrow(
@@ -111,8 +111,8 @@ class ProgrammeStore:
     async def publish_rates(self, rates: dict[str, str], base: str, effective_from: datetime,
                             by: str, now: datetime) -> PublishedRates:
         async with self.pool.acquire() as conn, conn.transaction():
-            if effective_from < now:
-                raise PublishRefused("Rates cannot take effect in the past: effective_from must be now or later.",
+            if effective_from <= now:
+                raise PublishRefused("Rates cannot take effect in the past: effective_from must be later than now.",
                                      "effective_from")
             try:
                 row = await conn.fetchrow(
