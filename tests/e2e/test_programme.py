@@ -5,6 +5,7 @@ the version in force at each booking's time."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import httpx
 
@@ -116,3 +117,27 @@ async def test_bad_rules_name_every_field_and_change_nothing(api: Api) -> None:
         assert [v["version"] for v in versions] == ["2026.1"]
         assert (await admin.get("/v1/programme/fx-rates", params={"at": "2028-01-01T00:00:00Z"})).json()[
             "effective_from"].startswith("1970")
+
+
+async def test_exchange_rates_published_and_read_at_any_instant(api: Api) -> None:
+    api.container.clock = lambda: NOW
+    async with api.client("admin") as admin, api.client("auditor") as auditor:
+        first = (await auditor.get("/v1/programme/fx-rates")).json()
+        assert first["base"] == "EUR" and first["effective_from"].startswith("1970")
+        assert {"CNY", "HKD", "TWD", "JPY", "KRW", "SGD", "THB", "MYR", "IDR", "INR", "AUD", "NZD", "USD", "CAD",
+                "GBP", "CHF"} <= first["rates"].keys()
+        body = {"effective_from": NEXT, "rates": {"CNY": "7.9", "USD": "1.1"}}
+        r = await admin.put("/v1/programme/fx-rates", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["rates"] == body["rates"] and r.json()["base"] == "EUR"
+        assert (await admin.put("/v1/programme/fx-rates", json=body)).status_code == 409
+        r = await admin.put("/v1/programme/fx-rates", json={**body, "base": "USD",
+                                                            "effective_from": "2027-03-01T00:00:00Z"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "base"
+        past = await admin.put("/v1/programme/fx-rates", json={**body, "effective_from": "2027-01-01T00:00:00Z"})
+        assert past.status_code == 422 and past.json()["errors"][0]["field"] == "effective_from"
+        assert (await auditor.get("/v1/programme/fx-rates", params={"at": NEXT})).json()["rates"] == body["rates"]
+        assert (await auditor.get("/v1/programme/fx-rates", params={"at": "2027-01-31T00:00:00Z"})).json() == first
+        # This process's book holds the new set at once; others within LEDGER_RULES_REFRESH_S.
+        assert api.container.book.fx_at(datetime(2027, 2, 2, tzinfo=UTC)).rates["CNY"] == Decimal("7.9")
+        assert api.container.book.at(datetime(2027, 2, 2, tzinfo=UTC)).fx.rates["CNY"] == Decimal("7.9")
