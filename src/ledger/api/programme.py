@@ -11,27 +11,47 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from ledger.bootstrap import Container
 from ledger.domain import NotFound, ProgramRules
 from ledger.keys import ApiKey, Permission
 from ledger.rules_refresh import refresh_once
-from ledger.rulesets import VERSIONS_PAGE_MAX, FxRateSet, RuleSet, Version
+from ledger.rulesets import VERSIONS_PAGE_MAX, FxRateSet, Instant, RuleSet, Version
 from ledger.store.programme import PublishRefused
 
 from .deps import ContainerDep, QueryInt, SingleQueryValues, require
 from .problems import ApiProblem
 from .routes import _errors
+from .schemas import _examples
 
-router = APIRouter(prefix="/v1/programme", dependencies=[SingleQueryValues], tags=["programme"])
+class _EveryMethodRoute(APIRoute):
+    """A route whose 405 lists every method its path has in the app (GET and POST of
+    /rules, GET and PUT of /fx-rates are two routes each, and Starlette's 405 names only
+    the first one's methods in `Allow`, where HTTP wants all of them)."""
 
-At = Annotated[AwareDatetime | None, Query(description="RFC 3339 instant; unset: now.")]
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods and "app" in scope:
+            allowed = sorted({method for route in scope["app"].routes
+                              if isinstance(route, APIRoute) and route.path == self.path for method in route.methods})
+            raise StarletteHTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(prefix="/v1/programme", dependencies=[SingleQueryValues], tags=["programme"],
+                   route_class=_EveryMethodRoute)
+
+At = Annotated[Instant | None, Query(description="RFC 3339 instant (2000 to 2099); unset: now.")]
 Reader = Annotated[ApiKey, require(Permission.read_programme)]
 Publisher = Annotated[ApiKey, require(Permission.publish_programme)]
 
 
 class PublishedVersion(BaseModel):
+    model_config = _examples({"version": "2027.1", "effective_from": "2027-01-01T00:00:00Z",
+                              "published_at": "2026-12-01T09:30:00Z", "published_by": "marketing-admin"})
     version: str
     effective_from: datetime
     published_at: datetime
@@ -39,21 +59,25 @@ class PublishedVersion(BaseModel):
 
 
 class VersionsPage(BaseModel):
+    model_config = _examples({"versions": [{"version": "2027.1", "effective_from": "2027-01-01T00:00:00Z",
+                                            "published_at": "2026-12-01T09:30:00Z", "published_by": "marketing-admin"}],
+                              "next_before": None})
     versions: list[PublishedVersion] = Field(description="Newest publication first.")
     next_before: int | None = Field(description="Pass as `before` for the next page; null on the last one.")
 
 
 class PublishedRates(FxRateSet):
+    model_config = _examples({"effective_from": "2027-01-01T00:00:00Z", "base": "EUR", "rates": {"CNY": "7.8"},
+                              "published_at": "2026-12-01T09:30:00Z", "published_by": "finance-admin"})
     base: str  # type: ignore[assignment]
     published_at: datetime
     published_by: str
 
 
 def _refused(exc: PublishRefused) -> ApiProblem:
-    # A version name or a start taken is a conflict with what exists; a start in the past
-    # is a value the request may not carry.
-    status = 409 if "already" in str(exc) else 422
-    return ApiProblem(status, "Conflict" if status == 409 else "Invalid request", str(exc),
+    # A version name or a start taken, or a start no longer ahead of now: the request is
+    # well formed, what exists (or the clock) refuses it, as for any 409.
+    return ApiProblem(409, "Conflict", str(exc), field=exc.field,
                       errors=[{"field": exc.field, "message": str(exc), "type": "publish_refused"}])
 
 
@@ -66,7 +90,14 @@ async def _after_publish(container: Container) -> None:
              responses=_errors(409))
 async def publish_rules(body: RuleSet, response: Response, container: ContainerDep, key: Publisher) -> PublishedVersion:
     """Publish a whole rule set as a new version, in force from `effective_from` (later than now) until the next
-    version's. 409 for a version name or a start that exists; 422 names every wrong field."""
+    version's. 422 names every field the schema refuses; 409 names every field of a rule set that does not hold
+    together (tiers not starting at 0 or not ascending, a promotion ending before it starts), and is the answer
+    for a version name or a start that exists."""
+    wrong = body.inconsistencies()
+    if wrong:
+        fields = ", ".join(e["field"] for e in wrong)
+        raise ApiProblem(409, "Inconsistent rule set", f"The rule set does not hold together: {fields}.",
+                         errors=wrong)
     try:
         ProgramRules.from_dict(body.document())  # what the domain checks beyond the schema
     except ValueError as exc:
@@ -126,8 +157,8 @@ async def publish_fx_rates(body: FxRateSet, container: ContainerDep, key: Publis
     from `effective_from` (later than now) until the next set. A currency left out has no rate from then on."""
     base = container.book.version_at(body.effective_from).rules.programme_currency
     if body.base is not None and body.base != base:
-        raise ApiProblem(422, "Invalid request", f"The rates must be against the programme currency, {base}.",
-                         errors=[{"field": "base", "message": f"must be {base}", "type": "value_error"}])
+        raise ApiProblem(409, "Conflict", f"The rates must be against the programme currency, {base}.", field="base",
+                         errors=[{"field": "base", "message": f"must be {base}", "type": "publish_refused"}])
     try:
         p = await container.programme.publish_rates(dict(body.rates), base, body.effective_from, key.name,
                                                    container.clock())

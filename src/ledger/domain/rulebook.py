@@ -29,7 +29,9 @@ from .rules import FxRates, ProgramRules
 
 __all__ = ["EPOCH", "FxRates", "RuleBook", "RuleVersion", "Rules", "as_book", "in_force"]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the first version's start: every booking falls after it
+# The first version's start: every booking the schema accepts (years 2000 to 2099) falls
+# after it; `at` of an earlier instant answers the first version too.
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 COMBINED_MAX = 1_024  # (rules version, rate set) pairs remembered, each a ProgramRules
 
 
