@@ -147,3 +147,29 @@ async def test_exchange_rates_published_and_read_at_any_instant(api: Api) -> Non
         # This process's book holds the new set at once; others within LEDGER_RULES_REFRESH_S.
         assert api.container.book.fx_at(datetime(2027, 2, 2, tzinfo=UTC)).rates["CNY"] == Decimal("7.9")
         assert api.container.book.at(datetime(2027, 2, 2, tzinfo=UTC)).fx.rates["CNY"] == Decimal("7.9")
+
+
+async def test_a_cny_booking_earns_converted_and_a_currency_without_a_rate_is_refused(api: Api) -> None:
+    api.container.clock = lambda: NOW
+    async with api.client("admin") as admin, api.client("ingest") as ingest, api.client("app") as app:
+        r = await _earn(ingest, "B-CNY", "2026-04-01T10:00:00Z", currency="CNY", amount="780.00")
+        assert r.status_code == 201, r.text
+        data = _events(r)[0]["data"]
+        assert (data["currency"], data["amount"], data["fx_rate"], data["converted_amount"]) == (
+            "CNY", "780.00", "7.8", "100.00")
+        assert data["breakdown"] == [["base:flight:EUR", 500], ["first_booking_bonus", 500]]
+        position = r.json()["position"]
+        balance = (await app.get("/v1/members/M-7/balance", params={"min_position": position})).json()
+
+        # A new set without HKD: from its start an HKD booking is refused, naming the currency; nothing changes.
+        assert (await admin.put("/v1/programme/fx-rates", json={"effective_from": NEXT,
+                                                                "rates": {"CNY": "7.5"}})).status_code == 201
+        assert (await _earn(ingest, "B-HKD-1", "2027-01-20T10:00:00Z", currency="HKD")).status_code == 201
+        r = await _earn(ingest, "B-HKD-2", "2027-02-02T10:00:00Z", currency="HKD")
+        assert r.status_code == 409, r.text
+        assert (r.json()["title"], r.json()["currency"], r.json()["field"]) == ("Currency not earned", "HKD",
+                                                                               "currency")
+        assert "HKD" in r.json()["detail"]
+        after = (await app.get("/v1/members/M-7/history")).json()
+        assert not any(e["data"].get("booking_id") == "B-HKD-2" for e in after["events"])
+        assert balance["available"] == 1000

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from ledger.bootstrap import build
@@ -110,3 +111,34 @@ async def test_a_version_published_during_a_kafka_load_is_used_from_its_start(
         assert [await _table(container.pool, sql) for sql in tables] == live
     finally:
         await container.close()
+
+
+async def test_a_cny_booking_earns_over_kafka_and_a_currency_without_a_rate_is_dead_lettered(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    topic, group = f"bookings-{run}", f"ledger-{run}"
+    await create_topics(kafka_bootstrap, topic, partitions=1)
+    booking = {"type": "booking.completed", "member_id": f"M-{run}", "product": "hotel", "amount": "1560.00",
+               "occurred_at": "2026-04-01T10:00:00Z"}
+    events = [{**booking, "event_id": f"{run}-1", "booking_id": "B1", "currency": "CNY"},
+              {**booking, "event_id": f"{run}-2", "booking_id": "B2", "currency": "XAF"}]  # ISO 4217, no rate
+    await produce(kafka_bootstrap, topic, [encode(e) for e in events])
+    proc = ConsumerProcess(kafka_env(db_url, kafka_bootstrap, topic, group, tmp_path), tmp_path / "consumer.log")
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        proc.start()
+        await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 60, [proc])
+        assert proc.terminate() == 0, proc.log_tail()
+        rows = await pool.fetch("SELECT type, schema_version, data FROM events WHERE stream_id = $1", f"M-{run}")
+        assert [(r["type"], r["schema_version"]) for r in rows] == [("PointsEarned", 2)]
+        earned = orjson.loads(rows[0]["data"])
+        assert (earned["fx_rate"], earned["converted_amount"], earned["breakdown"][0]) == (
+            "7.8", "200.00", ["base:hotel:EUR", 2000])
+        (reason,) = [r["reason"] for r in await pool.fetch("SELECT reason FROM rejected_messages WHERE topic = $1",
+                                                           topic)]
+        assert reason.startswith("Currency not earned: Currency XAF earns no points for hotel"), reason
+    finally:
+        if proc.alive():
+            proc.kill()
+        await pool.close()

@@ -29,6 +29,7 @@ from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_
 from .errors import (
     BookingNotFound,
     BookingStateConflict,
+    CurrencyNotEarned,
     ConcurrencyConflict,
     DuplicateEvent,
     InsufficientPoints,

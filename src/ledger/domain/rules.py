@@ -11,15 +11,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from math import floor
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidCommand
+from .errors import CurrencyNotEarned, InvalidCommand
 
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")
 PROMOTION_DAYS_MAX = 1_000
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,24 @@ class ProgramRules:
                 f"supported: {', '.join(sorted(rates))}."
             )
         return rate
+
+    def conversion(self, product: str, amount: Decimal, currency: str) -> tuple[Decimal, Decimal] | None:
+        """How a booking in `currency` earns: None at the rate its product has for that
+        currency (a per-currency rate wins); else (the amount in the programme currency,
+        the exchange rate used), converted at the rate set in force (attached by the rule
+        book) and rounded half-even to cents, to earn at the programme currency's rate.
+        CurrencyNotEarned when neither applies."""
+        rates = self.earn_rates.get(product)
+        if rates is None or currency in rates:
+            return None  # an unknown product: `rate` says so
+        fx = self.fx
+        rate = fx.rate(currency) if fx is not None and fx.base == self.programme_currency else None
+        if rate is None or self.programme_currency not in rates:
+            raise CurrencyNotEarned(
+                f"Currency {currency} earns no points for {product} in rules {self.version}: no rate of its own"
+                f" ({', '.join(sorted(rates))}) and no exchange rate to {self.programme_currency} in force.",
+                currency)
+        return (amount / rate).quantize(CENT, rounding=ROUND_HALF_EVEN), rate
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
