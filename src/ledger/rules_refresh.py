@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from ledger.bootstrap import Container
+from ledger.store.database import DATABASE_ERRORS
 from ledger.supervisor import sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ async def refresh_once(container: Container, *, force: bool = False) -> None:
 
 
 async def run_rules_refresh(container: Container, stop: asyncio.Event) -> None:
+    """A database away is waited out here, polling on (the process keeps deciding under
+    the book it has); anything else is the supervisor's to log and restart."""
     while not stop.is_set():
-        await refresh_once(container)
+        try:
+            await refresh_once(container)
+        except DATABASE_ERRORS as exc:
+            log.warning("rules refresh: %s: %s", type(exc).__name__, exc)
         await sleep_or_stop(stop, container.settings.rules_refresh_s)
