@@ -37,7 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.domain import from_data, to_data
+from ledger.domain import from_data
+from ledger.domain.events import stored_data
 from ledger.store.events import GENESIS_HASH, canonical_bytes, chain_hash
 
 FORMAT = "ledger-anchor/1"
@@ -275,7 +276,10 @@ async def check_chains(pool: asyncpg.Pool, result: Verification) -> None:
                 result.events += 1
                 if broken:
                     continue  # one break per stream: every hash after the first is off too
-                body = canonical_bytes(to_data(from_data(type_name, schema_version, orjson.loads(data))))
+                # Decoded (which checks the data still reads) and hashed as it was stored,
+                # at its own schema version: an upcast event's body is the older shape.
+                body = canonical_bytes(stored_data(from_data(type_name, schema_version, orjson.loads(data)),
+                                                   schema_version))
                 if chain_hash(prev, stream_id, version, type_name, schema_version, body) != bytes(stored_hash):
                     result.add(Break(stream_id, version, "hash chain broken"))
                     broken = True

@@ -6,21 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from ledger.domain import DEFAULT_RULES, ProgramRules
+from ledger.domain import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES_DICT, EPOCH, ProgramRules, RuleBook
 from ledger.embedded import EmbeddedPostgres
 from ledger.gc_pause import gc_paused
 from ledger.handlers import Ledger
 from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
 from ledger.store.database import StartupError, ensure_database
+from ledger.store.programme import ProgrammeStore
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -86,8 +89,25 @@ class GcPacer:
             yield
 
 
+def first_version(settings: Settings) -> dict[str, Any]:
+    """The rule set the first start publishes (from the epoch): LEDGER_RULES_FILE, or the
+    built-in travel rules, checked as a published version is and stored as it dumps."""
+    from pydantic import ValidationError
+
+    from ledger.rulesets import RuleSet
+
+    raw = json.loads(settings.rules_file.read_text()) if settings.rules_file else DEFAULT_RULES_DICT
+    try:
+        return RuleSet.model_validate({**raw, "effective_from": EPOCH}).document()
+    except ValidationError as exc:
+        where = settings.rules_file or "the built-in rules"
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise StartupError(f"the rules in {where} are not valid: {fields}: {exc}") from None
+
+
 def load_rules(settings: Settings) -> ProgramRules:
-    return ProgramRules.load(settings.rules_file) if settings.rules_file else DEFAULT_RULES
+    """The first version, as rules (for code that runs with no database)."""
+    return ProgramRules.from_dict(first_version(settings))
 
 
 async def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
@@ -106,13 +126,28 @@ class Container:
     settings: Settings
     url: str
     pool: asyncpg.Pool
-    rules: ProgramRules
+    programme: ProgrammeStore
     store: EventStore
     ledger: Ledger
     runner: ProjectionRunner
     embedded: EmbeddedPostgres | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def book(self) -> RuleBook:
+        """Every published version and rate set, as this process last loaded them."""
+        return self.ledger.book
+
+    @property
+    def rules(self) -> ProgramRules:
+        """The rules in force now."""
+        return self.ledger.book.at(self.clock())
+
+    def swap_book(self, book: RuleBook) -> None:
+        """Make `book` the one every part of this process decides and projects under."""
+        self.ledger.book = book
+        self.runner.book = book
 
     async def close(self, *, stop_embedded: bool = True) -> None:
         """Close the pool and let go of an embedded server, which stops once no other
@@ -156,16 +191,28 @@ async def _open_database(settings: Settings, url: str | None,
 
 
 async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
+    document = first_version(settings)
     url, embedded, pool = await _open_database(settings, url, run_migrations)
-    rules = load_rules(settings)
+    programme = ProgrammeStore(pool)
+    try:
+        await programme.ensure_first(document, DEFAULT_FX_RATES, DEFAULT_FX_BASE)
+        marker = await programme.marker()  # before the book: a publication in between is loaded again
+        book = await programme.book()
+    except BaseException:
+        await pool.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
+        raise
     store = EventStore(pool)
     ledger = Ledger(
-        store, rules, cache_members_max=settings.state_cache_members_max, attempts_max=settings.command_attempts_max,
+        store, book, cache_members_max=settings.state_cache_members_max, attempts_max=settings.command_attempts_max,
         group_commands_max=settings.write_batch_commands_max,
     )
     runner = ProjectionRunner(
-        pool, store, rules, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
+        pool, store, book, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
         wake=ledger.appended, tier_cache_members_max=settings.projection_tier_cache_members_max,
     )
     tune_gc()
-    return Container(settings, url, pool, rules, store, ledger, runner, embedded)
+    container = Container(settings, url, pool, programme, store, ledger, runner, embedded)
+    container.extras["programme_marker"] = marker  # see ledger.rules_refresh
+    return container

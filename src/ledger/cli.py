@@ -76,9 +76,12 @@ async def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _tasks(container: Container, **tasks: Task) -> dict[str, Task]:
-    """A process's background tasks, with the embedded database's watchdog when it has one."""
+    """A process's background tasks, with the embedded database's watchdog when it has one,
+    and the refresh that brings newly published rules and rates to it."""
     from ledger.embedded import keep_running
+    from ledger.rules_refresh import run_rules_refresh
 
+    tasks["rules-refresh"] = functools.partial(run_rules_refresh, container)
     if container.embedded is not None:
         tasks["embedded-postgres"] = functools.partial(keep_running, container.embedded)
     return tasks

@@ -48,6 +48,8 @@ from ledger.domain import (
     LedgerError,
     MemberState,
     ProgramRules,
+    RuleBook,
+    as_book,
     decide,
     decide_streams,
     evolve,
@@ -176,17 +178,28 @@ class StateCache:
 
 class Ledger:
     def __init__(
-        self, store: EventStore, rules: ProgramRules, *, cache_members_max: int = 100_000, attempts_max: int = 100,
+        self, store: EventStore, rules: ProgramRules | RuleBook, *, cache_members_max: int = 100_000, attempts_max: int = 100,
         group_commands_max: int = 500, decider: Decider = decide_streams,
     ) -> None:
         self.store = store
-        self.rules = rules
+        # Swapped whole by the rules refresh (`ledger.rules_refresh`) when a version or a
+        # rate set is published; each command is decided under `book.at(its occurred_at)`.
+        self.book = as_book(rules)
         self.decider = decider
         self.cache = StateCache(cache_members_max)
         self.attempts_max = attempts_max
         self.appended = asyncio.Event()  # set after each append, to wake in-process readers
         self.conflicts = 0  # attempts that lost a race and were decided again (a metric)
         self.group = GroupCommit(self.handle_batch, batch_max=group_commands_max)
+
+    @property
+    def rules(self) -> ProgramRules:
+        """The version that starts last (commands are decided under the one in force at their time)."""
+        return self.book.latest.rules
+
+    @rules.setter
+    def rules(self, rules: ProgramRules) -> None:
+        self.book = RuleBook.single(rules)
 
     async def load(self, member_ids: Sequence[str]) -> dict[str, tuple[MemberState, bytes]]:
         """Fresh state of each member: the cached fold topped up with newer events."""
@@ -370,19 +383,20 @@ class Ledger:
     def _decide(self, command: Command, member_ids: tuple[str, ...],
                 states: States) -> dict[str, tuple[MemberState, list[Event]]] | Rejected:
         """stream -> (its state after, the events) of the streams the command appends to."""
+        rules = self.book.at(command.occurred_at)
         try:
             if len(member_ids) == 1 and self.decider is decide_streams:
                 # What decide_streams does for one member, without building its two dicts
                 # (a tenth of the ledger's own cost per command on the batch path).
                 state = states[member_ids[0]][0]
-                events = decide(state, command, self.rules)
+                events = decide(state, command, rules)
                 if not events:
                     return {}
                 return {state.member_id: (evolve(state, events[0]) if len(events) == 1
                                           else fold(state.member_id, events, state), events)}
             read = {m: states[m][0] for m in member_ids}
             staged: dict[str, tuple[MemberState, list[Event]]] = {}
-            for stream_id, events in self.decider(read, command, self.rules).items():
+            for stream_id, events in self.decider(read, command, rules).items():
                 if events:
                     state = read[stream_id]  # a stream is only written after it was read
                     # `fold` for many events (an expiry run): it copies the member's lots

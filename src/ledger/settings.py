@@ -21,7 +21,12 @@ class Settings(BaseSettings):
     embedded_port: int = Field(0, ge=0, le=65535, description="Embedded PostgreSQL port; 0 picks a free one once.")
     database_name: str = Field("ledger", description="Database created on the embedded server.")
     db_pool_size_max: int = Field(10, ge=2, le=100)
-    rules_file: Path | None = Field(None, description="Programme rules JSON; unset uses the built-in travel rules.")
+    rules_file: Path | None = Field(
+        None, description="Programme rules JSON published as the first version on first start; unset: the built-in"
+                          " travel rules. Later versions are published through the API.")
+    rules_refresh_s: float = Field(
+        2.0, gt=0, le=5, description="How often every process looks for newly published rules versions and exchange"
+                                     " rates: the longest a process decides under the previous ones.")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

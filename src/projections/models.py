@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from ledger.domain import HOUSEHOLD_STREAM_PREFIX, ProgramRules
+from ledger.domain import HOUSEHOLD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
 from . import balances, expiry, holds, households, segments, tiers
@@ -54,7 +54,7 @@ class ReadModels:
         self.holds.apply(stored)
         self.segments.apply(stored)
 
-    async def write(self, conn: asyncpg.Connection, rules: ProgramRules, tiers: TierCache | None = None) -> None:
+    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
         `tiers`' rows when given (the live runner's; it updates them), else summed by
         the server."""
@@ -79,7 +79,7 @@ class ReadModels:
             )
         self.qualifying.clear_members()
 
-    def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
+    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
         """The final rows, by table (without the suffix), of the members whose every event
         has been applied: all but `keep`, whose deltas stay for the next page. Only for a
         replay in stream order, where each member's events come together."""

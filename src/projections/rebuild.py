@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.domain import ProgramRules
+from ledger.domain import Rules
 from ledger.gc_pause import gc_paused
 from ledger.store.events import LEAN_COLUMNS, lean_row_to_event
 
@@ -175,7 +175,7 @@ async def _settled(future: asyncio.Future | None) -> None:
 
 
 async def replay_span(
-    read: asyncpg.Connection, write: asyncpg.Connection, rules: ProgramRules, head: int, span: Span,
+    read: asyncpg.Connection, write: asyncpg.Connection, rules: Rules, head: int, span: Span,
     page_size: int, done: Done,
 ) -> None:
     """Replay the span's events up to `head` into the rebuild tables.
@@ -207,7 +207,7 @@ async def replay_span(
 
 
 async def replay(
-    pool: asyncpg.Pool, rules: ProgramRules, head: int, *, page_size: int, workers: int | None, dsn: str | None,
+    pool: asyncpg.Pool, rules: Rules, head: int, *, page_size: int, workers: int | None, dsn: str | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
     """Replay every event up to `head` into the (empty) rebuild tables.
@@ -260,7 +260,7 @@ def _workers(workers: int | None, head: int, dsn: str | None) -> int:
 
 
 async def _replay_with(
-    executor: ProcessPoolExecutor, processes: int, pool: asyncpg.Pool, dsn: str, rules: ProgramRules, head: int,
+    executor: ProcessPoolExecutor, processes: int, pool: asyncpg.Pool, dsn: str, rules: Rules, head: int,
     parts: list[Span], page_size: int, shared: _Shared, report: Done,
 ) -> None:
     """Replay spans here while `processes` spawned ones do too, then wait for them,
@@ -302,7 +302,7 @@ class _Shared:
 
 
 async def _replay_spans(
-    read: asyncpg.Connection, write: asyncpg.Connection, rules: ProgramRules, head: int, parts: list[Span],
+    read: asyncpg.Connection, write: asyncpg.Connection, rules: Rules, head: int, parts: list[Span],
     page_size: int, shared: _Shared, done: Done,
 ) -> None:
     while (taken := shared.take()) < len(parts):
@@ -310,7 +310,7 @@ async def _replay_spans(
 
 
 async def _replay_spans_here(
-    pool: asyncpg.Pool, rules: ProgramRules, head: int, parts: list[Span], page_size: int, shared: _Shared,
+    pool: asyncpg.Pool, rules: Rules, head: int, parts: list[Span], page_size: int, shared: _Shared,
     done: Done,
 ) -> None:
     async with pool.acquire() as read, pool.acquire() as write:
@@ -326,11 +326,11 @@ def _worker_init(shared: _Shared) -> None:
     gc.disable()  # as `gc_paused` in `replay`: the process ends with the replay
 
 
-def _replay_in_worker(dsn: str, rules: ProgramRules, head: int, parts: list[Span], page_size: int) -> None:
+def _replay_in_worker(dsn: str, rules: Rules, head: int, parts: list[Span], page_size: int) -> None:
     asyncio.run(_replay_connected(dsn, rules, head, parts, page_size))
 
 
-async def _replay_connected(dsn: str, rules: ProgramRules, head: int, parts: list[Span], page_size: int) -> None:
+async def _replay_connected(dsn: str, rules: Rules, head: int, parts: list[Span], page_size: int) -> None:
     assert _shared is not None
     read = await asyncpg.connect(dsn)
     try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import asyncpg
 
-from ledger.domain import ProgramRules
+from ledger.domain import Rules, as_book
 from ledger.store import EventStore, StoredEvent
 from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
@@ -62,7 +62,7 @@ class ProjectionRunner:
         self,
         pool: asyncpg.Pool,
         store: EventStore,
-        rules: ProgramRules,
+        rules: Rules,
         *,
         page_size: int = 2_000,
         idle_ms: int = 50,
@@ -73,7 +73,9 @@ class ProjectionRunner:
         self.tiers = TierCache(tier_cache_members_max)
         self.pool = pool
         self.store = store
-        self.rules = rules
+        # Swapped whole by the rules refresh; the tiers use the version in force at each
+        # member's as-of date (see `projections.tiers.status_row`).
+        self.book = as_book(rules)
         self.page_size = page_size
         self.idle_s = idle_ms / 1000
         self.wake = wake
@@ -112,7 +114,7 @@ class ProjectionRunner:
             if events:
                 if len(events) == self.page_size:
                     self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
-                await models.write(conn, self.rules, self.tiers)
+                await models.write(conn, self.book, self.tiers)
                 position = events[-1].position
                 await conn.execute(
                     "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position
@@ -183,7 +185,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float, wake: asyncio.Even
 async def rebuild(
     pool: asyncpg.Pool,
     store: EventStore,
-    rules: ProgramRules,
+    rules: Rules,
     *,
     page_size: int = 5_000,
     progress: Callable[[int, int], None] | None = None,

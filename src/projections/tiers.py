@@ -25,7 +25,8 @@ from ledger.domain import (
     EarnReversed,
     PendingPointsActivated,
     PointsEarned,
-    ProgramRules,
+    Rules,
+    in_force,
     tier_in_window,
     tier_status,
 )
@@ -126,7 +127,7 @@ class TierQualifying:
             out[m] = _later(self.first[m], out.get(m))
         return out
 
-    def completed(self, rules: ProgramRules, keep: str | None = None) -> tuple[list[tuple], list[tuple]]:
+    def completed(self, rules: Rules, keep: str | None = None) -> tuple[list[tuple], list[tuple]]:
         """The qualifying rows (in `QUALIFYING_COLUMNS` order) and the tier status (in
         `STATUS_COLUMNS` order) of the members whose every event has been applied: all
         but `keep` (see `Balances.completed`).
@@ -203,10 +204,11 @@ class TierQualifying:
         self.rows.clear()
 
 
-def status_row(member: str, at: datetime, entries: Iterable[tuple[datetime, int]], rules: ProgramRules) -> tuple:
+def status_row(member: str, at: datetime, entries: Iterable[tuple[datetime, int]], rules: Rules) -> tuple:
     """A `tier_status` row (`STATUS_COLUMNS`) as of `at`, from the member's qualifying
-    rows, all in UTC."""
-    s = tier_status(entries, at, rules)
+    rows, all in UTC, under the rules in force at `at`: a rebuild then writes what the
+    live runner wrote, whatever was published since."""
+    s = tier_status(entries, at, in_force(rules, at))
     return (member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
             s.reevaluation_date, at)
 
@@ -249,7 +251,7 @@ class TierCache:
         as_of: dict[str, datetime],
         changes: dict[str, list[tuple[str, tuple[datetime, int] | None]]],
         new_members: Iterable[str],
-        rules: ProgramRules,
+        rules: Rules,
     ) -> None:
         """`write_tier_status` from the cached rows plus the page's `changes` (written
         to `tier_qualifying` already); members not cached are read, except those new in
@@ -318,7 +320,7 @@ async def _upsert_status(conn: asyncpg.Connection, status_table: str, rows: list
 async def write_tier_status(
     conn: asyncpg.Connection,
     as_of: dict[str, datetime],
-    rules: ProgramRules,
+    rules: Rules,
     *,
     qualifying_table: str = "tier_qualifying",
     status_table: str = "tier_status",
@@ -337,7 +339,7 @@ async def write_tier_status(
     ats = {m: at.astimezone(UTC) for m, at in as_of.items()}
     out = []
     for _ in range(2):
-        starts = [add_months(at, -rules.tier_window_months) for at in ats.values()]
+        starts = [add_months(at, -in_force(rules, at).tier_window_months) for at in ats.values()]
         # Per member, index probes (a scalar subquery, a lateral aggregate) rather than
         # a join and a GROUP BY over every qualifying row of the page's members.
         rows = await conn.fetch(
@@ -354,7 +356,7 @@ async def write_tier_status(
             if stored_as_of is not None and stored_as_of > at:
                 later[member] = stored_as_of  # a qualifying change dated after this page's
                 continue
-            s = tier_in_window(total, oldest, window_start, rules)
+            s = tier_in_window(total, oldest, window_start, in_force(rules, at))
             out.append((member, s.tier, s.qualifying_points, s.window_start, s.next_tier, s.points_to_next_tier,
                         s.reevaluation_date, at))
         if not later:

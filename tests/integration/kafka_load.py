@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.domain import DEFAULT_RULES, LedgerError, MemberState, ProgramRules, decide, evolve, fold
+from ledger.domain import DEFAULT_RULES, LedgerError, MemberState, Rules, decide, evolve, fold, in_force
 from ledger.ingest.schema import BookingEvent
 from ledger.outcomes import refusal_reason
 from ledger.settings import Settings
@@ -122,14 +122,14 @@ class Expected:
                 for member, state in self.states.items()}
 
 
-def expected_states(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFAULT_RULES) -> Expected:
+def expected_states(events: Iterable[dict[str, Any]], rules: Rules = DEFAULT_RULES) -> Expected:
     states: dict[str, MemberState] = {}
     refused: dict[str, str] = {}
     for raw in events:
         command = BookingEvent.model_validate(raw).to_command()
         state = states.get(command.member_id) or MemberState(command.member_id)
         try:
-            decided = decide(state, command, rules)
+            decided = decide(state, command, in_force(rules, command.occurred_at))
         except LedgerError as exc:
             refused[raw["event_id"]] = refusal_reason(exc)
             continue
@@ -140,7 +140,7 @@ def expected_states(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFA
     return Expected(states, refused)
 
 
-def expected_balances(events: Iterable[dict[str, Any]], rules: ProgramRules = DEFAULT_RULES) -> dict[str, int]:
+def expected_balances(events: Iterable[dict[str, Any]], rules: Rules = DEFAULT_RULES) -> dict[str, int]:
     """Each member's points, as `expected_states` folds them."""
     return expected_states(events, rules).balances()
 

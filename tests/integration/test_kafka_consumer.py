@@ -197,7 +197,7 @@ def _bad_messages(good: list[dict]) -> list[tuple[bytes | None, bytes | None, st
         (member, ev(type="booking.refunded", refund_amount="0.00"), "schema: refund_amount: Value error, must be more"),
         (member, ev(refund_amount="5.00"), "schema: refund_amount: Value error, is for booking.refunded only"),
         (member, ev(type="booking.amended", amount="5.001"), "schema: amount"),
-        (member, ev(currency="BRL", booking_id="BK-in-reais"), "Invalid command"),  # the rules earn nothing in BRL
+        (member, ev(currency="XAF", booking_id="BK-in-francs"), "Currency not earned: Currency XAF"),  # no rate at all
         (member, ev(type="booking.cancelled", booking_id="BK-never-seen"), "Booking not found"),
         (second["member_id"].encode(), json.dumps({**second, "event_id": "bad-again"}).encode(),
          "Booking state conflict"),  # completes a booking a second time

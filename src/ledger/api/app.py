@@ -23,11 +23,13 @@ from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 from ledger.holds import run_hold_scheduler
+from ledger.rules_refresh import run_rules_refresh
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
 from .households import router as households_router
 from .movements import router as movements_router
+from .programme import router as programme_router
 from .rejected import router as rejected_router
 from .routes import router
 from .segments import router as segments_router
@@ -93,6 +95,7 @@ def create_app(
             supervisor.add("embedded-postgres", functools.partial(keep_running, c.embedded))
         if background:
             supervisor.add("projections", c.runner.run_forever)
+            supervisor.add("rules-refresh", functools.partial(run_rules_refresh, c))
             supervisor.add("expiry", lambda stop: run_expiry_scheduler(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
             supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
@@ -130,6 +133,7 @@ def create_app(
     app.include_router(households_router)
     app.include_router(segments_router)
     app.include_router(statements_router)
+    app.include_router(programme_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

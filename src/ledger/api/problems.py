@@ -39,7 +39,8 @@ class ApiProblem(Exception):
 
 # Most specific first: the first match wins. 422 is kept for requests the published
 # schema refuses; a request it accepts that the ledger's state or the programme rules in
-# force refuse (a booking never earned on, a currency the rules do not earn in) is a 409.
+# force refuse (a booking never earned on, a currency the rules do not earn in and no
+# exchange rate in force converts: `currency` and `field` name it) is a 409.
 # A 409 is final: the same request will be refused again. A write that lost every race
 # against other processes for the member (bounded by LEDGER_COMMAND_ATTEMPTS_MAX), or
 # found too many writes queued, was not applied and may be sent again as it is: a 503

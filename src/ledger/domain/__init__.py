@@ -29,6 +29,7 @@ from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_
 from .errors import (
     BookingNotFound,
     BookingStateConflict,
+    CurrencyNotEarned,
     ConcurrencyConflict,
     DuplicateEvent,
     InsufficientPoints,
@@ -71,7 +72,8 @@ from .events import (
     from_data,
     to_data,
 )
-from .rules import DEFAULT_RULES, ProgramRules, SegmentRules, TransferLimits
+from .rules import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES, DEFAULT_RULES_DICT, FxRates, ProgramRules, SegmentRules, TransferLimits
+from .rulebook import EPOCH, RuleBook, Rules, RuleVersion, as_book, in_force
 from .sorted_keys import SortedKeys
 from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status

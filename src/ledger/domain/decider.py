@@ -186,17 +186,25 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
     if command.amount < 0:
         raise InvalidCommand("A booking amount cannot be negative.")
     tier = _tier(state, command.occurred_at, rules)
+    amount, currency, fx = command.amount, command.currency, None
+    if command.product in rules.earn_rates and currency not in rules.earn_rates[command.product]:
+        # Converted at the rate in force (see ProgramRules.conversion), which the event
+        # records: a partial refund or an amendment scales the booking's points by its
+        # amounts in its own currency, so it keeps this rate whatever rates come later.
+        fx = rules.conversion(command.product, amount, currency)
+        if fx is not None:
+            amount, currency = fx[0], rules.programme_currency
     points, qualifying, breakdown = rules.compute_earn(
         product=command.product,
-        amount=command.amount,
-        currency=command.currency,
+        amount=amount,
+        currency=currency,
         tier=tier,
         first_booking=not state.bookings,
         at=command.occurred_at,
     )
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
-    # qualifying_points, status, expires_at, rules_version, breakdown.
+    # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount.
     return PointsEarned(
         command.occurred_at,
         booking_lot_id(command.booking_id),
@@ -210,6 +218,8 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         add_months(command.occurred_at, rules.expiry_months) if status == "active" else None,
         rules.version,
         breakdown,
+        None if fx is None else str(fx[1]),
+        None if fx is None else str(fx[0]),
     )
 
 

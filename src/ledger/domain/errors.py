@@ -18,6 +18,18 @@ class InvalidCommand(LedgerError):
     title = "Invalid command"
 
 
+class CurrencyNotEarned(InvalidCommand):
+    """A booking in a currency its product has no rate for, and no exchange rate in force
+    converts to the programme currency; `currency` names it (and `field`, the booking
+    event's field)."""
+
+    title = "Currency not earned"
+
+    def __init__(self, message: str, currency: str) -> None:
+        super().__init__(message, currency=currency, field="currency")
+        self.currency = currency
+
+
 class BookingNotFound(InvalidCommand):
     title = "Booking not found"
 

@@ -31,6 +31,13 @@ class Event:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class PointsEarned(Event):
+    """Version 2 adds the conversion of a booking in a currency the rules have no rate
+    for: `fx_rate` (units of `currency` per one unit of the programme currency, from the
+    rate set in force at occurred_at) and `converted_amount` (the amount in the
+    programme currency that earned, rounded half-even to cents); both None when the
+    booking earned at a rate for its own currency, and for every version 1 event."""
+
+    version: ClassVar[int] = 2
     lot_id: str
     booking_id: str
     product: str
@@ -42,6 +49,8 @@ class PointsEarned(Event):
     expires_at: datetime | None  # None while pending: expiry runs from activation
     rules_version: str
     breakdown: tuple[tuple[str, int], ...]
+    fx_rate: str | None = None
+    converted_amount: str | None = None
 
 
 @fast_init
@@ -308,7 +317,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 # (type, stored version) -> function turning that version's data into the next one's.
-UPCASTERS: dict[tuple[str, int], Any] = {}
+UPCASTERS: dict[tuple[str, int], Any] = {
+    ("PointsEarned", 1): lambda data: {**data, "fx_rate": None, "converted_amount": None},
+}
+# (type, version) -> the data of the version before, for what an upcast event was stored
+# as: the hash chain covers the stored bytes, so a verifier hashes the stored shape.
+DOWNCASTERS: dict[tuple[str, int], Any] = {
+    ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount")},
+}
 
 _DATETIME_FIELDS = ("occurred_at", "expires_at")
 PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares")
@@ -362,6 +378,15 @@ def to_data(event: Event) -> dict[str, Any]:
     if encode is None:
         encode = _ENCODERS[event.__class__] = _make_encoder(event.__class__)
     return encode(event)
+
+
+def stored_data(event: Event, version: int) -> dict[str, Any]:
+    """The body of `event` as it was stored at schema `version` (older than or equal to
+    its class's): what its hash covers, for an event read back through upcasters."""
+    data = to_data(event)
+    for v in range(event.version, version, -1):
+        data = DOWNCASTERS[(event.type, v)](data)
+    return data
 
 
 @functools.cache

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from math import floor
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidCommand
+from .errors import CurrencyNotEarned, InvalidCommand
 
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")
 PROMOTION_DAYS_MAX = 1_000
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,21 @@ class SegmentRules:
 
 
 @dataclass(frozen=True)
+class FxRates:
+    """A published set of exchange rates: units of each currency per one unit of `base`
+    (the programme currency), in force from `effective_from` until the next set."""
+
+    effective_from: datetime
+    base: str
+    rates: Mapping[str, Decimal]
+
+    def rate(self, currency: str) -> Decimal | None:
+        if currency == self.base:
+            return Decimal(1)
+        return self.rates.get(currency)
+
+
+@dataclass(frozen=True)
 class ProgramRules:
     version: str
     earn_rates: dict[str, dict[str, Decimal]]  # product -> currency -> points per unit
@@ -128,6 +145,10 @@ class ProgramRules:
     return_grace_days: int = 0
     household_members_max: int = 6
     segments: SegmentRules = field(default_factory=SegmentRules)
+    # The currency earn rates without a per-currency entry are in, and exchange rates
+    # convert to (see `conversion`); the rates in force are attached by the rule book.
+    programme_currency: str = "EUR"
+    fx: FxRates | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
     # the label and factor of each tier's bonus (None at a multiplier of 1), and the
@@ -166,6 +187,24 @@ class ProgramRules:
                 f"supported: {', '.join(sorted(rates))}."
             )
         return rate
+
+    def conversion(self, product: str, amount: Decimal, currency: str) -> tuple[Decimal, Decimal] | None:
+        """How a booking in `currency` earns: None at the rate its product has for that
+        currency (a per-currency rate wins); else (the amount in the programme currency,
+        the exchange rate used), converted at the rate set in force (attached by the rule
+        book) and rounded half-even to cents, to earn at the programme currency's rate.
+        CurrencyNotEarned when neither applies."""
+        rates = self.earn_rates.get(product)
+        if rates is None or currency in rates:
+            return None  # an unknown product: `rate` says so
+        fx = self.fx
+        rate = fx.rate(currency) if fx is not None and fx.base == self.programme_currency else None
+        if rate is None or self.programme_currency not in rates:
+            raise CurrencyNotEarned(
+                f"Currency {currency} earns no points for {product} in rules {self.version}: no rate of its own"
+                f" ({', '.join(sorted(rates))}) and no exchange rate to {self.programme_currency} in force.",
+                currency)
+        return (amount / rate).quantize(CENT, rounding=ROUND_HALF_EVEN), rate
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
@@ -248,6 +287,7 @@ class ProgramRules:
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
             segments=SegmentRules.from_dict(raw.get("segments", {})),
+            programme_currency=str(raw.get("programme_currency", "EUR")),
         )
 
     @classmethod
@@ -284,3 +324,18 @@ DEFAULT_RULES_DICT: dict[str, Any] = {
 }
 
 DEFAULT_RULES = ProgramRules.from_dict(DEFAULT_RULES_DICT)
+
+
+# Units of each currency per euro, published as the first rate set on first start (from
+# the epoch) so that bookings in the currencies travel companies sell in earn from day
+# one: rounded market rates of 2026, for finance to replace with `PUT
+# /v1/programme/fx-rates`. A currency with a rate of its own in `earn_rates` (the
+# European ones above) earns at that rate and is not converted.
+DEFAULT_FX_BASE = "EUR"
+DEFAULT_FX_RATES: dict[str, str] = {
+    "USD": "1.08", "GBP": "0.85", "CHF": "0.95", "CNY": "7.8", "HKD": "8.45", "TWD": "35", "JPY": "162",
+    "KRW": "1480", "SGD": "1.45", "THB": "38", "MYR": "4.9", "IDR": "17500", "INR": "91", "PHP": "62",
+    "VND": "27500", "MOP": "8.7", "AUD": "1.65", "NZD": "1.8", "CAD": "1.48", "MXN": "19.5", "BRL": "5.9",
+    "SEK": "11.3", "NOK": "11.6", "DKK": "7.46", "PLN": "4.3", "CZK": "25.2", "HUF": "395", "TRY": "36",
+    "AED": "3.97", "SAR": "4.05", "QAR": "3.93", "ILS": "4.0", "ZAR": "20", "EGP": "53",
+}

@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from ledger.domain import ConcurrencyConflict, Event, from_data, to_data
+from ledger.domain.events import stored_data
 from ledger.domain.events import PAIR_FIELDS
 from ledger.domain.events import EVENT_TYPES
 
@@ -49,6 +50,9 @@ class StoredEvent:
     metadata: dict[str, Any]
     recorded_at: datetime
     hash: bytes
+    # The schema version the event was stored at, when read from the store (0: its class's
+    # own): what `verify_chain` hashes an upcast event as.
+    schema_version: int = 0
 
 
 def canonical_bytes(data: dict[str, Any]) -> bytes:
@@ -124,8 +128,10 @@ def verify_chain(events: Iterable[StoredEvent]) -> int | None:
     """The stream version of the first event whose hash does not verify, or None."""
     prev = GENESIS_HASH
     for stored in events:
-        body = canonical_bytes(to_data(stored.event))
-        expected = chain_hash(prev, stored.stream_id, stored.stream_version, stored.event.type, stored.event.version, body)
+        version = stored.schema_version or stored.event.version
+        body = canonical_bytes(to_data(stored.event) if version == stored.event.version
+                               else stored_data(stored.event, version))
+        expected = chain_hash(prev, stored.stream_id, stored.stream_version, stored.event.type, version, body)
         if expected != stored.hash:
             return stored.stream_version
         prev = stored.hash
@@ -146,7 +152,7 @@ def _row_to_event(row: asyncpg.Record) -> StoredEvent:
     position, stream_id, stream_version, type_name, schema_version, data, metadata, recorded_at, hash_ = row
     return StoredEvent(
         position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
-        orjson.loads(metadata), recorded_at, bytes(hash_),
+        orjson.loads(metadata), recorded_at, bytes(hash_), schema_version,
     )
 
 
@@ -157,7 +163,7 @@ def _state_row_to_event(row: asyncpg.Record) -> StoredEvent:
     position, stream_id, stream_version, type_name, schema_version, data, recorded_at, hash_ = row
     return StoredEvent(
         position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
-        _NO_METADATA, recorded_at, bytes(hash_),
+        _NO_METADATA, recorded_at, bytes(hash_), schema_version,
     )
 
 
@@ -166,7 +172,7 @@ def lean_row_to_event(row: asyncpg.Record) -> StoredEvent:
     position, stream_id, stream_version, type_name, schema_version, data, recorded_at = row
     return StoredEvent(
         position, stream_id, stream_version, from_data(type_name, schema_version, orjson.loads(data)),
-        _NO_METADATA, recorded_at, b"",
+        _NO_METADATA, recorded_at, b"", schema_version,
     )
 
 
