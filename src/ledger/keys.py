@@ -32,6 +32,8 @@ class Permission(StrEnum):
     reverse = "reversals:write"
     manage_households = "households:write"
     reports = "reports:read"
+    read_catalogue = "catalogue:read"
+    manage_catalogue = "catalogue:write"
 
 
 WHAT: dict[Permission, str] = {
@@ -45,14 +47,18 @@ WHAT: dict[Permission, str] = {
     Permission.reverse: "reverse a redemption",
     Permission.manage_households: "manage households",
     Permission.reports: "read the programme reports",
+    Permission.read_catalogue: "read the reward catalogue",
+    Permission.manage_catalogue: "define catalogue rewards",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
     Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
-                         Permission.manage_households}),
-    Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse}),
-    Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports}),
+                         Permission.manage_households, Permission.read_catalogue}),
+    Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse,
+                             Permission.read_catalogue}),
+    Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports,
+                             Permission.read_catalogue}),
     Role.admin: frozenset(Permission),
 }
 

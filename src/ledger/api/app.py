@@ -29,6 +29,7 @@ from .access_log import AccessLog
 from .households import router as households_router
 from .movements import router as movements_router
 from .rejected import router as rejected_router
+from .rewards import router as rewards_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(rejected_router)
     app.include_router(households_router)
     app.include_router(segments_router)
+    app.include_router(rewards_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
