@@ -10,6 +10,7 @@ from ledger.bootstrap import Container
 from ledger.domain import (
     DefineReward,
     HoldReward,
+    PlaceHold,
     RedeemReward,
     ReleaseHold,
     ReverseRedemption,
@@ -17,6 +18,7 @@ from ledger.domain import (
     reward_stream_id,
 )
 from ledger.handlers import Applied, CommandRequest, Ledger
+from ledger.holds import expire_holds_due
 from projections.reward_queries import rewards_page
 from projections.runner import TABLES, rebuild
 
@@ -85,3 +87,18 @@ async def _tables(container: Container) -> dict[str, list]:
             for table in TABLES}
 
 
+
+
+async def test_the_hold_scheduler_gives_an_expired_catalogue_holds_unit_back(container: Container) -> None:
+    ledger = container.ledger
+    await ledger.handle_batch([earn(m, f"B-{m}") for m in ("a", "b")])
+    await ledger.handle(define(stock=2))
+    await ledger.handle(CommandRequest(HoldReward("a", T0, "h1", R, T0 + timedelta(hours=1))))
+    await ledger.handle(CommandRequest(PlaceHold("b", T0, "h2", 100, "free-form", "voucher", T0 + timedelta(hours=1))))
+    await ledger.handle(redeem("b", "r1"))
+    await container.runner.run_until_caught_up()
+    assert (await ledger.member_state(S)).reward.remaining == 0
+    assert await expire_holds_due(ledger, container.pool, T0 + timedelta(hours=2)) == 3  # two holds, one unit back
+    reward = (await ledger.member_state(S)).reward
+    assert reward is not None and (reward.taken, reward.remaining) == (1, 1)  # b's redemption keeps its unit
+    assert not (await ledger.member_state("a")).holds and not (await ledger.member_state("b")).holds
