@@ -85,6 +85,7 @@ async def test_every_catalogue_route_with_its_roles_and_tier_prices(api: Api) ->
         assert r.status_code == 201, r.text
         assert r.json()["points"] == 300 and r.json()["reward"] == {"id": "HTL-50", "kind": "hotel_discount"}
         assert r.json()["catalogue"] == {"tier": "gold", "points": 300, "miles": None, "partner": None}
+        assert r.json()["available_after"] == 15_500 - 300
         r = await app.post("/v1/members/M-1/redemptions", json={"reward": {"id": "MILES-CA"}}, headers=key())
         assert r.status_code == 201 and r.json()["catalogue"] == {"tier": "member", "points": 1001, "miles": 500,
                                                                    "partner": "CA"}

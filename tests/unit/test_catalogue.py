@@ -26,7 +26,6 @@ from ledger.domain import (
     MemberNotFound,
     MemberState,
     MovementConflict,
-    PointsHeld,
     PointsRedeemed,
     RedeemReward,
     ReleaseHold,

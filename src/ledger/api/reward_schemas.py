@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, WithJsonSchema, ConfigDict, Discriminator, Field, StringConstraints, Tag,
-                      ValidationInfo, field_validator)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, WithJsonSchema
 
 from ledger.ingest.schema import Identifier, OccurredAt, Text, id_pattern
 

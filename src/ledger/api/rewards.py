@@ -43,8 +43,7 @@ from ledger.keys import ApiKey, Permission
 from ledger.outcomes import Applied
 from projections.reward_queries import REWARDS_PAGE_MAX, rewards_page
 
-from .deps import ContainerDep, IdempotencyKey, MemberPath, MinPosition, QueryInt, SingleQueryValues, require, \
-    wait_for_position
+from .deps import ContainerDep, MemberPath, MinPosition, QueryInt, SingleQueryValues, require, wait_for_position
 from .movements import _lots, _one, _position
 from .reward_schemas import (
     MilesRewardDefinitionRequest,
