@@ -68,6 +68,9 @@ async def test_every_catalogue_route_with_its_roles_and_tier_prices(api: Api) ->
             assert r.status_code == 200 and r.json()["miles_ratio"] == "0.5" and r.json()["partner"] == "CA"
     async with api.client("ingest") as ingest:
         assert (await ingest.get("/v1/programme/rewards")).status_code == 403
+    async with api.client("admin") as admin:
+        r = await admin.delete("/v1/programme/rewards/HTL-50")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, PUT"  # both routes of the path
     async with api.client("app") as app:
         for member, tier, price in (("M-1", "member", 500), ("M-GOLD", "gold", 300)):
             r = await app.get("/v1/programme/rewards", params={"member_id": member})

@@ -14,9 +14,6 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from ledger.bootstrap import Container
 from ledger.domain import (
@@ -57,21 +54,10 @@ from .reward_schemas import (
 from .routes import _command_id, _errors, _fingerprint, keyed_write
 from .schemas import CatalogueHoldRequest, CatalogueRedemptionRequest, HoldResult, RedemptionResult, Reward, \
     RewardTerms
-
-class _SharedPathRoute(APIRoute):
-    """A route whose 405 lists every method of its path (a reward is PUT and GET at one
-    path, two routes; Starlette's 405 names only the first one's): see the households'."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods and "app" in scope:
-            allowed = sorted({method for route in router.routes
-                              if isinstance(route, APIRoute) and route.path == self.path for method in route.methods})
-            raise StarletteHTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
-        await super().handle(scope, receive, send)
-
+from .shared_path import shared_path_route
 
 router = APIRouter(prefix="/v1/programme/rewards", dependencies=[SingleQueryValues], tags=["catalogue"],
-                   route_class=_SharedPathRoute)
+                   route_class=shared_path_route(lambda: router.routes))
 RewardId = Annotated[Identifier(64), Path(description="The reward's id in the catalogue.")]
 PricedFor = Annotated[MemberPath | None, Query(description="Price the rewards for this member's tier now.")]
 _READ = require(Permission.read_catalogue)
