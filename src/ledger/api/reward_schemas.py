@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StringConstraints, Tag,
+                      WithJsonSchema)
 
 from ledger.ingest.schema import Identifier, OccurredAt, Text, id_pattern
 
@@ -30,8 +31,8 @@ _MILES = {"kind": "airline_miles", "names": {"en": "1,000 Air China miles"}, "po
 
 
 class RewardNames(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True,
-                              json_schema_extra={"examples": [{"en": "50% off a hotel night", "zh-CN": "酒店住宿五折"}]})
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "examples": [{"en": "50% off a hotel night", "zh-CN": "酒店住宿五折"}]})
     en: Text(200)  # type: ignore[valid-type]
     zh_cn: Text(200) | None = Field(None, alias="zh-CN")  # type: ignore[valid-type]
 

@@ -45,7 +45,8 @@ class RedemptionRequest(BaseModel):
 
 class CatalogueReward(BaseModel):
     model_config = _examples({"id": "HTL-DISC-50"})
-    id: Identifier(64) = Field(description="A reward of the catalogue (`GET /v1/programme/rewards`).")  # type: ignore[valid-type]
+    id: Identifier(64) = Field(  # type: ignore[valid-type]
+        description="A reward of the catalogue (`GET /v1/programme/rewards`).")
 
 
 class CatalogueRedemptionRequest(BaseModel):

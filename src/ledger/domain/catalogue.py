@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from math import floor
+from typing import Literal
 
 from .commands import (
     Command,
@@ -193,14 +194,11 @@ def _take(member: MemberState, stream: MemberState, command: RedeemReward | Hold
         first = _hold(member, PlaceHold(member.member_id, at, movement_id, points, reward.reward_id, reward.kind,
                                         command.expires_at))
     miles = miles_for(reward, points)
-    return {
-        member.member_id: [first, CatalogueRewardTaken(
-            occurred_at=at, movement=movement, movement_id=movement_id, reward_id=reward.reward_id,  # type: ignore[arg-type]
-            kind=reward.kind, tier=tier, points=points, miles=miles, partner=reward.partner)],
-        stream.member_id: [RewardStockTaken(
-            occurred_at=at, reward_id=reward.reward_id, member_id=member.member_id, movement=movement,  # type: ignore[arg-type]
-            movement_id=movement_id, tier=tier, points=points, miles=miles)],
-    }
+    kind: Literal["redemption", "hold"] = movement  # type: ignore[assignment]
+    taken = CatalogueRewardTaken(at, kind, movement_id, reward.reward_id, reward.kind, tier, points, miles,
+                                 reward.partner)
+    stock = RewardStockTaken(at, reward.reward_id, member.member_id, kind, movement_id, tier, points, miles)
+    return {member.member_id: [first, taken], stream.member_id: [stock]}
 
 
 def _returned(member: MemberState, reward_id: str, movement_id: str, reason: str, at: datetime) -> RewardStockReturned:

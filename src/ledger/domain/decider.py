@@ -754,4 +754,5 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
     return events
 
 
-from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # noqa: E402 - it builds on this module's functions
+# At the end: the catalogue's decisions build on this module's functions.
+from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # noqa: E402
