@@ -9,7 +9,13 @@ scheduler only brings its points back, at most an interval late.
 
 Bounded at any scale, as the expiry scheduler is: a pass walks the members with holds
 due in pages, and each member's due holds in commands of at most `holds_max`, packed
-into appends of at most `batch_events_max` events (one `HoldReleased` per hold).
+into appends of at most `batch_events_max` events (one `HoldReleased` per hold, and a
+`RewardStockReturned` more for a hold of a catalogue reward: at most twice the bound,
+which `HOLDS_BATCH_EVENTS_MAX` leaves room for).
+
+A hold of a catalogue reward gives its unit of stock back, so its release reads the
+reward's stream too: each page loads its members' states and names, in each member's
+command, the streams of its due catalogue holds (`catalogue_streams_due`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ledger.domain import ExpireHolds
+from ledger.domain import ExpireHolds, reward_stream_id
 from ledger.expiry import pass_over_due, run_passes
 from ledger.handlers import Ledger
 from ledger.store.events import APPEND_EVENTS_MAX
@@ -41,18 +47,38 @@ async def due_hold_counts(pool: asyncpg.Pool, now: datetime, after: str, limit: 
     return [(r[0], r[1]) for r in rows]
 
 
+async def catalogue_streams_due(ledger: Ledger, member_ids: list[str], now: datetime) -> dict[str, tuple[str, ...]]:
+    """The reward streams of each member's catalogue holds due at `now` (members with none left out)."""
+    streams: dict[str, tuple[str, ...]] = {}
+    for member_id, (state, _) in (await ledger.load(member_ids)).items():
+        due = {reward_stream_id(reward_id) for (movement, hold_id), reward_id in state.catalogue.items()
+               if movement == "hold" and (hold := state.holds.get(hold_id)) is not None and hold.expires_at <= now}
+        if due:
+            streams[member_id] = tuple(sorted(due))
+    return streams
+
+
 async def expire_holds_due(
     ledger: Ledger, pool: asyncpg.Pool, now: datetime, members_max: int = 500, *,
     holds_max: int = EXPIRE_HOLDS_MAX, batch_events_max: int = HOLDS_BATCH_EVENTS_MAX,
     pages_max: int = HOLDS_PAGES_MAX,
 ) -> int:
     """One pass over every member with open holds due at `now` in the `holds` read model,
-    `members_max` members a page; returns how many holds it released. Holds the read
+    `members_max` members a page; returns how many events it appended (a hold released,
+    and a unit of stock returned for a catalogue reward's). Holds the read
     model did not show yet (the projection behind) are left for the next pass."""
     assert 1 <= holds_max <= batch_events_max <= APPEND_EVENTS_MAX
+    streams: dict[str, tuple[str, ...]] = {}  # of the page being passed over
+
+    async def page(after: str) -> list[tuple[str, int]]:
+        due = await due_hold_counts(pool, now, after, members_max)
+        streams.clear()
+        streams.update(await catalogue_streams_due(ledger, [member_id for member_id, _ in due], now) if due else {})
+        return due
+
     return await pass_over_due(
-        ledger, lambda after: due_hold_counts(pool, now, after, members_max),
-        lambda member_id, take: ExpireHolds(member_id, now, take), "hold-scheduler",
+        ledger, page, lambda member_id, take: ExpireHolds(member_id, now, take, streams.get(member_id, ())),
+        "hold-scheduler",
         items_max=holds_max, events_of=lambda take: take, batch_events_max=batch_events_max, pages_max=pages_max,
     )
 

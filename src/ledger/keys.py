@@ -34,6 +34,8 @@ class Permission(StrEnum):
     reports = "reports:read"
     read_programme = "programme:read"  # rule versions and exchange rates
     publish_programme = "programme:write"
+    read_catalogue = "catalogue:read"
+    manage_catalogue = "catalogue:write"
 
 
 WHAT: dict[Permission, str] = {
@@ -49,16 +51,18 @@ WHAT: dict[Permission, str] = {
     Permission.reports: "read the programme reports",
     Permission.read_programme: "read the programme's rules and exchange rates",
     Permission.publish_programme: "publish programme rules or exchange rates",
+    Permission.read_catalogue: "read the reward catalogue",
+    Permission.manage_catalogue: "define catalogue rewards",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ingest: frozenset({Permission.post_bookings}),
     Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
-                         Permission.manage_households}),
+                         Permission.manage_households, Permission.read_catalogue}),
     Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse,
-                             Permission.read_programme}),
+                             Permission.read_programme, Permission.read_catalogue}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports,
-                             Permission.read_programme}),
+                             Permission.read_programme, Permission.read_catalogue}),
     Role.admin: frozenset(Permission),
 }
 

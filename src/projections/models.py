@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncpg
 
-from ledger.domain import HOUSEHOLD_STREAM_PREFIX, Rules
+from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, segments, tiers
+from . import balances, expiry, holds, households, rewards, segments, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
 from .households import HouseholdMembers
+from .rewards import RewardCatalogue
 from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "segment_bookings", "segment_members")
+          "segment_bookings", "segment_members", "rewards")
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -26,6 +27,7 @@ COLUMNS = {
     "household_members": households.COLUMNS,
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
+    "rewards": rewards.COLUMNS,
 }
 
 
@@ -33,7 +35,8 @@ class ReadModels:
     """The projections' deltas for one page. The balances and the tier rows ask the
     expiry schedule for the status of a lot an amendment raises (pending or not), before
     it applies the amendment itself. A household's stream feeds only the rosters (a
-    household is no member: it has no balance, lots, holds or tier of its own)."""
+    household is no member: it has no balance, lots, holds or tier of its own), and a
+    reward's stream only the catalogue."""
 
     def __init__(self, suffix: str = "") -> None:
         self.suffix = suffix
@@ -43,10 +46,14 @@ class ReadModels:
         self.holds = HoldBook(f"holds{suffix}")
         self.households = HouseholdMembers(f"household_members{suffix}")
         self.segments = SegmentBookings(f"segment_bookings{suffix}", f"segment_members{suffix}")
+        self.rewards = RewardCatalogue(f"rewards{suffix}")
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
             self.households.apply(stored)
+            return
+        if stored.stream_id.startswith(REWARD_STREAM_PREFIX):
+            self.rewards.apply(stored)
             return
         self.balances.apply(stored)
         self.qualifying.apply(stored)
@@ -69,6 +76,7 @@ class ReadModels:
         await self.holds.write(conn)
         await self.households.write(conn)
         await self.segments.write(conn)
+        await self.rewards.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -94,4 +102,5 @@ class ReadModels:
             "household_members": self.households.completed(keep),
             "segment_bookings": bookings,
             "segment_members": members,
+            "rewards": self.rewards.completed(keep),
         }

@@ -31,6 +31,7 @@ from .households import router as households_router
 from .movements import router as movements_router
 from .programme import router as programme_router
 from .rejected import router as rejected_router
+from .rewards import router as rewards_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
@@ -134,6 +135,7 @@ def create_app(
     app.include_router(segments_router)
     app.include_router(statements_router)
     app.include_router(programme_router)
+    app.include_router(rewards_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from ledger.bootstrap import Container
 from ledger.domain import (
@@ -41,23 +38,10 @@ from .schemas import (
     HouseholdView,
     RedemptionRequest,
 )
-
-class _SharedPathRoute(APIRoute):
-    """A route whose 405 lists every method of its path: a member of a household is PUT and
-    DELETE at one path, two routes, and Starlette's 405 names only the first route's
-    methods in `Allow`, where HTTP (and the contract test) wants all of them: the routes of
-    this module's router, whose paths are the only ones it shares."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods and "app" in scope:
-            allowed = sorted({method for route in router.routes
-                              if isinstance(route, APIRoute) and route.path == self.path for method in route.methods})
-            raise StarletteHTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
-        await super().handle(scope, receive, send)
-
+from .shared_path import shared_path_route
 
 router = APIRouter(prefix="/v1/households", dependencies=[SingleQueryValues], tags=["households"],
-                   route_class=_SharedPathRoute)
+                   route_class=shared_path_route(lambda: router.routes))
 Household = Annotated[MemberPath, Path(description="The household's id (the grammar of member ids).")]
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 # A household redemption is sent with the roster read just before: a member joining in

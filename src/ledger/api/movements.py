@@ -21,8 +21,10 @@ from ledger.domain import (
     ReleaseHold,
     ReverseRedemption,
     TransferPoints,
+    reward_stream_id,
 )
 from ledger.domain.events import LotTake
+from ledger.bootstrap import Container
 from ledger.ingest.schema import Identifier
 from ledger.keys import ApiKey, Permission
 from ledger.outcomes import Applied
@@ -32,7 +34,8 @@ from .routes import _command_id, _errors, keyed_write
 from .schemas import (
     CaptureRequest,
     CaptureResult,
-    HoldRequest,
+    CatalogueHoldRequest,
+    MemberHoldBody,
     HoldResult,
     LotTaken,
     ReleaseRequest,
@@ -68,6 +71,18 @@ def _lots(takes: tuple[LotTake, ...]) -> list[LotTaken]:
     return [LotTaken(lot_id=lot_id, points=points) for lot_id, points in takes]
 
 
+# A release or reversal names the stream of the catalogue reward its hold or redemption
+# took a unit of, read from the member's state: a retry after it applied reads none (the
+# unit is back), so it is no part of what makes two requests the same one.
+_NOT_ASKED = ("occurred_at", "reward_streams")
+
+
+async def _reward_streams(container: Container, member_id: str, movement: str, movement_id: str) -> tuple[str, ...]:
+    """The stream of the catalogue reward of the member's open hold or redemption, if it is one."""
+    reward_id = (await container.ledger.member_state(member_id)).catalogue.get((movement, movement_id))
+    return () if reward_id is None else (reward_stream_id(reward_id),)
+
+
 def _position(applied: Applied) -> int:
     assert applied.position is not None, "every movement appends at least one event"
     return applied.position
@@ -76,12 +91,21 @@ def _position(applied: Applied) -> int:
 @router.post("/members/{member_id}/holds", status_code=201, operation_id="placeHold", response_model=HoldResult,
              responses={200: {"model": HoldResult}, **_errors(404, 409)}, tags=["holds"])
 async def place_hold(
-    member_id: Member, body: HoldRequest, idempotency_key: IdempotencyKey, response: Response,
+    member_id: Member, body: MemberHoldBody, idempotency_key: IdempotencyKey, response: Response,
     container: ContainerDep, key: Annotated[ApiKey, _HOLD],
 ) -> HoldResult:
     """Set points aside at checkout, soonest expiry first: they leave `available` until
     the hold is captured, released, or ends by itself after `ttl_s`. 409 with `available`
-    when short."""
+    when short.
+
+    Free-form, `{points, reward: {id, kind}}`; or a catalogue reward, `{reward: {id}}` and
+    no points: its price for the member's tier now is held with a unit of its stock,
+    which comes back when the hold is released or ends (a catalogue hold is captured
+    whole)."""
+    if isinstance(body, CatalogueHoldRequest):
+        from .rewards import hold_catalogue  # imports this module: bound at the first catalogue hold
+
+        return await hold_catalogue(member_id, body, idempotency_key, response, container, key)
     now = container.clock()
     command = PlaceHold(member_id, now, _command_id("hold", member_id, idempotency_key), body.points,
                         body.reward.id, body.reward.kind, now + timedelta(seconds=body.ttl_s))
@@ -122,8 +146,10 @@ async def release_hold(
 ) -> ReleaseResult:
     """Give a hold's points back to their lots (a checkout abandoned). A hold released,
     expired or captured already: 409; an unknown hold: 404."""
-    command = ReleaseHold(member_id, container.clock(), hold_id)
-    applied = await keyed_write(container, response, command, "release", idempotency_key, key)
+    streams = await _reward_streams(container, member_id, "hold", hold_id)
+    command = ReleaseHold(member_id, container.clock(), hold_id, streams)
+    applied = await keyed_write(container, response, command, "release", idempotency_key, key,
+                                timed=_NOT_ASKED)
     released = _one(applied, HoldReleased)
     return ReleaseResult(hold_id=released.hold_id, points=released.points, restored=_lots(released.lots),
                          expired=_lots(released.expired), forfeited=_lots(released.forfeited),
@@ -140,9 +166,11 @@ async def reverse_redemption(
 ) -> ReversalResult:
     """Give back all or part of a redemption to the lots it took, latest expiry first;
     the reason and the key's name stay on record. More than is left to reverse: 409."""
+    streams = await _reward_streams(container, member_id, "redemption", redemption_id)
     command = ReverseRedemption(member_id, container.clock(), redemption_id,
-                                _command_id("rv", member_id, idempotency_key), body.points, body.reason, key.name)
-    applied = await keyed_write(container, response, command, "reversal", idempotency_key, key)
+                                _command_id("rv", member_id, idempotency_key), body.points, body.reason, key.name,
+                                streams)
+    applied = await keyed_write(container, response, command, "reversal", idempotency_key, key, timed=_NOT_ASKED)
     reversed_ = _one(applied, RedemptionReversed)
     return ReversalResult(
         reversal_id=reversed_.reversal_id, redemption_id=reversed_.redemption_id, points=reversed_.points,

@@ -69,8 +69,14 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+# The tags of a body that takes one of several shapes (a redemption's free-form or
+# catalogue reward, a reward's definition by kind): pydantic puts them in an error's
+# location, but they are no field.
+_SHAPE_TAGS = ("free_form", "catalogue", "other_reward", "miles_reward")
+
+
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", *_SHAPE_TAGS)]
     return ".".join(parts) or "body"
 
 

@@ -52,7 +52,8 @@ from .schemas import (
     ExpirySchedule,
     HistoryPage,
     Problem,
-    RedemptionRequest,
+    CatalogueRedemptionRequest,
+    MemberRedemptionBody,
     RedemptionResult,
     TierView,
 )
@@ -116,10 +117,19 @@ def booking_event_result(outcome: Applied | Duplicate) -> BookingEventResult:
              response_model=RedemptionResult, responses={200: {"model": RedemptionResult}, **_errors(404, 409)},
              tags=["members"])
 async def redeem(
-    member_id: Member, body: RedemptionRequest, idempotency_key: IdempotencyKey, response: Response,
+    member_id: Member, body: MemberRedemptionBody, idempotency_key: IdempotencyKey, response: Response,
     container: ContainerDep, key: Annotated[ApiKey, require(Permission.redeem)],
 ) -> RedemptionResult:
-    """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short."""
+    """Spend points on a reward; lots are consumed soonest-expiry first. 409 with `available` when short.
+
+    Free-form, `{points, reward: {id, kind}}`, as the caller prices it; or a catalogue
+    reward, `{reward: {id}}` and no points: its price for the member's tier now, with a
+    unit of its stock, in one transaction (409 with `reason` when the reward is out of
+    stock, outside its window, or not offered to the tier; 404 for an unknown reward)."""
+    if isinstance(body, CatalogueRedemptionRequest):
+        from .rewards import redeem_catalogue  # imports this module: bound at the first catalogue redemption
+
+        return await redeem_catalogue(member_id, body, idempotency_key, response, container, key)
     command = RedeemPoints(member_id, container.clock(), _command_id("rd", member_id, idempotency_key), body.points,
                            body.reward.id, body.reward.kind)
     applied, event = await _member_write(container, response, command, "redemption", idempotency_key, key)

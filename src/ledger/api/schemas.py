@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import annotated_types
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationInfo, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo,
+                      field_validator)
 
 from ledger.ingest.schema import Identifier, Text
 
@@ -40,6 +41,32 @@ class RedemptionRequest(BaseModel):
     model_config = _examples({"points": 2500, "reward": {"id": "HTL-DISC-50", "kind": "hotel_discount"}})
     points: Points = Field(ge=1, le=POINTS_MAX, strict=True)
     reward: Reward
+
+
+class CatalogueReward(BaseModel):
+    model_config = _examples({"id": "HTL-DISC-50"})
+    id: Identifier(64) = Field(  # type: ignore[valid-type]
+        description="A reward of the catalogue (`GET /v1/programme/rewards`).")
+
+
+class CatalogueRedemptionRequest(BaseModel):
+    """A catalogue reward, with no `points`: the price for the member's tier now is taken,
+    with a unit of the reward's stock. (`points` with a `reward` of `{id, kind}` is a
+    free-form redemption, as `RedemptionRequest` says.)"""
+
+    model_config = _examples({"reward": {"id": "HTL-DISC-50"}})
+    reward: CatalogueReward
+
+
+class RewardTerms(BaseModel):
+    """What priced a catalogue reward: the member's tier then, its price, and for airline
+    miles the miles at the reward's ratio and the partner airline."""
+
+    model_config = _examples({"tier": "gold", "points": 2000, "miles": None, "partner": None})
+    tier: str
+    points: int
+    miles: int | None
+    partner: str | None
 
 
 class AdjustmentRequest(BaseModel):
@@ -95,6 +122,7 @@ class RedemptionResult(BaseModel):
     lots: list[LotTaken]
     available_after: int
     position: int
+    catalogue: RewardTerms | None = Field(None, description="A catalogue reward's terms; null for a free-form one.")
 
 
 class AdjustmentResult(BaseModel):
@@ -278,6 +306,32 @@ class HoldRequest(BaseModel):
                           description="Seconds until the hold ends by itself if it is neither captured nor released.")
 
 
+class CatalogueHoldRequest(BaseModel):
+    """A catalogue reward, with no `points`: its price for the member's tier now is held,
+    with a unit of its stock, which comes back if the hold is released or ends."""
+
+    model_config = _examples({"reward": {"id": "HTL-DISC-50"}, "ttl_s": 900})
+    reward: CatalogueReward
+    ttl_s: Points = Field(HOLD_TTL_S_DEFAULT, ge=1, le=HOLD_TTL_S_MAX, strict=True,
+                          description="Seconds until the hold ends by itself if it is neither captured nor released.")
+
+
+def _with_points(body: Any) -> str:
+    # A body with `points` is free-form; any other, a catalogue reward's: each shape's own
+    # errors then name its fields (the published schema says oneOf the two).
+    return "free_form" if isinstance(body, dict) and "points" in body else "catalogue"
+
+
+MemberRedemptionBody = Annotated[
+    Annotated[RedemptionRequest, Tag("free_form")] | Annotated[CatalogueRedemptionRequest, Tag("catalogue")],
+    Discriminator(_with_points),
+]
+MemberHoldBody = Annotated[
+    Annotated[HoldRequest, Tag("free_form")] | Annotated[CatalogueHoldRequest, Tag("catalogue")],
+    Discriminator(_with_points),
+]
+
+
 class HoldResult(BaseModel):
     model_config = _examples({
         "hold_id": "hold-0c6f", "points": 2500, "lots": [{"lot_id": "booking:BK-000123", "points": 2500}],
@@ -289,6 +343,7 @@ class HoldResult(BaseModel):
     expires_at: datetime
     available_after: int
     position: int
+    catalogue: RewardTerms | None = Field(None, description="A catalogue reward's terms; null for a free-form one.")
 
 
 class CaptureRequest(BaseModel):

@@ -24,6 +24,12 @@ from .commands import (
     RemoveHouseholdMember,
     household_stream_id,
     is_household_stream,
+    REWARD_STREAM_PREFIX,
+    DefineReward,
+    HoldReward,
+    RedeemReward,
+    is_reward_stream,
+    reward_stream_id,
 )
 from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
 from .errors import (
@@ -45,6 +51,8 @@ from .errors import (
     HouseholdInsufficientPoints,
     HouseholdMemberNotFound,
     HouseholdNotFound,
+    RewardNotFound,
+    RewardUnavailable,
 )
 from .events import (
     BookingAmended,
@@ -69,13 +77,18 @@ from .events import (
     HouseholdMemberRemoved,
     HouseholdPointsRedeemed,
     PointsRedeemedForHousehold,
+    CatalogueRewardTaken,
+    RewardDefined,
+    RewardStockReturned,
+    RewardStockTaken,
     from_data,
     to_data,
 )
 from .rules import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES, DEFAULT_RULES_DICT, FxRates, ProgramRules, SegmentRules, TransferLimits
 from .rulebook import EPOCH, RuleBook, Rules, RuleVersion, as_book, in_force
 from .sorted_keys import SortedKeys
-from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, build_state, evolve, fold, from_snapshot, to_snapshot
+from .catalogue import member_tier, miles_for, price_for, unavailable
+from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, RewardState, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -125,7 +125,15 @@ class CaptureHold(Command):
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ReleaseHold(Command):
+    """`reward_streams`: the stream of the catalogue reward the hold is for (see
+    `reward_stream_id`), whose unit of stock comes back with it; () for a free-form one."""
+
     hold_id: str
+    reward_streams: tuple[str, ...] = ()
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, *self.reward_streams)
 
 
 @fast_init
@@ -135,6 +143,13 @@ class ExpireHolds(Command):
     most `holds_max` of them (the scheduler's command)."""
 
     holds_max: int = 1_000
+    # The streams of the catalogue rewards of the due holds: a catalogue hold whose
+    # reward's stream is not read here is left for a command that reads it.
+    reward_streams: tuple[str, ...] = ()
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, *self.reward_streams)
 
 
 @fast_init
@@ -145,6 +160,11 @@ class ReverseRedemption(Command):
     points: int | None  # None: all that is not reversed yet
     reason: str
     actor: str
+    reward_streams: tuple[str, ...] = ()  # the catalogue reward's stream, as `ReleaseHold`'s
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, *self.reward_streams)
 
 
 @fast_init
@@ -231,3 +251,60 @@ class RedeemForHousehold(Command):
     @property
     def member_ids(self) -> tuple[str, ...]:
         return (self.member_id, *self.roster)
+
+
+REWARD_STREAM_PREFIX = "reward/"
+
+
+def reward_stream_id(reward_id: str) -> str:
+    """The stream of a catalogue reward: `/` is outside the member id grammar, as for households."""
+    return f"{REWARD_STREAM_PREFIX}{reward_id}"
+
+
+def is_reward_stream(stream_id: str) -> bool:
+    return stream_id.startswith(REWARD_STREAM_PREFIX)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class DefineReward(Command):
+    """Create or replace a catalogue reward; `member_id` is its stream (`reward_stream_id`)."""
+
+    reward_id: str
+    kind: str
+    name_en: str
+    name_zh_cn: str | None
+    points_by_tier: tuple[tuple[str, int], ...]
+    stock: int | None
+    available_from: datetime | None
+    available_to: datetime | None
+    miles_ratio: Decimal | None
+    partner: str | None
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RedeemReward(Command):
+    """Redeem a unit of a catalogue reward at the price of the member's tier now."""
+
+    redemption_id: str
+    reward_id: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, reward_stream_id(self.reward_id))
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class HoldReward(Command):
+    """Hold a unit of a catalogue reward and its price until `expires_at`."""
+
+    hold_id: str
+    reward_id: str
+    expires_at: datetime
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, reward_stream_id(self.reward_id))

@@ -30,6 +30,8 @@ from .commands import (
     RemoveHouseholdMember,
     household_stream_id,
     is_household_stream,
+    reward_stream_id,
+    DefineReward,
 )
 from .errors import (
     HouseholdChanged,
@@ -97,6 +99,9 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
     if isinstance(command, (CreateHousehold, AddHouseholdMember, RemoveHouseholdMember, RedeemForHousehold)):
         _check_time(command)
         return _household(states, command, rules)
+    if isinstance(command, CATALOGUE_COMMANDS):
+        _check_time(command)
+        return decide_catalogue(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
 
@@ -150,13 +155,26 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         case CaptureHold():
             return _capture(state, command)
         case ReleaseHold():
-            return [_release(state, _open_hold(state, command.hold_id, command.occurred_at), "released",
-                             command.occurred_at)]
+            hold = _open_hold(state, command.hold_id, command.occurred_at)
+            _check_free_form(state, "hold", hold.hold_id)
+            return [_release(state, hold, "released", command.occurred_at)]
         case ExpireHolds():
             return _expire_holds(state, command)
+        case DefineReward():  # one stream, the reward's: the handler asks `decide` for it
+            return define_reward(state, command)
         case ReverseRedemption():
+            _check_free_form(state, "redemption", command.redemption_id)
             return [_reverse_redemption(state, command, rules)]
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
+
+
+def _check_free_form(state: MemberState, movement: str, movement_id: str) -> None:
+    """A hold or redemption of a catalogue reward gives its unit of stock back when it is
+    released or reversed, so its command must read the reward's stream too."""
+    reward_id = state.catalogue.get((movement, movement_id))
+    if reward_id is not None:
+        raise InvalidCommand(f"The {movement} {movement_id!r} is of catalogue reward {reward_id!r}: its command "
+                             f"must read the stream {reward_stream_id(reward_id)!r}.")
 
 
 def _expire(state: MemberState, command: ExpirePoints) -> list[Event]:
@@ -431,6 +449,9 @@ def _open_hold(state: MemberState, hold_id: str, at: datetime) -> Hold:
 
 def _capture(state: MemberState, command: CaptureHold) -> list[Event]:
     hold = _open_hold(state, command.hold_id, command.occurred_at)
+    if command.points != hold.points and ("hold", hold.hold_id) in state.catalogue:
+        raise MovementConflict(f"Hold {hold.hold_id!r} is of a catalogue reward at {hold.points} points: it is "
+                               "captured whole or released.", hold_id=hold.hold_id, held=hold.points)
     if not 0 < command.points <= hold.points:
         raise MovementConflict(f"Hold {hold.hold_id!r} holds {hold.points} points; {command.points} cannot be "
                                "captured.", hold_id=hold.hold_id, held=hold.points)
@@ -472,7 +493,11 @@ def _expire_holds(state: MemberState, command: ExpireHolds) -> list[Event]:
     if command.holds_max < 1:
         raise InvalidCommand("An expiry of holds must take at least one hold.")
     at = command.occurred_at
-    due = sorted((h for h in state.holds.values() if h.expires_at <= at), key=lambda h: (h.expires_at, h.hold_id))
+    catalogue = state.catalogue
+    due = sorted((h for h in state.holds.values() if h.expires_at <= at and (
+        ("hold", h.hold_id) not in catalogue  # a catalogue hold is released with its reward's stream read
+        or reward_stream_id(catalogue[("hold", h.hold_id)]) in command.reward_streams)),
+        key=lambda h: (h.expires_at, h.hold_id))
     events: list[Event] = []
     for hold in due[: command.holds_max]:
         released = _release(state, hold, "expired", at)
@@ -737,3 +762,7 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
         occurred_at=at, household_id=command.household_id, redemption_id=rid, points=command.points,
         reward_id=command.reward_id, reward_kind=command.reward_kind, shares=tuple(shares))]
     return events
+
+
+# At the end: the catalogue's decisions build on this module's functions.
+from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # noqa: E402

@@ -128,3 +128,19 @@ class HouseholdInsufficientPoints(InsufficientPoints):
         )
         self.requested = requested
         self.available = available
+
+
+class RewardNotFound(NotFound):
+    title = "Reward not found"
+
+
+class RewardUnavailable(InvalidCommand):
+    """The catalogue reward cannot be had now: `reason` says why (409, final until the
+    catalogue changes): `not_yet_available`, `no_longer_available`, `out_of_stock`, or
+    `not_offered_to_tier`."""
+
+    title = "Reward unavailable"
+
+    def __init__(self, message: str, reason: str, **details: object) -> None:
+        super().__init__(message, reason=reason, **details)
+        self.reason = reason

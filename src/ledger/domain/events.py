@@ -306,13 +306,85 @@ class PointsRedeemedForHousehold(Event):
     lots: tuple[LotTake, ...]
 
 
+# The reward catalogue. Each reward is a stream of its own (`reward_stream_id`): its
+# definition, replaced as a whole by each `RewardDefined`, and one event per unit of
+# stock taken or given back, appended in the same transaction as the member's
+# redemption or hold (see `ledger.domain.catalogue`). The member's redemption or hold
+# of a catalogue reward is the usual `PointsRedeemed` or `PointsHeld` (their shapes are
+# unchanged, so every stored event still verifies against its hash), followed in the
+# same command by a `CatalogueRewardTaken` with what priced it.
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RewardDefined(Event):
+    """A reward of the catalogue created, or its definition replaced as a whole."""
+
+    reward_id: str
+    kind: str
+    name_en: str
+    name_zh_cn: str | None
+    points_by_tier: tuple[tuple[str, int], ...]  # (tier, price in points)
+    stock: int | None  # units in all, taken ones included; None: unlimited
+    available_from: datetime | None
+    available_to: datetime | None  # exclusive
+    miles_ratio: str | None  # airline miles per point, a decimal string
+    partner: str | None  # the airline of a miles reward
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RewardStockTaken(Event):
+    """On the reward's stream: a unit went to a member's redemption or hold."""
+
+    reward_id: str
+    member_id: str
+    movement: Literal["redemption", "hold"]
+    movement_id: str
+    tier: str
+    points: int
+    miles: int | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RewardStockReturned(Event):
+    """On the reward's stream: a unit taken came back, its hold released or expired, or
+    its redemption reversed in full."""
+
+    reward_id: str
+    member_id: str
+    movement_id: str
+    reason: Literal["released", "expired", "reversed"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class CatalogueRewardTaken(Event):
+    """On the member's stream, after the `PointsRedeemed` or `PointsHeld` of the same
+    command: the catalogue reward it was for, priced at the member's `tier` then
+    (`points`, what the redemption or hold is for), and for airline miles the `miles` at
+    the reward's ratio and the `partner` airline."""
+
+    movement: Literal["redemption", "hold"]
+    movement_id: str
+    reward_id: str
+    kind: str
+    tier: str
+    points: int
+    miles: int | None
+    partner: str | None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         PointsEarned, PendingPointsActivated, PointsRedeemed, PointsExpired, PointsAdjusted, EarnReversed, DebtSettled,
         BookingAmended, PointsHeld, HoldCaptured, HoldReleased, RedemptionReversed, PointsTransferredOut,
         PointsTransferredIn, HouseholdCreated, HouseholdMemberAdded, HouseholdMemberRemoved, HouseholdJoined,
-        HouseholdLeft, HouseholdPointsRedeemed, PointsRedeemedForHousehold,
+        HouseholdLeft, HouseholdPointsRedeemed, PointsRedeemedForHousehold, RewardDefined, RewardStockTaken,
+        RewardStockReturned, CatalogueRewardTaken,
     )
 }
 
@@ -326,8 +398,8 @@ DOWNCASTERS: dict[tuple[str, int], Any] = {
     ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount")},
 }
 
-_DATETIME_FIELDS = ("occurred_at", "expires_at")
-PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares")
+_DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to")
+PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares", "points_by_tier")
 
 
 @functools.cache

@@ -36,7 +36,11 @@ from immutables import Map
 from ._frozen import fast_init
 from .events import (
     BookingAmended,
+    CatalogueRewardTaken,
     DebtSettled,
+    RewardDefined,
+    RewardStockReturned,
+    RewardStockTaken,
     HoldCaptured,
     HoldReleased,
     PointsHeld,
@@ -114,6 +118,44 @@ class Redemption:
         return sum(points for _, points in self.lots)
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class RewardState:
+    """A catalogue reward's stream folded: its definition now, and the units of stock
+    taken by open holds and by redemptions not reversed in full."""
+
+    reward_id: str
+    kind: str
+    name_en: str
+    name_zh_cn: str | None
+    points_by_tier: tuple[tuple[str, int], ...]
+    stock: int | None  # units in all; None: unlimited
+    available_from: datetime | None
+    available_to: datetime | None
+    miles_ratio: str | None
+    partner: str | None
+    taken: int = 0
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.stock is None else self.stock - self.taken
+
+
+def _reward_defined(event: RewardDefined, taken: int) -> RewardState:
+    return RewardState(event.reward_id, event.kind, event.name_en, event.name_zh_cn, event.points_by_tier,
+                       event.stock, event.available_from, event.available_to, event.miles_ratio, event.partner,
+                       taken)
+
+
+def _reward_taken(reward: RewardState | None, change: int) -> RewardState:
+    assert reward is not None, "stock moves only on a defined reward"
+    taken = reward.taken + change
+    assert taken >= 0 and (reward.stock is None or taken <= reward.stock), (reward, change)
+    return RewardState(reward.reward_id, reward.kind, reward.name_en, reward.name_zh_cn, reward.points_by_tier,
+                       reward.stock, reward.available_from, reward.available_to, reward.miles_ratio, reward.partner,
+                       taken)
+
+
 # (year, points sent, transfers sent, points received, transfers received, the last
 # transfer received): the year's totals that the transfer limits count, UTC calendar
 # year; a transfer in a later year starts them again.
@@ -151,6 +193,10 @@ class MemberState:
     # A member's: the household it is in (one at most). A household stream's: its own id.
     household_id: str | None = None
     household_roster: tuple[str, ...] = ()  # a household stream's members: its head first, then by joining
+    # A member's: ("hold" | "redemption", id) -> the catalogue reward of each open hold and
+    # each redemption not reversed in full, whose unit of stock comes back with it.
+    catalogue: Map = _NO_ENTRIES
+    reward: RewardState | None = None  # a reward stream's: the reward and its stock
 
     @property
     def exists(self) -> bool:
@@ -280,7 +326,7 @@ class _Draft:
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
-                 "household_roster")
+                 "household_roster", "catalogue", "reward")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -292,12 +338,13 @@ class _Draft:
         # Changed by few events: mutated only when one is (`Map.mutate` costs a little on every draft).
         self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
         self.household_id, self.household_roster = state.household_id, state.household_roster
+        self.catalogue, self.reward = state.catalogue, state.reward
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
-                           self.transfers, self.household_id, self.household_roster)
+                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -428,12 +475,18 @@ class _Draft:
                 self.held -= event.points
                 self._close_hold(event.hold_id, "captured")
                 self._redeemed(event.redemption_id, event.points, event.lots)
+                reward_id = self.catalogue.get(("hold", event.hold_id))
+                if reward_id is not None:  # the held unit is the redemption's now
+                    self.catalogue = self.catalogue.delete(("hold", event.hold_id)).set(
+                        ("redemption", event.redemption_id), reward_id)
             case HoldReleased():
                 self._returned(event.lots, event.expired, event.forfeited, from_held=True)
                 self.held -= event.points
                 self.debt -= event.debt_repaid
                 if event.hold_id in self.holds:  # else captured just before, by the same command
                     self._close_hold(event.hold_id, event.reason)
+                    if ("hold", event.hold_id) in self.catalogue:
+                        self.catalogue = self.catalogue.delete(("hold", event.hold_id))
             case RedemptionReversed():
                 self._returned(event.lots, event.expired, event.forfeited, from_held=False)
                 self.debt -= event.debt_repaid
@@ -451,6 +504,9 @@ class _Draft:
                     left[lot_id] -= points
                 self.redemptions = self.redemptions.set(event.redemption_id, Redemption(
                     redemption.redemption_id, redemption.points, tuple((k, v) for k, v in left.items() if v > 0)))
+                if not any(left.values()) and ("redemption", event.redemption_id) in self.catalogue:
+                    # Reversed in full: its unit of stock went back in the same command.
+                    self.catalogue = self.catalogue.delete(("redemption", event.redemption_id))
             case PointsTransferredOut():
                 self._take(event.lots, spent=True)
                 year, sent, count, received, received_count, last = _year_of(self.transfers, event.occurred_at)
@@ -478,6 +534,14 @@ class _Draft:
             case HouseholdPointsRedeemed():
                 # Kept by redemption id, so that an id is used once per household.
                 self._redeemed(event.redemption_id, event.points, event.shares)
+            case CatalogueRewardTaken():
+                self.catalogue = self.catalogue.set((event.movement, event.movement_id), event.reward_id)
+            case RewardDefined():
+                self.reward = _reward_defined(event, self.reward.taken if self.reward is not None else 0)
+            case RewardStockTaken():
+                self.reward = _reward_taken(self.reward, 1)
+            case RewardStockReturned():
+                self.reward = _reward_taken(self.reward, -1)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -561,7 +625,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.expiry.insert((event.expires_at, lot_id)),
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
-            state.redemptions, state.transfers, state.household_id, state.household_roster,
+            state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
+            state.reward,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -570,7 +635,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
-                       state.household_id, state.household_roster)
+                       state.household_id, state.household_roster, state.catalogue, state.reward)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -587,6 +652,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
+        state.catalogue, state.reward,
     )
 
 
@@ -608,7 +674,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 debt: int = 0, holds: Iterable[Hold] = (), holds_closed: Iterable[tuple[str, str]] = (),
                 redemptions: Iterable[Redemption] = (),
                 transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
-                household_roster: Iterable[str] = ()) -> MemberState:
+                household_roster: Iterable[str] = (), catalogue: Iterable[tuple[tuple[str, str], str]] = (),
+                reward: RewardState | None = None) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -636,7 +703,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster))
+                       household_id, tuple(household_roster), Map(catalogue), reward)
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -646,7 +713,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # 3: lots carry what holds, partial refunds and amendments change; holds, redemptions
 # and the year's transfers. Households added `household_id` and `household_roster`
 # without a new format: a snapshot without them was saved before any history could
-# hold a household event, so their defaults are what its history folds to.
+# hold a household event, so their defaults are what its history folds to. The reward
+# catalogue added `catalogue` and `reward` the same way.
 SNAPSHOT_FORMAT = 3
 
 
@@ -676,7 +744,22 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "transfers": list(state.transfers),
         "household_id": state.household_id,
         "household_roster": list(state.household_roster),
+        "catalogue": [[kind, movement_id, reward_id] for (kind, movement_id), reward_id in state.catalogue.items()],
+        "reward": None if state.reward is None else _reward_snapshot(state.reward),
     }
+
+
+def _reward_snapshot(r: RewardState) -> list[Any]:
+    return [r.reward_id, r.kind, r.name_en, r.name_zh_cn, [list(pair) for pair in r.points_by_tier], r.stock,
+            _iso(r.available_from), _iso(r.available_to), r.miles_ratio, r.partner, r.taken]
+
+
+def _reward_from_snapshot(data: list[Any] | None) -> RewardState | None:
+    if data is None:
+        return None
+    reward_id, kind, name_en, name_zh_cn, prices, stock, available_from, available_to, ratio, partner, taken = data
+    return RewardState(reward_id, kind, name_en, name_zh_cn, _pairs(prices), stock, _moment(available_from),
+                       _moment(available_to), ratio, partner, taken)
 
 
 def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
@@ -696,4 +779,7 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
     return build_state(member_id, version, lots, data["bookings"], data["debt"], holds,
                        [tuple(item) for item in data["holds_closed"]], redemptions, tuple(data["transfers"]),
                        # Absent from the snapshots saved before households: no history then had them.
-                       data.get("household_id"), data.get("household_roster", ()))
+                       data.get("household_id"), data.get("household_roster", ()),
+                       # Absent from those saved before the catalogue, for the same reason.
+                       [((kind, movement_id), reward_id) for kind, movement_id, reward_id in data.get("catalogue", ())],
+                       _reward_from_snapshot(data.get("reward")))
