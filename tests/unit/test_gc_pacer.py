@@ -71,3 +71,13 @@ def test_no_automatic_collection_runs_while_a_batch_is_applied_however_many_obje
     finally:
         gc.set_threshold(*threshold)
     assert len(batch) == 20_000
+
+
+def test_a_batch_survivors_are_frozen_before_the_collector_is_enabled_again() -> None:
+    """The first allocation after a batch would otherwise collect over everything the
+    batch left alive: a cold consumer's batches leave thousands of member states."""
+    pacer = GcPacer(full_every_s=3_600)
+    before = gc.get_freeze_count()
+    with pacer.paused():
+        kept = [[i] for i in range(10_000)]
+    assert gc.get_freeze_count() >= before + len(kept)
