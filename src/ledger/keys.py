@@ -31,6 +31,7 @@ class Permission(StrEnum):
     transfer = "transfers:write"
     reverse = "reversals:write"
     manage_households = "households:write"
+    reports = "reports:read"
 
 
 WHAT: dict[Permission, str] = {
@@ -43,6 +44,7 @@ WHAT: dict[Permission, str] = {
     Permission.transfer: "transfer points",
     Permission.reverse: "reverse a redemption",
     Permission.manage_households: "manage households",
+    Permission.reports: "read programme reports",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -50,7 +52,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
                          Permission.manage_households}),
     Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse}),
-    Role.auditor: frozenset({Permission.read_members, Permission.audit}),
+    Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports}),
     Role.admin: frozenset(Permission),
 }
 

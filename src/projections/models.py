@@ -7,14 +7,16 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, ProgramRules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, tiers
+from . import balances, expiry, holds, households, reports, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
+from .reports import ReportLedger
 from .households import HouseholdMembers
 from .tiers import TierCache, TierQualifying, write_tier_status
 
-TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members")
+TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
+          "report_lots", *reports.AGGREGATES)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -22,6 +24,8 @@ COLUMNS = {
     "expiry_lots": expiry.COLUMNS,
     "holds": holds.COLUMNS,
     "household_members": households.COLUMNS,
+    "report_lots": reports.LOT_COLUMNS,
+    **reports.AGGREGATES,
 }
 
 
@@ -38,6 +42,7 @@ class ReadModels:
         self.qualifying = TierQualifying(f"tier_qualifying{suffix}", lot_status=self.expiry.status)
         self.holds = HoldBook(f"holds{suffix}")
         self.households = HouseholdMembers(f"household_members{suffix}")
+        self.reports = ReportLedger(suffix)
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -47,6 +52,7 @@ class ReadModels:
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
         self.holds.apply(stored)
+        self.reports.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -54,7 +60,8 @@ class ReadModels:
         the server."""
         if tiers is not None and (tiers.members_max == 0 or self.suffix):
             tiers = None  # off, or tables being rebuilt: the server adds the rows up
-        # Both read what the page's lots and rows were before it: first.
+        # These read what the page's lots and rows were before it: first.
+        await self.reports.write(conn, rules)
         new_members = await self.balances.write(conn)
         await self.qualifying.resolve(conn)
         changes = self.qualifying.changes() if tiers is not None else {}
@@ -84,4 +91,5 @@ class ReadModels:
             "expiry_lots": self.expiry.completed(keep),
             "holds": self.holds.completed(keep),
             "household_members": self.households.completed(keep),
+            **self.reports.completed(rules, keep),
         }

@@ -18,6 +18,7 @@ from ledger.domain import ProgramRules
 from ledger.store import EventStore, StoredEvent
 from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
+from . import reports
 from .models import TABLES, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
 from .tiers import TierCache
@@ -209,6 +210,7 @@ async def rebuild(
         indexes = await create_tables(conn)
     head = await store.head()
     await replay(pool, rules, head, page_size=page_size, workers=workers, dsn=dsn, progress=progress)
+    await reports.compact(pool, SUFFIX)  # the reports' deltas, copied page by page, into one row per key
     await create_indexes(pool, indexes)
     position = head
     async with pool.acquire() as conn, conn.transaction():

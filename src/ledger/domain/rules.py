@@ -80,6 +80,10 @@ class ProgramRules:
     # this many days; 0: they come back expired.
     return_grace_days: int = 0
     household_members_max: int = 6
+    # What the programme books per outstanding point (its liability, deferred revenue) in
+    # `programme_currency`: the liability report values the points at it.
+    cost_per_point: Decimal = Decimal("0.01")
+    programme_currency: str = "USD"
     extra: dict[str, Any] = field(default_factory=dict)
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
     # the label and factor of each tier's bonus (None at a multiplier of 1), and the
@@ -99,6 +103,9 @@ class ProgramRules:
             (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
             (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
             (self.return_grace_days < 0 or self.household_members_max < 2, "grace days and household size are too small"),
+            (not self.cost_per_point.is_finite() or self.cost_per_point < 0, "cost_per_point must be a decimal >= 0"),
+            (len(self.programme_currency) != 3 or not self.programme_currency.isalpha()
+             or not self.programme_currency.isupper(), "programme_currency must be a three-letter code"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -199,6 +206,8 @@ class ProgramRules:
             transfers=TransferLimits(**{k: int(v) for k, v in raw.get("transfers", {}).items()}),
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
+            cost_per_point=Decimal(str(raw.get("cost_per_point", "0.01"))),
+            programme_currency=str(raw.get("programme_currency", "USD")),
         )
 
     @classmethod

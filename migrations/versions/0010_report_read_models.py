@@ -1,0 +1,66 @@
+"""Read models of the programme reports: the liability (outstanding points) and the
+activity (points issued, redeemed, expired, adjusted, clawed back) as additive deltas.
+
+- `report_lots`: each lot's status for the reports (pending or not), its date's month
+  and the product it was earned on: what a later event taking from the lot needs.
+- `liability_days` / `liability_moments`: the change of outstanding points by (UTC day
+  or exact instant, status, expiry month, tier). The liability as of an instant is the
+  sum of the days before its day plus the moments of its day up to it.
+- `activity_days`: points by (UTC day, kind, product, source).
+
+Before this revision the projection passed over every event for these tables: a
+database that has any needs `ledger projections rebuild` once.
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("""
+CREATE TABLE report_lots (
+    member_id     text NOT NULL,
+    lot_id        text NOT NULL,
+    pending       boolean NOT NULL,
+    expiry_month  text NOT NULL,
+    product       text NOT NULL,
+    PRIMARY KEY (member_id, lot_id)
+)""")
+    op.execute("""
+CREATE TABLE liability_days (
+    day           date NOT NULL,
+    status        text NOT NULL,
+    expiry_month  text NOT NULL,
+    tier          text NOT NULL,
+    points        bigint NOT NULL,
+    PRIMARY KEY (day, status, expiry_month, tier)
+)""")
+    op.execute("""
+CREATE TABLE liability_moments (
+    at            timestamptz NOT NULL,
+    status        text NOT NULL,
+    expiry_month  text NOT NULL,
+    tier          text NOT NULL,
+    points        bigint NOT NULL,
+    PRIMARY KEY (at, status, expiry_month, tier)
+)""")
+    op.execute("""
+CREATE TABLE activity_days (
+    day      date NOT NULL,
+    kind     text NOT NULL,
+    product  text NOT NULL,
+    source   text NOT NULL,
+    points   bigint NOT NULL,
+    PRIMARY KEY (day, kind, product, source)
+)""")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE activity_days, liability_moments, liability_days, report_lots")

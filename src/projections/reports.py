@@ -1,0 +1,381 @@
+"""Read models of the programme reports: outstanding points (the liability) and the
+points moved (the activity), as additive deltas.
+
+- `liability_days` and `liability_moments`: how the outstanding points changed, by UTC
+  day (or exact instant), status (pending, active), expiry month (`YYYY-MM` of the lot's
+  date in UTC; empty while pending, as a pending lot's date runs from its activation)
+  and tier. The liability as of an instant is the sum of the days before its day and of
+  the moments of its day up to it: a few thousand day rows plus one day's moments, at
+  any length of history. Outstanding points are what the member still has on its lots,
+  spendable or set aside by an open hold (held points are the member's until captured):
+  `remaining + held` of each pending or active lot of the fold. A debt (a shortfall
+  debited as a negative balance) is no lot and is not in it.
+- `activity_days`: points by UTC day, kind, product and source (see `KINDS`).
+- `report_lots`: each lot's bucket (pending or not, expiry month) and product, which a
+  later event taking points from the lot needs and does not carry.
+
+The tier of a delta is the member's tier when the event happened, before its own
+qualifying points count: the tier the decider priced an earn at, computed by the
+domain's `tier_status` from the member's qualifying rows as they stood (the same rows as
+`tier_qualifying`). A replay computes it from the events alone, so a rebuild and the
+live runner agree, and a past figure does not move when tiers change later.
+
+Every delta is additive: the live runner upserts a page's by adding to the stored rows
+(and drops rows that come to zero); a rebuild copies each page's and sums them once at
+the end (`compact`). Both leave one row per key with a sum other than zero.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import asyncpg
+
+from ledger.domain import (
+    BookingAmended,
+    DebtSettled,
+    EarnReversed,
+    Event,
+    HoldCaptured,
+    HoldReleased,
+    PendingPointsActivated,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    PointsRedeemedForHousehold,
+    PointsTransferredIn,
+    PointsTransferredOut,
+    ProgramRules,
+    RedemptionReversed,
+    tier_status,
+)
+from ledger.domain.decider import booking_lot_id
+from ledger.store import StoredEvent
+
+LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product")
+LIABILITY_DAY_COLUMNS = ("day", "status", "expiry_month", "tier", "points")
+LIABILITY_MOMENT_COLUMNS = ("at", "status", "expiry_month", "tier", "points")
+ACTIVITY_COLUMNS = ("day", "kind", "product", "source", "points")
+# The tables whose rows are sums by key (all columns but the last, `points`).
+AGGREGATES = {
+    "liability_days": LIABILITY_DAY_COLUMNS,
+    "liability_moments": LIABILITY_MOMENT_COLUMNS,
+    "activity_days": ACTIVITY_COLUMNS,
+}
+
+# What the activity counts, with the source of each row:
+KINDS = (
+    "earned",  # on bookings, pending or active, and amendments raising them: source the earn rule
+    "activated",  # pending points that became spendable: source "activation" (already counted as earned)
+    "redeemed",  # redemptions ("redemption"), captured holds ("hold"), household shares ("household"),
+    #              less what reversals returned ("reversal", negative): product the reward kind
+    "expired",  # breakage: lots at their date ("expiry"), points back past their date ("hold_release",
+    #             "redemption_reversal")
+    "adjusted",  # by support, signed: source "adjustment"
+    "clawed_back",  # cancellations and refunds ("cancelled", "refunded"), partial refunds and amendments
+    #                 lowering a booking (source the earn rule)
+    "transferred_in", "transferred_out",  # source "transfer"
+    "debt_settled",  # a lot at its date paid off a debt instead of expiring: source "debt"
+)
+PENDING, ACTIVE = "pending", "active"
+NO_PRODUCT = ""  # a row with no product: adjustments, transfers, redemption reversals
+
+_REPORTED = frozenset((
+    PointsEarned, PendingPointsActivated, PointsRedeemed, PointsRedeemedForHousehold, PointsExpired, DebtSettled,
+    PointsAdjusted, EarnReversed, BookingAmended, HoldCaptured, HoldReleased, RedemptionReversed,
+    PointsTransferredOut, PointsTransferredIn,
+))
+
+Takes = tuple[tuple[str, int], ...]
+
+
+def _month(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def lots_read(e: Event) -> tuple[str, ...]:
+    """The lots made before an event that it takes from, gives to, or changes."""
+    match e:
+        case PointsRedeemed() | PointsRedeemedForHousehold() | HoldCaptured() | PointsTransferredOut():
+            return tuple(lot for lot, _ in e.lots)
+        case PointsAdjusted() if e.points <= 0:
+            return tuple(lot for lot, _ in e.lots)
+        case PointsExpired() | DebtSettled() | PendingPointsActivated():
+            return (e.lot_id,)
+        case EarnReversed() | BookingAmended():
+            return (booking_lot_id(e.booking_id), *(lot for lot, _ in e.lots))
+        case HoldReleased():
+            return tuple(lot for lot, _ in e.expired + e.forfeited)
+        case RedemptionReversed():
+            return tuple(lot for lot, _ in e.lots + e.expired)
+    return ()
+
+
+class _Member:
+    """What the reports need of a member between its events: its lots' buckets and
+    products, and its qualifying rows for the tier."""
+
+    __slots__ = ("lots", "entries", "tier_key", "tier")
+
+    def __init__(self) -> None:
+        self.lots: dict[str, list] = {}  # lot id -> [pending, expiry month, product]
+        self.entries: dict[str, tuple[datetime, int]] = {}  # booking -> (earned_at in UTC, qualifying points)
+        self.tier_key: datetime | None = None  # the instant `tier` was computed at, None: to compute
+        self.tier = ""
+
+
+class ReportLedger:
+    """The reports' deltas for one page (the live runner) or one replay span (a rebuild).
+
+    `apply` only keeps the page's events: the live runner applies a page before it is
+    written (even while the previous one is), so the lots and qualifying rows stored
+    before it can be read only in `write`, which then goes through the events. A
+    replay in stream order has each member's history from its first event, and goes
+    through them in `completed` with nothing to read."""
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.events: list[tuple[str, Event]] = []
+        self.members: dict[str, _Member] = {}
+        self.dirty: set[tuple[str, str]] = set()  # (member, lot) made or changed by the page
+        self.liability_days: dict[tuple, int] = {}
+        self.liability_moments: dict[tuple, int] = {}
+        self.activity: dict[tuple, int] = {}
+
+    def apply(self, stored: StoredEvent) -> None:
+        if type(stored.event) in _REPORTED:
+            self.events.append((stored.stream_id, stored.event))
+
+    # -- going through the events ------------------------------------------------------
+
+    def _run(self, rules: ProgramRules) -> None:
+        members = self.members
+        for m, e in self.events:
+            s = members.get(m)
+            if s is None:
+                s = members[m] = _Member()
+            self._event(rules, m, s, e)
+        self.events.clear()
+
+    def _tier(self, s: _Member, at: datetime, rules: ProgramRules) -> str:
+        if s.tier_key != at:
+            s.tier = tier_status(s.entries.values(), at, rules).tier
+            s.tier_key = at
+        return s.tier
+
+    def _entry(self, s: _Member, booking: str, value: tuple[datetime, int] | None) -> None:
+        if value is None:
+            s.entries.pop(booking, None)
+        else:
+            s.entries[booking] = value
+        s.tier_key = None
+
+    def _liability(self, at: datetime, lot: list, tier: str, points: int) -> None:
+        if not points:
+            return
+        status, month = (PENDING if lot[0] else ACTIVE), lot[1]
+        key = (at.date(), status, month, tier)
+        self.liability_days[key] = self.liability_days.get(key, 0) + points
+        key = (at, status, month, tier)
+        self.liability_moments[key] = self.liability_moments.get(key, 0) + points
+
+    def _activity(self, day: date, kind: str, product: str, source: str, points: int) -> None:
+        if points:
+            key = (day, kind, product, source)
+            self.activity[key] = self.activity.get(key, 0) + points
+
+    def _new_lot(self, m: str, s: _Member, lot_id: str, pending: bool, expires_at: datetime | None,
+                 product: str) -> list:
+        lot = s.lots[lot_id] = [pending, _month(expires_at), product]
+        self.dirty.add((m, lot_id))
+        return lot
+
+    def _took(self, s: _Member, at: datetime, tier: str, takes: Takes, sign: int = -1) -> None:
+        for lot_id, points in takes:
+            self._liability(at, s.lots[lot_id], tier, sign * points)
+
+    def _event(self, rules: ProgramRules, m: str, s: _Member, e: Event) -> None:  # noqa: C901, PLR0912
+        at = _utc(e.occurred_at)
+        day = at.date()
+        tier = self._tier(s, at, rules)  # before the event's own qualifying points count
+        match e:
+            case PointsEarned():
+                lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product)
+                self._liability(at, lot, tier, e.points)
+                for rule, points in e.breakdown:
+                    self._activity(day, "earned", e.product, rule, points)
+                if e.status == ACTIVE:
+                    self._entry(s, e.booking_id, (at, e.qualifying_points))
+            case PendingPointsActivated():
+                lot = s.lots[e.lot_id]
+                self._liability(at, lot, tier, -e.points)
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, lot[2])
+                self._liability(at, lot, tier, e.points)
+                self._activity(day, "activated", lot[2], "activation", e.points)
+                self._entry(s, e.booking_id, (at, e.qualifying_points))
+            case PointsRedeemed():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "redeemed", e.reward_kind, "redemption", e.points)
+            case PointsRedeemedForHousehold():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "redeemed", e.reward_kind, "household", e.points)
+            case HoldCaptured():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "redeemed", e.reward_kind, "hold", e.points)
+            case PointsExpired():
+                lot = s.lots[e.lot_id]
+                self._liability(at, lot, tier, -e.points)
+                self._activity(day, "expired", lot[2], "expiry", e.points)
+            case DebtSettled():
+                lot = s.lots[e.lot_id]
+                self._liability(at, lot, tier, -e.points)
+                self._activity(day, "debt_settled", lot[2], "debt", e.points)
+            case PointsAdjusted() if e.points > 0:
+                assert e.lot_id is not None, "a credit makes a lot"
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT)
+                self._liability(at, lot, tier, e.points)
+                self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
+            case PointsAdjusted():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
+            case EarnReversed():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "clawed_back", s.lots[booking_lot_id(e.booking_id)][2], e.reason, e.points)
+                if e.qualifying_points:
+                    self._entry(s, e.booking_id, None)
+            case BookingAmended():
+                lot = s.lots[booking_lot_id(e.booking_id)]
+                if e.points > 0:
+                    self._liability(at, lot, tier, e.points)
+                    for rule, points in e.breakdown:
+                        self._activity(day, "earned", lot[2], rule, points)
+                else:
+                    self._took(s, at, tier, e.lots)
+                    for rule, points in e.breakdown:
+                        self._activity(day, "clawed_back", lot[2], rule, -points)
+                entry = s.entries.get(e.booking_id)
+                if e.qualifying_points and entry is not None:  # a pending booking has no row yet
+                    self._entry(s, e.booking_id, (entry[0], entry[1] + e.qualifying_points))
+            case HoldReleased():
+                self._took(s, at, tier, e.expired + e.forfeited)
+                for lot_id, points in e.expired:
+                    self._activity(day, "expired", s.lots[lot_id][2], "hold_release", points)
+            case RedemptionReversed():
+                self._took(s, at, tier, e.lots, sign=1)
+                if e.grace_lot_id is not None:
+                    lot = self._new_lot(m, s, e.grace_lot_id, False, e.expires_at, NO_PRODUCT)
+                    self._liability(at, lot, tier, sum(points for _, points in e.regranted))
+                self._activity(day, "redeemed", NO_PRODUCT, "reversal", -e.points)
+                for lot_id, points in e.expired:
+                    self._activity(day, "expired", s.lots[lot_id][2], "redemption_reversal", points)
+            case PointsTransferredOut():
+                self._took(s, at, tier, e.lots)
+                self._activity(day, "transferred_out", NO_PRODUCT, "transfer", e.points)
+            case PointsTransferredIn():
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT)
+                self._liability(at, lot, tier, e.points)
+                self._activity(day, "transferred_in", NO_PRODUCT, "transfer", e.points)
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def _aggregate_rows(self) -> dict[str, list[tuple]]:
+        out = {}
+        for table, deltas in (("liability_days", self.liability_days), ("liability_moments", self.liability_moments),
+                              ("activity_days", self.activity)):
+            out[table] = [(*key, points) for key, points in deltas.items() if points]
+            deltas.clear()
+        return out
+
+    def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
+        """Rows by table (without the suffix), for a replay in stream order: the page's
+        deltas (summed with the other pages' and processes' by `compact`), and the final
+        lots of the members whose every event has been applied, all but `keep`'s."""
+        self._run(rules)
+        members, self.members = self.members, {}
+        if keep is not None and keep in members:
+            self.members[keep] = members.pop(keep)
+        lots = [(m, lot_id, *lot) for m, s in members.items() for lot_id, lot in s.lots.items()]
+        self.dirty.clear()
+        return {"report_lots": lots, **self._aggregate_rows()}
+
+    async def write(self, conn: asyncpg.Connection, rules: ProgramRules) -> None:
+        """Go through the page's events from the lots and qualifying rows stored before
+        it, and add its deltas to the tables. Runs before the page's qualifying rows are
+        written."""
+        if not self.events:
+            return
+        await self._load(conn)
+        self._run(rules)
+        dirty = [(m, lot_id, *self.members[m].lots[lot_id]) for m, lot_id in self.dirty]
+        self.dirty.clear()
+        if dirty:
+            await conn.execute(
+                f"INSERT INTO report_lots{self.suffix} AS l ({', '.join(LOT_COLUMNS)})"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[])"
+                " ON CONFLICT (member_id, lot_id) DO UPDATE SET pending = EXCLUDED.pending,"
+                " expiry_month = EXCLUDED.expiry_month, product = EXCLUDED.product",
+                *zip(*dirty, strict=True),
+            )
+        for table, rows in self._aggregate_rows().items():
+            if rows:
+                await _add(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
+
+    async def _load(self, conn: asyncpg.Connection) -> None:
+        """The stored lots the page's events read, and its members' qualifying rows."""
+        members = {m for m, _ in self.events}
+        wanted = {(m, lot) for m, e in self.events for lot in lots_read(e)}
+        for m in members:
+            self.members.setdefault(m, _Member())
+        if wanted:
+            ms, lots = zip(*wanted, strict=True)
+            for m, lot_id, pending, month, product in await conn.fetch(
+                    f"SELECT l.member_id, l.lot_id, l.pending, l.expiry_month, l.product FROM report_lots{self.suffix} l"
+                    " JOIN unnest($1::text[], $2::text[]) AS k(m, lot) ON l.member_id = k.m AND l.lot_id = k.lot",
+                    ms, lots):
+                self.members[m].lots[lot_id] = [pending, month, product]
+        for m, booking, earned_at, points in await conn.fetch(
+                f"SELECT member_id, booking_id, earned_at, points FROM tier_qualifying{self.suffix}"
+                " WHERE member_id = ANY($1::text[])", list(members)):
+            self.members[m].entries[booking] = (_utc(earned_at), points)
+
+
+async def _add(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Add the deltas to the rows of their keys, then drop the rows that came to zero
+    (a rebuild keeps none: the tables compare equal)."""
+    key = columns[:-1]
+    first_type = "date" if key[0] == "day" else "timestamptz"
+    cols = list(zip(*rows, strict=True))
+    await conn.execute(
+        f"INSERT INTO {table} AS t ({', '.join(columns)})"
+        f" SELECT * FROM unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET points = t.points + EXCLUDED.points",
+        *cols,
+    )
+    await conn.execute(f"DELETE FROM {table} WHERE {key[0]} = ANY($1::{first_type}[]) AND points = 0",
+                       list(set(cols[0])))
+
+
+async def compact(pool: asyncpg.Pool, suffix: str) -> None:
+    """Sum a replay's delta rows (each page's and each process's, copied as they came)
+    into one row per key, leaving out the sums of zero: what the live runner's upserts
+    arrive at. Before the tables get their keys back."""
+
+    async def one(table: str, columns: tuple[str, ...]) -> None:
+        key = ", ".join(columns[:-1])
+        async with pool.acquire() as conn:
+            await conn.execute(
+                f"WITH gone AS (DELETE FROM {table}{suffix} RETURNING *)"
+                f" INSERT INTO {table}{suffix} ({', '.join(columns)})"
+                f" SELECT {key}, sum(points) FROM gone GROUP BY {key} HAVING sum(points) <> 0"
+            )
+
+    for table, columns in AGGREGATES.items():
+        await one(table, columns)
