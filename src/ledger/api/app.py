@@ -28,6 +28,7 @@ from .access_log import AccessLog
 from .households import router as households_router
 from .movements import router as movements_router
 from .rejected import router as rejected_router
+from .reports import router as reports_router
 from .routes import router
 from .schemas import Health, Readiness
 
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(movements_router)
     app.include_router(rejected_router)
     app.include_router(households_router)
+    app.include_router(reports_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
