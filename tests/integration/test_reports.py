@@ -5,10 +5,13 @@ rebuild, over a history with every kind of event and expiries by the expiry job.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from ledger.bootstrap import Container
+from ledger.bootstrap import Container, build
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -33,10 +36,14 @@ from ledger.domain import (
 )
 from ledger.domain.timeutil import add_months
 from ledger.expiry import expire_due
+from ledger.ingest import topics
+from ledger.ingest.consumer import consumer_task
 from projections import report_queries
 from projections.runner import rebuild
 
 from .helpers import T0
+from .kafka_load import T0 as KAFKA_T0
+from .kafka_load import booking_events, encode, end_offsets, kafka_settings, produce, wait_consumed
 from .test_projections import MOVEMENT_RULES, _history
 
 
@@ -146,19 +153,12 @@ async def _check(container: Container, streams: dict[str, list[Event]], instants
     assert {k: by_kind[k] for k in totals} == totals
 
 
-async def test_reports_equal_a_recomputation_from_the_events_live_and_after_a_rebuild(container: Container) -> None:
-    await _history(container, members=30, seed=11)
-    # Expiries by the expiry job, past the dates of the first steps' lots.
-    ends = add_months(T0, MOVEMENT_RULES.expiry_months)
-    await container.runner.run_until_caught_up()
-    assert await expire_due(container.ledger, container.pool, ends + timedelta(days=50)) > 0
-    await container.runner.run_until_caught_up()
-
+async def _streams_and_instants(container: Container) -> tuple[dict[str, list[Event]], list[datetime]]:
+    """Each member's events, and instants through the history to read the reports at."""
     streams: dict[str, list[Event]] = {}
     for stored in await container.store.read_all(0, 1_000_000):
         if not stored.stream_id.startswith("household"):
             streams.setdefault(stored.stream_id, []).append(stored.event)
-    assert any(isinstance(e, PointsExpired) for events in streams.values() for e in events)
     # An instant at which some member's events up to it are not the first ones of its
     # stream (an event dated before one appended earlier) has no state of the fold to
     # compare with: those instants are left out, and some remain.
@@ -177,10 +177,55 @@ async def test_reports_equal_a_recomputation_from_the_events_live_and_after_a_re
                 moments[-1], moments[-1] + timedelta(days=400)]
     instants = [t for t in instants if not any(start <= t < end for start, end in windows)]
     assert len(instants) >= 8
+    return streams, instants
+
+
+async def test_reports_equal_a_recomputation_from_the_events_live_and_after_a_rebuild(container: Container) -> None:
+    await _history(container, members=30, seed=11)
+    # Expiries by the expiry job, past the dates of the first steps' lots.
+    ends = add_months(T0, MOVEMENT_RULES.expiry_months)
+    await container.runner.run_until_caught_up()
+    assert await expire_due(container.ledger, container.pool, ends + timedelta(days=50)) > 0
+    await container.runner.run_until_caught_up()
+
+    streams, instants = await _streams_and_instants(container)
+    assert any(isinstance(e, PointsExpired) for events in streams.values() for e in events)
     await _check(container, streams, instants)
-    live = await report_queries.liability(container.pool, moments[-1])
+    live = await report_queries.liability(container.pool, instants[-1])
     assert {r[2] for r in live.rows} > {"member"}  # some points came in above the first tier
 
     await rebuild(container.pool, container.store, container.rules, page_size=53, workers=2, dsn=container.url)
     await _check(container, streams, instants)
-    assert await report_queries.liability(container.pool, moments[-1]) == live
+    assert await report_queries.liability(container.pool, instants[-1]) == live
+
+
+async def test_reports_after_a_kafka_load_and_expiries_equal_a_recomputation(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Bookings, partial refunds, amendments and refunds consumed from Kafka, then the
+    expiry job: the reports equal the recomputation, live and after a rebuild."""
+    run = uuid.uuid4().hex[:8]
+    settings = kafka_settings(db_url, kafka_bootstrap, f"bookings-{run}", f"ledger-{run}", tmp_path,
+                              kafka_topic_partitions=2)
+    await topics.ensure_topics(settings)
+    container = await build(settings, run_migrations=False, url=db_url)
+    try:
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer_task(container, stop))
+        try:
+            load = booking_events(400, 25, seed=5, prefix=run, movements=0.3)
+            await produce(kafka_bootstrap, settings.kafka_topic, [encode(e) for e in load])
+            await wait_consumed(container.pool, settings.kafka_group_id, settings.kafka_topic,
+                                await end_offsets(kafka_bootstrap, settings.kafka_topic), 60)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        await container.runner.run_until_caught_up()
+        assert await expire_due(container.ledger, container.pool, add_months(KAFKA_T0, 25)) > 0
+        await container.runner.run_until_caught_up()
+        streams, instants = await _streams_and_instants(container)
+        assert any(isinstance(e, BookingAmended) for events in streams.values() for e in events)
+        await _check(container, streams, instants)
+        await rebuild(container.pool, container.store, container.rules, page_size=31, workers=1)
+        await _check(container, streams, instants)
+    finally:
+        await container.close()
