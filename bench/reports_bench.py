@@ -108,7 +108,8 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
             await report_queries.liability(pool, instant())
 
         async def days() -> None:
-            first = instant().date()
+            # A year that covers the bookings' (the first 366 days), give or take a fortnight.
+            first = (T0 + timedelta(days=rnd.randrange(-15, 15))).date()
             await report_queries.activity(pool, first, first + timedelta(days=366), monthly=False)
 
         async def months() -> None:

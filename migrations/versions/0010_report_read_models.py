@@ -1,8 +1,9 @@
 """Read models of the programme reports: the liability (outstanding points) and the
 activity (points issued, redeemed, expired, adjusted, clawed back) as additive deltas.
 
-- `report_lots`: each lot's status for the reports (pending or not), its date's month
-  and the product it was earned on: what a later event taking from the lot needs.
+- `report_lots`: each lot's status for the reports (pending or not), its date's month,
+  the member's tier when it was credited and the product it was earned on: what a later
+  event taking from the lot needs.
 - `liability_days` / `liability_moments`: the change of outstanding points by (UTC day
   or exact instant, status, expiry month, tier). The liability as of an instant is the
   sum of the days before its day plus the moments of its day up to it.
@@ -31,6 +32,7 @@ CREATE TABLE report_lots (
     pending       boolean NOT NULL,
     expiry_month  text NOT NULL,
     product       text NOT NULL,
+    tier          text NOT NULL,
     PRIMARY KEY (member_id, lot_id)
 )""")
     op.execute("""

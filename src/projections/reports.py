@@ -11,14 +11,17 @@ points moved (the activity), as additive deltas.
   `remaining + held` of each pending or active lot of the fold. A debt (a shortfall
   debited as a negative balance) is no lot and is not in it.
 - `activity_days`: points by UTC day, kind, product and source (see `KINDS`).
-- `report_lots`: each lot's bucket (pending or not, expiry month) and product, which a
-  later event taking points from the lot needs and does not carry.
+- `report_lots`: each lot's bucket (pending or not, expiry month, tier) and product,
+  which a later event taking points from the lot needs and does not carry.
 
-The tier of a delta is the member's tier when the event happened, before its own
-qualifying points count: the tier the decider priced an earn at, computed by the
-domain's `tier_status` from the member's qualifying rows as they stood (the same rows as
-`tier_qualifying`). A replay computes it from the events alone, so a rebuild and the
-live runner agree, and a past figure does not move when tiers change later.
+A lot's tier is the member's tier when the lot was credited, before the crediting
+event's own qualifying points count (for an earn, the tier the decider priced it at),
+by the domain's `tier_status` over the member's qualifying rows as they stood (the same
+rows as `tier_qualifying`). Every change to a lot counts in the lot's tier, so each
+tier's figure is what is left of lots, never below zero (the tier at each change instead
+would put a spend under a tier the points were not earned in). A replay computes it from
+the events alone, so a rebuild and the live runner agree, and a past figure does not
+move when tiers change later.
 
 Every delta is additive: the live runner upserts a page's by adding to the stored rows
 (and drops rows that come to zero); a rebuild copies each page's and sums them once at
@@ -53,7 +56,7 @@ from ledger.domain import (
 from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
 
-LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product")
+LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product", "tier")
 LIABILITY_DAY_COLUMNS = ("day", "status", "expiry_month", "tier", "points")
 LIABILITY_MOMENT_COLUMNS = ("at", "status", "expiry_month", "tier", "points")
 ACTIVITY_COLUMNS = ("day", "kind", "product", "source", "points")
@@ -119,6 +122,18 @@ def lots_read(e: Event) -> tuple[str, ...]:
     return ()
 
 
+def _credits(e: Event) -> bool:
+    """Whether the event credits a new lot (whose tier it asks)."""
+    match e:
+        case PointsEarned() | PointsTransferredIn():
+            return True
+        case PointsAdjusted():
+            return e.points > 0
+        case RedemptionReversed():
+            return e.grace_lot_id is not None
+    return False
+
+
 class _Member:
     """What the reports need of a member between its events: its lots' buckets and
     products, and its qualifying rows for the tier."""
@@ -126,7 +141,7 @@ class _Member:
     __slots__ = ("lots", "entries", "tier_key", "tier")
 
     def __init__(self) -> None:
-        self.lots: dict[str, list] = {}  # lot id -> [pending, expiry month, product]
+        self.lots: dict[str, list] = {}  # lot id -> [pending, expiry month, product, tier]
         self.entries: dict[str, tuple[datetime, int]] = {}  # booking -> (earned_at in UTC, qualifying points)
         self.tier_key: datetime | None = None  # the instant `tier` was computed at, None: to compute
         self.tier = ""
@@ -178,10 +193,10 @@ class ReportLedger:
             s.entries[booking] = value
         s.tier_key = None
 
-    def _liability(self, at: datetime, lot: list, tier: str, points: int) -> None:
+    def _liability(self, at: datetime, lot: list, points: int) -> None:
         if not points:
             return
-        status, month = (PENDING if lot[0] else ACTIVE), lot[1]
+        status, month, tier = (PENDING if lot[0] else ACTIVE), lot[1], lot[3]
         key = (at.date(), status, month, tier)
         self.liability_days[key] = self.liability_days.get(key, 0) + points
         key = (at, status, month, tier)
@@ -193,95 +208,96 @@ class ReportLedger:
             self.activity[key] = self.activity.get(key, 0) + points
 
     def _new_lot(self, m: str, s: _Member, lot_id: str, pending: bool, expires_at: datetime | None,
-                 product: str) -> list:
-        lot = s.lots[lot_id] = [pending, _month(expires_at), product]
+                 product: str, tier: str) -> list:
+        lot = s.lots[lot_id] = [pending, _month(expires_at), product, tier]
         self.dirty.add((m, lot_id))
         return lot
 
-    def _took(self, s: _Member, at: datetime, tier: str, takes: Takes, sign: int = -1) -> None:
+    def _took(self, s: _Member, at: datetime, takes: Takes, sign: int = -1) -> None:
         for lot_id, points in takes:
-            self._liability(at, s.lots[lot_id], tier, sign * points)
+            self._liability(at, s.lots[lot_id], sign * points)
 
     def _event(self, rules: ProgramRules, m: str, s: _Member, e: Event) -> None:  # noqa: C901, PLR0912
         at = _utc(e.occurred_at)
         day = at.date()
-        tier = self._tier(s, at, rules)  # before the event's own qualifying points count
         match e:
             case PointsEarned():
-                lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product)
-                self._liability(at, lot, tier, e.points)
+                lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product,
+                                    self._tier(s, at, rules))
+                self._liability(at, lot, e.points)
                 for rule, points in e.breakdown:
                     self._activity(day, "earned", e.product, rule, points)
                 if e.status == ACTIVE:
                     self._entry(s, e.booking_id, (at, e.qualifying_points))
             case PendingPointsActivated():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, tier, -e.points)
-                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, lot[2])
-                self._liability(at, lot, tier, e.points)
+                self._liability(at, lot, -e.points)
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, lot[2], lot[3])
+                self._liability(at, lot, e.points)
                 self._activity(day, "activated", lot[2], "activation", e.points)
                 self._entry(s, e.booking_id, (at, e.qualifying_points))
             case PointsRedeemed():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "redemption", e.points)
             case PointsRedeemedForHousehold():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "household", e.points)
             case HoldCaptured():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "hold", e.points)
             case PointsExpired():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, tier, -e.points)
+                self._liability(at, lot, -e.points)
                 self._activity(day, "expired", lot[2], "expiry", e.points)
             case DebtSettled():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, tier, -e.points)
+                self._liability(at, lot, -e.points)
                 self._activity(day, "debt_settled", lot[2], "debt", e.points)
             case PointsAdjusted() if e.points > 0:
                 assert e.lot_id is not None, "a credit makes a lot"
-                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT)
-                self._liability(at, lot, tier, e.points)
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT, self._tier(s, at, rules))
+                self._liability(at, lot, e.points)
                 self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
             case PointsAdjusted():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
             case EarnReversed():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "clawed_back", s.lots[booking_lot_id(e.booking_id)][2], e.reason, e.points)
                 if e.qualifying_points:
                     self._entry(s, e.booking_id, None)
             case BookingAmended():
                 lot = s.lots[booking_lot_id(e.booking_id)]
                 if e.points > 0:
-                    self._liability(at, lot, tier, e.points)
+                    self._liability(at, lot, e.points)
                     for rule, points in e.breakdown:
                         self._activity(day, "earned", lot[2], rule, points)
                 else:
-                    self._took(s, at, tier, e.lots)
+                    self._took(s, at, e.lots)
                     for rule, points in e.breakdown:
                         self._activity(day, "clawed_back", lot[2], rule, -points)
                 entry = s.entries.get(e.booking_id)
                 if e.qualifying_points and entry is not None:  # a pending booking has no row yet
                     self._entry(s, e.booking_id, (entry[0], entry[1] + e.qualifying_points))
             case HoldReleased():
-                self._took(s, at, tier, e.expired + e.forfeited)
+                self._took(s, at, e.expired + e.forfeited)
                 for lot_id, points in e.expired:
                     self._activity(day, "expired", s.lots[lot_id][2], "hold_release", points)
             case RedemptionReversed():
-                self._took(s, at, tier, e.lots, sign=1)
+                self._took(s, at, e.lots, sign=1)
                 if e.grace_lot_id is not None:
-                    lot = self._new_lot(m, s, e.grace_lot_id, False, e.expires_at, NO_PRODUCT)
-                    self._liability(at, lot, tier, sum(points for _, points in e.regranted))
+                    lot = self._new_lot(m, s, e.grace_lot_id, False, e.expires_at, NO_PRODUCT,
+                                        self._tier(s, at, rules))
+                    self._liability(at, lot, sum(points for _, points in e.regranted))
                 self._activity(day, "redeemed", NO_PRODUCT, "reversal", -e.points)
                 for lot_id, points in e.expired:
                     self._activity(day, "expired", s.lots[lot_id][2], "redemption_reversal", points)
             case PointsTransferredOut():
-                self._took(s, at, tier, e.lots)
+                self._took(s, at, e.lots)
                 self._activity(day, "transferred_out", NO_PRODUCT, "transfer", e.points)
             case PointsTransferredIn():
-                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT)
-                self._liability(at, lot, tier, e.points)
+                lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT, self._tier(s, at, rules))
+                self._liability(at, lot, e.points)
                 self._activity(day, "transferred_in", NO_PRODUCT, "transfer", e.points)
 
     # -- rows ----------------------------------------------------------------------------
@@ -319,9 +335,9 @@ class ReportLedger:
         if dirty:
             await conn.execute(
                 f"INSERT INTO report_lots{self.suffix} AS l ({', '.join(LOT_COLUMNS)})"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[])"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[])"
                 " ON CONFLICT (member_id, lot_id) DO UPDATE SET pending = EXCLUDED.pending,"
-                " expiry_month = EXCLUDED.expiry_month, product = EXCLUDED.product",
+                " expiry_month = EXCLUDED.expiry_month, product = EXCLUDED.product, tier = EXCLUDED.tier",
                 *zip(*dirty, strict=True),
             )
         for table, rows in self._aggregate_rows().items():
@@ -329,18 +345,22 @@ class ReportLedger:
                 await _add(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
 
     async def _load(self, conn: asyncpg.Connection) -> None:
-        """The stored lots the page's events read, and its members' qualifying rows."""
-        members = {m for m, _ in self.events}
-        wanted = {(m, lot) for m, e in self.events for lot in lots_read(e)}
-        for m in members:
+        """The stored lots the page's events read, and the qualifying rows of the members
+        they credit a lot (the others' tier is not asked)."""
+        for m, _ in self.events:
             self.members.setdefault(m, _Member())
+        members = {m for m, e in self.events if _credits(e)}
+        wanted = {(m, lot) for m, e in self.events for lot in lots_read(e)}
         if wanted:
             ms, lots = zip(*wanted, strict=True)
-            for m, lot_id, pending, month, product in await conn.fetch(
-                    f"SELECT l.member_id, l.lot_id, l.pending, l.expiry_month, l.product FROM report_lots{self.suffix} l"
+            for m, lot_id, pending, month, product, tier in await conn.fetch(
+                    f"SELECT l.member_id, l.lot_id, l.pending, l.expiry_month, l.product, l.tier"
+                    f" FROM report_lots{self.suffix} l"
                     " JOIN unnest($1::text[], $2::text[]) AS k(m, lot) ON l.member_id = k.m AND l.lot_id = k.lot",
                     ms, lots):
-                self.members[m].lots[lot_id] = [pending, month, product]
+                self.members[m].lots[lot_id] = [pending, month, product, tier]
+        if not members:
+            return
         for m, booking, earned_at, points in await conn.fetch(
                 f"SELECT member_id, booking_id, earned_at, points FROM tier_qualifying{self.suffix}"
                 " WHERE member_id = ANY($1::text[])", list(members)):

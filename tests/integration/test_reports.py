@@ -66,19 +66,24 @@ def _liability_by_fold(streams: dict[str, list[Event]], as_of: datetime) -> Coun
 
 
 def _tier_deltas(streams: dict[str, list[Event]], rules: ProgramRules) -> list[tuple[datetime, str, int]]:
-    """Each event's change of the member's outstanding points, with the member's tier
-    just before it (the domain's `tier_status` over the fold's qualifying entries)."""
+    """Each event's change of what is left and held on each lot, with the lot's tier: the
+    member's tier just before the event that credited the lot (the domain's `tier_status`
+    over the fold's qualifying entries)."""
     out = []
     for member, events in streams.items():
         state = MemberState(member)
-        outstanding = 0
+        tiers: dict[str, str] = {}
+        before: dict[str, int] = {}
         for e in events:
             tier = tier_status(state.qualifying_entries(), e.occurred_at, rules).tier
             state = evolve(state, e)
-            after = sum(lot.remaining + lot.held for lot in state.all_lots().values())
-            if after != outstanding:
-                out.append((e.occurred_at, tier, after - outstanding))
-            outstanding = after
+            now = {lot_id: lot.remaining + lot.held for lot_id, lot in state.all_lots().items()}
+            assert before.keys() <= now.keys()
+            for lot_id, points in now.items():
+                tiers.setdefault(lot_id, tier)
+                if points != before.get(lot_id, 0):
+                    out.append((e.occurred_at, tiers[lot_id], points - before.get(lot_id, 0)))
+            before = now
     return out
 
 
@@ -128,6 +133,7 @@ async def _check(container: Container, streams: dict[str, list[Event]], instants
             if at <= as_of:
                 expected_by_tier[tier] += points
         assert +by_tier == +expected_by_tier, as_of
+        assert all(points > 0 for points in by_tier.values())  # what is left of lots, by the lots' tiers
     # The activity of every day, by kind, against the plain fold.
     expected: Counter = Counter()
     for e in everything:
