@@ -369,18 +369,24 @@ class ReportLedger:
 
 async def _add(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Add the deltas to the rows of their keys, then drop the rows that came to zero
-    (a rebuild keeps none: the tables compare equal)."""
+    (a rebuild keeps none: the tables compare equal). The upsert names those, so the
+    delete runs only when there are some (a page seldom brings a sum back to zero)."""
     key = columns[:-1]
     first_type = "date" if key[0] == "day" else "timestamptz"
-    cols = list(zip(*rows, strict=True))
-    await conn.execute(
-        f"INSERT INTO {table} AS t ({', '.join(columns)})"
+    zeros = await conn.fetch(
+        f"WITH up AS (INSERT INTO {table} AS t ({', '.join(columns)})"
         f" SELECT * FROM unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET points = t.points + EXCLUDED.points",
-        *cols,
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET points = t.points + EXCLUDED.points"
+        f" RETURNING {', '.join(key)}, points)"
+        f" SELECT {', '.join(key)} FROM up WHERE points = 0",
+        *zip(*rows, strict=True),
     )
-    await conn.execute(f"DELETE FROM {table} WHERE {key[0]} = ANY($1::{first_type}[]) AND points = 0",
-                       list(set(cols[0])))
+    if zeros:
+        await conn.execute(
+            f"DELETE FROM {table} t USING unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[])"
+            f" AS z({', '.join(key)}) WHERE {' AND '.join(f't.{k} = z.{k}' for k in key)} AND t.points = 0",
+            *zip(*zeros, strict=True),
+        )
 
 
 async def compact(pool: asyncpg.Pool, suffix: str) -> None:
