@@ -7,8 +7,10 @@ import asyncio
 import functools
 import sys
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ledger import event_loop
 from ledger.store.database import StartupError
 from ledger.settings import Settings
 
@@ -141,6 +143,14 @@ async def _verify(args: argparse.Namespace) -> int:
     from ledger.bootstrap import build
     from ledger.store import verify_chain
 
+    if (args.member_id is None) == (not args.all) or (args.anchor or args.public_key) and not args.all:
+        print("ledger verify: name a MEMBER, or --all [--anchor FILE [--public-key FILE]]", file=sys.stderr)
+        return 2
+    if args.public_key and not args.anchor:
+        print("ledger verify: --public-key checks an --anchor's signature; give the anchor too", file=sys.stderr)
+        return 2
+    if args.all:
+        return await _verify_all(args)
     container = await build(_settings())
     try:
         events = await container.store.read_stream(args.member_id)
@@ -155,6 +165,88 @@ async def _verify(args: argparse.Namespace) -> int:
         return 1
     finally:
         await container.close()
+
+
+async def _verify_all(args: argparse.Namespace) -> int:
+    from ledger.anchor import AnchorError, read_anchor, verify_all
+    from ledger.bootstrap import build
+
+    try:
+        if args.anchor is not None:
+            read_anchor(args.anchor, args.public_key)  # before the database starts: a bad anchor costs nothing
+    except AnchorError as exc:
+        print(f"ledger verify: {exc}", file=sys.stderr)
+        return 1
+    container = await build(_settings())
+    try:
+        result = await verify_all(container.pool, args.anchor, args.public_key)
+    except AnchorError as exc:
+        print(f"ledger verify: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await container.close()
+    assert result.breaks is not None
+    for b in result.breaks:
+        where = f" at version {b.version}" if b.version is not None else ""
+        print(f"{b.stream_id}{where}: {b.reason}", file=sys.stderr)
+    if result.more_breaks:
+        print(f"... and {result.more_breaks} more", file=sys.stderr)
+    anchored = ""
+    if result.anchor is not None:
+        anchored = (f"; {result.anchored_streams} streams match the anchor of position {result.anchor.position}"
+                    f" signed at {result.anchor.signed_at.isoformat()}")
+        if args.public_key is None:
+            anchored += " (signature checked with the key the anchor names: pass --public-key to check whose)"
+    if result.breaks:
+        print(f"{len(result.breaks) + result.more_breaks} breaks in {result.streams} streams", file=sys.stderr)
+        return 1
+    print(f"{result.events} events in {result.streams} streams, hash chains intact{anchored}")
+    return 0
+
+
+async def _anchor(args: argparse.Namespace) -> int:
+    from ledger.anchor import AnchorError, load_private_key, publish, write_anchor
+    from ledger.bootstrap import build
+
+    settings = _settings()
+    key_file = args.key or settings.anchor_key_file
+    if key_file is None:
+        print("ledger anchor: give --key FILE or set LEDGER_ANCHOR_KEY_FILE", file=sys.stderr)
+        return 2
+    if args.kafka_topic and not settings.kafka_bootstrap_servers:
+        print("ledger anchor: --kafka-topic needs LEDGER_KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    try:
+        key = load_private_key(key_file)
+    except AnchorError as exc:
+        print(f"ledger anchor: {exc}", file=sys.stderr)
+        return 2
+    container = await build(settings)
+    try:
+        anchor = await write_anchor(container.pool, key, args.out)
+        if args.kafka_topic:
+            assert settings.kafka_bootstrap_servers is not None
+            await publish(settings.kafka_bootstrap_servers, args.kafka_topic, anchor,
+                          settings.kafka_request_timeout_ms)
+    finally:
+        await container.close()
+    sent = f", and sent to {args.kafka_topic}" if args.kafka_topic else ""
+    print(f"anchored {anchor.streams} streams at position {anchor.position} in {args.out}{sent}")
+    return 0
+
+
+def _anchor_key(args: argparse.Namespace) -> int:
+    from ledger.anchor import AnchorError, create_key
+
+    try:
+        public = create_key(args.file)
+    except (AnchorError, OSError) as exc:
+        print(f"ledger anchor-key create: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote an Ed25519 private key to {args.file} (mode 0600): keep it off the database host's backups;"
+          " give auditors its public key:")
+    print(public, end="")
+    return 0
 
 
 async def _keys(args: argparse.Namespace) -> int:
@@ -382,9 +474,23 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
     holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)
     holds.add_parser("expire", help="release the holds past their time, once").set_defaults(func=_expire_holds)
-    verify = sub.add_parser("verify", help="check a member's hash chain")
-    verify.add_argument("member_id")
+    verify = sub.add_parser("verify", help="check a member's hash chain, or every stream's against an anchor")
+    verify.add_argument("member_id", nargs="?", default=None, metavar="MEMBER")
+    verify.add_argument("--all", action="store_true", help="every stream's chain")
+    verify.add_argument("--anchor", type=Path, help="with --all: and the heads this anchor signed")
+    verify.add_argument("--public-key", type=Path, help="the PEM public key the anchor must be signed by")
     verify.set_defaults(func=_verify)
+    anchor = sub.add_parser("anchor", help="sign every stream's head and the position into an anchor file",
+                            description=settings_help)
+    anchor.add_argument("--key", type=Path, default=None, help="Ed25519 private key (default LEDGER_ANCHOR_KEY_FILE)")
+    anchor.add_argument("--out", type=Path, required=True, help="the anchor (its heads go to OUT.heads.gz)")
+    anchor.add_argument("--kafka-topic", default=None, help="also send the anchor to this topic")
+    anchor.set_defaults(func=_anchor)
+    anchor_key = sub.add_parser("anchor-key", help="the anchors' signing key").add_subparsers(
+        dest="action", required=True)
+    create_anchor_key = anchor_key.add_parser("create", help="write a new Ed25519 private key (mode 0600)")
+    create_anchor_key.add_argument("file", type=Path)
+    create_anchor_key.set_defaults(func=_anchor_key, sync=True)
     return p
 
 
@@ -397,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "sync", False):
             return int(args.func(args))
-        return asyncio.run(args.func(args))
+        return event_loop.run(args.func(args))
     except SettingsError as exc:
         for line in str(exc).splitlines():
             print(f"ledger {args.command}: {line}", file=sys.stderr)

@@ -8,6 +8,7 @@ import signal
 
 import uvicorn
 
+from ledger import event_loop
 from ledger.api.access_log import log_to_stderr
 from ledger.api.app import create_app
 from ledger.bootstrap import build
@@ -94,7 +95,7 @@ async def _finish_lifespan(server: uvicorn.Server) -> None:
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     try:
-        interrupted = asyncio.run(_serve(settings, host or settings.host, port or settings.port))
+        interrupted = event_loop.run(_serve(settings, host or settings.host, port or settings.port))
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:

@@ -39,12 +39,28 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400,
         description="How often holds past their time are released (their points come back to available); a hold is"
                     " over at its time whatever this is, so it only bounds how late its points come back.")
+    segments_top_cache_s: float = Field(
+        60.0, ge=0, le=3_600,
+        description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"
+                    " member's spend); 0: found for each read.")
     state_cache_members_max: int = Field(200_000, ge=0, le=10_000_000)
     command_attempts_max: int = Field(100, ge=1, le=1_000)
     write_batch_commands_max: int = Field(
         500, ge=1, le=10_000,
         description="Single writes (HTTP) that arrive while a transaction is in flight share the next one, up to"
                     " this many.")
+
+    anchor_key_file: Path | None = Field(
+        None, description="Ed25519 private key (PEM, mode 0600, kept outside the database: `ledger anchor-key create`)"
+                          " that signs the anchors of the hash chains; unset: `ledger serve` anchors nothing.")
+    anchor_interval_s: float = Field(
+        3_600.0, ge=1, le=604_800, description="How often `ledger serve` anchors the chains (when events were added).")
+    anchor_dir: Path | None = Field(None, description="Where `ledger serve` writes anchors; unset: data_dir/anchors.")
+    anchor_files_max: int = Field(168, ge=1, le=100_000,
+                                  description="Anchors `ledger serve` keeps in anchor_dir, the oldest removed first.")
+    anchor_kafka_topic: str | None = Field(
+        None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Also send each anchor `ledger serve` writes to this Kafka topic.")
 
     kafka_bootstrap_servers: str | None = Field(None, description="Set to consume booking events from Kafka.")
     kafka_topic: str = "travel.booking-events"
@@ -83,6 +99,12 @@ class Settings(BaseSettings):
     def _topic_creation_by_environment(self) -> Settings:
         if self.kafka_create_topics is None:
             self.kafka_create_topics = self.environment == "development"
+        return self
+
+    @model_validator(mode="after")
+    def _anchor_topic_needs_kafka(self) -> Settings:
+        if self.anchor_kafka_topic and not self.kafka_bootstrap_servers:
+            raise ValueError("LEDGER_ANCHOR_KAFKA_TOPIC needs LEDGER_KAFKA_BOOTSTRAP_SERVERS")
         return self
 
     @model_validator(mode="after")

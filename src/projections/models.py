@@ -7,16 +7,17 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, ProgramRules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, reports, tiers
+from . import balances, expiry, holds, households, reports, segments, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
 from .reports import ReportLedger
 from .households import HouseholdMembers
+from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "report_lots", *reports.AGGREGATES)
+          "segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -24,6 +25,8 @@ COLUMNS = {
     "expiry_lots": expiry.COLUMNS,
     "holds": holds.COLUMNS,
     "household_members": households.COLUMNS,
+    "segment_bookings": segments.BOOKING_COLUMNS,
+    "segment_members": segments.MEMBER_COLUMNS,
     "report_lots": reports.LOT_COLUMNS,
     **reports.AGGREGATES,
 }
@@ -42,6 +45,7 @@ class ReadModels:
         self.qualifying = TierQualifying(f"tier_qualifying{suffix}", lot_status=self.expiry.status)
         self.holds = HoldBook(f"holds{suffix}")
         self.households = HouseholdMembers(f"household_members{suffix}")
+        self.segments = SegmentBookings(f"segment_bookings{suffix}", f"segment_members{suffix}")
         self.reports = ReportLedger(suffix)
 
     def apply(self, stored: StoredEvent) -> None:
@@ -52,6 +56,7 @@ class ReadModels:
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
         self.holds.apply(stored)
+        self.segments.apply(stored)
         self.reports.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules, tiers: TierCache | None = None) -> None:
@@ -69,6 +74,7 @@ class ReadModels:
         await self.expiry.write(conn)
         await self.holds.write(conn)
         await self.households.write(conn)
+        await self.segments.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -84,6 +90,7 @@ class ReadModels:
         has been applied: all but `keep`, whose deltas stay for the next page. Only for a
         replay in stream order, where each member's events come together."""
         qualifying, statuses = self.qualifying.completed(rules, keep)
+        bookings, members = self.segments.completed(keep)
         return {
             "balances": self.balances.completed(keep),
             "tier_qualifying": qualifying,
@@ -91,5 +98,7 @@ class ReadModels:
             "expiry_lots": self.expiry.completed(keep),
             "holds": self.holds.completed(keep),
             "household_members": self.households.completed(keep),
+            "segment_bookings": bookings,
+            "segment_members": members,
             **self.reports.completed(rules, keep),
         }

@@ -38,7 +38,7 @@ async def test_liability_as_json_and_csv_and_as_of_a_past_instant(api: Api) -> N
         assert r.status_code == 200, r.text
         report = r.json()
         assert report["position"] >= position
-        assert report["currency"] == "USD" and report["cost_per_point"] == "0.01"
+        assert report["currency"] == "EUR" and report["cost_per_point"] == "0.01"
         pending = 2000  # 100 EUR of hotel, not yet completed: 10 points per EUR, doubled by the autumn promotion
         assert report["totals"] == {"active": EARNED - 600, "pending": pending, "points": EARNED - 600 + pending,
                                     "value": "40.00"}
@@ -60,8 +60,8 @@ async def test_liability_as_json_and_csv_and_as_of_a_past_instant(api: Api) -> N
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(r.text)))
         assert rows == [["status", "expiry_month", "tier", "points", "value", "currency"],
-                        ["active", "2028-11", "member", str(EARNED - 600), "20.00", "USD"],
-                        ["pending", "", "member", str(pending), "20.00", "USD"]]
+                        ["active", "2028-11", "member", str(EARNED - 600), "20.00", "EUR"],
+                        ["pending", "", "member", str(pending), "20.00", "EUR"]]
 
 
 async def test_activity_by_day_and_by_month_as_json_and_csv(api: Api) -> None:

@@ -14,9 +14,10 @@ from projections.report_queries import whole_days
 
 
 def test_cost_per_point_and_currency_default_and_load_from_a_rules_file() -> None:
-    assert (DEFAULT_RULES.cost_per_point, DEFAULT_RULES.programme_currency) == (Decimal("0.01"), "USD")
-    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "cost_per_point": "0.0125", "programme_currency": "EUR"})
-    assert (rules.cost_per_point, rules.programme_currency) == (Decimal("0.0125"), "EUR")
+    assert (DEFAULT_RULES.cost_per_point, DEFAULT_RULES.programme_currency) == (Decimal("0.01"), "EUR")
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "cost_per_point": "0.0125", "programme_currency": "USD"})
+    assert (rules.cost_per_point, rules.programme_currency) == (Decimal("0.0125"), "USD")
+    assert rules.segments.currency == "USD"  # one programme currency
     for bad in ({"cost_per_point": "-0.01"}, {"cost_per_point": "NaN"}, {"programme_currency": "usd"},
                 {"programme_currency": "EURO"}):
         with pytest.raises(ValueError):

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.anchor import run_anchor_scheduler
 from ledger.bootstrap import Container, build
 from ledger.embedded import keep_running
 from ledger.supervisor import Supervisor
@@ -30,6 +31,7 @@ from .movements import router as movements_router
 from .rejected import router as rejected_router
 from .reports import router as reports_router
 from .routes import router
+from .segments import router as segments_router
 from .schemas import Health, Readiness
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ def create_app(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
             supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
                 c.ledger, c.pool, stop, settings.hold_expiry_interval_s, settings.expiry_batch_members_max, c.clock))
+            if settings.anchor_key_file is not None:
+                anchored = c.extras.setdefault("anchor_status", {})
+                supervisor.add("anchor", lambda stop: run_anchor_scheduler(c.pool, settings, stop, c.clock, anchored))
         for task in extra_tasks or []:
             supervisor.add(task.__name__.removesuffix("_task"), functools.partial(task, c))
         supervisor.start()
@@ -124,6 +129,7 @@ def create_app(
     app.include_router(rejected_router)
     app.include_router(households_router)
     app.include_router(reports_router)
+    app.include_router(segments_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

@@ -41,6 +41,22 @@ class WriteCollector(Collector):
                                 value=stats.batch_commands_max_seen)
 
 
+class AnchorCollector(Collector):
+    """The last anchor `ledger serve` signed (when it anchors: LEDGER_ANCHOR_KEY_FILE)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        container = getattr(self.app.state, "container", None)
+        status = container.extras.get("anchor_status") if container is not None else None
+        if not status:
+            return
+        yield GaugeMetricFamily("ledger_anchor_position", "Position the last anchor signed", value=status["position"])
+        yield GaugeMetricFamily("ledger_anchor_signed_timestamp_seconds", "When the last anchor was signed",
+                                value=status["signed_at"].timestamp())
+
+
 class Metrics:
     def __init__(self) -> None:
         # A registry per app, so several apps in one process (tests) do not collide.
@@ -88,6 +104,7 @@ def install(app: FastAPI) -> None:
     metrics.registry.register(ConsumerCollector(kafka_status))
     metrics.registry.register(TaskCollector(lambda: getattr(app.state, "supervisor", None)))
     metrics.registry.register(WriteCollector(app))
+    metrics.registry.register(AnchorCollector(app))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

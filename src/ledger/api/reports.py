@@ -75,7 +75,7 @@ class LiabilityTotals(BaseModel):
 
 class LiabilityReport(BaseModel):
     model_config = _example({
-        "as_of": "2026-06-30T23:59:59Z", "position": 1042, "currency": "USD", "cost_per_point": "0.01",
+        "as_of": "2026-06-30T23:59:59Z", "position": 1042, "currency": "EUR", "cost_per_point": "0.01",
         "totals": {"active": 12000, "pending": 800, "points": 12800, "value": "128.00"},
         "by_expiry_month": [{"status": "active", "expiry_month": "2028-05", "points": 12000, "value": "120.00"},
                             {"status": "pending", "expiry_month": None, "points": 800, "value": "8.00"}],

@@ -71,7 +71,7 @@ from .events import (
     from_data,
     to_data,
 )
-from .rules import DEFAULT_RULES, ProgramRules, TransferLimits
+from .rules import DEFAULT_RULES, ProgramRules, SegmentRules, TransferLimits
 from .sorted_keys import SortedKeys
 from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status

@@ -6,6 +6,7 @@ reproduce each number from the event and the rule set of that version.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -65,6 +66,56 @@ class TransferLimits:
 
 
 @dataclass(frozen=True)
+class SegmentRules:
+    """Where the customer value segments (`ledger.domain.segments`) draw their lines.
+
+    Value is the spend of the last `window_months` months in `currency` (the programme's
+    `programme_currency`, which a rules file sets once for the rules: bookings in others count towards loyalty, not value, until amounts are
+    converted); loyalty is `bookings_min` bookings in that window and `tenure_days_min`
+    days since the member's first event, both; the top `top_share` of members by value
+    is the 80/20 view."""
+
+    currency: str = "EUR"
+    window_months: int = 12
+    value_min: Decimal = Decimal("2000")  # high value from this spend up, in `currency`
+    bookings_min: int = 3  # high loyalty from this many bookings in the window up ...
+    tenure_days_min: int = 365  # ... and this many days since the first event
+    top_share: Decimal = Decimal("0.2")
+
+    def __post_init__(self) -> None:
+        for broken, why in (
+            (not (len(self.currency) == 3 and self.currency.isascii() and self.currency.isupper()),
+             "segments.currency must be a 3-letter ISO 4217 code"),
+            (not 1 <= self.window_months <= 120, "segments.window_months must be 1 to 120"),
+            (not Decimal(0) <= self.value_min <= Decimal(10) ** 12, "segments.value_min must be 0 to 10^12"),
+            (not 0 <= self.bookings_min <= 100_000, "segments.bookings_min must be 0 to 100000"),
+            (not 0 <= self.tenure_days_min <= 36_500, "segments.tenure_days_min must be 0 to 36500"),
+            (not Decimal(0) < self.top_share <= Decimal(1), "segments.top_share must be above 0, at most 1"),
+        ):
+            if broken:
+                raise ValueError(f"Rules: {why}.")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], currency: str = "EUR") -> SegmentRules:
+        """From a rules file's `segments`, in the programme's `currency` (the rules' one
+        `programme_currency`, which a `segments` of the file does not set again)."""
+        if "currency" in raw:
+            raise ValueError("Rules: segments.currency is the rules' programme_currency: set that instead.")
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Rules: unknown segments field(s): {', '.join(sorted(unknown))}.")
+        default = cls()
+        return cls(
+            currency=currency,
+            window_months=int(raw.get("window_months", default.window_months)),
+            value_min=Decimal(str(raw.get("value_min", default.value_min))),
+            bookings_min=int(raw.get("bookings_min", default.bookings_min)),
+            tenure_days_min=int(raw.get("tenure_days_min", default.tenure_days_min)),
+            top_share=Decimal(str(raw.get("top_share", default.top_share))),
+        )
+
+
+@dataclass(frozen=True)
 class ProgramRules:
     version: str
     earn_rates: dict[str, dict[str, Decimal]]  # product -> currency -> points per unit
@@ -83,7 +134,10 @@ class ProgramRules:
     # What the programme books per outstanding point (its liability, deferred revenue) in
     # `programme_currency`: the liability report values the points at it.
     cost_per_point: Decimal = Decimal("0.01")
-    programme_currency: str = "USD"
+    # The programme's one currency: of the liability's value and of the segments' value
+    # (`segments.currency` is this one, set from it by `from_dict`).
+    programme_currency: str = "EUR"
+    segments: SegmentRules = field(default_factory=SegmentRules)
     extra: dict[str, Any] = field(default_factory=dict)
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
     # the label and factor of each tier's bonus (None at a multiplier of 1), and the
@@ -106,6 +160,8 @@ class ProgramRules:
             (not self.cost_per_point.is_finite() or self.cost_per_point < 0, "cost_per_point must be a decimal >= 0"),
             (len(self.programme_currency) != 3 or not self.programme_currency.isalpha()
              or not self.programme_currency.isupper(), "programme_currency must be a three-letter code"),
+            (self.segments.currency != self.programme_currency,
+             "segments count value in programme_currency: segments.currency must be the same"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -179,6 +235,7 @@ class ProgramRules:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProgramRules:
+        currency = str(raw.get("programme_currency", "EUR"))
         return cls(
             version=str(raw["version"]),
             earn_rates={
@@ -207,7 +264,8 @@ class ProgramRules:
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
             cost_per_point=Decimal(str(raw.get("cost_per_point", "0.01"))),
-            programme_currency=str(raw.get("programme_currency", "USD")),
+            programme_currency=currency,
+            segments=SegmentRules.from_dict(raw.get("segments", {}), currency),
         )
 
     @classmethod

@@ -255,7 +255,7 @@ class EventStore:
             chunk = snapshots[start:start + SNAPSHOT_CHUNK]
             await self.pool.execute(
                 "INSERT INTO member_snapshots AS s (member_id, version, last_hash, format, state)"
-                " SELECT m, v, h, $5, d::jsonb FROM unnest($1::text[], $2::int[], $3::bytea[], $4::text[]) AS x(m, v, h, d)"
+                " SELECT m, v, h, $5, d FROM unnest($1::text[], $2::int[], $3::bytea[], $4::text[]) AS x(m, v, h, d)"
                 " ON CONFLICT (member_id) DO UPDATE SET version = EXCLUDED.version, last_hash = EXCLUDED.last_hash,"
                 " format = EXCLUDED.format, state = EXCLUDED.state, taken_at = now()"
                 " WHERE s.version < EXCLUDED.version OR s.format <> EXCLUDED.format",

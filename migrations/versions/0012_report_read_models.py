@@ -12,14 +12,14 @@ activity (points issued, redeemed, expired, adjusted, clawed back) as additive d
 Before this revision the projection passed over every event for these tables: a
 database that has any needs `ledger projections rebuild` once.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
