@@ -5,7 +5,8 @@ activity (points issued, redeemed, expired, adjusted, clawed back) as additive d
   the member's tier when it was credited and the product it was earned on: what a later
   event taking from the lot needs.
 - `liability_days` / `liability_moments`: the change of outstanding points by (UTC day
-  or exact instant, status, expiry month, tier). The liability as of an instant is the
+  or exact instant, status, expiry month, tier); the moments' rows are appended (a
+  key's figure is the sum of its rows). The liability as of an instant is the
   sum of the days before its day plus the moments of its day up to it.
 - `activity_days`: points by (UTC day, kind, product, source).
 
@@ -50,9 +51,12 @@ CREATE TABLE liability_moments (
     status        text NOT NULL,
     expiry_month  text NOT NULL,
     tier          text NOT NULL,
-    points        bigint NOT NULL,
-    PRIMARY KEY (at, status, expiry_month, tier)
+    points        bigint NOT NULL
 )""")
+    # Appended to, about one row an event: no unique key to look up and update per row.
+    # The rows come about in time order, so a BRIN over `at` finds a day's moments for
+    # the cost of a few bytes per block range.
+    op.execute("CREATE INDEX liability_moments_at ON liability_moments USING brin (at)")
     op.execute("""
 CREATE TABLE activity_days (
     day      date NOT NULL,

@@ -13,7 +13,7 @@ ACTIVITY_ROWS_MAX = 200_000  # a year of days at about 550 keys a day; a report 
 _CHECKPOINT = "SELECT position FROM projection_checkpoints WHERE name = 'read_models'"
 
 # The days before the as-of day, summed by day, and the moments of that day up to the
-# instant: the index range scans of both primary keys.
+# instant: a range of the days' primary key and of the moments' BRIN (appended rows, summed here).
 _LIABILITY = (
     "SELECT status, expiry_month, tier, sum(points)::bigint FROM ("
     " SELECT status, expiry_month, tier, points FROM liability_days WHERE day < $1"

@@ -15,17 +15,19 @@ points moved (the activity), as additive deltas.
   which a later event taking points from the lot needs and does not carry.
 
 A lot's tier is the member's tier when the lot was credited, before the crediting
-event's own qualifying points count (for an earn, the tier the decider priced it at),
-by the domain's `tier_status` over the member's qualifying rows as they stood (the same
-rows as `tier_qualifying`). Every change to a lot counts in the lot's tier, so each
+event's own qualifying points count: for an earn, the tier the decider priced it at,
+which the event carries from its version 2; for the other credits and older earns, the
+domain's `tier_status` over the member's qualifying rows as they stood (the same rows as
+`tier_qualifying`, and the decider's answer). Every change to a lot counts in the lot's tier, so each
 tier's figure is what is left of lots, never below zero (the tier at each change instead
 would put a spend under a tier the points were not earned in). A replay computes it from
 the events alone, so a rebuild and the live runner agree, and a past figure does not
 move when tiers change later.
 
 Every delta is additive: the live runner upserts a page's by adding to the stored rows
-(and drops rows that come to zero); a rebuild copies each page's and sums them once at
-the end (`compact`). Both leave one row per key with a sum other than zero.
+(and drops rows that come to zero), except the moments', which it appends (`APPENDED`);
+a rebuild copies each page's and sums them once at the end (`compact`), leaving one row
+per key with a sum other than zero. The sums by key are the same both ways.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ AGGREGATES = {
     "liability_moments": LIABILITY_MOMENT_COLUMNS,
     "activity_days": ACTIVITY_COLUMNS,
 }
+# Of those, the ones the live runner appends a page's sums to, without a key to add them
+# to: a key's figure is the sum of its rows. Moments are about one row an event (events
+# seldom share an instant), so an upsert would pay a unique index's lookup and update
+# per event for rows that almost never meet; the liability's read sums them anyway. A
+# rebuild leaves one row per key (`compact`); the read gives the same either way.
+APPENDED = frozenset(("liability_moments",))
 
 # What the activity counts, with the source of each row:
 KINDS = (
@@ -123,9 +131,12 @@ def lots_read(e: Event) -> tuple[str, ...]:
 
 
 def _credits(e: Event) -> bool:
-    """Whether the event credits a new lot (whose tier it asks)."""
+    """Whether the event credits a new lot whose tier it does not carry: its tier is
+    worked out from the member's qualifying rows. An earn carries it from version 2."""
     match e:
-        case PointsEarned() | PointsTransferredIn():
+        case PointsEarned():
+            return e.tier is None
+        case PointsTransferredIn():
             return True
         case PointsAdjusted():
             return e.points > 0
@@ -222,8 +233,8 @@ class ReportLedger:
         day = at.date()
         match e:
             case PointsEarned():
-                lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product,
-                                    self._tier(s, at, rules))
+                tier = e.tier if e.tier is not None else self._tier(s, at, rules)
+                lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product, tier)
                 self._liability(at, lot, e.points)
                 for rule, points in e.breakdown:
                     self._activity(day, "earned", e.product, rule, points)
@@ -341,7 +352,11 @@ class ReportLedger:
                 *zip(*dirty, strict=True),
             )
         for table, rows in self._aggregate_rows().items():
-            if rows:
+            if not rows:
+                continue
+            if table in APPENDED:
+                await _append(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
+            else:
                 await _add(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
 
     async def _load(self, conn: asyncpg.Connection) -> None:
@@ -365,6 +380,16 @@ class ReportLedger:
                 f"SELECT member_id, booking_id, earned_at, points FROM tier_qualifying{self.suffix}"
                 " WHERE member_id = ANY($1::text[])", list(members)):
             self.members[m].entries[booking] = (_utc(earned_at), points)
+
+
+def _unnest(columns: tuple[str, ...]) -> str:
+    first_type = "date" if columns[0] == "day" else "timestamptz"
+    return f"unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+
+
+async def _append(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    await conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {_unnest(columns)}",
+                       *zip(*rows, strict=True))
 
 
 async def _add(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -397,10 +422,12 @@ async def compact(pool: asyncpg.Pool, suffix: str) -> None:
     async def one(table: str, columns: tuple[str, ...]) -> None:
         key = ", ".join(columns[:-1])
         async with pool.acquire() as conn:
+            # In key order: the moments' index is a BRIN over `at`, which wants the rows in
+            # its order (the live runner appends them about in time order).
             await conn.execute(
                 f"WITH gone AS (DELETE FROM {table}{suffix} RETURNING *)"
                 f" INSERT INTO {table}{suffix} ({', '.join(columns)})"
-                f" SELECT {key}, sum(points) FROM gone GROUP BY {key} HAVING sum(points) <> 0"
+                f" SELECT {key}, sum(points) FROM gone GROUP BY {key} HAVING sum(points) <> 0 ORDER BY {key}"
             )
 
     for table, columns in AGGREGATES.items():

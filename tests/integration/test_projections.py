@@ -47,6 +47,7 @@ from ledger.expiry import expire_due
 from ledger.handlers import CommandRequest
 from ledger.holds import expire_holds_due
 from ledger.store import StoredEvent
+from projections import reports
 from projections.models import COLUMNS
 from projections.runner import TABLES, ProjectionRunner, checkpoint, rebuild
 
@@ -62,7 +63,12 @@ async def _tables(container: Container) -> dict[str, list]:
     for table in TABLES:
         # Every column: the reports' tables have keys of more than two.
         order = ", ".join(str(i + 1) for i in range(len(COLUMNS[table])))
-        rows = await container.pool.fetch(f"SELECT * FROM {table} ORDER BY {order}")
+        query = f"SELECT * FROM {table} ORDER BY {order}"
+        if table in reports.APPENDED:  # a key's figure is the sum of its rows
+            key = ", ".join(COLUMNS[table][:-1])
+            query = (f"SELECT {key}, sum(points) AS points FROM {table} GROUP BY {key}"
+                     f" HAVING sum(points) <> 0 ORDER BY {order}")
+        rows = await container.pool.fetch(query)
         out[table] = [dict(r) for r in rows]
     return out
 

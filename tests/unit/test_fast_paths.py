@@ -174,7 +174,7 @@ _MALFORMED: list[Any] = [
 
 @pytest.mark.parametrize("data", _MALFORMED)
 def test_unexpected_data_decodes_or_fails_exactly_as_the_reference(data: Any) -> None:
-    fast = _outcome(lambda: from_data("PointsEarned", 1, data))
+    fast = _outcome(lambda: from_data("PointsEarned", PointsEarned.version, data))
     assert fast == _outcome(lambda: _from_data_reference(PointsEarned, data))
     if fast[0] == "raised":
         assert fast[3], "the error carries no context from the fast decoder"

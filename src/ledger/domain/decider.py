@@ -196,7 +196,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
     )
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
-    # qualifying_points, status, expires_at, rules_version, breakdown.
+    # qualifying_points, status, expires_at, rules_version, breakdown, tier.
     return PointsEarned(
         command.occurred_at,
         booking_lot_id(command.booking_id),
@@ -210,6 +210,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         add_months(command.occurred_at, rules.expiry_months) if status == "active" else None,
         rules.version,
         breakdown,
+        tier,
     )
 
 

@@ -31,6 +31,12 @@ class Event:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class PointsEarned(Event):
+    """Version 2 adds `tier`: the member's tier the decider priced the earn at (its
+    multiplier is in `breakdown`), which the reports count the lot's points under.
+    Version 1 events upcast to `tier` None: their tier is worked out again from the
+    member's qualifying points as they stood, which gives the decider's answer."""
+
+    version: ClassVar[int] = 2
     lot_id: str
     booking_id: str
     product: str
@@ -42,6 +48,7 @@ class PointsEarned(Event):
     expires_at: datetime | None  # None while pending: expiry runs from activation
     rules_version: str
     breakdown: tuple[tuple[str, int], ...]
+    tier: str | None = None
 
 
 @fast_init
@@ -308,7 +315,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 # (type, stored version) -> function turning that version's data into the next one's.
-UPCASTERS: dict[tuple[str, int], Any] = {}
+UPCASTERS: dict[tuple[str, int], Any] = {
+    ("PointsEarned", 1): lambda data: {**data, "tier": None},
+}
 
 _DATETIME_FIELDS = ("occurred_at", "expires_at")
 PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares")
