@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
 
         pool, rnd = container.pool, random.Random(1)
         sizes = {t: await pool.fetchval(f"SELECT count(*) FROM {t}")
-                 for t in ("liability_days", "liability_moments", "activity_days", "report_lots")}
+                 for t in ("liability_days", "liability_moments", "activity_days")}
         print("read model rows: " + ", ".join(f"{t} {n:,}" for t, n in sizes.items()))
         span_days = (expire_at - T0).days + 1
         limit = [await _timed(lambda: pool.fetchval("SELECT count(*) FROM events")) for _ in range(5)]

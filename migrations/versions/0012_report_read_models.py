@@ -1,9 +1,9 @@
 """Read models of the programme reports: the liability (outstanding points) and the
 activity (points issued, redeemed, expired, adjusted, clawed back) as additive deltas.
 
-- `report_lots`: each lot's status for the reports (pending or not), its date's month,
-  the member's tier when it was credited and the product it was earned on: what a later
-  event taking from the lot needs.
+- `expiry_lots.product` and `expiry_lots.tier`: the product a lot was earned on and
+  the member's tier when it was credited, what a later event taking from the lot needs
+  and does not carry (with the lot's status and date, which the table has).
 - `liability_days` / `liability_moments`: the change of outstanding points by (UTC day
   or exact instant, status, expiry month, tier); the moments' rows are appended (a
   key's figure is the sum of its rows). The liability as of an instant is the
@@ -26,16 +26,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("""
-CREATE TABLE report_lots (
-    member_id     text NOT NULL,
-    lot_id        text NOT NULL,
-    pending       boolean NOT NULL,
-    expiry_month  text NOT NULL,
-    product       text NOT NULL,
-    tier          text NOT NULL,
-    PRIMARY KEY (member_id, lot_id)
-)""")
+    # NULL in the rows of lots made before this revision, until the rebuild it asks for.
+    op.execute("ALTER TABLE expiry_lots ADD COLUMN product text, ADD COLUMN tier text")
     op.execute("""
 CREATE TABLE liability_days (
     day           date NOT NULL,
@@ -69,4 +61,5 @@ CREATE TABLE activity_days (
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE activity_days, liability_moments, liability_days, report_lots")
+    op.execute("DROP TABLE activity_days, liability_moments, liability_days")
+    op.execute("ALTER TABLE expiry_lots DROP COLUMN product, DROP COLUMN tier")

@@ -6,6 +6,9 @@ hold or a reversal returns to a lot past its date, or to a booking taken back, d
 come back to it. `points` is what the lot was credited, moved by amendments of its
 booking. `status` is pending, active, reversed, or expired once the expiry job reached
 the lot (a lot given points again afterwards is active again, so the job finds them).
+`product` and `tier` are the reports' (`projections.reports`): the product the lot was
+earned on and the member's tier when it was credited, which later events taking from the
+lot do not carry. They are set once, when the lot is made (`label`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ _KEEP = ""  # status placeholder: leave the stored status as it is
 # else as it is. A page knows the status of the lots whose status it set; this one stands
 # for the others until the write, and never reaches the table.
 _REOPEN = "~active"
-COLUMNS = ("member_id", "lot_id", "status", "points", "remaining", "expires_at")
+COLUMNS = ("member_id", "lot_id", "status", "points", "remaining", "expires_at", "product", "tier")
 
 Takes = tuple[tuple[str, int], ...]
 
@@ -44,7 +47,8 @@ Takes = tuple[tuple[str, int], ...]
 class ExpirySchedule:
     def __init__(self, table: str = "expiry_lots") -> None:
         self.table = table
-        # (member, lot) -> [status, points, remaining delta, expires_at]
+        # (member, lot) -> [status, points, remaining delta, expires_at, product, tier]; the
+        # last two None unless the page made the lot
         self.rows: dict[tuple[str, str], list] = {}
 
     def status(self, member: str, lot_id: str) -> str | None:
@@ -55,8 +59,14 @@ class ExpirySchedule:
     def _row(self, member: str, lot: str) -> list:
         row = self.rows.get((member, lot))
         if row is None:
-            row = self.rows[(member, lot)] = [_KEEP, 0, 0, None]
+            row = self.rows[(member, lot)] = [_KEEP, 0, 0, None, None, None]
         return row
+
+    def label(self, labels: dict[tuple[str, str], tuple[str, str]]) -> None:
+        """The product and tier of the lots the page made, by (member, lot)."""
+        for key, (product, tier) in labels.items():
+            row = self._row(*key)
+            row[4], row[5] = product, tier
 
     def _new(self, member: str, lot_id: str, points: int, expires_at: object) -> None:
         row = self._row(member, lot_id)
@@ -126,7 +136,7 @@ class ExpirySchedule:
                 kept[key] = row
             else:
                 assert row[0] not in (_KEEP, _REOPEN), "a replay sets the status of every lot when it is made"
-                out.append((key[0], key[1], row[0], row[1], row[2], row[3]))
+                out.append((key[0], key[1], *row))
         self.rows = kept
         return out
 
@@ -134,16 +144,18 @@ class ExpirySchedule:
         if not self.rows:
             return
         members, lots = zip(*self.rows.keys(), strict=True)
-        status, points, remaining, expires = zip(*self.rows.values(), strict=True)
+        status, points, remaining, expires, products, tiers = zip(*self.rows.values(), strict=True)
         await conn.execute(
-            f"INSERT INTO {self.table} AS l (member_id, lot_id, status, points, remaining, expires_at)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[])"
+            f"INSERT INTO {self.table} AS l (member_id, lot_id, status, points, remaining, expires_at, product, tier)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[],"
+            " $7::text[], $8::text[])"
             " ON CONFLICT (member_id, lot_id) DO UPDATE SET"
             f" status = CASE EXCLUDED.status WHEN '' THEN l.status"
             f" WHEN '{_REOPEN}' THEN CASE WHEN l.status = 'expired' THEN 'active' ELSE l.status END"
             " ELSE EXCLUDED.status END,"
             " points = l.points + EXCLUDED.points, remaining = l.remaining + EXCLUDED.remaining,"
-            " expires_at = coalesce(EXCLUDED.expires_at, l.expires_at)",
-            members, lots, status, points, remaining, expires,
+            " expires_at = coalesce(EXCLUDED.expires_at, l.expires_at),"
+            " product = coalesce(EXCLUDED.product, l.product), tier = coalesce(EXCLUDED.tier, l.tier)",
+            members, lots, status, points, remaining, expires, products, tiers,
         )
         self.rows.clear()

@@ -17,7 +17,7 @@ from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES)
+          "segment_bookings", "segment_members", *reports.AGGREGATES)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -27,7 +27,6 @@ COLUMNS = {
     "household_members": households.COLUMNS,
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
-    "report_lots": reports.LOT_COLUMNS,
     **reports.AGGREGATES,
 }
 
@@ -67,6 +66,7 @@ class ReadModels:
             tiers = None  # off, or tables being rebuilt: the server adds the rows up
         # These read what the page's lots and rows were before it: first.
         await self.reports.write(conn, rules)
+        self.expiry.label(self.reports.take_labels())
         new_members = await self.balances.write(conn)
         await self.qualifying.resolve(conn)
         changes = self.qualifying.changes() if tiers is not None else {}
@@ -91,6 +91,8 @@ class ReadModels:
         replay in stream order, where each member's events come together."""
         qualifying, statuses = self.qualifying.completed(rules, keep)
         bookings, members = self.segments.completed(keep)
+        reported = self.reports.completed(rules, keep)  # first: it labels the lots made
+        self.expiry.label(self.reports.take_labels())
         return {
             "balances": self.balances.completed(keep),
             "tier_qualifying": qualifying,
@@ -100,5 +102,5 @@ class ReadModels:
             "household_members": self.households.completed(keep),
             "segment_bookings": bookings,
             "segment_members": members,
-            **self.reports.completed(rules, keep),
+            **reported,
         }

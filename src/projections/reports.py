@@ -11,8 +11,11 @@ points moved (the activity), as additive deltas.
   `remaining + held` of each pending or active lot of the fold. A debt (a shortfall
   debited as a negative balance) is no lot and is not in it.
 - `activity_days`: points by UTC day, kind, product and source (see `KINDS`).
-- `report_lots`: each lot's bucket (pending or not, expiry month, tier) and product,
-  which a later event taking points from the lot needs and does not carry.
+- The `product` and `tier` columns of `expiry_lots`: each lot's product and tier,
+  which a later event taking points from the lot needs and does not carry (its bucket's
+  status and expiry month are that table's `status` and `expires_at`). Written with the
+  lot's row, they cost the projection next to nothing; a table of their own was a row
+  per lot more.
 
 A lot's tier is the member's tier when the lot was credited, before the crediting
 event's own qualifying points count: for an earn, the tier the decider priced it at,
@@ -58,7 +61,6 @@ from ledger.domain import (
 from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
 
-LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product", "tier")
 LIABILITY_DAY_COLUMNS = ("day", "status", "expiry_month", "tier", "points")
 LIABILITY_MOMENT_COLUMNS = ("at", "status", "expiry_month", "tier", "points")
 ACTIVITY_COLUMNS = ("day", "kind", "product", "source", "points")
@@ -171,7 +173,8 @@ class ReportLedger:
         self.suffix = suffix
         self.events: list[tuple[str, Event]] = []
         self.members: dict[str, _Member] = {}
-        self.dirty: set[tuple[str, str]] = set()  # (member, lot) made or changed by the page
+        # (member, lot) -> (product, tier) of the lots the page made, for `expiry_lots`
+        self.labels: dict[tuple[str, str], tuple[str, str]] = {}
         self.liability_days: dict[tuple, int] = {}
         self.liability_moments: dict[tuple, int] = {}
         self.activity: dict[tuple, int] = {}
@@ -221,8 +224,13 @@ class ReportLedger:
     def _new_lot(self, m: str, s: _Member, lot_id: str, pending: bool, expires_at: datetime | None,
                  product: str, tier: str) -> list:
         lot = s.lots[lot_id] = [pending, _month(expires_at), product, tier]
-        self.dirty.add((m, lot_id))
+        self.labels[(m, lot_id)] = (product, tier)
         return lot
+
+    def take_labels(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """The product and tier of the lots made since the last call, for `expiry_lots`."""
+        labels, self.labels = self.labels, {}
+        return labels
 
     def _took(self, s: _Member, at: datetime, takes: Takes, sign: int = -1) -> None:
         for lot_id, points in takes:
@@ -323,15 +331,15 @@ class ReportLedger:
 
     def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
         """Rows by table (without the suffix), for a replay in stream order: the page's
-        deltas (summed with the other pages' and processes' by `compact`), and the final
-        lots of the members whose every event has been applied, all but `keep`'s."""
+        deltas (summed with the other pages' and processes' by `compact`). The lots made
+        are in `take_labels`; the members whose every event has been applied, all but
+        `keep`, are let go."""
         self._run(rules)
-        members, self.members = self.members, {}
-        if keep is not None and keep in members:
-            self.members[keep] = members.pop(keep)
-        lots = [(m, lot_id, *lot) for m, s in members.items() for lot_id, lot in s.lots.items()]
-        self.dirty.clear()
-        return {"report_lots": lots, **self._aggregate_rows()}
+        if keep is not None and keep in self.members:
+            self.members = {keep: self.members[keep]}
+        else:
+            self.members = {}
+        return self._aggregate_rows()
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules) -> None:
         """Go through the page's events from the lots and qualifying rows stored before
@@ -341,16 +349,6 @@ class ReportLedger:
             return
         await self._load(conn)
         self._run(rules)
-        dirty = [(m, lot_id, *self.members[m].lots[lot_id]) for m, lot_id in self.dirty]
-        self.dirty.clear()
-        if dirty:
-            await conn.execute(
-                f"INSERT INTO report_lots{self.suffix} AS l ({', '.join(LOT_COLUMNS)})"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[])"
-                " ON CONFLICT (member_id, lot_id) DO UPDATE SET pending = EXCLUDED.pending,"
-                " expiry_month = EXCLUDED.expiry_month, product = EXCLUDED.product, tier = EXCLUDED.tier",
-                *zip(*dirty, strict=True),
-            )
         for table, rows in self._aggregate_rows().items():
             if not rows:
                 continue
@@ -368,12 +366,14 @@ class ReportLedger:
         wanted = {(m, lot) for m, e in self.events for lot in lots_read(e)}
         if wanted:
             ms, lots = zip(*wanted, strict=True)
-            for m, lot_id, pending, month, product, tier in await conn.fetch(
-                    f"SELECT l.member_id, l.lot_id, l.pending, l.expiry_month, l.product, l.tier"
-                    f" FROM report_lots{self.suffix} l"
+            # Pending: not activated yet, or taken back before it was (a lot's date is set
+            # when it becomes spendable, and only then).
+            for m, lot_id, pending, expires_at, product, tier in await conn.fetch(
+                    "SELECT l.member_id, l.lot_id, l.status = 'pending' OR (l.status = 'reversed' AND l.expires_at IS NULL),"
+                    f" l.expires_at, l.product, l.tier FROM expiry_lots{self.suffix} l"
                     " JOIN unnest($1::text[], $2::text[]) AS k(m, lot) ON l.member_id = k.m AND l.lot_id = k.lot",
                     ms, lots):
-                self.members[m].lots[lot_id] = [pending, month, product, tier]
+                self.members[m].lots[lot_id] = [pending, _month(expires_at), product, tier]
         if not members:
             return
         for m, booking, earned_at, points in await conn.fetch(

@@ -6,6 +6,7 @@ rebuild, over a history with every kind of event and expiries by the expiry job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ from ledger.domain.timeutil import add_months
 from ledger.expiry import expire_due
 from ledger.ingest import topics
 from ledger.ingest.consumer import consumer_task
+from ledger.store import StreamAppend
+from ledger.store.events import GENESIS_HASH
 from projections import report_queries
 from projections.runner import rebuild
 
@@ -203,6 +206,31 @@ async def test_reports_equal_a_recomputation_from_the_events_live_and_after_a_re
     await rebuild(container.pool, container.store, container.rules, page_size=53, workers=2, dsn=container.url)
     await _check(container, streams, instants)
     assert await report_queries.liability(container.pool, instants[-1]) == live
+
+
+async def test_earns_without_their_tier_count_under_the_tier_worked_out_again(container: Container) -> None:
+    """Earns written before PointsEarned carried its tier (version 1, read with `tier`
+    None) count under the tier worked out from the qualifying rows: a copy of every
+    member's history with the earns' tiers left out doubles each tier's figure, live and
+    rebuilt."""
+    await _history(container, members=12, seed=5)
+    await container.runner.run_until_caught_up()
+    streams, instants = await _streams_and_instants(container)
+    earns = [e for events in streams.values() for e in events if isinstance(e, PointsEarned)]
+    assert earns and all(e.tier is not None for e in earns) and {e.tier for e in earns} > {"member"}
+    before = {t: await report_queries.liability(container.pool, t) for t in instants}
+    for member, events in streams.items():
+        old = [dataclasses.replace(e, tier=None) if isinstance(e, PointsEarned) else e for e in events]
+        await container.store.append([StreamAppend(f"old-{member}", 0, GENESIS_HASH, old)])
+    for rebuilt in (False, True):
+        if rebuilt:
+            await rebuild(container.pool, container.store, container.rules, page_size=41, workers=2,
+                          dsn=container.url)
+        else:
+            await container.runner.run_until_caught_up()
+        for t in instants:
+            doubled = [(*row[:3], 2 * row[3]) for row in before[t].rows]
+            assert (await report_queries.liability(container.pool, t)).rows == doubled, (t, rebuilt)
 
 
 async def test_reports_after_a_kafka_load_and_expiries_equal_a_recomputation(

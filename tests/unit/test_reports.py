@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
-from ledger.domain import DEFAULT_RULES, ProgramRules
+from ledger.domain import DEFAULT_RULES, CompleteBooking, MemberState, ProgramRules, decide, evolve, tier_status
+from ledger.domain.events import from_data, to_data
 from ledger.domain.rules import DEFAULT_RULES_DICT
 from ledger.keys import GRANTS, Permission, Role
 from projections.report_queries import whole_days
@@ -39,3 +41,19 @@ def test_a_span_counts_the_utc_days_whose_midnight_is_in_it() -> None:
         date(2026, 3, 1), date(2026, 3, 2))
     first, end = whole_days(midnight + timedelta(hours=1), midnight + timedelta(hours=2))
     assert first == end  # no whole day
+
+
+def test_an_earn_records_the_tier_it_was_priced_at_and_a_version_1_earn_reads_without_one() -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    state, tiers = MemberState("M-1"), []
+    for i in range(12):  # enough qualifying points to climb past the first tier
+        [earned] = decide(state, CompleteBooking("M-1", at + timedelta(days=i), f"B{i}", "package",
+                                                 Decimal("5000"), "EUR"), DEFAULT_RULES)
+        assert earned.tier == tier_status(state.qualifying_entries(), earned.occurred_at, DEFAULT_RULES).tier
+        assert earned.tier == DEFAULT_RULES.tiers[0].name or f"tier:{earned.tier}" in dict(earned.breakdown)
+        tiers.append(earned.tier)
+        state = evolve(state, earned)
+    assert len(set(tiers)) > 1
+    assert from_data("PointsEarned", 2, to_data(earned)) == earned
+    version_1 = {k: v for k, v in to_data(earned).items() if k != "tier"}
+    assert from_data("PointsEarned", 1, version_1) == dataclasses.replace(earned, tier=None)
