@@ -39,16 +39,15 @@ CREATE TABLE liability_days (
 )""")
     op.execute("""
 CREATE TABLE liability_moments (
-    at            timestamptz NOT NULL,
-    status        text NOT NULL,
-    expiry_month  text NOT NULL,
-    tier          text NOT NULL,
-    points        bigint NOT NULL
+    day           date NOT NULL,
+    at            bigint[] NOT NULL,
+    status        text[] NOT NULL,
+    expiry_month  text[] NOT NULL,
+    tier          text[] NOT NULL,
+    points        bigint[] NOT NULL
 )""")
-    # Appended to, about one row an event: no unique key to look up and update per row.
-    # The rows come about in time order, so a BRIN over `at` finds a day's moments for
-    # the cost of a few bytes per block range.
-    op.execute("CREATE INDEX liability_moments_at ON liability_moments USING brin (at)")
+    # A row per page and day, appended: no key per moment to look up and update.
+    op.execute("CREATE INDEX liability_moments_day ON liability_moments (day)")
     op.execute("""
 CREATE TABLE activity_days (
     day      date NOT NULL,
@@ -58,6 +57,11 @@ CREATE TABLE activity_days (
     points   bigint NOT NULL,
     PRIMARY KEY (day, kind, product, source)
 )""")
+    # Their rows are updated by every page with changes on their day: room on each table
+    # page for the new version keeps the updates off the index (as migration 0006 did for
+    # the balances).
+    op.execute("ALTER TABLE liability_days SET (fillfactor = 70)")
+    op.execute("ALTER TABLE activity_days SET (fillfactor = 70)")
 
 
 def downgrade() -> None:

@@ -17,7 +17,7 @@ from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "segment_bookings", "segment_members", *reports.AGGREGATES)
+          "segment_bookings", "segment_members", *reports.AGGREGATES, "liability_moments")
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -28,6 +28,7 @@ COLUMNS = {
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
     **reports.AGGREGATES,
+    "liability_moments": reports.MOMENT_COLUMNS,
 }
 
 

@@ -8,17 +8,22 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
+from .reports import micros
+
 ACTIVITY_ROWS_MAX = 200_000  # a year of days at about 550 keys a day; a report past it is refused
 
 _CHECKPOINT = "SELECT position FROM projection_checkpoints WHERE name = 'read_models'"
 
 # The days before the as-of day, summed by day, and the moments of that day up to the
-# instant: a range of the days' primary key and of the moments' BRIN (appended rows, summed here).
+# instant ($2, microseconds since the epoch): a range of the days' primary key and the
+# day's rows of moments, their entries summed here.
 _LIABILITY = (
     "SELECT status, expiry_month, tier, sum(points)::bigint FROM ("
     " SELECT status, expiry_month, tier, points FROM liability_days WHERE day < $1"
     " UNION ALL"
-    " SELECT status, expiry_month, tier, points FROM liability_moments WHERE at >= $2 AND at <= $3"
+    " SELECT u.status, u.expiry_month, u.tier, u.points FROM liability_moments m,"
+    " unnest(m.at, m.status, m.expiry_month, m.tier, m.points) AS u(at, status, expiry_month, tier, points)"
+    " WHERE m.day = $1 AND u.at <= $2"
     ") d GROUP BY 1, 2, 3 HAVING sum(points) <> 0 ORDER BY 1, 2, 3"
 )
 _ACTIVITY_DAYS = (
@@ -47,10 +52,9 @@ class ActivityRows:
 async def liability(pool: asyncpg.Pool, as_of: datetime) -> LiabilityRows:
     """Outstanding points as of `as_of`, by status, expiry month and tier."""
     at = as_of.astimezone(UTC)
-    day_start = datetime.combine(at.date(), time(), UTC)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         position = int(await conn.fetchval(_CHECKPOINT))
-        rows = await conn.fetch(_LIABILITY, at.date(), day_start, at)
+        rows = await conn.fetch(_LIABILITY, at.date(), micros(at))
     return LiabilityRows(position, [(r[0], r[1], r[2], int(r[3])) for r in rows])
 
 

@@ -28,14 +28,15 @@ the events alone, so a rebuild and the live runner agree, and a past figure does
 move when tiers change later.
 
 Every delta is additive: the live runner upserts a page's by adding to the stored rows
-(and drops rows that come to zero), except the moments', which it appends (`APPENDED`);
-a rebuild copies each page's and sums them once at the end (`compact`), leaving one row
-per key with a sum other than zero. The sums by key are the same both ways.
+(and drops rows that come to zero), except the moments', which it appends (see
+`MOMENT_COLUMNS`); a rebuild copies each page's and sums them once at the end
+(`compact`), leaving one row per key (one entry per moment) with a sum other than zero.
+The sums by key are the same both ways.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
@@ -62,20 +63,32 @@ from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
 
 LIABILITY_DAY_COLUMNS = ("day", "status", "expiry_month", "tier", "points")
-LIABILITY_MOMENT_COLUMNS = ("at", "status", "expiry_month", "tier", "points")
 ACTIVITY_COLUMNS = ("day", "kind", "product", "source", "points")
 # The tables whose rows are sums by key (all columns but the last, `points`).
 AGGREGATES = {
     "liability_days": LIABILITY_DAY_COLUMNS,
-    "liability_moments": LIABILITY_MOMENT_COLUMNS,
     "activity_days": ACTIVITY_COLUMNS,
 }
-# Of those, the ones the live runner appends a page's sums to, without a key to add them
-# to: a key's figure is the sum of its rows. Moments are about one row an event (events
-# seldom share an instant), so an upsert would pay a unique index's lookup and update
-# per event for rows that almost never meet; the liability's read sums them anyway. A
-# rebuild leaves one row per key (`compact`); the read gives the same either way.
-APPENDED = frozenset(("liability_moments",))
+# The moments are about one change an event (events seldom share an instant): a row each
+# on a unique key cost an index lookup and update per event, for rows that almost never
+# meet. A page appends instead one row per UTC day it touched, the day's moments in
+# parallel arrays (`at` in microseconds since the epoch, UTC); a moment's figure is the
+# sum of its entries, in any number of rows, which the liability's read sums anyway. A
+# rebuild leaves one row per day, with one entry per moment (`compact`).
+MOMENT_COLUMNS = ("day", "at", "status", "expiry_month", "tier", "points")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# Each entry of the moments' rows as a row (day, at, status, expiry month, tier) and its
+# points, summed: for `compact` and the tests.
+MOMENT_ENTRIES = (
+    "SELECT m.day, u.at, u.status, u.expiry_month, u.tier, sum(u.points) AS points FROM {table} m,"
+    " unnest(m.at, m.status, m.expiry_month, m.tier, m.points) AS u(at, status, expiry_month, tier, points)"
+)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch, UTC: a moment's `at` in `liability_moments`."""
+    return (moment - _EPOCH) // _MICROSECOND
 
 # What the activity counts, with the source of each row:
 KINDS = (
@@ -211,9 +224,10 @@ class ReportLedger:
         if not points:
             return
         status, month, tier = (PENDING if lot[0] else ACTIVE), lot[1], lot[3]
-        key = (at.date(), status, month, tier)
+        day = at.date()
+        key = (day, status, month, tier)
         self.liability_days[key] = self.liability_days.get(key, 0) + points
-        key = (at, status, month, tier)
+        key = (day, at, status, month, tier)
         self.liability_moments[key] = self.liability_moments.get(key, 0) + points
 
     def _activity(self, day: date, kind: str, product: str, source: str, points: int) -> None:
@@ -323,10 +337,17 @@ class ReportLedger:
 
     def _aggregate_rows(self) -> dict[str, list[tuple]]:
         out = {}
-        for table, deltas in (("liability_days", self.liability_days), ("liability_moments", self.liability_moments),
-                              ("activity_days", self.activity)):
+        for table, deltas in (("liability_days", self.liability_days), ("activity_days", self.activity)):
             out[table] = [(*key, points) for key, points in deltas.items() if points]
             deltas.clear()
+        return out
+
+    def _moments(self) -> list[tuple]:
+        """The page's moments as (day, at, status, expiry month, tier, points), `at` in
+        microseconds."""
+        out = [(day, micros(at), status, month, tier, points)
+               for (day, at, status, month, tier), points in self.liability_moments.items() if points]
+        self.liability_moments.clear()
         return out
 
     def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
@@ -339,7 +360,14 @@ class ReportLedger:
             self.members = {keep: self.members[keep]}
         else:
             self.members = {}
-        return self._aggregate_rows()
+        by_day: dict[date, tuple[list, ...]] = {}
+        for day, *entry in self._moments():
+            lists = by_day.get(day)
+            if lists is None:
+                lists = by_day[day] = ([], [], [], [], [])
+            for values, value in zip(lists, entry, strict=True):
+                values.append(value)
+        return {**self._aggregate_rows(), "liability_moments": [(day, *lists) for day, lists in by_day.items()]}
 
     async def write(self, conn: asyncpg.Connection, rules: ProgramRules) -> None:
         """Go through the page's events from the lots and qualifying rows stored before
@@ -350,12 +378,17 @@ class ReportLedger:
         await self._load(conn)
         self._run(rules)
         for table, rows in self._aggregate_rows().items():
-            if not rows:
-                continue
-            if table in APPENDED:
-                await _append(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
-            else:
+            if rows:
                 await _add(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
+        moments = self._moments()
+        if moments:
+            await conn.execute(
+                f"INSERT INTO liability_moments{self.suffix} ({', '.join(MOMENT_COLUMNS)})"
+                " SELECT day, array_agg(at), array_agg(status), array_agg(expiry_month), array_agg(tier),"
+                " array_agg(points) FROM unnest($1::date[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+                " $6::bigint[]) AS m(day, at, status, expiry_month, tier, points) GROUP BY day",
+                *zip(*moments, strict=True),
+            )
 
     async def _load(self, conn: asyncpg.Connection) -> None:
         """The stored lots the page's events read, and the qualifying rows of the members
@@ -382,25 +415,14 @@ class ReportLedger:
             self.members[m].entries[booking] = (_utc(earned_at), points)
 
 
-def _unnest(columns: tuple[str, ...]) -> str:
-    first_type = "date" if columns[0] == "day" else "timestamptz"
-    return f"unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
-
-
-async def _append(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    await conn.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {_unnest(columns)}",
-                       *zip(*rows, strict=True))
-
-
 async def _add(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
     """Add the deltas to the rows of their keys, then drop the rows that came to zero
     (a rebuild keeps none: the tables compare equal). The upsert names those, so the
     delete runs only when there are some (a page seldom brings a sum back to zero)."""
     key = columns[:-1]
-    first_type = "date" if key[0] == "day" else "timestamptz"
     zeros = await conn.fetch(
         f"WITH up AS (INSERT INTO {table} AS t ({', '.join(columns)})"
-        f" SELECT * FROM unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+        f" SELECT * FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET points = t.points + EXCLUDED.points"
         f" RETURNING {', '.join(key)}, points)"
         f" SELECT {', '.join(key)} FROM up WHERE points = 0",
@@ -408,7 +430,7 @@ async def _add(conn: asyncpg.Connection, table: str, columns: tuple[str, ...], r
     )
     if zeros:
         await conn.execute(
-            f"DELETE FROM {table} t USING unnest($1::{first_type}[], $2::text[], $3::text[], $4::text[])"
+            f"DELETE FROM {table} t USING unnest($1::date[], $2::text[], $3::text[], $4::text[])"
             f" AS z({', '.join(key)}) WHERE {' AND '.join(f't.{k} = z.{k}' for k in key)} AND t.points = 0",
             *zip(*zeros, strict=True),
         )
@@ -422,13 +444,19 @@ async def compact(pool: asyncpg.Pool, suffix: str) -> None:
     async def one(table: str, columns: tuple[str, ...]) -> None:
         key = ", ".join(columns[:-1])
         async with pool.acquire() as conn:
-            # In key order: the moments' index is a BRIN over `at`, which wants the rows in
-            # its order (the live runner appends them about in time order).
             await conn.execute(
                 f"WITH gone AS (DELETE FROM {table}{suffix} RETURNING *)"
                 f" INSERT INTO {table}{suffix} ({', '.join(columns)})"
-                f" SELECT {key}, sum(points) FROM gone GROUP BY {key} HAVING sum(points) <> 0 ORDER BY {key}"
+                f" SELECT {key}, sum(points) FROM gone GROUP BY {key} HAVING sum(points) <> 0"
             )
 
     for table, columns in AGGREGATES.items():
         await one(table, columns)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            f"WITH gone AS (DELETE FROM liability_moments{suffix} RETURNING *),"
+            f" summed AS ({MOMENT_ENTRIES.format(table='gone')} GROUP BY 1, 2, 3, 4, 5 HAVING sum(u.points) <> 0)"
+            f" INSERT INTO liability_moments{suffix} ({', '.join(MOMENT_COLUMNS)})"
+            " SELECT day, array_agg(at ORDER BY at), array_agg(status ORDER BY at), array_agg(expiry_month ORDER BY at),"
+            " array_agg(tier ORDER BY at), array_agg(points ORDER BY at) FROM summed GROUP BY day"
+        )
