@@ -116,11 +116,19 @@ _REPORTED = frozenset((
 Takes = tuple[tuple[str, int], ...]
 
 
+_MONTHS: dict[int, str] = {}  # year * 12 + month - 1 -> "YYYY-MM", made as asked
+
+
 def _month(moment: datetime | None) -> str:
     if moment is None:
         return ""
-    moment = moment.astimezone(UTC)
-    return f"{moment.year:04d}-{moment.month:02d}"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    index = moment.year * 12 + moment.month - 1
+    name = _MONTHS.get(index)
+    if name is None:
+        name = _MONTHS[index] = f"{moment.year:04d}-{moment.month:02d}"
+    return name
 
 
 def _utc(moment: datetime) -> datetime:
@@ -220,11 +228,11 @@ class ReportLedger:
             s.entries[booking] = value
         s.tier_key = None
 
-    def _liability(self, at: datetime, lot: list, points: int) -> None:
+    def _liability(self, when: tuple[date, datetime], lot: list, points: int) -> None:
         if not points:
             return
         status, month, tier = (PENDING if lot[0] else ACTIVE), lot[1], lot[3]
-        day = at.date()
+        day, at = when
         key = (day, status, month, tier)
         self.liability_days[key] = self.liability_days.get(key, 0) + points
         key = (day, at, status, month, tier)
@@ -246,91 +254,92 @@ class ReportLedger:
         labels, self.labels = self.labels, {}
         return labels
 
-    def _took(self, s: _Member, at: datetime, takes: Takes, sign: int = -1) -> None:
+    def _took(self, s: _Member, when: tuple[date, datetime], takes: Takes, sign: int = -1) -> None:
         for lot_id, points in takes:
-            self._liability(at, s.lots[lot_id], sign * points)
+            self._liability(when, s.lots[lot_id], sign * points)
 
     def _event(self, rules: ProgramRules, m: str, s: _Member, e: Event) -> None:  # noqa: C901, PLR0912
         at = _utc(e.occurred_at)
         day = at.date()
+        when = (day, at)
         match e:
             case PointsEarned():
                 tier = e.tier if e.tier is not None else self._tier(s, at, rules)
                 lot = self._new_lot(m, s, e.lot_id, e.status == PENDING, e.expires_at, e.product, tier)
-                self._liability(at, lot, e.points)
+                self._liability(when, lot, e.points)
                 for rule, points in e.breakdown:
                     self._activity(day, "earned", e.product, rule, points)
                 if e.status == ACTIVE:
                     self._entry(s, e.booking_id, (at, e.qualifying_points))
             case PendingPointsActivated():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, -e.points)
+                self._liability(when, lot, -e.points)
                 lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, lot[2], lot[3])
-                self._liability(at, lot, e.points)
+                self._liability(when, lot, e.points)
                 self._activity(day, "activated", lot[2], "activation", e.points)
                 self._entry(s, e.booking_id, (at, e.qualifying_points))
             case PointsRedeemed():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "redemption", e.points)
             case PointsRedeemedForHousehold():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "household", e.points)
             case HoldCaptured():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "redeemed", e.reward_kind, "hold", e.points)
             case PointsExpired():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, -e.points)
+                self._liability(when, lot, -e.points)
                 self._activity(day, "expired", lot[2], "expiry", e.points)
             case DebtSettled():
                 lot = s.lots[e.lot_id]
-                self._liability(at, lot, -e.points)
+                self._liability(when, lot, -e.points)
                 self._activity(day, "debt_settled", lot[2], "debt", e.points)
             case PointsAdjusted() if e.points > 0:
                 assert e.lot_id is not None, "a credit makes a lot"
                 lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT, self._tier(s, at, rules))
-                self._liability(at, lot, e.points)
+                self._liability(when, lot, e.points)
                 self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
             case PointsAdjusted():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "adjusted", NO_PRODUCT, "adjustment", e.points)
             case EarnReversed():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "clawed_back", s.lots[booking_lot_id(e.booking_id)][2], e.reason, e.points)
                 if e.qualifying_points:
                     self._entry(s, e.booking_id, None)
             case BookingAmended():
                 lot = s.lots[booking_lot_id(e.booking_id)]
                 if e.points > 0:
-                    self._liability(at, lot, e.points)
+                    self._liability(when, lot, e.points)
                     for rule, points in e.breakdown:
                         self._activity(day, "earned", lot[2], rule, points)
                 else:
-                    self._took(s, at, e.lots)
+                    self._took(s, when, e.lots)
                     for rule, points in e.breakdown:
                         self._activity(day, "clawed_back", lot[2], rule, -points)
                 entry = s.entries.get(e.booking_id)
                 if e.qualifying_points and entry is not None:  # a pending booking has no row yet
                     self._entry(s, e.booking_id, (entry[0], entry[1] + e.qualifying_points))
             case HoldReleased():
-                self._took(s, at, e.expired + e.forfeited)
+                self._took(s, when, e.expired + e.forfeited)
                 for lot_id, points in e.expired:
                     self._activity(day, "expired", s.lots[lot_id][2], "hold_release", points)
             case RedemptionReversed():
-                self._took(s, at, e.lots, sign=1)
+                self._took(s, when, e.lots, sign=1)
                 if e.grace_lot_id is not None:
                     lot = self._new_lot(m, s, e.grace_lot_id, False, e.expires_at, NO_PRODUCT,
                                         self._tier(s, at, rules))
-                    self._liability(at, lot, sum(points for _, points in e.regranted))
+                    self._liability(when, lot, sum(points for _, points in e.regranted))
                 self._activity(day, "redeemed", NO_PRODUCT, "reversal", -e.points)
                 for lot_id, points in e.expired:
                     self._activity(day, "expired", s.lots[lot_id][2], "redemption_reversal", points)
             case PointsTransferredOut():
-                self._took(s, at, e.lots)
+                self._took(s, when, e.lots)
                 self._activity(day, "transferred_out", NO_PRODUCT, "transfer", e.points)
             case PointsTransferredIn():
                 lot = self._new_lot(m, s, e.lot_id, False, e.expires_at, NO_PRODUCT, self._tier(s, at, rules))
-                self._liability(at, lot, e.points)
+                self._liability(when, lot, e.points)
                 self._activity(day, "transferred_in", NO_PRODUCT, "transfer", e.points)
 
     # -- rows ----------------------------------------------------------------------------
