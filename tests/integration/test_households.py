@@ -19,10 +19,10 @@ from ledger.domain import (
 )
 from ledger.handlers import Applied, CommandRequest, Ledger, Rejected
 from projections.queries import household_balance
-from projections.models import COLUMNS
-from projections.runner import TABLES, rebuild
+from projections.runner import rebuild
 
 from .helpers import T0, earn, redeem
+from .test_projections import _tables
 
 HS = household_stream_id("fam")
 
@@ -73,13 +73,6 @@ async def test_a_household_redemption_racing_a_members_own_never_overdraws_eithe
     household_points = sum(r.points for r in states[HS].redemptions.values())
     assert household_points == 100 * sum(1 for o in applied if o.member_id == HS)
     assert here.conflicts + there.conflicts > 0  # they did race: attempts were decided again on fresh state
-
-
-async def _tables(container: Container) -> dict[str, list]:
-    # By every column: the reports' tables have keys of more than two.
-    return {table: [dict(r) for r in await container.pool.fetch(
-        f"SELECT * FROM {table} ORDER BY {', '.join(str(i + 1) for i in range(len(COLUMNS[table])))}")]
-            for table in TABLES}
 
 
 async def test_the_read_models_keep_households_apart_from_members_and_a_rebuild_equals_live(
