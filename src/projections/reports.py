@@ -76,6 +76,8 @@ AGGREGATES = {
 # sum of its entries, in any number of rows, which the liability's read sums anyway. A
 # rebuild leaves one row per day, with one entry per moment (`compact`).
 MOMENT_COLUMNS = ("day", "at", "status", "expiry_month", "tier", "points")
+# A replay holds at most about this many moments (of several pages) before it gives them.
+MOMENTS_HELD_MAX = 100_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Each entry of the moments' rows as a row (day, at, status, expiry month, tier) and its
@@ -360,15 +362,20 @@ class ReportLedger:
         return out
 
     def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
-        """Rows by table (without the suffix), for a replay in stream order: the page's
-        deltas (summed with the other pages' and processes' by `compact`). The lots made
+        """Rows by table (without the suffix), for a replay in stream order. The lots made
         are in `take_labels`; the members whose every event has been applied, all but
-        `keep`, are let go."""
+        `keep`, are let go. The deltas are summed over the pages of a span and given at
+        its end (`keep` None), or when `MOMENTS_HELD_MAX` moments are held: a page of a
+        span covers days that its other pages cover too, and rows per page were about as
+        many as the events again, to copy and then add up (`compact` sums what the
+        spans and processes give)."""
         self._run(rules)
         if keep is not None and keep in self.members:
             self.members = {keep: self.members[keep]}
         else:
             self.members = {}
+        if keep is not None and len(self.liability_moments) < MOMENTS_HELD_MAX:
+            return {}
         by_day: dict[date, tuple[list, ...]] = {}
         for day, *entry in self._moments():
             lists = by_day.get(day)
