@@ -199,7 +199,9 @@ class ReportLedger:
         # (member, lot) -> (product, tier) of the lots the page made, for `expiry_lots`
         self.labels: dict[tuple[str, str], tuple[str, str]] = {}
         self.liability_days: dict[tuple, int] = {}
-        self.liability_moments: dict[tuple, int] = {}
+        # The moments' entries in columns (day, at in microseconds, status, expiry month,
+        # tier, points), as they come: a moment's figure is the sum of its entries anyway.
+        self.moments: tuple[list, ...] = ([], [], [], [], [], [])
         self.activity: dict[tuple, int] = {}
 
     def apply(self, stored: StoredEvent) -> None:
@@ -230,15 +232,20 @@ class ReportLedger:
             s.entries[booking] = value
         s.tier_key = None
 
-    def _liability(self, when: tuple[date, datetime], lot: list, points: int) -> None:
+    def _liability(self, when: tuple[date, int], lot: list, points: int) -> None:
         if not points:
             return
         status, month, tier = (PENDING if lot[0] else ACTIVE), lot[1], lot[3]
         day, at = when
         key = (day, status, month, tier)
         self.liability_days[key] = self.liability_days.get(key, 0) + points
-        key = (day, at, status, month, tier)
-        self.liability_moments[key] = self.liability_moments.get(key, 0) + points
+        days, ats, statuses, months, tiers, deltas = self.moments
+        days.append(day)
+        ats.append(at)
+        statuses.append(status)
+        months.append(month)
+        tiers.append(tier)
+        deltas.append(points)
 
     def _activity(self, day: date, kind: str, product: str, source: str, points: int) -> None:
         if points:
@@ -256,14 +263,14 @@ class ReportLedger:
         labels, self.labels = self.labels, {}
         return labels
 
-    def _took(self, s: _Member, when: tuple[date, datetime], takes: Takes, sign: int = -1) -> None:
+    def _took(self, s: _Member, when: tuple[date, int], takes: Takes, sign: int = -1) -> None:
         for lot_id, points in takes:
             self._liability(when, s.lots[lot_id], sign * points)
 
     def _event(self, rules: ProgramRules, m: str, s: _Member, e: Event) -> None:  # noqa: C901, PLR0912
         at = _utc(e.occurred_at)
         day = at.date()
-        when = (day, at)
+        when = (day, micros(at))
         match e:
             case PointsEarned():
                 tier = e.tier if e.tier is not None else self._tier(s, at, rules)
@@ -353,13 +360,10 @@ class ReportLedger:
             deltas.clear()
         return out
 
-    def _moments(self) -> list[tuple]:
-        """The page's moments as (day, at, status, expiry month, tier, points), `at` in
-        microseconds."""
-        out = [(day, micros(at), status, month, tier, points)
-               for (day, at, status, month, tier), points in self.liability_moments.items() if points]
-        self.liability_moments.clear()
-        return out
+    def _moments(self) -> tuple[list, ...]:
+        """The moments' entries since the last call, in columns."""
+        moments, self.moments = self.moments, ([], [], [], [], [], [])
+        return moments
 
     def completed(self, rules: ProgramRules, keep: str | None = None) -> dict[str, list[tuple]]:
         """Rows by table (without the suffix), for a replay in stream order. The lots made
@@ -374,10 +378,10 @@ class ReportLedger:
             self.members = {keep: self.members[keep]}
         else:
             self.members = {}
-        if keep is not None and len(self.liability_moments) < MOMENTS_HELD_MAX:
+        if keep is not None and len(self.moments[0]) < MOMENTS_HELD_MAX:
             return {}
         by_day: dict[date, tuple[list, ...]] = {}
-        for day, *entry in self._moments():
+        for day, *entry in zip(*self._moments(), strict=True):
             lists = by_day.get(day)
             if lists is None:
                 lists = by_day[day] = ([], [], [], [], [])
@@ -397,13 +401,13 @@ class ReportLedger:
             if rows:
                 await _add(conn, f"{table}{self.suffix}", AGGREGATES[table], rows)
         moments = self._moments()
-        if moments:
+        if moments[0]:
             await conn.execute(
                 f"INSERT INTO liability_moments{self.suffix} ({', '.join(MOMENT_COLUMNS)})"
                 " SELECT day, array_agg(at), array_agg(status), array_agg(expiry_month), array_agg(tier),"
                 " array_agg(points) FROM unnest($1::date[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
                 " $6::bigint[]) AS m(day, at, status, expiry_month, tier, points) GROUP BY day",
-                *zip(*moments, strict=True),
+                *moments,
             )
 
     async def _load(self, conn: asyncpg.Connection) -> None:
