@@ -377,6 +377,63 @@ class CatalogueRewardTaken(Event):
     partner: str | None
 
 
+# Members (M2): a member's status, and the merge of a duplicate account into a survivor.
+# No free text enters these events: a reason is a code from `STATUS_REASONS` (a note
+# typed by an agent may name the member, and the event store keeps it for good).
+
+STATUS_REASONS = ("fraud_review", "customer_request", "duplicate_account", "compliance", "inactivity", "deceased",
+                  "review_cleared", "reopened", "other")
+MemberStatus = Literal["active", "suspended", "closed"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberStatusChanged(Event):
+    """On the member's stream: its status changed from `from_status` to `to_status`, for
+    `reason` (a code of `STATUS_REASONS`), by `actor` (the API key's id)."""
+
+    from_status: str
+    to_status: str
+    reason: str
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberMergedAway(Event):
+    """On the duplicate's stream: it was merged into `merged_into` and is closed for good.
+    Everything it had left went to the survivor's `MemberMergedIn` of the same command:
+    `lots` what was still on each open lot (pending or active), `pending` of it pending,
+    `debt` the debt it owed."""
+
+    merged_into: str
+    reason: str
+    actor: str
+    lots: tuple[LotTake, ...]
+    pending: int
+    debt: int
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberMergedIn(Event):
+    """On the survivor's stream: a duplicate's lots, every one of them (open and closed,
+    with their counters, dates and origin, each in `state.lot_row` form), its bookings
+    (booking id, lot id), debt, redemptions still reversible (id, points, lots), catalogue
+    rewards of them (kind, movement id, reward id) and the ids of its ended holds, so that
+    later cancellations, refunds, amendments and reversals of them apply here."""
+
+    from_member_id: str
+    reason: str
+    actor: str
+    moved_lots: tuple[tuple[Any, ...], ...]
+    bookings: tuple[tuple[str, str], ...]
+    debt: int
+    redemptions: tuple[tuple[Any, ...], ...]
+    catalogue: tuple[tuple[str, str, str], ...]
+    holds_closed: tuple[tuple[str, str], ...]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -385,6 +442,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PointsTransferredIn, HouseholdCreated, HouseholdMemberAdded, HouseholdMemberRemoved, HouseholdJoined,
         HouseholdLeft, HouseholdPointsRedeemed, PointsRedeemedForHousehold, RewardDefined, RewardStockTaken,
         RewardStockReturned, CatalogueRewardTaken,
+        # Members (M2)
+        MemberStatusChanged, MemberMergedAway, MemberMergedIn,
     )
 }
 
@@ -508,6 +567,22 @@ def _make_decoder(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
 
 
 _DECODERS: dict[type, Callable[[dict[str, Any]], Event]] = {cls: _make_decoder(cls) for cls in EVENT_TYPES.values()}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON's nested lists back into the tuples the event was made with."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _decode_merged_in(data: dict[str, Any]) -> Event:
+    # Its records nest (a lot's row holds its breakdown): the generated decoder leaves
+    # them lists, and the event must equal the one decided.
+    event = _DECODERS_FLAT[MemberMergedIn](data)
+    return MemberMergedIn(event.occurred_at, *(_tuples(getattr(event, name)) for name in _field_names(MemberMergedIn)[1:]))
+
+
+_DECODERS_FLAT = dict(_DECODERS)
+_DECODERS[MemberMergedIn] = _decode_merged_in
 
 
 def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:

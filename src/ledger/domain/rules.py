@@ -144,6 +144,9 @@ class ProgramRules:
     # this many days; 0: they come back expired.
     return_grace_days: int = 0
     household_members_max: int = 6
+    # What closing a member does with its available points: forfeit them (a debit
+    # adjustment in the same command) or keep them (back in use if it is reopened).
+    on_close: str = "keep"
     segments: SegmentRules = field(default_factory=SegmentRules)
     # The currency earn rates without a per-currency entry are in, and exchange rates
     # convert to (see `conversion`); the rates in force are attached by the rule book.
@@ -168,6 +171,7 @@ class ProgramRules:
             (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
             (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
             (self.return_grace_days < 0 or self.household_members_max < 2, "grace days and household size are too small"),
+            (self.on_close not in ("forfeit", "keep"), "on_close must be forfeit or keep"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -286,6 +290,7 @@ class ProgramRules:
             transfers=TransferLimits(**{k: int(v) for k, v in raw.get("transfers", {}).items()}),
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
+            on_close=str(raw.get("on_close", "keep")),
             segments=SegmentRules.from_dict(raw.get("segments", {})),
             programme_currency=str(raw.get("programme_currency", "EUR")),
         )
