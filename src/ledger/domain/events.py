@@ -404,7 +404,7 @@ class MemberMergedAway(Event):
     """On the duplicate's stream: it was merged into `merged_into` and is closed for good.
     Everything it had left went to the survivor's `MemberMergedIn` of the same command:
     `lots` what was still on each open lot (pending or active), `pending` of it pending,
-    `debt` the debt it owed."""
+    `debt` the debt it owed, `qualifying` the bookings whose tier-qualifying points went."""
 
     merged_into: str
     reason: str
@@ -412,6 +412,7 @@ class MemberMergedAway(Event):
     lots: tuple[LotTake, ...]
     pending: int
     debt: int
+    qualifying: tuple[str, ...]
 
 
 @fast_init
@@ -574,15 +575,21 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def _decode_merged_in(data: dict[str, Any]) -> Event:
-    # Its records nest (a lot's row holds its breakdown): the generated decoder leaves
+def _nested_decoder(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
+    # Their records nest (a lot's row holds its breakdown): the generated decoder leaves
     # them lists, and the event must equal the one decided.
-    event = _DECODERS_FLAT[MemberMergedIn](data)
-    return MemberMergedIn(event.occurred_at, *(_tuples(getattr(event, name)) for name in _field_names(MemberMergedIn)[1:]))
+    flat = _DECODERS[cls]
+    names = _field_names(cls)[1:]
+
+    def decode(data: dict[str, Any]) -> Event:
+        event = flat(data)
+        return cls(event.occurred_at, *(_tuples(getattr(event, name)) for name in names))
+
+    return decode
 
 
-_DECODERS_FLAT = dict(_DECODERS)
-_DECODERS[MemberMergedIn] = _decode_merged_in
+_DECODERS[MemberMergedIn] = _nested_decoder(MemberMergedIn)
+_DECODERS[MemberMergedAway] = _nested_decoder(MemberMergedAway)
 
 
 def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:

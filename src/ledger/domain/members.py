@@ -156,7 +156,8 @@ def merge(states: Mapping[str, MemberState], command: MergeMembers) -> dict[str,
     at = command.occurred_at
     open_lots = tuple(sorted((lot.lot_id, lot.remaining) for lot in duplicate.lots.values() if lot.remaining))
     away = MemberMergedAway(occurred_at=at, merged_into=survivor.member_id, reason=command.reason, actor=command.actor,
-                            lots=open_lots, pending=duplicate.pending, debt=duplicate.debt)
+                            lots=open_lots, pending=duplicate.pending, debt=duplicate.debt,
+                            qualifying=tuple(sorted({b for _, b, _ in duplicate.qualifying if b is not None})))
     moved = MemberMergedIn(
         occurred_at=at, from_member_id=dup_id, reason=command.reason, actor=command.actor,
         moved_lots=tuple(lot_row(lots[lot_id]) for lot_id in sorted(lots)),
