@@ -127,7 +127,10 @@ def member_step(data: st.DataObject, world: World, member: str, at: datetime, ot
 
 def totals(states: list[MemberState], at: datetime) -> tuple[int, ...]:
     lots = [lot for s in states for lot in s.all_lots().values()]
-    return (sum(s.available(at) for s in states), sum(s.active for s in states), sum(s.pending for s in states),
+    # The balance (active less debt), not what is available at `at`: a debt moved onto a
+    # survivor whose lots are past their date is paid by them at the expiry run, so it
+    # no longer counts against what the survivor has available meanwhile.
+    return (sum(s.balance for s in states), sum(s.active for s in states), sum(s.pending for s in states),
             sum(s.debt for s in states), sum(s.held for s in states), sum(lot.spent for lot in lots),
             sum(lot.expired for lot in lots), sum(lot.charged for lot in lots), sum(lot.points for lot in lots),
             sum(s.qualifying.weight_between(START - timedelta(days=1), at + timedelta(days=1)) for s in states))
