@@ -34,6 +34,7 @@ from .deps import (
     ContainerDep,
     IdempotencyKey,
     MemberPath,
+    NotMerged,
     MinPosition,
     QueryInt,
     SingleQueryValues,
@@ -196,7 +197,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404, 409), tags=["members"])
+            responses=_errors(404, 409), tags=["members"], dependencies=[NotMerged])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None, as_of: AsOf = None) -> Balance:
     """Available, pending and held points, lifetime totals, and the tier in force now (or
@@ -251,7 +252,7 @@ FROM balances b WHERE b.member_id = $1
 """
 
 
-@router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
+@router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView, dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None, as_of: AsOf = None) -> TierView:
@@ -277,6 +278,7 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
+            dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
@@ -333,6 +335,7 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
+            dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],

@@ -151,13 +151,14 @@ class RewardUnavailable(InvalidCommand):
 
 class MemberStatusConflict(InvalidCommand):
     """The member's status refuses the command (a suspended or closed member spends
-    nothing), or the status cannot change so: `status` names the member's (409, final
+    nothing), or the status cannot change so: `member_status` names the member's (409, final
     until the status changes)."""
 
     title = "Member status conflict"
 
     def __init__(self, message: str, member_id: str, status: str) -> None:
-        super().__init__(message, member_id=member_id, status=status)
+        # `member_status`: a problem body's `status` is its HTTP status.
+        super().__init__(message, member_id=member_id, member_status=status)
         self.member_id = member_id
         self.status = status
 
