@@ -217,6 +217,7 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
         held=row["held"], lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"],
         lifetime_transferred_in=row["lifetime_transferred_in"], lifetime_transferred_out=row["lifetime_transferred_out"],
+        lifetime_merged_in=row["lifetime_merged_in"], lifetime_merged_out=row["lifetime_merged_out"],
         tier=tier.tier, last_activity=row["last_activity"], position=row["checkpoint"],
     )
 
@@ -232,6 +233,7 @@ async def _balance_as_of(container: Container, member_id: str, at: datetime) -> 
         lifetime_expired=totals["lifetime_expired"], lifetime_adjusted=totals["lifetime_adjusted"],
         lifetime_transferred_in=totals["lifetime_transferred_in"],
         lifetime_transferred_out=totals["lifetime_transferred_out"],
+        lifetime_merged_in=totals["lifetime_merged_in"], lifetime_merged_out=totals["lifetime_merged_out"],
         tier=tier_status(state.qualifying_entries(), at, container.rules).tier, last_activity=member.last_activity,
         position=member.position,
     )
@@ -242,7 +244,8 @@ async def _balance_as_of(container: Container, member_id: str, at: datetime) -> 
 # is already net of the debt, so only the overdue points beyond the debt come off.
 _BALANCE_SQL = """
 SELECT b.available, b.debt, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired,
-       b.lifetime_adjusted, b.lifetime_transferred_in, b.lifetime_transferred_out, b.last_activity,
+       b.lifetime_adjusted, b.lifetime_transferred_in, b.lifetime_transferred_out, b.lifetime_merged_in,
+       b.lifetime_merged_out, b.last_activity,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint,
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
          WHERE member_id = $1 AND status = 'active' AND remaining > 0 AND expires_at <= $2) AS overdue,
