@@ -50,6 +50,9 @@ async def test_status_suspends_spending_not_earning_and_comes_back(api: Api) -> 
         assert r.status_code == 201 and r.json()["points"] > 0, r.text  # earning goes on
         assert (await app.get("/v1/members/M-S/status")).json()["status"] == "suspended"
 
+        # As of an instant before the suspension, the member was active.
+        r = await app.get("/v1/members/M-S/status", params={"as_of": "2026-11-21T00:00:00Z"})
+        assert r.status_code == 200 and r.json()["status"] == "active", r.text
         r = await post(support, "/v1/members/M-S/status", {"status": "active", "reason": "review_cleared"})
         assert r.status_code == 201 and r.json()["status"] == "active"
         r = await post(app, "/v1/members/M-S/redemptions", {"points": 100, "reward": REWARD})

@@ -26,10 +26,15 @@ from ledger.handlers import CommandRequest, Duplicate
 from ledger.ingest.schema import Identifier
 from ledger.keys import ApiKey, Permission
 
+from projections.asof import read_member_as_of
+
 from .deps import ContainerDep, IdempotencyKey, MemberPath, SingleQueryValues, require
+from .instants import AsOf, in_the_past
+from .shared_path import shared_path_route
 from .routes import _errors, _fingerprint
 
-router = APIRouter(prefix="/v1/members", dependencies=[SingleQueryValues], tags=["members"])
+router = APIRouter(prefix="/v1/members", dependencies=[SingleQueryValues], tags=["members"],
+                   route_class=shared_path_route(lambda: router.routes))
 Member = Annotated[MemberPath, Path(description="The member's id in the programme.")]
 StatusName = Literal["active", "suspended", "closed"]
 Reason = Literal[STATUS_REASONS]  # type: ignore[valid-type]
@@ -95,9 +100,16 @@ async def change_status(member_id: Member, body: StatusRequest, idempotency_key:
 @router.get("/{member_id}/status", operation_id="getMemberStatus", response_model=StatusView,
             responses=_errors(404))
 async def get_status(member_id: Member, container: ContainerDep,
-                     _: Annotated[ApiKey, require(Permission.read_members)]) -> StatusView:
-    """The member's status now (404 with `merged_into` for a merged member)."""
-    state = await container.ledger.member_state(member_id)
+                     _: Annotated[ApiKey, require(Permission.read_members)], as_of: AsOf = None) -> StatusView:
+    """The member's status now, or as of `as_of` (404 with `merged_into` for a member merged by then)."""
+    if as_of is not None:
+        member = await read_member_as_of(container.pool, member_id, in_the_past(container, "as_of", as_of),
+                                         container.ledger.member_state)
+        if member is None:
+            raise MemberNotFound(member_id)
+        state = member.state
+    else:
+        state = await container.ledger.member_state(member_id)
     if state.merged_into is not None:
         raise MemberMerged(member_id, state.merged_into)
     if not state.exists:
