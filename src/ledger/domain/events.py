@@ -420,9 +420,10 @@ class MemberMergedAway(Event):
 class MemberMergedIn(Event):
     """On the survivor's stream: a duplicate's lots, every one of them (open and closed,
     with their counters, dates and origin, each in `state.lot_row` form), its bookings
-    (booking id, lot id), debt, redemptions still reversible (id, points, lots), catalogue
-    rewards of them (kind, movement id, reward id) and the ids of its ended holds, so that
-    later cancellations, refunds, amendments and reversals of them apply here."""
+    (booking id, lot id), debt, redemptions still reversible (id, points, lots) and the
+    catalogue rewards of them (kind, movement id, reward id), so that later
+    cancellations, refunds, amendments and reversals of them apply here. Its holds (none
+    open: a merge refuses those) stay its own history."""
 
     from_member_id: str
     reason: str
@@ -432,7 +433,6 @@ class MemberMergedIn(Event):
     debt: int
     redemptions: tuple[tuple[Any, ...], ...]
     catalogue: tuple[tuple[str, str, str], ...]
-    holds_closed: tuple[tuple[str, str], ...]
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

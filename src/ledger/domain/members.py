@@ -165,6 +165,5 @@ def merge(states: Mapping[str, MemberState], command: MergeMembers) -> dict[str,
         redemptions=tuple((r.redemption_id, r.points, r.lots) for _, r in sorted(duplicate.redemptions.items())),
         catalogue=tuple((kind, movement_id, reward_id)
                         for (kind, movement_id), reward_id in sorted(duplicate.catalogue.items())),
-        holds_closed=tuple(sorted(duplicate.holds_closed.items())),
     )
     return {survivor.member_id: [moved], dup_id: [away]}

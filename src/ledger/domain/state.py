@@ -582,8 +582,6 @@ class _Draft:
             self.redemptions = self.redemptions.set(redemption_id, Redemption(redemption_id, points, lots))
         for kind, movement_id, reward_id in event.catalogue:
             self.catalogue = self.catalogue.set((kind, movement_id), reward_id)
-        for hold_id, how in event.holds_closed:
-            self.holds_closed = self.holds_closed.set(hold_id, how)
 
     def _redeemed(self, redemption_id: str, points: int, lots: tuple[LotTake, ...]) -> None:
         self.redemptions = self.redemptions.set(redemption_id, Redemption(redemption_id, points, lots))
