@@ -272,3 +272,22 @@ def test_a_suspended_or_closed_member_never_redeems_holds_or_transfers(data: st.
         conserved([e for e in world.events[member] if not isinstance(e, (MemberStatusChanged, MemberMergedAway))],
                   world.states[member])
     assert flows  # the same flows as the movement properties
+
+
+def test_a_household_redemption_drawing_on_a_suspended_member_is_refused() -> None:
+    from ledger.domain import AddHouseholdMember, CreateHousehold, RedeemForHousehold
+
+    household = "household/F"
+    world = World(rules(), ("h", "s", household))
+    for member in ("h", "s"):
+        world.run(CompleteBooking(member, START, f"{member}-1", "hotel", Decimal(100), "EUR"))
+    world.run(CreateHousehold(household, START, "F", "h"))
+    world.run(AddHouseholdMember(household, START, "F", "s"))
+    world.run(ChangeMemberStatus("s", START, "suspended", "fraud_review", "agent"))
+    each = world.states["h"].available(START)
+    # More than the head has: it would draw on the suspended member.
+    refused = world.run(RedeemForHousehold(household, START, "F", "R1", each + 1, "r", "hotel", ("h", "s")))
+    assert isinstance(refused, MemberStatusConflict) and refused.member_id == "s", refused
+    # What the head alone pays (soonest expiry first, the head's lot first on equal dates) goes through.
+    paid = world.run(RedeemForHousehold(household, START, "F", "R2", each, "r", "hotel", ("h", "s")))
+    assert isinstance(paid, dict) and set(paid) == {"h", household}, paid
