@@ -26,6 +26,7 @@ raises ConcurrencyConflict (a retryable 503 over HTTP) when the attempts run out
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -46,7 +47,9 @@ from ledger.domain import (
     Event,
     InvalidCommand,
     LedgerError,
+    MemberMerged,
     MemberState,
+    MergeMembers,
     ProgramRules,
     RuleBook,
     as_book,
@@ -58,6 +61,7 @@ from ledger.domain import (
     net_earned,
     to_snapshot,
 )
+from ledger.domain.members import REDIRECTED
 from ledger.group_commit import GroupCommit
 from ledger.outcomes import (
     AppendedEvent,
@@ -89,6 +93,10 @@ __all__ = ["BATCH_COMMANDS_MAX", "Applied", "BatchOutcomes", "CommandRequest", "
            "Outcome", "Rejected", "Retry", "StateCache", "Summary"]
 
 BATCH_COMMANDS_MAX = 10_000
+# Merged members whose redirect a process keeps (merges are rare; one forgotten costs a
+# decision again, see `Ledger._redirected`), and the longest chain of merges followed.
+REDIRECTS_MAX = 100_000
+REDIRECT_HOPS_MAX = 100
 # A load that folds at least this many events of one member saves that member's snapshot
 # at once, so that the next process to load it (after a restart or a deploy) starts
 # from there. `ledger serve` saves no snapshots otherwise (the Kafka consumer saves them
@@ -120,6 +128,10 @@ class _Draft:
     owner: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     in_batch: dict[str, int] = field(default_factory=dict)  # key -> the command of the batch that applies it
     doubtful: set[str] = field(default_factory=set)  # members read by an outcome that appends nothing to them
+    # Members (M2): (duplicate, survivor, at) of the merges decided; and the redirects
+    # learnt from booking commands sent to a merged member, to be decided again.
+    merges: list[tuple[str, str, Any]] = field(default_factory=list)
+    learnt: dict[str, str] = field(default_factory=dict)
 
 
 class StateCache:
@@ -191,6 +203,9 @@ class Ledger:
         self.appended = asyncio.Event()  # set after each append, to wake in-process readers
         self.conflicts = 0  # attempts that lost a race and were decided again (a metric)
         self.group = GroupCommit(self.handle_batch, batch_max=group_commands_max)
+        # Members (M2): merged member -> the member it was merged into, as far as this
+        # process knows (see `_redirected`).
+        self.redirects: OrderedDict[str, str] = OrderedDict()
 
     @property
     def rules(self) -> ProgramRules:
@@ -319,6 +334,7 @@ class Ledger:
         self, requests: Sequence[CommandRequest], offset_fence: OffsetFence | None,
         rejections: Sequence[RejectedMessage], *, trust_cache: bool,
     ) -> BatchOutcomes | Retry:
+        requests = self._redirected(requests)
         # State first, idempotency records second: they commit together, so any command
         # whose events the state already shows is sure to be found as recorded.
         states, trusted = await self._load([m for r in requests for m in r.command.member_ids], trust_cache=trust_cache)
@@ -334,6 +350,10 @@ class Ledger:
         optimistic = trust_cache and not await self.store.has_legacy_commands()
         recorded = {} if optimistic else await self._recorded(requests)
         draft = self._decide_batch(requests, states, recorded)
+        if draft.learnt:
+            self._learn(draft.learnt)
+            return Retry("A booking of a merged member goes to the member it was merged into.",
+                         tuple(draft.learnt.values()))
         retry = await self._check_trust(requests, draft, trusted, loaded_versions, optimistic=optimistic)
         if retry is not None:
             return retry
@@ -345,6 +365,47 @@ class Ledger:
             if failure is not None:
                 return Retry(failure.message)
         return self._settle(requests, draft, states)
+
+    def _redirected(self, requests: Sequence[CommandRequest]) -> Sequence[CommandRequest]:
+        """The requests with each booking command of a merged member sent to the member
+        it was merged into (following a chain of merges).
+
+        This process learns a redirect when it commits the merge, and when a booking
+        command of a merged member is decided on its state, which says whom it went to
+        (the attempt is then decided again, see `_attempt`). A redirect not known yet
+        is therefore harmless: the merge appended to the duplicate's stream, so a
+        booking decided on its state from before the merge fails its expected version,
+        and the state read again refuses it with the survivor's id. The same holds for
+        other processes, and `member_redirects` (written in the merge's transaction)
+        answers the reads."""
+        if not self.redirects:
+            return requests
+        out: list[CommandRequest] | None = None
+        for i, req in enumerate(requests):
+            command = req.command
+            if not isinstance(command, REDIRECTED) or command.member_id not in self.redirects:
+                continue
+            survivor = self.resolve(command.member_id)
+            if out is None:
+                out = list(requests)
+            out[i] = dataclasses.replace(req, command=dataclasses.replace(command, member_id=survivor))
+        return requests if out is None else out
+
+    def resolve(self, member_id: str) -> str:
+        """The member that has `member_id`'s points now, as far as this process knows."""
+        for _ in range(REDIRECT_HOPS_MAX):
+            survivor = self.redirects.get(member_id)
+            if survivor is None:
+                return member_id
+            member_id = survivor
+        raise AssertionError(f"a chain of more than {REDIRECT_HOPS_MAX} merges from {member_id!r}")
+
+    def _learn(self, redirects: Mapping[str, str]) -> None:
+        for duplicate, survivor in redirects.items():
+            self.redirects[duplicate] = survivor
+            self.redirects.move_to_end(duplicate)
+        while len(self.redirects) > REDIRECTS_MAX:
+            self.redirects.popitem(last=False)
 
     async def _recorded(self, requests: Sequence[CommandRequest]) -> dict[str, tuple[str, Applied]]:
         """The idempotency records of the batch's keys that were used before: key ->
@@ -371,6 +432,10 @@ class Ledger:
                 continue  # else a repeat of the earlier one: its outcome once that is known
             member_ids = req.command.member_ids
             decided = self._decide(req.command, member_ids, states)
+            if (isinstance(decided, Rejected) and isinstance(decided.error, MemberMerged)
+                    and isinstance(req.command, REDIRECTED)):
+                draft.learnt[decided.error.member_id] = decided.error.merged_into
+                continue
             if isinstance(decided, Rejected):
                 draft.outcomes[i] = decided
                 draft.doubtful.update(member_ids)
@@ -440,6 +505,8 @@ class Ledger:
         if appends:
             self.appended.set()
             self.appended.clear()
+        if draft.merges:
+            self._learn({duplicate: survivor for duplicate, survivor, _ in draft.merges})
         # A partial of a module function, not a closure over the outcomes: no reference
         # cycle, which the consumer's paused collector would keep until its next full pass.
         return BatchOutcomes(draft.outcomes, functools.partial(_committed_outcome, requests, draft), len(draft.owner))
@@ -457,6 +524,8 @@ def _stage(draft: _Draft, i: int, req: CommandRequest, member_ids: tuple[str, ..
     if not decided:
         draft.outcomes[i] = Applied(member_id, (), None, Summary(available, pending, 0))
         return
+    if isinstance(command, MergeMembers):
+        draft.merges.append((command.duplicate_id, member_id, command.occurred_at))
     key = req.idempotency_key
     record = None if key is None else {  # see StreamAppend
         "request_hash": req.request_hash,
@@ -517,7 +586,7 @@ def _unit_of_work(requests: Sequence[CommandRequest], draft: _Draft, offset_fenc
                                                refusal_reason(outcome.error)))
         elif not isinstance(outcome, Rejected):  # applied now, or before: either way no longer pending
             retried.append(source.rejection_id)
-    return UnitOfWork(draft.appends, offset_fence, refused, retried)
+    return UnitOfWork(draft.appends, offset_fence, refused, retried, draft.merges)
 
 
 def _appended(append: StreamAppend) -> tuple[AppendedEvent, ...]:

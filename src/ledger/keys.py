@@ -36,6 +36,7 @@ class Permission(StrEnum):
     publish_programme = "programme:write"
     read_catalogue = "catalogue:read"
     manage_catalogue = "catalogue:write"
+    manage_members = "members:write"  # members' status and merges
 
 
 WHAT: dict[Permission, str] = {
@@ -53,6 +54,7 @@ WHAT: dict[Permission, str] = {
     Permission.publish_programme: "publish programme rules or exchange rates",
     Permission.read_catalogue: "read the reward catalogue",
     Permission.manage_catalogue: "define catalogue rewards",
+    Permission.manage_members: "change a member's status or merge members",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -60,7 +62,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
                          Permission.manage_households, Permission.read_catalogue}),
     Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse,
-                             Permission.read_programme, Permission.read_catalogue}),
+                             Permission.read_programme, Permission.read_catalogue, Permission.manage_members}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports,
                              Permission.read_programme, Permission.read_catalogue}),
     Role.admin: frozenset(Permission),

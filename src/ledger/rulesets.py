@@ -140,6 +140,8 @@ class RuleSet(_Strict):
     transfers: TransferSpec = Field(default_factory=TransferSpec)
     return_grace_days: Int = Field(0, ge=0, le=3_650)
     household_members_max: Int = Field(6, ge=2, le=100)
+    on_close: Literal["forfeit", "keep"] = Field(
+        "keep", description="Closing a member forfeits its available points (a debit adjustment) or keeps them.")
     segments: SegmentSpec = Field(default_factory=SegmentSpec,
                                   description="Customer value segments; their value is in the programme currency.")
     cost_per_point: str = Field("0.01", pattern=r"^[0-9]{1,6}(\.[0-9]{1,8})?$",

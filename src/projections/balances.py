@@ -8,6 +8,7 @@ holds the live and the rebuilt tables to it):
         - lifetime_redeemed - lifetime_expired - lifetime_transferred_out
         - (lifetime_reversed - reversed while pending)
         - (debt + debt paid by lots at their date)
+        + lifetime_merged_in - lifetime_merged_out
 
 where "reversed while pending" is the `pending_points` of the reversals and partial
 refunds (taken from `pending`, not from `available`), and "debt paid by lots at their
@@ -26,6 +27,8 @@ What the totals count, as a finance user reads them:
   they return from a hold or a redemption (the debt they repay, if any, comes off
   `debt`, and `available` rises by as much);
 - transferred in and out: transfers received and sent.
+- merged in and out: the active points (net of debt: `available`) and the debt a merge
+  moved from a duplicate to the survivor; its pending points move to `pending`.
 A grace lot (points returned to a lot past its date, re-granted) is no new earning:
 those points only come off `lifetime_redeemed`.
 """
@@ -53,14 +56,17 @@ from ledger.domain import (
     PointsTransferredIn,
     PointsTransferredOut,
     RedemptionReversed,
+    MemberMergedAway,
+    MemberMergedIn,
 )
 from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
 
 # Column order of the additive counters in a delta row.
 COUNTERS = ("available", "pending", "held", "lifetime_earned", "lifetime_redeemed", "lifetime_expired",
-            "lifetime_adjusted", "lifetime_reversed", "lifetime_transferred_in", "lifetime_transferred_out", "debt")
-_A, _P, _H, _E, _R, _X, _ADJ, _REV, _TIN, _TOUT, _D = range(len(COUNTERS))
+            "lifetime_adjusted", "lifetime_reversed", "lifetime_transferred_in", "lifetime_transferred_out", "debt",
+            "lifetime_merged_in", "lifetime_merged_out")
+_A, _P, _H, _E, _R, _X, _ADJ, _REV, _TIN, _TOUT, _D, _MIN, _MOUT = range(len(COUNTERS))
 COLUMNS = ("member_id", *COUNTERS, "last_activity", "position")
 
 LotStatus = Callable[[str, str], str | None]  # (member, lot id) -> the lot's status, None if not known here
@@ -152,6 +158,19 @@ class Balances:
             case PointsTransferredIn():
                 row[_A] += e.points
                 row[_TIN] += e.points
+            # Members (M2): a merge moves what the duplicate had to the survivor.
+            case MemberMergedAway():
+                active = _sum(e.lots) - e.pending
+                row[_A] -= active - e.debt
+                row[_P] -= e.pending
+                row[_D] -= e.debt
+                row[_MOUT] += active
+            case MemberMergedIn():
+                active, pending = merged_points(e)
+                row[_A] += active - e.debt
+                row[_P] += pending
+                row[_D] += e.debt
+                row[_MIN] += active
 
     @staticmethod
     def _returned(row: list, spendable: tuple[tuple[str, int], ...], expired: tuple[tuple[str, int], ...],
@@ -217,6 +236,18 @@ class Balances:
         )
         self.rows.clear()
         return [r[0] for r in rows]
+
+
+def merged_points(e: MemberMergedIn) -> tuple[int, int]:
+    """(active, pending) points on the lots a merge moved in."""
+    active = pending = 0
+    for row in e.moved_lots:
+        status, remaining = row[4], row[3]
+        if status == "active":
+            active += remaining
+        elif status == "pending":
+            pending += remaining
+    return active, pending
 
 
 def _add_raised(row: list, status: str, points: int) -> None:

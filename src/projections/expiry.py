@@ -10,6 +10,8 @@ the lot (a lot given points again afterwards is active again, so the job finds t
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from ledger.domain import (
@@ -27,6 +29,8 @@ from ledger.domain import (
     PointsTransferredIn,
     PointsTransferredOut,
     RedemptionReversed,
+    MemberMergedAway,
+    MemberMergedIn,
 )
 from ledger.domain.decider import booking_lot_id
 from ledger.store import StoredEvent
@@ -116,6 +120,19 @@ class ExpirySchedule:
                     self._new(m, e.grace_lot_id, sum(p for _, p in e.regranted), e.expires_at)
             case PointsTransferredIn():
                 self._new(m, e.lot_id, e.points, e.expires_at)
+            # Members (M2): the duplicate's lots leave it (`merged`, nothing left on them)
+            # and arrive on the survivor as they stood.
+            case MemberMergedAway():
+                self._take(m, e.lots)
+                for lot_id, _ in e.lots:
+                    self._row(m, lot_id)[0] = "merged"
+            case MemberMergedIn():
+                for r in e.moved_lots:
+                    lot_id, points, remaining, status, expires_at, expired = r[0], r[2], r[3], r[4], r[5], r[8]
+                    row = self._row(m, lot_id)
+                    row[0] = "expired" if status == "active" and not remaining and expired else status
+                    row[1], row[3] = points, None if expires_at is None else datetime.fromisoformat(expires_at)
+                    row[2] += remaining
 
     def completed(self, keep: str | None = None) -> list[tuple]:
         """The lots of the members whose every event has been applied, in `COLUMNS` order:

@@ -20,7 +20,8 @@ points moved (the activity), as additive deltas.
 A lot's tier is the tier its points were earned at: for an earn, the tier the decider
 priced it at, which `PointsEarned` carries from its version 2. Lots not earned on a
 booking at a known tier (support credits, transfers in, a redemption's points re-granted
-on a grace lot, and earns recorded before version 2) count under the tier "" (no tier).
+on a grace lot, earns recorded before version 2, and a duplicate's lots as a merge moves
+them to the survivor) count under the tier "" (no tier).
 Every change to a lot counts in the lot's tier, so each tier's figure is what is left of
 lots, never below zero (the tier at each change instead would put a spend under a tier
 the points were not earned in). A replay takes it from the events alone, so a rebuild
@@ -36,6 +37,7 @@ The sums by key are the same both ways.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -46,6 +48,8 @@ from ledger.domain import (
     Event,
     HoldCaptured,
     HoldReleased,
+    MemberMergedAway,
+    MemberMergedIn,
     PendingPointsActivated,
     PointsAdjusted,
     PointsEarned,
@@ -112,7 +116,7 @@ LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product", "tie
 _REPORTED = frozenset((
     PointsEarned, PendingPointsActivated, PointsRedeemed, PointsRedeemedForHousehold, PointsExpired, DebtSettled,
     PointsAdjusted, EarnReversed, BookingAmended, HoldCaptured, HoldReleased, RedemptionReversed,
-    PointsTransferredOut, PointsTransferredIn,
+    PointsTransferredOut, PointsTransferredIn, MemberMergedAway, MemberMergedIn,
 ))
 
 Takes = tuple[tuple[str, int], ...]
@@ -137,6 +141,16 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+def _product(breakdown: Any) -> str:
+    """The product of a lot moved by a merge, from its base rule's label
+    (`base:{product}:{currency}`), which the moved lot carries: "" for a lot not earned
+    on a booking."""
+    for rule, _ in breakdown:
+        if rule.startswith("base:"):
+            return str(rule.split(":")[1])
+    return NO_PRODUCT
+
+
 def lots_read(e: Event) -> tuple[str, ...]:
     """The lots made before an event that it takes from, gives to, or changes."""
     match e:
@@ -152,6 +166,8 @@ def lots_read(e: Event) -> tuple[str, ...]:
             return tuple(lot for lot, _ in e.expired + e.forfeited)
         case RedemptionReversed():
             return tuple(lot for lot, _ in e.lots + e.expired)
+        case MemberMergedAway():
+            return tuple(lot for lot, _ in e.lots)
     return ()
 
 
@@ -296,6 +312,16 @@ class ReportLedger:
                 lot = self._new_lot(m, lots, e.lot_id, False, e.expires_at, NO_PRODUCT, NO_TIER)
                 self._liability(when, lot, e.points)
                 self._activity(day, "transferred_in", NO_PRODUCT, "transfer", e.points)
+            case MemberMergedAway():  # what it had left went to the survivor: no activity
+                self._took(lots, when, e.lots)
+            case MemberMergedIn():
+                for row in e.moved_lots:
+                    lot_id, status, expires_at, remaining, held = row[0], row[4], row[5], row[3], row[10]
+                    lot = self._new_lot(m, lots, lot_id, status == PENDING,
+                                        datetime.fromisoformat(expires_at) if isinstance(expires_at, str) else expires_at,
+                                        _product(row[13]), NO_TIER)
+                    if status in (PENDING, ACTIVE):
+                        self._liability(when, lot, remaining + held)
 
     # -- rows ----------------------------------------------------------------------------
 

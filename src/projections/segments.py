@@ -9,6 +9,10 @@ the amount after the change); a cancelled or refunded booking (`EarnReversed`) s
 with an amount of 0, which no read counts. A booking pending until the trip counts from
 when it was booked, as its points do toward nothing yet: the spend is committed.
 `segment_members` holds when each member's first event happened (the tenure).
+
+A merge (M2) leaves the duplicate's booking rows where they are: the survivor's events
+do not say when those bookings earned, so the survivor's segment counts its own
+bookings only, and a later take-back of a moved booking changes no row.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from decimal import Decimal
 
 import asyncpg
 
-from ledger.domain import BookingAmended, EarnReversed, PointsEarned
+from ledger.domain import BookingAmended, EarnReversed, MemberMergedIn, PointsEarned
 from ledger.store import StoredEvent
 
 BOOKING_COLUMNS = ("member_id", "booking_id", "earned_at", "currency", "amount")
 MEMBER_COLUMNS = ("member_id", "first_at")
-_BOOKING_EVENTS = frozenset((PointsEarned, BookingAmended, EarnReversed))
+_BOOKING_EVENTS = frozenset((PointsEarned, BookingAmended, EarnReversed, MemberMergedIn))
 _ZERO = Decimal(0)
 
 
@@ -40,6 +44,8 @@ class SegmentBookings:
         # before this page, only the amount changes.
         self.bookings: dict[tuple[str, str], list] = {}
         self.first_at: dict[str, datetime] = {}
+        # (member, booking) of the bookings a merge moved to the member: no row of its.
+        self.moved_in: set[tuple[str, str]] = set()
 
     def apply(self, stored: StoredEvent) -> None:
         e, m = stored.event, stored.stream_id
@@ -55,8 +61,12 @@ class SegmentBookings:
                 self._amount(m, e.booking_id, Decimal(e.amount))
             case EarnReversed():
                 self._amount(m, e.booking_id, _ZERO)
+            case MemberMergedIn():
+                self.moved_in.update((m, booking_id) for booking_id, _ in e.bookings)
 
     def _amount(self, member: str, booking_id: str, amount: Decimal) -> None:
+        if (member, booking_id) in self.moved_in:
+            return
         row = self.bookings.get((member, booking_id))
         if row is None:
             self.bookings[(member, booking_id)] = [None, None, amount]
@@ -74,6 +84,7 @@ class SegmentBookings:
                 assert row[0] is not None, "a replay sees every booking earned"
                 bookings.append((key[0], key[1], row[0], row[1], row[2]))
         self.bookings = kept
+        self.moved_in = {key for key in self.moved_in if key[0] == keep}
         first_kept = {keep: self.first_at.pop(keep)} if keep is not None and keep in self.first_at else {}
         members = list(self.first_at.items())
         self.first_at = first_kept
@@ -108,3 +119,4 @@ class SegmentBookings:
             )
         self.bookings.clear()
         self.first_at.clear()
+        self.moved_in.clear()

@@ -23,6 +23,8 @@ import asyncpg
 from ledger.domain import (
     BookingAmended,
     EarnReversed,
+    MemberMergedAway,
+    MemberMergedIn,
     PendingPointsActivated,
     PointsEarned,
     Rules,
@@ -83,6 +85,16 @@ class TierQualifying:
             case BookingAmended() if e.qualifying_points:
                 if not self._amended(m, e.booking_id, e.qualifying_points, e.occurred_at):
                     return
+            # Members (M2): a merge moves the duplicate's tier-qualifying entries.
+            case MemberMergedAway():
+                for booking in e.qualifying:
+                    self.rows[(m, booking)] = None
+                    self.deltas.pop((m, booking), None)
+            case MemberMergedIn():
+                for r in e.moved_lots:
+                    booking, qualifying, qualified_at = r[1], r[6], r[9]
+                    if qualified_at is not None and booking is not None:
+                        self.rows[(m, booking)] = (datetime.fromisoformat(qualified_at), qualifying)
             case _:
                 return
         self._changed(m, e.occurred_at)

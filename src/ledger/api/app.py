@@ -33,6 +33,7 @@ from .programme import router as programme_router
 from .rejected import router as rejected_router
 from .rewards import router as rewards_router
 from .reports import router as reports_router
+from .members import router as members_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
@@ -139,6 +140,7 @@ def create_app(
     app.include_router(statements_router)
     app.include_router(programme_router)
     app.include_router(rewards_router)
+    app.include_router(members_router)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import datetime
 from typing import Annotated, Any
 
 import annotated_types
@@ -13,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from ledger.bootstrap import Container
+from ledger.domain import MemberMerged
 from ledger.keys import WHAT, ApiKey, Permission, authenticate
 from ledger.ingest.schema import Identifier
 from projections.models import MEMBERS, Group
@@ -147,3 +149,29 @@ async def wait_for_position(container: Container, min_position: int | None, grou
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+# Members (M2)
+
+
+async def _not_merged(request: Request, container: ContainerDep) -> None:
+    """A read of a merged member answers 404 with `merged_into`, but a read as of an
+    instant before the merge (`as_of`), which is history the duplicate still has."""
+    member_id = request.path_params.get("member_id")
+    if member_id is None:
+        return
+    row = await container.pool.fetchrow("SELECT merged_into, merged_at FROM member_redirects WHERE member_id = $1",
+                                        member_id)
+    if row is None:
+        return
+    as_of = request.query_params.get("as_of")
+    if as_of is not None:
+        try:
+            if datetime.fromisoformat(as_of.replace("Z", "+00:00")) < row["merged_at"]:
+                return
+        except (ValueError, TypeError):
+            pass  # the route's own validation answers for it
+    raise MemberMerged(member_id, row["merged_into"])
+
+
+NotMerged = Depends(_not_merged)

@@ -34,6 +34,7 @@ from .deps import (
     ContainerDep,
     IdempotencyKey,
     MemberPath,
+    NotMerged,
     MinPosition,
     QueryInt,
     SingleQueryValues,
@@ -196,7 +197,7 @@ _READ = require(Permission.read_members)
 
 
 @router.get("/members/{member_id}/balance", operation_id="getBalance", response_model=Balance,
-            responses=_errors(404, 409), tags=["members"])
+            responses=_errors(404, 409), tags=["members"], dependencies=[NotMerged])
 async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                   min_position: MinPosition = None, as_of: AsOf = None) -> Balance:
     """Available, pending and held points, lifetime totals, and the tier in force now (or
@@ -216,6 +217,7 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
         held=row["held"], lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"],
         lifetime_transferred_in=row["lifetime_transferred_in"], lifetime_transferred_out=row["lifetime_transferred_out"],
+        lifetime_merged_in=row["lifetime_merged_in"], lifetime_merged_out=row["lifetime_merged_out"],
         tier=tier.tier, last_activity=row["last_activity"], position=row["checkpoint"],
     )
 
@@ -231,6 +233,7 @@ async def _balance_as_of(container: Container, member_id: str, at: datetime) -> 
         lifetime_expired=totals["lifetime_expired"], lifetime_adjusted=totals["lifetime_adjusted"],
         lifetime_transferred_in=totals["lifetime_transferred_in"],
         lifetime_transferred_out=totals["lifetime_transferred_out"],
+        lifetime_merged_in=totals["lifetime_merged_in"], lifetime_merged_out=totals["lifetime_merged_out"],
         tier=tier_status(state.qualifying_entries(), at, container.rules).tier, last_activity=member.last_activity,
         position=member.position,
     )
@@ -241,7 +244,8 @@ async def _balance_as_of(container: Container, member_id: str, at: datetime) -> 
 # is already net of the debt, so only the overdue points beyond the debt come off.
 _BALANCE_SQL = """
 SELECT b.available, b.debt, b.pending, b.held, b.lifetime_earned, b.lifetime_redeemed, b.lifetime_expired,
-       b.lifetime_adjusted, b.lifetime_transferred_in, b.lifetime_transferred_out, b.last_activity,
+       b.lifetime_adjusted, b.lifetime_transferred_in, b.lifetime_transferred_out, b.lifetime_merged_in,
+       b.lifetime_merged_out, b.last_activity,
        (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS checkpoint,
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
          WHERE member_id = $1 AND status = 'active' AND remaining > 0 AND expires_at <= $2) AS overdue,
@@ -251,7 +255,7 @@ FROM balances b WHERE b.member_id = $1
 """
 
 
-@router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView,
+@router.get("/members/{member_id}/tier", operation_id="getTier", response_model=TierView, dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None, as_of: AsOf = None) -> TierView:
@@ -277,6 +281,7 @@ async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, 
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,
+            dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def expiry_schedule(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
@@ -333,6 +338,7 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
 
 
 @router.get("/members/{member_id}/history", operation_id="getHistory", response_model=HistoryPage,
+            dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def history(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],

@@ -142,7 +142,8 @@ class Balance(BaseModel):
     model_config = _examples({
         "member_id": "M-1001", "available": 850, "pending": 0, "held": 400, "lifetime_earned": 2600,
         "lifetime_redeemed": 2100, "lifetime_expired": 0, "lifetime_adjusted": 750, "lifetime_transferred_in": 0,
-        "lifetime_transferred_out": 0, "tier": "member", "last_activity": "2026-11-25T09:30:00Z", "position": 44,
+        "lifetime_transferred_out": 0, "lifetime_merged_in": 0, "lifetime_merged_out": 0, "tier": "member",
+        "last_activity": "2026-11-25T09:30:00Z", "position": 44,
     })
     member_id: str
     available: int = Field(description="Spendable now: lots past their date and points on open holds are left out.")
@@ -154,6 +155,8 @@ class Balance(BaseModel):
     lifetime_adjusted: int
     lifetime_transferred_in: int = Field(description="Points received from other members.")
     lifetime_transferred_out: int = Field(description="Points sent to other members.")
+    lifetime_merged_in: int = Field(description="Active points a merge moved here from a duplicate member.")
+    lifetime_merged_out: int = Field(description="Active points a merge moved from this member to the survivor.")
     tier: str
     last_activity: datetime
     position: int = Field(description="The read models include every event up to this position.")

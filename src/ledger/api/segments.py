@@ -22,7 +22,7 @@ from ledger.keys import ApiKey, Permission
 from projections.segment_queries import TopEdge, member_segment, segments_overview, top_edge
 from projections.models import REPORTS
 
-from .deps import ContainerDep, MemberPath, MinPosition, SingleQueryValues, require, wait_for_position
+from .deps import ContainerDep, MemberPath, MinPosition, NotMerged, SingleQueryValues, require, wait_for_position
 from .routes import _errors
 from .schemas import _examples
 
@@ -171,6 +171,7 @@ def _top_cache(container: Container) -> _TopEdgeCache:
 
 
 @router.get("/members/{member_id}/segment", operation_id="getMemberSegment", response_model=MemberSegmentView,
+            dependencies=[NotMerged],
             responses=_errors(404, 409), tags=["members"])
 async def member(member_id: Member, container: ContainerDep,
                  _: Annotated[ApiKey, require(Permission.read_members)],

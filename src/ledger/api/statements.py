@@ -14,7 +14,7 @@ from ledger.domain.asof import CREDITS, DEBITS
 from ledger.keys import ApiKey, Permission
 from projections.asof import read_statement, verify_member
 
-from .deps import ContainerDep, MemberPath, SingleQueryValues, require
+from .deps import ContainerDep, MemberPath, NotMerged, SingleQueryValues, require
 from .instants import INSTANT_DESCRIPTION, Instant, in_the_past, invalid
 from .routes import _errors
 
@@ -96,6 +96,7 @@ class VerificationView(BaseModel):
 
 
 @router.get("/members/{member_id}/statement", operation_id="getStatement", response_model=StatementView,
+            dependencies=[NotMerged],
             response_model_by_alias=True, responses=_errors(404), tags=["members"])
 async def get_statement(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, require(Permission.read_members)],
@@ -126,6 +127,7 @@ async def get_statement(
 
 
 @router.get("/members/{member_id}/verification", operation_id="getVerification", response_model=VerificationView,
+            dependencies=[NotMerged],
             responses=_errors(404), tags=["audit"])
 async def get_verification(
     member_id: Member, container: ContainerDep, _: Annotated[ApiKey, require(Permission.audit)],

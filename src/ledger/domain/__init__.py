@@ -30,6 +30,8 @@ from .commands import (
     RedeemReward,
     is_reward_stream,
     reward_stream_id,
+    ChangeMemberStatus,
+    MergeMembers,
 )
 from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
 from .errors import (
@@ -53,6 +55,8 @@ from .errors import (
     HouseholdNotFound,
     RewardNotFound,
     RewardUnavailable,
+    MemberMerged,
+    MemberStatusConflict,
 )
 from .events import (
     BookingAmended,
@@ -81,6 +85,10 @@ from .events import (
     RewardDefined,
     RewardStockReturned,
     RewardStockTaken,
+    STATUS_REASONS,
+    MemberMergedAway,
+    MemberMergedIn,
+    MemberStatusChanged,
     from_data,
     to_data,
 )

@@ -308,3 +308,31 @@ class HoldReward(Command):
     @property
     def member_ids(self) -> tuple[str, ...]:
         return (self.member_id, reward_stream_id(self.reward_id))
+
+
+# Members (M2): status and merges.
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ChangeMemberStatus(Command):
+    """Suspend, close or reactivate a member; `reason` is a code of `STATUS_REASONS`."""
+
+    status: str
+    reason: str
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MergeMembers(Command):
+    """Merge `duplicate_id` into the member (the survivor): its lots, pending points,
+    bookings and tier-qualifying history move here, and it is closed for good."""
+
+    duplicate_id: str
+    reason: str
+    actor: str
+
+    @property
+    def member_ids(self) -> tuple[str, ...]:
+        return (self.member_id, self.duplicate_id)

@@ -93,14 +93,31 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
     """The events a command appends to each stream, given the states of every member it
     reads (`command.member_ids`); pure, as `decide`. A command of one member goes
     through `decide`; a transfer reads and writes both members."""
+    if isinstance(command, MergeMembers):
+        _check_time(command)
+        return merge(states, command)
     if isinstance(command, TransferPoints):
         _check_time(command)
+        check_member(states[command.member_id], command)
+        check_member(states[command.to_member_id], command)
         return _transfer(states[command.member_id], states[command.to_member_id], command, rules)
     if isinstance(command, (CreateHousehold, AddHouseholdMember, RemoveHouseholdMember, RedeemForHousehold)):
         _check_time(command)
-        return _household(states, command, rules)
+        for member_id in command.member_ids[1:]:
+            member = states[member_id]
+            if member.merged_into is not None:
+                raise MemberMerged(member_id, member.merged_into)
+        household_events = _household(states, command, rules)
+        if isinstance(command, RedeemForHousehold):
+            for member_id in household_events:
+                if member_id != command.member_id:
+                    check_paying(states[member_id])
+        return household_events
     if isinstance(command, CATALOGUE_COMMANDS):
         _check_time(command)
+        member = states[command.member_id]
+        if member.status != "active" or member.merged_into is not None:
+            check_member(member, command)
         return decide_catalogue(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
@@ -133,6 +150,8 @@ def _check_time(command: Command) -> None:
 
 def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Event]:
     _check_time(command)
+    if (state.status != "active" or state.merged_into is not None) and not isinstance(command, ChangeMemberStatus):
+        check_member(state, command)
     match command:
         case ConfirmBooking():
             return [_earn(state, command, rules, status="pending")]
@@ -165,6 +184,9 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         case ReverseRedemption():
             _check_free_form(state, "redemption", command.redemption_id)
             return [_reverse_redemption(state, command, rules)]
+        # Members (M2)
+        case ChangeMemberStatus():
+            return change_status(state, command, rules)
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -767,3 +789,7 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
 
 # At the end: the catalogue's decisions build on this module's functions.
 from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # noqa: E402
+# Members (M2): status and merges.
+from .commands import ChangeMemberStatus, MergeMembers  # noqa: E402
+from .errors import MemberMerged  # noqa: E402
+from .members import change_status, check_member, check_paying, merge  # noqa: E402

@@ -144,3 +144,33 @@ class RewardUnavailable(InvalidCommand):
     def __init__(self, message: str, reason: str, **details: object) -> None:
         super().__init__(message, reason=reason, **details)
         self.reason = reason
+
+
+# Members (M2)
+
+
+class MemberStatusConflict(InvalidCommand):
+    """The member's status refuses the command (a suspended or closed member spends
+    nothing), or the status cannot change so: `member_status` names the member's (409, final
+    until the status changes)."""
+
+    title = "Member status conflict"
+
+    def __init__(self, message: str, member_id: str, status: str) -> None:
+        # `member_status`: a problem body's `status` is its HTTP status.
+        super().__init__(message, member_id=member_id, member_status=status)
+        self.member_id = member_id
+        self.status = status
+
+
+class MemberMerged(NotFound):
+    """The member was merged into another (`merged_into`), which has its points now: a
+    read or a command of it answers 404 naming that member."""
+
+    title = "Member merged"
+
+    def __init__(self, member_id: str, merged_into: str) -> None:
+        super().__init__(f"Member {member_id!r} was merged into member {merged_into!r}.", member_id=member_id,
+                         merged_into=merged_into)
+        self.member_id = member_id
+        self.merged_into = merged_into

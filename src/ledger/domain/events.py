@@ -382,6 +382,64 @@ class CatalogueRewardTaken(Event):
     partner: str | None
 
 
+# Members (M2): a member's status, and the merge of a duplicate account into a survivor.
+# No free text enters these events: a reason is a code from `STATUS_REASONS` (a note
+# typed by an agent may name the member, and the event store keeps it for good).
+
+STATUS_REASONS = ("fraud_review", "customer_request", "duplicate_account", "compliance", "inactivity", "deceased",
+                  "review_cleared", "reopened", "other")
+MemberStatus = Literal["active", "suspended", "closed"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberStatusChanged(Event):
+    """On the member's stream: its status changed from `from_status` to `to_status`, for
+    `reason` (a code of `STATUS_REASONS`), by `actor` (the API key's id)."""
+
+    from_status: str
+    to_status: str
+    reason: str
+    actor: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberMergedAway(Event):
+    """On the duplicate's stream: it was merged into `merged_into` and is closed for good.
+    Everything it had left went to the survivor's `MemberMergedIn` of the same command:
+    `lots` what was still on each open lot (pending or active), `pending` of it pending,
+    `debt` the debt it owed, `qualifying` the bookings whose tier-qualifying points went."""
+
+    merged_into: str
+    reason: str
+    actor: str
+    lots: tuple[LotTake, ...]
+    pending: int
+    debt: int
+    qualifying: tuple[str, ...]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberMergedIn(Event):
+    """On the survivor's stream: a duplicate's lots, every one of them (open and closed,
+    with their counters, dates and origin, each in `state.lot_row` form), its bookings
+    (booking id, lot id), debt, redemptions still reversible (id, points, lots) and the
+    catalogue rewards of them (kind, movement id, reward id), so that later
+    cancellations, refunds, amendments and reversals of them apply here. Its holds (none
+    open: a merge refuses those) stay its own history."""
+
+    from_member_id: str
+    reason: str
+    actor: str
+    moved_lots: tuple[tuple[Any, ...], ...]
+    bookings: tuple[tuple[str, str], ...]
+    debt: int
+    redemptions: tuple[tuple[Any, ...], ...]
+    catalogue: tuple[tuple[str, str, str], ...]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -390,6 +448,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PointsTransferredIn, HouseholdCreated, HouseholdMemberAdded, HouseholdMemberRemoved, HouseholdJoined,
         HouseholdLeft, HouseholdPointsRedeemed, PointsRedeemedForHousehold, RewardDefined, RewardStockTaken,
         RewardStockReturned, CatalogueRewardTaken,
+        # Members (M2)
+        MemberStatusChanged, MemberMergedAway, MemberMergedIn,
     )
 }
 
@@ -513,6 +573,28 @@ def _make_decoder(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
 
 
 _DECODERS: dict[type, Callable[[dict[str, Any]], Event]] = {cls: _make_decoder(cls) for cls in EVENT_TYPES.values()}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON's nested lists back into the tuples the event was made with."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _nested_decoder(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:
+    # Their records nest (a lot's row holds its breakdown): the generated decoder leaves
+    # them lists, and the event must equal the one decided.
+    flat = _DECODERS[cls]
+    names = _field_names(cls)[1:]
+
+    def decode(data: dict[str, Any]) -> Event:
+        event = flat(data)
+        return cls(event.occurred_at, *(_tuples(getattr(event, name)) for name in names))
+
+    return decode
+
+
+_DECODERS[MemberMergedIn] = _nested_decoder(MemberMergedIn)
+_DECODERS[MemberMergedAway] = _nested_decoder(MemberMergedAway)
 
 
 def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:

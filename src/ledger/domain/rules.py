@@ -148,6 +148,9 @@ class ProgramRules:
     # this many days; 0: they come back expired.
     return_grace_days: int = 0
     household_members_max: int = 6
+    # What closing a member does with its available points: forfeit them (a debit
+    # adjustment in the same command) or keep them (back in use if it is reopened).
+    on_close: str = "keep"
     # What the programme books per outstanding point (its liability, deferred revenue) in
     # `programme_currency`: the liability report values the points at it.
     cost_per_point: Decimal = Decimal("0.01")
@@ -182,6 +185,7 @@ class ProgramRules:
              or not self.programme_currency.isupper(), "programme_currency must be a three-letter code"),
             (self.segments.currency != self.programme_currency,
              "segments count value in programme_currency: segments.currency must be the same"),
+            (self.on_close not in ("forfeit", "keep"), "on_close must be forfeit or keep"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -304,6 +308,7 @@ class ProgramRules:
             cost_per_point=Decimal(str(raw.get("cost_per_point", "0.01"))),
             programme_currency=currency,
             segments=SegmentRules.from_dict(raw.get("segments", {}), currency),
+            on_close=str(raw.get("on_close", "keep")),
         )
 
     @classmethod

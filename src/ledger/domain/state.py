@@ -41,6 +41,9 @@ from .events import (
     RewardDefined,
     RewardStockReturned,
     RewardStockTaken,
+    MemberMergedAway,
+    MemberMergedIn,
+    MemberStatusChanged,
     HoldCaptured,
     HoldReleased,
     PointsHeld,
@@ -197,6 +200,10 @@ class MemberState:
     # each redemption not reversed in full, whose unit of stock comes back with it.
     catalogue: Map = _NO_ENTRIES
     reward: RewardState | None = None  # a reward stream's: the reward and its stock
+    # Members (M2): active | suspended | closed; a merged duplicate is closed, with the
+    # member it was merged into.
+    status: str = "active"
+    merged_into: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -326,7 +333,7 @@ class _Draft:
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
-                 "household_roster", "catalogue", "reward")
+                 "household_roster", "catalogue", "reward", "status", "merged_into")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -339,12 +346,14 @@ class _Draft:
         self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
         self.household_id, self.household_roster = state.household_id, state.household_roster
         self.catalogue, self.reward = state.catalogue, state.reward
+        self.status, self.merged_into = state.status, state.merged_into
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
-                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward)
+                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward,
+                           self.status, self.merged_into)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -542,8 +551,37 @@ class _Draft:
                 self.reward = _reward_taken(self.reward, 1)
             case RewardStockReturned():
                 self.reward = _reward_taken(self.reward, -1)
+            # Members (M2)
+            case MemberStatusChanged():
+                self.status = event.to_status
+            case MemberMergedAway():
+                self._merged_away(event)
+            case MemberMergedIn():
+                self._merged_in(event)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
+
+    def _merged_away(self, event: MemberMergedAway) -> None:
+        """Every lot leaves with the merge (the survivor's `MemberMergedIn` has them): the
+        duplicate keeps none, nor its bookings, debt or redemptions."""
+        self.lots, self.closed, self.bookings = Map().mutate(), Map().mutate(), Map().mutate()
+        self.expiry, self.qualifying = _NO_KEYS.edit(), _NO_WEIGHTED_KEYS.edit()
+        self.active = self.pending = 0
+        self.debt = 0
+        self.redemptions, self.catalogue = _NO_ENTRIES, _NO_ENTRIES
+        self.status, self.merged_into = "closed", event.merged_into
+
+    def _merged_in(self, event: MemberMergedIn) -> None:
+        for row in event.moved_lots:
+            lot = lot_from_row(row)
+            self.put(self._existing(lot.lot_id), lot)
+        for booking_id, lot_id in event.bookings:
+            self.bookings[booking_id] = lot_id
+        self.debt += event.debt
+        for redemption_id, points, lots in event.redemptions:
+            self.redemptions = self.redemptions.set(redemption_id, Redemption(redemption_id, points, lots))
+        for kind, movement_id, reward_id in event.catalogue:
+            self.catalogue = self.catalogue.set((kind, movement_id), reward_id)
 
     def _redeemed(self, redemption_id: str, points: int, lots: tuple[LotTake, ...]) -> None:
         self.redemptions = self.redemptions.set(redemption_id, Redemption(redemption_id, points, lots))
@@ -626,7 +664,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
             state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
-            state.reward,
+            state.reward, state.status, state.merged_into,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -635,7 +673,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
-                       state.household_id, state.household_roster, state.catalogue, state.reward)
+                       state.household_id, state.household_roster, state.catalogue, state.reward, state.status,
+                       state.merged_into)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -652,7 +691,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
-        state.catalogue, state.reward,
+        state.catalogue, state.reward, state.status, state.merged_into,
     )
 
 
@@ -675,7 +714,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 redemptions: Iterable[Redemption] = (),
                 transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
                 household_roster: Iterable[str] = (), catalogue: Iterable[tuple[tuple[str, str], str]] = (),
-                reward: RewardState | None = None) -> MemberState:
+                reward: RewardState | None = None, status: str = "active",
+                merged_into: str | None = None) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -703,7 +743,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster), Map(catalogue), reward)
+                       household_id, tuple(household_roster), Map(catalogue), reward, status, merged_into)
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -714,12 +754,27 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # and the year's transfers. Households added `household_id` and `household_roster`
 # without a new format: a snapshot without them was saved before any history could
 # hold a household event, so their defaults are what its history folds to. The reward
-# catalogue added `catalogue` and `reward` the same way.
+# catalogue added `catalogue` and `reward` the same way, and members' status and merges
+# `status` and `merged_into`.
 SNAPSHOT_FORMAT = 3
 
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+def lot_row(lot: Lot) -> tuple[Any, ...]:
+    """A lot as a row of JSON values (its snapshot's form): what a merge event carries."""
+    return (lot.lot_id, lot.booking_id, lot.points, lot.remaining, lot.status, _iso(lot.expires_at), lot.qualifying,
+            lot.spent, lot.expired, _iso(lot.qualified_at), lot.held, lot.charged, lot.amount,
+            tuple(tuple(pair) for pair in lot.breakdown), lot.currency)
+
+
+def lot_from_row(row: Any) -> Lot:
+    (lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at, held,
+     charged, amount, breakdown, currency) = row
+    return Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired,
+               _moment(qualified_at), held, charged, amount, tuple((a, b) for a, b in breakdown), currency)
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -746,6 +801,8 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "household_roster": list(state.household_roster),
         "catalogue": [[kind, movement_id, reward_id] for (kind, movement_id), reward_id in state.catalogue.items()],
         "reward": None if state.reward is None else _reward_snapshot(state.reward),
+        "status": state.status,
+        "merged_into": state.merged_into,
     }
 
 
@@ -782,4 +839,6 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
                        data.get("household_id"), data.get("household_roster", ()),
                        # Absent from those saved before the catalogue, for the same reason.
                        [((kind, movement_id), reward_id) for kind, movement_id, reward_id in data.get("catalogue", ())],
-                       _reward_from_snapshot(data.get("reward")))
+                       _reward_from_snapshot(data.get("reward")),
+                       # Absent from those saved before members' status and merges, likewise.
+                       data.get("status", "active"), data.get("merged_into"))

@@ -310,6 +310,12 @@ class EventStore:
         if failure is not None:
             raise ConcurrencyConflict(failure.message)
 
+    async def redirects(self, member_ids: Sequence[str]) -> dict[str, str]:
+        """Members (M2): member -> the member it was merged into, of those given that were."""
+        rows = await self.pool.fetch("SELECT member_id, merged_into FROM member_redirects WHERE member_id = ANY($1)",
+                                     list(member_ids))
+        return {r["member_id"]: r["merged_into"] for r in rows}
+
     async def commit(self, uow: UnitOfWork) -> CommitFailure | None:
         """Write a unit of work in one transaction: the events of every append (filling
         in their positions and hashes), then the offset fence, then the rejected
@@ -349,6 +355,10 @@ class EventStore:
                 f"offsets of {fence.topic} partitions {sorted(p for p, _, _ in fence.partitions)} moved under this"
                 " consumer; the batch is rolled back (another group member owns them now)")
         await _insert_rejections(conn, uow.rejections)
+        if uow.redirects:
+            await conn.execute(
+                "INSERT INTO member_redirects (member_id, merged_into, merged_at)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])", *zip(*uow.redirects, strict=True))
         if uow.retried_rejections:
             await conn.execute("UPDATE rejected_messages SET retried_at = now() WHERE id = ANY($1::bigint[])",
                                uow.retried_rejections)

@@ -76,6 +76,9 @@ class UnitOfWork:
     offset_fence: OffsetFence | None = None
     rejections: list[RejectedMessage] = field(default_factory=list)
     retried_rejections: list[int] = field(default_factory=list)  # ids of rejected messages now applied
+    # Members (M2): (duplicate, survivor, merged at) of the merges the appends hold, for
+    # `member_redirects`: written with the merge's events, never apart from them.
+    redirects: list[tuple[str, str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.appends or self.offset_fence or self.rejections or self.retried_rejections)
