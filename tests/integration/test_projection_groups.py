@@ -25,7 +25,7 @@ async def _until(predicate, seconds: float = 10.0) -> float:  # noqa: ANN001
 async def test_the_reports_runner_waits_while_the_member_runner_is_busy_at_most_its_bound(
         container: Container) -> None:
     await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(30)])
-    await container.project()
+    await container.runner.run_until_caught_up()  # the member group only
     head = await container.store.head()
     reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
                                group=REPORTS, defer_to=container.runner, defer_max_s=1.0)
@@ -61,7 +61,7 @@ async def test_the_member_read_models_go_on_while_the_reports_are_locked_or_fail
         await blocker.execute("SELECT pg_advisory_lock($1)", REPORTS.lock_id)
         try:
             await container.ledger.handle_batch([earn("a", "B2")])
-            await asyncio.wait_for(container.project(), 5)
+            await asyncio.wait_for(container.runner.run_until_caught_up(), 5)
             assert await container.pool.fetchval("SELECT available FROM balances WHERE member_id = 'a'") == (
                 (await container.ledger.member_state("a")).balance)
             assert await container.pool.fetchval("SELECT count(*) FROM expiry_lots WHERE member_id = 'a'") == 2
@@ -79,7 +79,7 @@ async def test_the_member_read_models_go_on_while_the_reports_are_locked_or_fail
         raise AssertionError("the reports page should have been refused")
     except Exception as exc:  # noqa: BLE001 - the database's refusal, whichever class asyncpg gives it
         assert "refuse_every_row" in str(exc)
-    await container.project()
+    await container.runner.run_until_caught_up()
     head = await container.store.head()
     assert await checkpoint(container.pool, MEMBERS) == head
     assert await checkpoint(container.pool, REPORTS) < head
