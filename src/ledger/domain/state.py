@@ -41,6 +41,8 @@ from .events import (
     RewardDefined,
     RewardStockReturned,
     RewardStockTaken,
+    TierChanged,
+    TierWarning,
     HoldCaptured,
     HoldReleased,
     PointsHeld,
@@ -197,6 +199,23 @@ class MemberState:
     # each redemption not reversed in full, whose unit of stock comes back with it.
     catalogue: Map = _NO_ENTRIES
     reward: RewardState | None = None  # a reward stream's: the reward and its stock
+    # P4, tier policies. (instant, tier) of each `TierChanged`, by instant: the tier in
+    # force at any moment is the last one at or before it (`tier_recorded_at`); empty
+    # until the member's first change (its tier is then what it qualifies for).
+    tiers: tuple[tuple[datetime, str], ...] = ()
+    tier_warned: datetime | None = None  # the evaluation date of the last `TierWarning`
+    # booking id -> (spend in the programme currency or None, nights, segments): what a
+    # booking counts towards tiers besides its points and itself, for those that carry any.
+    tier_facts: Map = _NO_ENTRIES
+
+    def tier_recorded_at(self, at: datetime) -> str | None:
+        """The tier the member's `TierChanged` events put in force at `at`; None before the first."""
+        name = None
+        for since, tier in self.tiers:
+            if since > at:
+                break
+            name = tier
+        return name
 
     @property
     def exists(self) -> bool:
@@ -326,7 +345,7 @@ class _Draft:
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
-                 "household_roster", "catalogue", "reward")
+                 "household_roster", "catalogue", "reward", "tiers", "tier_warned", "tier_facts")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -339,12 +358,14 @@ class _Draft:
         self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
         self.household_id, self.household_roster = state.household_id, state.household_roster
         self.catalogue, self.reward = state.catalogue, state.reward
+        self.tiers, self.tier_warned, self.tier_facts = state.tiers, state.tier_warned, state.tier_facts
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
-                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward)
+                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward,
+                           self.tiers, self.tier_warned, self.tier_facts)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -419,6 +440,9 @@ class _Draft:
                 )
                 self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
+                facts = _tier_facts(event)
+                if facts is not None:
+                    self.tier_facts = self.tier_facts.set(event.booking_id, facts)
             case PendingPointsActivated():
                 lot = self.lot(event.lot_id)
                 self.put(lot, Lot(
@@ -542,6 +566,10 @@ class _Draft:
                 self.reward = _reward_taken(self.reward, 1)
             case RewardStockReturned():
                 self.reward = _reward_taken(self.reward, -1)
+            case TierChanged():
+                self.tiers = tuple(sorted((*self.tiers, (event.occurred_at, event.to_tier)), key=_first))
+            case TierWarning():
+                self.tier_warned = event.evaluation_at
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -583,6 +611,24 @@ class _Draft:
         self.debt += event.shortfall if event.shortfall_debited else 0
 
 
+# (spend in the programme currency as a decimal string or None, nights, segments)
+TierFacts = tuple[str | None, int | None, int | None]
+
+
+def _first(pair: tuple[datetime, str]) -> datetime:
+    return pair[0]
+
+
+def _tier_facts(event: PointsEarned) -> TierFacts | None:
+    """What an earn counts towards tiers besides its points, its amount and itself: the
+    spend it recorded in the programme currency (or the amount it converted to, for an
+    event from before tier policies), its nights and segments; None if nothing."""
+    spend = event.spend if event.spend is not None else event.converted_amount
+    if spend is None and event.nights is None and event.segments is None:
+        return None
+    return (spend, event.nights, event.segments)
+
+
 def _year_of(transfers: TransferYear, at: datetime) -> TransferYear:
     year = at.astimezone(timezone.utc).year
     return transfers if transfers[0] == year else (year, 0, 0, 0, 0, "")
@@ -616,6 +662,9 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     if lot_id in state.lots or lot_id in state.closed:  # a lot replaced: never, for the lots `decide` makes
         return _evolve_in_draft(state, event)
     lots, bookings = state.lots, state.bookings.set(event.booking_id, lot_id)
+    tier_facts = state.tier_facts
+    if event.nights is not None or event.segments is not None or event.spend is not None or event.converted_amount:
+        tier_facts = tier_facts.set(event.booking_id, _tier_facts(event))
     if event.status == "active" and event.expires_at is not None:
         lot = Lot(lot_id, event.booking_id, event.points, event.points, "active", event.expires_at,
                   event.qualifying_points, 0, 0, event.occurred_at, 0, 0, event.amount, event.breakdown,
@@ -626,7 +675,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
             state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
-            state.reward,
+            state.reward, state.tiers, state.tier_warned, tier_facts,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -635,7 +684,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
-                       state.household_id, state.household_roster, state.catalogue, state.reward)
+                       state.household_id, state.household_roster, state.catalogue, state.reward, state.tiers,
+                       state.tier_warned, tier_facts)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -652,7 +702,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
-        state.catalogue, state.reward,
+        state.catalogue, state.reward, state.tiers, state.tier_warned, state.tier_facts,
     )
 
 
@@ -675,7 +725,9 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 redemptions: Iterable[Redemption] = (),
                 transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
                 household_roster: Iterable[str] = (), catalogue: Iterable[tuple[tuple[str, str], str]] = (),
-                reward: RewardState | None = None) -> MemberState:
+                reward: RewardState | None = None, tiers: Iterable[tuple[datetime, str]] = (),
+                tier_warned: datetime | None = None,
+                tier_facts: Iterable[tuple[str, TierFacts]] = ()) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -703,7 +755,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster), Map(catalogue), reward)
+                       household_id, tuple(household_roster), Map(catalogue), reward,
+                       tuple(sorted(tiers, key=_first)), tier_warned, Map(tier_facts))
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -715,7 +768,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # without a new format: a snapshot without them was saved before any history could
 # hold a household event, so their defaults are what its history folds to. The reward
 # catalogue added `catalogue` and `reward` the same way.
-SNAPSHOT_FORMAT = 3
+# 4: P4, tier policies: the tier changes, the last warning and the tier facts of bookings.
+SNAPSHOT_FORMAT = 4
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -746,6 +800,9 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "household_roster": list(state.household_roster),
         "catalogue": [[kind, movement_id, reward_id] for (kind, movement_id), reward_id in state.catalogue.items()],
         "reward": None if state.reward is None else _reward_snapshot(state.reward),
+        "tiers": [[at.isoformat(), tier] for at, tier in state.tiers],
+        "tier_warned": _iso(state.tier_warned),
+        "tier_facts": [[booking_id, list(facts)] for booking_id, facts in state.tier_facts.items()],
     }
 
 
@@ -782,4 +839,6 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
                        data.get("household_id"), data.get("household_roster", ()),
                        # Absent from those saved before the catalogue, for the same reason.
                        [((kind, movement_id), reward_id) for kind, movement_id, reward_id in data.get("catalogue", ())],
-                       _reward_from_snapshot(data.get("reward")))
+                       _reward_from_snapshot(data.get("reward")),
+                       [(datetime.fromisoformat(at), tier) for at, tier in data["tiers"]], _moment(data["tier_warned"]),
+                       [(booking_id, tuple(facts)) for booking_id, facts in data["tier_facts"]])
