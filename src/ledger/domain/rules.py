@@ -214,6 +214,8 @@ class ProgramRules:
         init=False, repr=False, compare=False, default_factory=dict)
     # P4, tier policies: how tiers are kept (`ledger.domain.tierpolicy` applies it).
     tier_policy: TierPolicy = field(default_factory=TierPolicy)
+    # Derived: the criteria any tier qualifies on (every earn asks whether it is points only).
+    tier_criteria: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
         # A rules file that breaks these is refused when loaded, whatever the interpreter's flags.
@@ -230,6 +232,7 @@ class ProgramRules:
                 raise ValueError(f"Rules {self.version}: {why}.")
         self._bases.update({(product, currency): (rate, f"base:{product}:{currency}")
                             for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
+        object.__setattr__(self, "tier_criteria", frozenset(c for t in self.tiers for c, _ in t.criteria))
         self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
                                    for t in self.tiers})
 

@@ -54,17 +54,13 @@ def _between(keys: SortedKeys, low: datetime, high: datetime) -> Iterator[tuple[
                 yield key
 
 
-def _criteria_used(rules: ProgramRules) -> frozenset[str]:
-    return frozenset(c for t in rules.tiers for c, _ in t.criteria)
-
-
 def measures(state: MemberState, rules: ProgramRules, at: datetime) -> Have:
     """What the member has towards each criterion the rules use, in the window ending at
     `at`. Points are summed from the state's sums by date; the others walk the window's
     bookings, and only when a tier of the rules asks for them."""
     start = window_start(rules, at)
     have: Have = {"points": Decimal(state.qualifying.weight_between(start, at) if state.qualifying.size else 0)}
-    if not _criteria_used(rules) - {"points"}:
+    if not rules.tier_criteria - {"points"}:
         return have
     spend, nights, segments, bookings = ZERO, 0, 0, 0
     for _, booking_id, _ in _between(state.qualifying, start, at):
@@ -108,6 +104,16 @@ def rank_in_force(state: MemberState, rules: ProgramRules, at: datetime) -> int:
     recorded = rank_of(rules, state.tier_recorded_at(at)) if state.tiers else 0
     if recorded == len(rules.tiers) - 1:
         return recorded  # the top: nothing to qualify for above it
+    if rules.tier_criteria <= {"points"}:
+        # Every earn asks this: under rules on points only (every rule set before tier
+        # policies), the window's total from the state's sums by date and the thresholds,
+        # without the dictionary of what the member has (`qualified` of `measures`).
+        total = state.qualifying.weight_between(window_start(rules, at), at) if state.qualifying.size else 0
+        rank = 0
+        for n, tier in enumerate(rules.tiers):
+            if tier.threshold <= total:
+                rank = n
+        return max(recorded, rank)
     return max(recorded, qualified(rules, measures(state, rules, at))[0])
 
 
@@ -130,12 +136,15 @@ def upgrade(before: MemberState, event: PointsEarned | PendingPointsActivated, r
     rank = rank_of(rules, before.tier_recorded_at(at)) if before.tiers else 0
     if rank == len(rules.tiers) - 1:
         return []
-    if _criteria_used(rules) <= {"points"}:
-        have = measures(before, rules, at)
-        have["points"] += event.qualifying_points
+    if rules.tier_criteria <= {"points"}:
+        total = event.qualifying_points
+        if before.qualifying.size:
+            total += before.qualifying.weight_between(window_start(rules, at), at)
+        if total < rules.tiers[rank + 1].threshold:
+            return []  # the usual answer: not even the next tier
+        to, criterion, value, threshold = qualified(rules, {"points": Decimal(total)})
     else:
-        have = measures(evolve(before, event), rules, at)
-    to, criterion, value, threshold = qualified(rules, have)
+        to, criterion, value, threshold = qualified(rules, measures(evolve(before, event), rules, at))
     if to <= rank:
         return []
     return [TierChanged(at, rules.tiers[rank].name, rules.tiers[to].name, "upgrade", criterion, str(value),
