@@ -65,19 +65,34 @@ def _examples(*examples: dict[str, Any]) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
 
 
+class _Bounded:
+    """`Bounded[n]`: an `Int` from 0 to n, with its bounds in the published schema (they
+    go before the validator: after it, the schema carries them under names JSON Schema
+    does not read)."""
+
+    def __class_getitem__(cls, most: int) -> Any:
+        return Annotated[int, Field(ge=0, le=most), BeforeValidator(_not_boolean)]
+
+
+Bounded = _Bounded
+
+
 class QualifySpec(_Strict):
     """P4: what qualifies for a tier, any one criterion enough, counted over the tier
     policy's window: completed bookings only."""
 
     model_config = _examples({"points": 15000, "spend": "5000", "nights": 30, "segments": 20})
 
-    points: Int | None = Field(None, ge=0, le=1_000_000_000, description="Tier-qualifying points.")
-    spend: str | None = Field(None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,2})?$",
-                              description="Spend in the programme currency (bookings in another converted at the"
-                                          " rate in force when they earned), a decimal string.")
-    nights: Int | None = Field(None, ge=0, le=10_000, description="Hotel nights the bookings carried.")
-    segments: Int | None = Field(None, ge=0, le=10_000, description="Flight or rail segments the bookings carried.")
-    bookings: Int | None = Field(None, ge=0, le=10_000, description="Completed bookings.")
+    # The bounds go on the integer (or string) itself, not on the optional: the published
+    # schema then carries them where JSON Schema reads them.
+    points: Bounded[1_000_000_000] | None = Field(None, description="Tier-qualifying points.")
+    spend: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(\.[0-9]{1,2})?$")] | None = Field(
+        None, description="Spend in the programme currency (bookings in another converted at the rate in force when"
+                          " they earned), a decimal string.")
+    nights: Bounded[10_000] | None = Field(None, description="Hotel nights the bookings carried.")
+    segments: Bounded[10_000] | None = Field(
+        None, description="Flight or rail segments the bookings carried.")
+    bookings: Bounded[10_000] | None = Field(None, description="Completed bookings.")
 
 
 class TierSpec(_Strict):
@@ -85,8 +100,8 @@ class TierSpec(_Strict):
                              {"name": "gold", "multiplier": "1.5", "qualify": {"points": 15000, "nights": 30}})
 
     name: Name
-    threshold: Int | None = Field(None, ge=0, le=1_000_000_000,
-                                  description="Tier-qualifying points in the window: the `points` criterion, as"
+    threshold: Bounded[1_000_000_000] | None = Field(
+        None, description="Tier-qualifying points in the window: the `points` criterion, as"
                                               " rule sets before `qualify` had it.")
     multiplier: Multiplier
     # P4, tier policies.

@@ -81,7 +81,9 @@ async def test_tier_route_roles(api: Api) -> None:
         assert (await ingest.get("/v1/members/M-8/tier")).status_code == 403
     for role in ("app", "support", "auditor", "admin"):
         async with api.client(role) as client:
-            assert (await client.get("/v1/members/M-8/tier")).status_code == 200, role
+            r = await client.get("/v1/members/M-8/tier")
+            assert r.status_code == 200, role
+            assert (r.json()["tier"], r.json()["keep"], r.json()["next"]["tier"]) == ("member", None, "silver"), role
     async with api.client(None) as anonymous:
         assert (await anonymous.get("/v1/members/M-8/tier")).status_code == 401
 

@@ -17,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -220,6 +219,13 @@ class Product(StrEnum):
     car = "car"
 
 
+def _json_integer(value: Any) -> Any:
+    """What JSON Schema calls an integer: 3 or 3.0, never true, "3" or null."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be an integer")
+    return value
+
+
 NIGHTS_MAX = 365  # one booking's hotel nights at most
 SEGMENTS_MAX = 100  # one booking's flight or rail segments at most
 
@@ -289,11 +295,11 @@ class BookingEvent(BaseModel):
     # P4, tier policies: what the booking counts towards tiers besides its points. Left
     # out of the model's JSON when absent, as `refund_amount` is, so every stored
     # request hash of an event without them stays what it was.
-    nights: Annotated[StrictInt, Field(ge=0, le=NIGHTS_MAX)] = Field(
+    nights: Annotated[int, Field(ge=0, le=NIGHTS_MAX), BeforeValidator(_json_integer)] = Field(
         default=None, exclude_if=lambda value: value is None,
         json_schema_extra=lambda schema: schema.pop("default", None),
         description="Hotel nights of the booking (hotels and packages), for tiers that qualify on nights.")
-    segments: Annotated[StrictInt, Field(ge=0, le=SEGMENTS_MAX)] = Field(
+    segments: Annotated[int, Field(ge=0, le=SEGMENTS_MAX), BeforeValidator(_json_integer)] = Field(
         default=None, exclude_if=lambda value: value is None,
         json_schema_extra=lambda schema: schema.pop("default", None),
         description="Flight or rail segments of the booking, for tiers that qualify on segments.")
