@@ -76,7 +76,7 @@ from .events import (
 )
 from .rules import CENT, ProgramRules
 from .state import Hold, Lot, MemberState, evolve, transfer_year
-from .tierpolicy import review, tier_in_force, upgrade
+from .tierpolicy import points_in_window, review, tier_in_force, upgrade
 from .timeutil import add_months
 
 
@@ -264,8 +264,16 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
     """The member's tier in force at `at` (`ledger.domain.tierpolicy.tier_in_force`): the
     higher of the one its tier changes put in force and the one it qualifies for. For a
     member with no tier change, under rules that qualify on points only, that is
-    `tier_status(state.qualifying_entries(), at, rules).tier`, as before tier policies."""
-    return tier_in_force(state, at=at, rules=rules)
+    `tier_status(state.qualifying_entries(), at, rules).tier`, as before tier policies:
+    worked out here for that case, which every earn of such a member asks."""
+    if state.tiers or not rules.tier_points_only:
+        return tier_in_force(state, rules, at)
+    total = points_in_window(state, rules, at)
+    name = rules.tiers[0].name
+    for tier in rules.tiers:
+        if tier.threshold <= total:
+            name = tier.name
+    return name
 
 
 def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:

@@ -216,6 +216,7 @@ class ProgramRules:
     tier_policy: TierPolicy = field(default_factory=TierPolicy)
     # Derived: the criteria any tier qualifies on (every earn asks whether it is points only).
     tier_criteria: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    tier_points_only: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         # A rules file that breaks these is refused when loaded, whatever the interpreter's flags.
@@ -233,6 +234,7 @@ class ProgramRules:
         self._bases.update({(product, currency): (rate, f"base:{product}:{currency}")
                             for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
         object.__setattr__(self, "tier_criteria", frozenset(c for t in self.tiers for c, _ in t.criteria))
+        object.__setattr__(self, "tier_points_only", self.tier_criteria <= {"points"})
         self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
                                    for t in self.tiers})
 
