@@ -127,6 +127,14 @@ async def _expire_holds(args: argparse.Namespace) -> int:
     return await _until_none_due(expire_holds_due, "released {} holds past their time")
 
 
+async def _review_tiers(args: argparse.Namespace) -> int:
+    from ledger.tier_review import review_tiers
+
+    # The rules in force come from the book of the ledger each pass is handed.
+    return await _until_none_due(lambda ledger, pool, now: review_tiers(ledger, pool, lambda: ledger.book, now),
+                                 "reviewed tiers: {} downgrades and warnings")
+
+
 async def _until_none_due(one_pass: Any, done: str) -> int:
     """Passes of a scheduler (`one_pass(ledger, pool, now)`) until one finds nothing due,
     the read models caught up before each."""
@@ -484,6 +492,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
     holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)
     holds.add_parser("expire", help="release the holds past their time, once").set_defaults(func=_expire_holds)
+    tiers = sub.add_parser("tiers", help="tier policies").add_subparsers(dest="action", required=True)
+    tiers.add_parser("review", help="downgrades due at evaluation dates and warnings before them, once").set_defaults(
+        func=_review_tiers)
     verify = sub.add_parser("verify", help="check a member's hash chain, or every stream's against an anchor")
     verify.add_argument("member_id", nargs="?", default=None, metavar="MEMBER")
     verify.add_argument("--all", action="store_true", help="every stream's chain")

@@ -10,6 +10,7 @@ what was published, and GET returns what POST takes."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
@@ -64,12 +65,63 @@ def _examples(*examples: dict[str, Any]) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
 
 
+class _Bounded:
+    """`Bounded[n]`: an `Int` from 0 to n, with its bounds in the published schema (they
+    go before the validator: after it, the schema carries them under names JSON Schema
+    does not read)."""
+
+    def __class_getitem__(cls, most: int) -> Any:
+        return Annotated[int, Field(ge=0, le=most), BeforeValidator(_not_boolean)]
+
+
+Bounded = _Bounded
+
+
+class QualifySpec(_Strict):
+    """P4: what qualifies for a tier, any one criterion enough, counted over the tier
+    policy's window: completed bookings only."""
+
+    model_config = _examples({"points": 15000, "spend": "5000", "nights": 30, "segments": 20})
+
+    # The bounds go on the integer (or string) itself, not on the optional: the published
+    # schema then carries them where JSON Schema reads them.
+    points: Bounded[1_000_000_000] | None = Field(None, description="Tier-qualifying points.")
+    spend: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}(\.[0-9]{1,2})?$")] | None = Field(
+        None, description="Spend in the programme currency (bookings in another converted at the rate in force when"
+                          " they earned), a decimal string.")
+    nights: Bounded[10_000] | None = Field(None, description="Hotel nights the bookings carried.")
+    segments: Bounded[10_000] | None = Field(
+        None, description="Flight or rail segments the bookings carried.")
+    bookings: Bounded[10_000] | None = Field(None, description="Completed bookings.")
+
+
 class TierSpec(_Strict):
-    model_config = _examples({"name": "member", "threshold": 0, "multiplier": "1"})
+    model_config = _examples({"name": "member", "threshold": 0, "multiplier": "1"},
+                             {"name": "gold", "multiplier": "1.5", "qualify": {"points": 15000, "nights": 30}})
 
     name: Name
-    threshold: Int = Field(ge=0, le=1_000_000_000, description="Tier-qualifying points in the window.")
+    threshold: Bounded[1_000_000_000] | None = Field(
+        None, description="Tier-qualifying points in the window: the `points` criterion, as"
+                                              " rule sets before `qualify` had it.")
     multiplier: Multiplier
+    # P4, tier policies.
+    qualify: QualifySpec | None = Field(None, description="What qualifies for the tier: any one criterion. The lowest"
+                                                          " tier has none (everyone has it).")
+
+
+class TierPolicySpec(_Strict):
+    """P4: how tiers are kept (see the README's tier policy section)."""
+
+    model_config = _examples({"window": "rolling_12m", "evaluation": "monthly", "grace_days": 0, "warning_days": 30})
+
+    window: Literal["rolling_12m", "calendar_year"] = Field(
+        "rolling_12m", description="Criteria counted over the rolling `tier_window_months` (12 by default) or the"
+                                   " calendar year (UTC) so far.")
+    evaluation: Literal["monthly", "anniversary", "calendar_year_end"] = Field(
+        "monthly", description="When a member below the tier in force loses one tier: the first of each month, each"
+                               " anniversary of its last tier change, or the first of January.")
+    grace_days: Int = Field(0, ge=0, le=366, description="Days after the evaluation date the downgrade waits.")
+    warning_days: Int = Field(30, ge=0, le=366, description="Days before the downgrade a TierWarning goes out; 0: none.")
 
 
 class PromotionSpec(_Strict):
@@ -147,17 +199,13 @@ class RuleSet(_Strict):
     cost_per_point: str = Field("0.01", pattern=r"^[0-9]{1,6}(\.[0-9]{1,8})?$",
                                 description="What the programme books per outstanding point, in the programme"
                                             " currency: the liability report values the points at it.")
+    # P4, tier policies.
+    tier_policy: TierPolicySpec = Field(default_factory=TierPolicySpec)
 
     def inconsistencies(self) -> list[dict[str, str]]:
         """What JSON Schema cannot say of one object's fields together, each wrong field
         named: a 409 (as a request the schema takes and the programme refuses)."""
-        wrong = []
-        thresholds = [t.threshold for t in self.tiers]
-        if thresholds[0] != 0:
-            wrong.append(("tiers.0.threshold", "the lowest tier must start at 0"))
-        for n, (a, b) in enumerate(zip(thresholds, thresholds[1:], strict=False), 1):
-            if a >= b:
-                wrong.append((f"tiers.{n}.threshold", "tiers must ascend strictly by threshold"))
+        wrong = self._tier_inconsistencies()
         names = [t.name for t in self.tiers]
         for n, name in enumerate(names):
             if name in names[:n]:
@@ -166,6 +214,31 @@ class RuleSet(_Strict):
             if p.ends_on < p.starts_on:
                 wrong.append((f"promotions.{n}.ends_on", "ends before it starts"))
         return [{"field": f, "message": m, "type": "inconsistent"} for f, m in wrong]
+
+    def _tier_inconsistencies(self) -> list[tuple[str, str]]:
+        """The lowest tier qualifies on nothing (or 0 points); every other on at least one
+        criterion; `threshold` and `qualify.points` say the same where both are given;
+        and each criterion's thresholds ascend strictly over the tiers that have it."""
+        wrong: list[tuple[str, str]] = []
+        last: dict[str, Decimal] = {}  # criterion -> its threshold in the last tier that has it
+        for n, tier in enumerate(self.tiers):
+            criteria = tier.qualify.model_dump(exclude_none=True) if tier.qualify is not None else {}
+            if tier.threshold is not None:
+                if criteria.get("points", tier.threshold) != tier.threshold:
+                    wrong.append((f"tiers.{n}.qualify.points", "differs from the tier's threshold"))
+                criteria.setdefault("points", tier.threshold)
+            if n == 0 and any(value != 0 for value in (Decimal(v) for v in criteria.values())):
+                wrong.append(("tiers.0.threshold", "the lowest tier must start at 0"))
+            if n and not criteria:
+                wrong.append((f"tiers.{n}.qualify", "a tier above the lowest needs a threshold or a criterion"))
+            for criterion, value in criteria.items():
+                before = last.get(criterion)
+                if before is not None and before >= Decimal(value):
+                    field = "threshold" if criterion == "points" and "points" not in (
+                        tier.qualify.model_dump(exclude_none=True) if tier.qualify else {}) else f"qualify.{criterion}"
+                    wrong.append((f"tiers.{n}.{field}", f"tiers must ascend strictly by {criterion}"))
+                last[criterion] = Decimal(value)
+        return wrong
 
     def document(self) -> dict[str, Any]:
         """The rule set as stored and as `ProgramRules.from_dict` reads it (no effective_from)."""

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400,
         description="How often holds past their time are released (their points come back to available); a hold is"
                     " over at its time whatever this is, so it only bounds how late its points come back.")
+    tier_review_interval_s: float = Field(
+        3_600.0, gt=0, le=86_400,
+        description="How often the tier scheduler reviews every member above the lowest tier (downgrades at"
+                    " evaluation dates, warnings before them); a downgrade is at most this late.")
     segments_top_cache_s: float = Field(
         60.0, ge=0, le=3_600,
         description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"

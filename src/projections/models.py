@@ -21,10 +21,11 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, reports, rewards, segments, tiers
+from . import balances, expiry, holds, households, member_tiers, reports, rewards, segments, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
+from .member_tiers import MemberTiers
 from .households import HouseholdMembers
 from .reports import ReportLedger
 from .rewards import RewardCatalogue
@@ -32,7 +33,7 @@ from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 MEMBER_TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-                 "rewards")
+                 "rewards", "member_tiers")
 REPORT_TABLES = ("segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES, "liability_moments")
 TABLES = (*MEMBER_TABLES, *REPORT_TABLES)
 COLUMNS = {
@@ -48,6 +49,7 @@ COLUMNS = {
     "report_lots": reports.LOT_COLUMNS,
     **reports.AGGREGATES,
     "liability_moments": reports.MOMENT_COLUMNS,
+    "member_tiers": member_tiers.COLUMNS,
 }
 
 
@@ -72,6 +74,7 @@ class MemberModels:
         self.holds = HoldBook(f"holds{suffix}")
         self.households = HouseholdMembers(f"household_members{suffix}")
         self.rewards = RewardCatalogue(f"rewards{suffix}")
+        self.member_tiers = MemberTiers(f"member_tiers{suffix}")
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -84,6 +87,7 @@ class MemberModels:
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
         self.holds.apply(stored)
+        self.member_tiers.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -100,6 +104,7 @@ class MemberModels:
         await self.holds.write(conn)
         await self.households.write(conn)
         await self.rewards.write(conn)
+        await self.member_tiers.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -123,6 +128,7 @@ class MemberModels:
             "holds": self.holds.completed(keep),
             "household_members": self.households.completed(keep),
             "rewards": self.rewards.completed(keep),
+            "member_tiers": self.member_tiers.completed(keep),
         }
 
 

@@ -9,7 +9,9 @@ maximum over a set of events, so the live runner (page by page) and a rebuild (o
 member, after its last event) arrive at the same value. The live runner has the server
 add up the points in the window (`write_tier_status`); a rebuild, which has each
 member's rows at hand, gives them to the domain's `tier_status` (`status_row`). The API
-evaluates tiers "now" from the qualifying rows and does not read this table.
+does not read this table: the balance route works the points tier out "now" from the
+qualifying rows and shows the higher of it and the tier changes' (`member_tiers`, tier
+policies), and the tier route reads the member's state.
 """
 
 from __future__ import annotations

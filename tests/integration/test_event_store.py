@@ -63,8 +63,11 @@ async def test_the_handler_retries_a_conflicting_command_against_fresh_state(con
     results = await asyncio.gather(*(ledger.handle(earn("m1", f"B{i}")) for i in range(1, 11)))
     assert all(r.status == "applied" for r in results)
     events = await container.store.read_stream("m1")
-    assert [e.stream_version for e in events] == list(range(1, 12))
-    assert sorted(e.event.booking_id for e in events) == sorted(f"B{i}" for i in range(11))
+    # Eleven bookings, and silver (5,000 qualifying points) with the tenth's completion.
+    assert [e.stream_version for e in events] == list(range(1, 13))
+    assert sorted(e.event.booking_id for e in events if hasattr(e.event, "booking_id")) == sorted(
+        f"B{i}" for i in range(11))
+    assert [e.event.to_tier for e in events if e.event.type == "TierChanged"] == ["silver"]
 
 
 async def test_a_process_whose_cached_state_is_behind_decides_again_on_fresh_state(container: Container) -> None:
@@ -188,7 +191,8 @@ async def test_a_batch_appends_many_members_in_one_transaction_and_isolates_refu
     assert results[10].status == "rejected"
     assert results[-1].status == "duplicate" and results[-1].original == results[1]
     async with container.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM events") == 500
+        # 500 bookings, and each member's upgrade to silver at its tenth (5,000 qualifying points).
+        assert await conn.fetchval("SELECT count(*) FROM events") == 550
         assert await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM events") == 1
 
 
@@ -297,7 +301,8 @@ async def test_a_load_that_folds_a_long_history_saves_the_snapshot_the_next_proc
     fresh = Ledger(container.store, container.rules)
     long_state = await fresh.member_state("long")
     short_state = await fresh.member_state("short")
-    assert dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots")) == {"long": 21}
+    # 20 bookings, the upgrade to silver at the tenth, the redemption.
+    assert dict(await container.pool.fetch("SELECT member_id, version FROM member_snapshots")) == {"long": 22}
     # The next process starts from it (a doctored snapshot shows through), and equals the fold.
     history = [s.event for s in await container.store.read_stream("long")]
     assert await Ledger(container.store, container.rules).member_state("long") == long_state == fold("long", history)

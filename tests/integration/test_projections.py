@@ -352,7 +352,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
     )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
            "expiry_lots": None, "holds": None, "household_members": None, "segment_bookings": None,
-           "segment_members": None, "rewards": None, "report_lots": None, "liability_days": ["fillfactor=70"],
+           "segment_members": None, "rewards": None, "member_tiers": None, "report_lots": None, "liability_days": ["fillfactor=70"],
            "liability_moments": None,
            "activity_days": ["fillfactor=70"]}
     assert reported[-1] == (head, head)

@@ -131,7 +131,7 @@ async def test_a_cny_booking_earns_over_kafka_and_a_currency_without_a_rate_is_d
         await wait_consumed(pool, group, topic, await end_offsets(kafka_bootstrap, topic), 60, [proc])
         assert proc.terminate() == 0, proc.log_tail()
         rows = await pool.fetch("SELECT type, schema_version, data FROM events WHERE stream_id = $1", f"M-{run}")
-        assert [(r["type"], r["schema_version"]) for r in rows] == [("PointsEarned", 2)]
+        assert [(r["type"], r["schema_version"]) for r in rows] == [("PointsEarned", 3)]
         earned = orjson.loads(rows[0]["data"])
         assert (earned["fx_rate"], earned["converted_amount"], earned["breakdown"][0]) == (
             "7.8", "200.00", ["base:hotel:EUR", 2000])

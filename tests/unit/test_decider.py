@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ledger.domain import (
+    ReviewTier,
     AmendBooking,
     MovementConflict,
     DEFAULT_RULES,
@@ -137,9 +138,21 @@ def test_tier_in_force_at_earn_time_sets_the_multiplier() -> None:
     state, _ = given(complete("B1", amount="1000"))
     (event,) = decide(state, confirm("B2", amount="100", at=T0 + timedelta(days=1)), RULES)
     assert dict(event.breakdown)["tier:silver"] == 125
-    # A year and a day later the qualifying points left the window: back to member.
-    (later,) = decide(state, confirm("B3", amount="100", at=T0 + timedelta(days=367)), RULES)
-    assert "tier:silver" not in dict(later.breakdown)
+    # A year and a day later the qualifying points left the window, but silver is the
+    # tier in force until a tier review downgrades it, at an evaluation date.
+    later = T0 + timedelta(days=367)
+    (kept,) = decide(state, confirm("B3", amount="100", at=later), RULES)
+    assert dict(kept.breakdown)["tier:silver"] == 125
+    # The review warns first: the next evaluation date (monthly: 1 June) is within 30 days.
+    (warning,) = decide(state, ReviewTier(M, later), RULES)
+    assert (warning.tier, warning.to_tier, warning.downgrade_at) == ("silver", "member", datetime(2027, 6, 1, tzinfo=UTC))
+    state = fold(M, [warning], state)
+    assert decide(state, ReviewTier(M, later), RULES) == []  # warned once
+    june = datetime(2027, 6, 1, tzinfo=UTC)
+    (downgrade,) = decide(state, ReviewTier(M, june), RULES)
+    assert (downgrade.from_tier, downgrade.to_tier, downgrade.direction) == ("silver", "member", "downgrade")
+    (after,) = decide(fold(M, [downgrade], state), confirm("B3", amount="100", at=june), RULES)
+    assert "tier:silver" not in dict(after.breakdown)
 
 
 def test_pending_points_do_not_qualify_for_tier() -> None:

@@ -111,7 +111,10 @@ def test_a_redemption_and_an_earn_read_only_the_lots_they_take() -> None:
     (redeemed,) = decide(counted, RedeemPoints(M, at, "R-new", 50, "rw", "miles"), DEFAULT_RULES)
     assert redeemed.lots == (("booking:open0", 50),)
     assert (lots.reads, closed.reads) == (1, 0)
-    (earned,) = decide(counted, CompleteBooking(M, at, "B-new", "hotel", 120, "EUR"), DEFAULT_RULES)
+    # The earn, and the tier the history qualifies for recorded after it (this state has
+    # no tier change yet): neither reads a lot.
+    earned, *recorded = decide(counted, CompleteBooking(M, at, "B-new", "hotel", 120, "EUR"), DEFAULT_RULES)
+    assert [e.type for e in recorded] in ([], ["TierChanged"])
     assert counted.available_and_pending(at) == (300, 0)
     assert (lots.reads, closed.reads) == (1, 0)
     # What the redemption leaves: the lot it took from stays open, nothing else moved.

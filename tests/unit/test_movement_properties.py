@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.domain import (
+    TierChanged,
+    TierWarning,
     AddHouseholdMember,
     AdjustPoints,
     CreateHousehold,
@@ -379,7 +381,7 @@ def flows(events: list[Event]) -> Flows:
                 assert e.points == takes(e.lots) > 0
                 f.spent += e.points
                 move(e.lots, -1)
-            case HouseholdJoined() | HouseholdLeft():
+            case HouseholdJoined() | HouseholdLeft() | TierChanged() | TierWarning():
                 pass
             case _:
                 raise AssertionError(f"an event the flows do not know: {e!r}")

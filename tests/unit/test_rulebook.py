@@ -117,7 +117,7 @@ def test_replay_under_the_stored_versions_reproduces_every_earn(steps: list[tupl
         # which no later publication changes (a version never starts in the past).
         assert stored.effective_from == starts[bisect_right(starts, at) - 1]
         assert final.at(at) is stored.rules
-        (replayed,) = decide(before, command, stored.rules)
+        replayed, *_ = decide(before, command, stored.rules)
         assert (replayed.points, replayed.breakdown, replayed.qualifying_points) == (
             event.points, event.breakdown, event.qualifying_points)
         assert replayed == event

@@ -23,6 +23,7 @@ from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.expiry import run_expiry_scheduler
 from ledger.holds import run_hold_scheduler
+from ledger.tier_review import run_tier_scheduler
 from ledger.rules_refresh import run_rules_refresh
 
 from . import docs, metrics, problems
@@ -104,6 +105,9 @@ def create_app(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
             supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
                 c.ledger, c.pool, stop, settings.hold_expiry_interval_s, settings.expiry_batch_members_max, c.clock))
+            supervisor.add("tier-review", lambda stop: run_tier_scheduler(
+                c.ledger, c.pool, lambda: c.book, stop, settings.tier_review_interval_s,
+                settings.expiry_batch_members_max, c.clock))
             if settings.anchor_key_file is not None:
                 anchored = c.extras.setdefault("anchor_status", {})
                 supervisor.add("anchor", lambda stop: run_anchor_scheduler(c.pool, settings, stop, c.clock, anchored))

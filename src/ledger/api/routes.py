@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from ledger.bootstrap import Container
 from ledger.domain import (
+    tier_in_force,
     AdjustPoints,
     Command,
     Event,
@@ -30,6 +31,8 @@ from ledger.keys import ApiKey, Permission
 from projections.asof import expiry_page_as_of, history_as_of, read_member_as_of
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
 
+from ledger.domain.tierpolicy import rank_of
+from .tier_views import tier_view
 from .deps import (
     ContainerDep,
     IdempotencyKey,
@@ -211,14 +214,18 @@ async def balance(member_id: Member, container: ContainerDep, _: Annotated[ApiKe
     row = await container.pool.fetchrow(_BALANCE_SQL, member_id, now)
     if row is None:
         raise MemberNotFound(member_id)
-    tier = tier_status(zip(row["earned_at"], row["points"], strict=True), now, container.rules)
+    rules = container.rules
+    tier = tier_status(zip(row["earned_at"], row["points"], strict=True), now, rules).tier
+    # The tier in force: the higher of the one qualified for and the one the member's
+    # tier changes put in force (the tier policy's soft landing keeps it above).
+    tier = max(tier, row["recorded_tier"] or tier, key=lambda name: rank_of(rules, name))
     return Balance(
         member_id=member_id, available=row["available"] - max(row["overdue"] - row["debt"], 0), pending=row["pending"],
         held=row["held"], lifetime_earned=row["lifetime_earned"], lifetime_redeemed=row["lifetime_redeemed"],
         lifetime_expired=row["lifetime_expired"], lifetime_adjusted=row["lifetime_adjusted"],
         lifetime_transferred_in=row["lifetime_transferred_in"], lifetime_transferred_out=row["lifetime_transferred_out"],
         lifetime_merged_in=row["lifetime_merged_in"], lifetime_merged_out=row["lifetime_merged_out"],
-        tier=tier.tier, last_activity=row["last_activity"], position=row["checkpoint"],
+        tier=tier, last_activity=row["last_activity"], position=row["checkpoint"],
     )
 
 
@@ -234,7 +241,7 @@ async def _balance_as_of(container: Container, member_id: str, at: datetime) -> 
         lifetime_transferred_in=totals["lifetime_transferred_in"],
         lifetime_transferred_out=totals["lifetime_transferred_out"],
         lifetime_merged_in=totals["lifetime_merged_in"], lifetime_merged_out=totals["lifetime_merged_out"],
-        tier=tier_status(state.qualifying_entries(), at, container.rules).tier, last_activity=member.last_activity,
+        tier=tier_in_force(state, container.book.at(at), at), last_activity=member.last_activity,
         position=member.position,
     )
 
@@ -250,7 +257,8 @@ SELECT b.available, b.debt, b.pending, b.held, b.lifetime_earned, b.lifetime_red
        (SELECT coalesce(sum(remaining), 0) FROM expiry_lots
          WHERE member_id = $1 AND status = 'active' AND remaining > 0 AND expires_at <= $2) AS overdue,
        array(SELECT earned_at FROM tier_qualifying WHERE member_id = $1 ORDER BY booking_id) AS earned_at,
-       array(SELECT points FROM tier_qualifying WHERE member_id = $1 ORDER BY booking_id) AS points
+       array(SELECT points FROM tier_qualifying WHERE member_id = $1 ORDER BY booking_id) AS points,
+       (SELECT tier FROM member_tiers WHERE member_id = $1) AS recorded_tier
 FROM balances b WHERE b.member_id = $1
 """
 
@@ -259,25 +267,23 @@ FROM balances b WHERE b.member_id = $1
             responses=_errors(404, 409), tags=["members"])
 async def tier(member_id: Member, container: ContainerDep, _: Annotated[ApiKey, _READ],
                min_position: MinPosition = None, as_of: AsOf = None) -> TierView:
-    """Tier from tier-qualifying points in the rolling window, evaluated now (or as of `as_of`)."""
+    """The tier in force now (or as of `as_of`), the tier-qualifying points in the window,
+    and what the member needs, by when, to keep the tier and to reach the next one (per
+    criterion of the rules in force then: have, threshold, need, by)."""
     position = await wait_for_position(container, min_position)
     if as_of is not None:
         at = in_the_past(container, "as_of", as_of)
         member = await read_member_as_of(container.pool, member_id, at, container.ledger.member_state)
         if member is None:
             raise MemberNotFound(member_id)
-        s = tier_status(member.state.qualifying_entries(), at, container.rules)
-        position = member.position
+        state, position = member.state, member.position
     else:
-        async with container.pool.acquire() as conn:
-            if not await conn.fetchval("SELECT 1 FROM balances WHERE member_id = $1", member_id):
-                raise MemberNotFound(member_id)
-            entries = await conn.fetch("SELECT earned_at, points FROM tier_qualifying WHERE member_id = $1",
-                                       member_id)
-        s = tier_status([(r["earned_at"], r["points"]) for r in entries], container.clock(), container.rules)
-    return TierView(member_id=member_id, tier=s.tier, qualifying_points=s.qualifying_points,
-                    window_start=s.window_start, next_tier=s.next_tier, points_to_next_tier=s.points_to_next_tier,
-                    reevaluation_date=s.reevaluation_date, position=position)
+        # The member's own state, as commands see it: the tier in force is on its stream.
+        at = container.clock()
+        state = await container.ledger.member_state(member_id)
+        if not state.exists:
+            raise MemberNotFound(member_id)
+    return tier_view(member_id, state, container.book.at(at), at, position)
 
 
 @router.get("/members/{member_id}/expiry-schedule", operation_id="getExpirySchedule", response_model=ExpirySchedule,

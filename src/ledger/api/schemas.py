@@ -162,20 +162,57 @@ class Balance(BaseModel):
     position: int = Field(description="The read models include every event up to this position.")
 
 
+class TierNeed(BaseModel):
+    """P4: one criterion of a tier: what the member has in the window now, the tier's
+    threshold, what is still missing (0: met), and by when."""
+
+    model_config = _examples({"criterion": "nights", "have": "12", "threshold": "30", "need": "18",
+                              "by": "2027-01-01T00:00:00Z"})
+    criterion: str
+    have: str  # a decimal string: spend has cents
+    threshold: str
+    need: str
+    by: datetime | None
+
+
+class TierGoal(BaseModel):
+    """P4: a tier to keep or to reach, and its criteria: any one met is enough."""
+
+    model_config = _examples({"tier": "gold", "met": False, "by": "2027-01-01T00:00:00Z", "criteria": [
+        {"criterion": "points", "have": "6200", "threshold": "15000", "need": "8800", "by": "2027-01-01T00:00:00Z"}]})
+    tier: str
+    met: bool
+    by: datetime | None = Field(description="To keep: the next date a downgrade can happen (an evaluation date plus"
+                                            " the grace days). To reach: the end of a calendar-year window; null for"
+                                            " a rolling one (an upgrade is at once, whenever a criterion is met).")
+    criteria: list[TierNeed]
+
+
 class TierView(BaseModel):
     model_config = _examples({
         "member_id": "M-1001", "tier": "silver", "qualifying_points": 6200, "window_start": "2025-11-25T10:00:00Z",
         "next_tier": "gold", "points_to_next_tier": 8800, "reevaluation_date": "2027-03-02T10:00:00Z",
-        "position": 44,
+        "position": 44, "tier_since": "2026-03-02T10:00:00Z", "qualifies_for": "silver",
+        "keep": {"tier": "silver", "met": True, "by": "2026-12-01T00:00:00Z", "criteria": [
+            {"criterion": "points", "have": "6200", "threshold": "5000", "need": "0", "by": "2026-12-01T00:00:00Z"}]},
+        "next": {"tier": "gold", "met": False, "by": None, "criteria": [
+            {"criterion": "points", "have": "6200", "threshold": "15000", "need": "8800", "by": None}]},
     })
     member_id: str
-    tier: str
+    tier: str = Field(description="The tier in force (what sets the multiplier): the higher of the one the member's"
+                                  " tier changes put in force and the one it qualifies for.")
     qualifying_points: int
     window_start: datetime
     next_tier: str | None
     points_to_next_tier: int | None
     reevaluation_date: datetime | None
     position: int
+    # P4, tier policies.
+    tier_since: datetime | None = Field(None, description="When the tier in force was put in force by a tier change;"
+                                                          " null when it never changed.")
+    qualifies_for: str = Field(description="The tier the member's criteria in the window reach now.")
+    keep: TierGoal | None = Field(description="What keeps the tier in force, by when; null at the lowest tier.")
+    next: TierGoal | None = Field(description="What reaches the tier above; null at the top.")
 
 
 class ExpiringLot(BaseModel):

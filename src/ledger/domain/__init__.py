@@ -26,6 +26,7 @@ from .commands import (
     is_household_stream,
     REWARD_STREAM_PREFIX,
     DefineReward,
+    ReviewTier,
     HoldReward,
     RedeemReward,
     is_reward_stream,
@@ -89,6 +90,8 @@ from .events import (
     MemberMergedAway,
     MemberMergedIn,
     MemberStatusChanged,
+    TierChanged,
+    TierWarning,
     from_data,
     to_data,
 )
@@ -100,3 +103,4 @@ from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, RewardSt
 from .tiers import TierStatus, tier_in_window, tier_status
 
 __all__ = [name for name in dir() if not name.startswith("_")]
+from .tierpolicy import TierOutlook, outlook, review, tier_in_force

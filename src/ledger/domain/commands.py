@@ -34,6 +34,8 @@ class ConfirmBooking(Command):
     product: str
     amount: Decimal
     currency: str
+    nights: int | None = None  # P4: hotel nights, flight or rail segments, as the booking system sent them
+    segments: int | None = None
 
 
 @fast_init
@@ -46,6 +48,8 @@ class CompleteBooking(Command):
     product: str
     amount: Decimal
     currency: str
+    nights: int | None = None  # P4: hotel nights, flight or rail segments, as the booking system sent them
+    segments: int | None = None
 
 
 @fast_init
@@ -311,6 +315,7 @@ class HoldReward(Command):
 
 
 # Members (M2): status and merges.
+# P4, tier policies.
 
 
 @fast_init
@@ -336,3 +341,8 @@ class MergeMembers(Command):
     @property
     def member_ids(self) -> tuple[str, ...]:
         return (self.member_id, self.duplicate_id)
+class ReviewTier(Command):
+    """Review the member's tier in force at `occurred_at` (the tier scheduler's command):
+    a downgrade of one tier if an evaluation date (plus the grace days) has passed since
+    the last change and the member did not qualify then, or a warning when one is near
+    (see `ledger.domain.tierpolicy.review`). Appends nothing when neither is due."""

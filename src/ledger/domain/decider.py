@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from math import floor
 
 from .commands import (
@@ -32,6 +32,7 @@ from .commands import (
     is_household_stream,
     reward_stream_id,
     DefineReward,
+    ReviewTier,
 )
 from .errors import (
     HouseholdChanged,
@@ -73,8 +74,9 @@ from .events import (
     HouseholdPointsRedeemed,
     PointsRedeemedForHousehold,
 )
-from .rules import ProgramRules
+from .rules import CENT, ProgramRules
 from .state import Hold, Lot, MemberState, evolve, transfer_year
+from .tierpolicy import points_in_window, review, tier_in_force, upgrade
 from .timeutil import add_months
 
 
@@ -187,6 +189,8 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         # Members (M2)
         case ChangeMemberStatus():
             return change_status(state, command, rules)
+        case ReviewTier():
+            return review(state, command.occurred_at, rules)
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -244,7 +248,8 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
     )
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
-    # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount, tier.
+    # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount, tier,
+    # nights, segments, spend.
     return PointsEarned(
         command.occurred_at,
         booking_lot_id(command.booking_id),
@@ -261,17 +266,32 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         None if fx is None else str(fx[1]),
         None if fx is None else str(fx[0]),
         tier,
+        command.nights,
+        command.segments,
+        None if command.currency == rules.programme_currency else _spend(command.amount, command.currency, fx, rules),
     )
 
 
+def _spend(amount: Decimal, currency: str, fx: tuple[Decimal, Decimal] | None, rules: ProgramRules) -> str | None:
+    """P4: a booking's amount in the programme currency, as tier spend counts it: the
+    converted amount it earned on, else converted at the rate in force (rounded half-even
+    to cents); None when no rate is in force."""
+    if fx is not None:
+        return str(fx[0])
+    rates = rules.fx
+    rate = rates.rate(currency) if rates is not None and rates.base == rules.programme_currency else None
+    return None if not rate else str((amount / rate).quantize(CENT, rounding=ROUND_HALF_EVEN))
+
+
 def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
-    """The member's tier at `at`: `tier_status(state.qualifying_entries(), at, rules).tier`
-    (a unit test holds the two to the same answer), without the list of entries and the
-    parts of a `TierStatus` only the tier projection needs. Every earn asks it: the
-    window's total comes from the state's sums by date, not from a walk of every entry."""
-    total = 0
-    if state.qualifying.size:  # else (a first booking) there is no window to work out
-        total = state.qualifying.weight_between(add_months(at, -rules.tier_window_months), at)
+    """The member's tier in force at `at` (`ledger.domain.tierpolicy.tier_in_force`): the
+    higher of the one its tier changes put in force and the one it qualifies for. For a
+    member with no tier change, under rules that qualify on points only, that is
+    `tier_status(state.qualifying_entries(), at, rules).tier`, as before tier policies:
+    worked out here for that case, which every earn of such a member asks."""
+    if state.tiers or not rules.tier_points_only:
+        return tier_in_force(state, rules, at)
+    total = points_in_window(state, rules, at)
     name = rules.tiers[0].name
     for tier in rules.tiers:
         if tier.threshold <= total:
@@ -282,11 +302,11 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
 def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:
     lot_id = state.bookings.get(command.booking_id)
     if lot_id is None:
-        return [_earn(state, command, rules, status="active")]
+        return _upgraded(state, _earn(state, command, rules, status="active"), rules)
     lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
-    return [
+    return _upgraded(state, 
         PendingPointsActivated(
             occurred_at=command.occurred_at,
             lot_id=lot_id,
@@ -294,8 +314,13 @@ def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules)
             points=lot.remaining,
             qualifying_points=lot.qualifying,
             expires_at=add_months(command.occurred_at, rules.expiry_months),
-        )
-    ]
+        ), rules)
+
+
+def _upgraded(state: MemberState, event: PointsEarned | PendingPointsActivated, rules: ProgramRules) -> list[Event]:
+    """P4: the event that makes a booking count towards tiers, then the upgrade it
+    qualifies the member for, if any (an upgrade is at once, in the same unit of work)."""
+    return [event, *upgrade(state, event, rules)]
 
 
 def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rules: ProgramRules) -> EarnReversed:

@@ -39,9 +39,16 @@ class PointsEarned(Event):
     It also adds `tier`: the member's tier the decider priced the earn at (its
     multiplier is in `breakdown`), which the reports count the lot's points under.
     Version 1 events upcast to `tier` None: their tier is worked out again from the
-    member's qualifying points as they stood, which gives the decider's answer."""
+    member's qualifying points as they stood, which gives the decider's answer (the
+    reports count them under no tier).
 
-    version: ClassVar[int] = 2
+    Version 3 (P4, tier policies) adds what the booking counts towards tiers besides its
+    points: the hotel `nights` and flight or rail `segments` the booking system sent
+    (None when it sent none), and `spend`, the amount in the programme currency when the
+    booking's own currency is another one (converted at the rate in force; None when it
+    is the programme currency, or no rate was in force). None for every older event."""
+
+    version: ClassVar[int] = 3
     lot_id: str
     booking_id: str
     product: str
@@ -56,6 +63,9 @@ class PointsEarned(Event):
     fx_rate: str | None = None
     converted_amount: str | None = None
     tier: str | None = None
+    nights: int | None = None
+    segments: int | None = None
+    spend: str | None = None
 
 
 @fast_init
@@ -440,6 +450,44 @@ class MemberMergedIn(Event):
     catalogue: tuple[tuple[str, str, str], ...]
 
 
+# P4, tier policies. The tier in force is the member's, on its own stream: an upgrade in
+# the command of the earn (or activation) that qualifies for it, right after that
+# event; a downgrade, one tier at a time, and its warning from the tier review
+# (`ledger.domain.tierpolicy`, run by the tier scheduler).
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TierChanged(Event):
+    """The tier in force changed from `from_tier` to `to_tier`, why: the `criterion` the
+    member had (`value`) against the tier's `threshold` (an upgrade: the one that
+    qualified; a downgrade: the nearest to the tier lost), under `rules_version`.
+    `evaluation_at`: the evaluation date of a downgrade; None for an upgrade."""
+
+    from_tier: str
+    to_tier: str
+    direction: Literal["upgrade", "downgrade"]
+    criterion: str
+    value: str  # a decimal string
+    threshold: str
+    rules_version: str
+    evaluation_at: datetime | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class TierWarning(Event):
+    """The member does not qualify for `tier` (in force) now: unless it does by
+    `downgrade_at` (the evaluation date `evaluation_at` plus the grace days), it drops
+    to `to_tier` then."""
+
+    tier: str
+    to_tier: str
+    evaluation_at: datetime
+    downgrade_at: datetime
+    rules_version: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -450,20 +498,24 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RewardStockReturned, CatalogueRewardTaken,
         # Members (M2)
         MemberStatusChanged, MemberMergedAway, MemberMergedIn,
+        # Tier policies (P4)
+        TierChanged, TierWarning,
     )
 }
 
 # (type, stored version) -> function turning that version's data into the next one's.
 UPCASTERS: dict[tuple[str, int], Any] = {
     ("PointsEarned", 1): lambda data: {**data, "fx_rate": None, "converted_amount": None, "tier": None},
+    ("PointsEarned", 2): lambda data: {**data, "nights": None, "segments": None, "spend": None},
 }
 # (type, version) -> the data of the version before, for what an upcast event was stored
 # as: the hash chain covers the stored bytes, so a verifier hashes the stored shape.
 DOWNCASTERS: dict[tuple[str, int], Any] = {
     ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount", "tier")},
+    ("PointsEarned", 3): lambda data: {k: v for k, v in data.items() if k not in ("nights", "segments", "spend")},
 }
 
-_DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to")
+_DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to", "evaluation_at", "downgrade_at")
 PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares", "points_by_tier")
 
 

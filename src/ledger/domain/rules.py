@@ -23,11 +23,65 @@ PROMOTION_DAYS_MAX = 1_000
 CENT = Decimal("0.01")
 
 
+# P4, tier policies: what a tier may qualify on, any one of them enough.
+TIER_CRITERIA = ("points", "spend", "nights", "segments", "bookings")
+# The `threshold` of a tier that does not qualify on points: no points total reaches it.
+NO_POINTS = 10 ** 15
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
-    threshold: int  # tier-qualifying points needed in the rolling window
+    threshold: int  # tier-qualifying points needed in the window; NO_POINTS: not a criterion of this tier
     multiplier: Decimal
+    # P4: (criterion, threshold) of each criterion the tier qualifies on (any one is
+    # enough), in `TIER_CRITERIA` order; the points one is `threshold`. Empty: the lowest tier.
+    criteria: tuple[tuple[str, Decimal], ...] = ()
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """P4: how tiers are kept. `window`: what the criteria are counted over, the rolling
+    `tier_window_months` before the instant (`rolling_12m`, 12 months by default) or the
+    calendar year (UTC) so far. `evaluation`: when a member below the qualification of
+    the tier in force loses it (one tier at a time), `grace_days` after the evaluation
+    date: the first of each month (`monthly`), each anniversary of the member's last
+    tier change (`anniversary`), or the first of January (`calendar_year_end`). A
+    `TierWarning` goes out `warning_days` before the downgrade would happen."""
+
+    window: str = "rolling_12m"
+    evaluation: str = "monthly"
+    grace_days: int = 0
+    warning_days: int = 30
+
+    def __post_init__(self) -> None:
+        for broken, why in (
+            (self.window not in ("rolling_12m", "calendar_year"), "tier_policy.window must be rolling_12m or calendar_year"),
+            (self.evaluation not in ("monthly", "anniversary", "calendar_year_end"),
+             "tier_policy.evaluation must be monthly, anniversary or calendar_year_end"),
+            (not 0 <= self.grace_days <= 366, "tier_policy.grace_days must be 0 to 366"),
+            (not 0 <= self.warning_days <= 366, "tier_policy.warning_days must be 0 to 366"),
+        ):
+            if broken:
+                raise ValueError(f"Rules: {why}.")
+
+
+def _tier_from_dict(n: int, raw: dict[str, Any]) -> Tier:
+    """A tier as published: `threshold` (the points criterion, as rule sets before tier
+    policies had it) and/or `qualify` {points?, spend?, nights?, segments?, bookings?}."""
+    qualify = raw.get("qualify") or {}
+    unknown = set(qualify) - set(TIER_CRITERIA)
+    if unknown:
+        raise ValueError(f"Rules: unknown tier criteria: {', '.join(sorted(unknown))}.")
+    points = qualify.get("points")
+    if points is None:
+        points = raw.get("threshold")
+    if points is None and n == 0 and not any(qualify.get(c) is not None for c in TIER_CRITERIA):
+        points = 0  # the lowest tier: everyone has it
+    criteria = tuple((c, Decimal(str(points if c == "points" else qualify[c]))) for c in TIER_CRITERIA
+                     if (points if c == "points" else qualify.get(c)) is not None)
+    return Tier(str(raw["name"]), NO_POINTS if points is None else int(points), Decimal(str(raw["multiplier"])),
+                criteria)
 
 
 @dataclass(frozen=True)
@@ -170,12 +224,18 @@ class ProgramRules:
                                                                  default_factory=dict)
     _promotions_on: dict[tuple[str, date], tuple[tuple[str, Decimal], ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict)
+    # P4, tier policies: how tiers are kept (`ledger.domain.tierpolicy` applies it).
+    tier_policy: TierPolicy = field(default_factory=TierPolicy)
+    # Derived: the criteria any tier qualifies on (every earn asks whether it is points only).
+    tier_criteria: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    tier_points_only: bool = field(init=False, repr=False, compare=False, default=True)
 
     def __post_init__(self) -> None:
         # A rules file that breaks these is refused when loaded, whatever the interpreter's flags.
-        thresholds = [t.threshold for t in self.tiers]
+        thresholds = [t.threshold for t in self.tiers if t.threshold != NO_POINTS]
         for broken, why in (
             (not self.tiers or self.tiers[0].threshold != 0, "the lowest tier must start at 0"),
+            (any(not t.criteria for t in self.tiers[1:]), "every tier above the lowest needs a criterion"),
             (thresholds != sorted(thresholds), "tiers must ascend by threshold"),
             (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
             (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
@@ -191,6 +251,8 @@ class ProgramRules:
                 raise ValueError(f"Rules {self.version}: {why}.")
         self._bases.update({(product, currency): (rate, f"base:{product}:{currency}")
                             for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
+        object.__setattr__(self, "tier_criteria", frozenset(c for t in self.tiers for c, _ in t.criteria))
+        object.__setattr__(self, "tier_points_only", self.tier_criteria <= {"points"})
         self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
                                    for t in self.tiers})
 
@@ -284,9 +346,7 @@ class ProgramRules:
                 product: {cur: Decimal(str(rate)) for cur, rate in rates.items()}
                 for product, rates in raw["earn_rates"].items()
             },
-            tiers=tuple(
-                Tier(t["name"], int(t["threshold"]), Decimal(str(t["multiplier"]))) for t in raw["tiers"]
-            ),
+            tiers=tuple(_tier_from_dict(n, t) for n, t in enumerate(raw["tiers"])),
             first_booking_bonus=int(raw.get("first_booking_bonus", 0)),
             promotions=tuple(
                 Promotion(
@@ -309,6 +369,7 @@ class ProgramRules:
             programme_currency=currency,
             segments=SegmentRules.from_dict(raw.get("segments", {}), currency),
             on_close=str(raw.get("on_close", "keep")),
+            tier_policy=TierPolicy(**(raw.get("tier_policy") or {})),
         )
 
     @classmethod

@@ -44,6 +44,8 @@ from .events import (
     MemberMergedAway,
     MemberMergedIn,
     MemberStatusChanged,
+    TierChanged,
+    TierWarning,
     HoldCaptured,
     HoldReleased,
     PointsHeld,
@@ -204,6 +206,23 @@ class MemberState:
     # member it was merged into.
     status: str = "active"
     merged_into: str | None = None
+    # P4, tier policies. (instant, tier) of each `TierChanged`, by instant: the tier in
+    # force at any moment is the last one at or before it (`tier_recorded_at`); empty
+    # until the member's first change (its tier is then what it qualifies for).
+    tiers: tuple[tuple[datetime, str], ...] = ()
+    tier_warned: datetime | None = None  # the evaluation date of the last `TierWarning`
+    # booking id -> (spend in the programme currency or None, nights, segments): what a
+    # booking counts towards tiers besides its points and itself, for those that carry any.
+    tier_facts: Map = _NO_ENTRIES
+
+    def tier_recorded_at(self, at: datetime) -> str | None:
+        """The tier the member's `TierChanged` events put in force at `at`; None before the first."""
+        name = None
+        for since, tier in self.tiers:
+            if since > at:
+                break
+            name = tier
+        return name
 
     @property
     def exists(self) -> bool:
@@ -333,7 +352,8 @@ class _Draft:
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
-                 "household_roster", "catalogue", "reward", "status", "merged_into")
+                 "household_roster", "catalogue", "reward", "status", "merged_into", "tiers", "tier_warned",
+                 "tier_facts")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -347,13 +367,14 @@ class _Draft:
         self.household_id, self.household_roster = state.household_id, state.household_roster
         self.catalogue, self.reward = state.catalogue, state.reward
         self.status, self.merged_into = state.status, state.merged_into
+        self.tiers, self.tier_warned, self.tier_facts = state.tiers, state.tier_warned, state.tier_facts
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
                            self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward,
-                           self.status, self.merged_into)
+                           self.status, self.merged_into, self.tiers, self.tier_warned, self.tier_facts)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -428,6 +449,9 @@ class _Draft:
                 )
                 self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
+                facts = _tier_facts(event)
+                if facts is not None:
+                    self.tier_facts = self.tier_facts.set(event.booking_id, facts)
             case PendingPointsActivated():
                 lot = self.lot(event.lot_id)
                 self.put(lot, Lot(
@@ -558,6 +582,10 @@ class _Draft:
                 self._merged_away(event)
             case MemberMergedIn():
                 self._merged_in(event)
+            case TierChanged():
+                self.tiers = tuple(sorted((*self.tiers, (event.occurred_at, event.to_tier)), key=_first))
+            case TierWarning():
+                self.tier_warned = event.evaluation_at
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -621,6 +649,24 @@ class _Draft:
         self.debt += event.shortfall if event.shortfall_debited else 0
 
 
+# (spend in the programme currency as a decimal string or None, nights, segments)
+TierFacts = tuple[str | None, int | None, int | None]
+
+
+def _first(pair: tuple[datetime, str]) -> datetime:
+    return pair[0]
+
+
+def _tier_facts(event: PointsEarned) -> TierFacts | None:
+    """What an earn counts towards tiers besides its points, its amount and itself: the
+    spend it recorded in the programme currency (or the amount it converted to, for an
+    event from before tier policies), its nights and segments; None if nothing."""
+    spend = event.spend if event.spend is not None else event.converted_amount
+    if spend is None and event.nights is None and event.segments is None:
+        return None
+    return (spend, event.nights, event.segments)
+
+
 def _year_of(transfers: TransferYear, at: datetime) -> TransferYear:
     year = at.astimezone(timezone.utc).year
     return transfers if transfers[0] == year else (year, 0, 0, 0, 0, "")
@@ -654,6 +700,9 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     if lot_id in state.lots or lot_id in state.closed:  # a lot replaced: never, for the lots `decide` makes
         return _evolve_in_draft(state, event)
     lots, bookings = state.lots, state.bookings.set(event.booking_id, lot_id)
+    tier_facts = state.tier_facts
+    if event.nights is not None or event.segments is not None or event.spend is not None or event.converted_amount:
+        tier_facts = tier_facts.set(event.booking_id, _tier_facts(event))
     if event.status == "active" and event.expires_at is not None:
         lot = Lot(lot_id, event.booking_id, event.points, event.points, "active", event.expires_at,
                   event.qualifying_points, 0, 0, event.occurred_at, 0, 0, event.amount, event.breakdown,
@@ -664,7 +713,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
             state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
-            state.reward, state.status, state.merged_into,
+            state.reward, state.status, state.merged_into, state.tiers, state.tier_warned, tier_facts,
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -674,7 +723,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
                        state.household_id, state.household_roster, state.catalogue, state.reward, state.status,
-                       state.merged_into)
+                       state.merged_into, state.tiers, state.tier_warned, tier_facts)
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -691,7 +740,8 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
-        state.catalogue, state.reward, state.status, state.merged_into,
+        state.catalogue, state.reward, state.status, state.merged_into, state.tiers, state.tier_warned,
+        state.tier_facts,
     )
 
 
@@ -715,7 +765,9 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
                 household_roster: Iterable[str] = (), catalogue: Iterable[tuple[tuple[str, str], str]] = (),
                 reward: RewardState | None = None, status: str = "active",
-                merged_into: str | None = None) -> MemberState:
+                merged_into: str | None = None, tiers: Iterable[tuple[datetime, str]] = (),
+                tier_warned: datetime | None = None,
+                tier_facts: Iterable[tuple[str, TierFacts]] = ()) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -743,7 +795,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster), Map(catalogue), reward, status, merged_into)
+                       household_id, tuple(household_roster), Map(catalogue), reward, status, merged_into,
+                       tuple(sorted(tiers, key=_first)), tier_warned, Map(tier_facts))
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -756,7 +809,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # hold a household event, so their defaults are what its history folds to. The reward
 # catalogue added `catalogue` and `reward` the same way, and members' status and merges
 # `status` and `merged_into`.
-SNAPSHOT_FORMAT = 3
+# 4: tier policies: the tier changes, the last warning and the tier facts of bookings.
+SNAPSHOT_FORMAT = 4
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -803,6 +857,9 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "reward": None if state.reward is None else _reward_snapshot(state.reward),
         "status": state.status,
         "merged_into": state.merged_into,
+        "tiers": [[at.isoformat(), tier] for at, tier in state.tiers],
+        "tier_warned": _iso(state.tier_warned),
+        "tier_facts": [[booking_id, list(facts)] for booking_id, facts in state.tier_facts.items()],
     }
 
 
@@ -841,4 +898,6 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
                        [((kind, movement_id), reward_id) for kind, movement_id, reward_id in data.get("catalogue", ())],
                        _reward_from_snapshot(data.get("reward")),
                        # Absent from those saved before members' status and merges, likewise.
-                       data.get("status", "active"), data.get("merged_into"))
+                       data.get("status", "active"), data.get("merged_into"),
+                       [(datetime.fromisoformat(at), tier) for at, tier in data["tiers"]], _moment(data["tier_warned"]),
+                       [(booking_id, tuple(facts)) for booking_id, facts in data["tier_facts"]])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ._frozen import fast_init
-from .rules import ProgramRules
+from .rules import NO_POINTS, ProgramRules
 from .timeutil import add_months
 
 
@@ -40,6 +40,8 @@ def tier_in_window(total: int, oldest: datetime | None, window_start: datetime, 
     For callers that add them up elsewhere, such as the tier projection in SQL."""
     current, following = rules.tiers[0], None
     for tier in rules.tiers:
+        if tier.threshold == NO_POINTS:
+            continue  # qualifies on other criteria only: see `ledger.domain.tierpolicy`
         if tier.threshold <= total:
             current = tier
         elif following is None:

@@ -219,6 +219,17 @@ class Product(StrEnum):
     car = "car"
 
 
+def _json_integer(value: Any) -> Any:
+    """What JSON Schema calls an integer: 3 or 3.0, never true, "3" or null."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be an integer")
+    return value
+
+
+NIGHTS_MAX = 365  # one booking's hotel nights at most
+SEGMENTS_MAX = 100  # one booking's flight or rail segments at most
+
+
 class BookingEvent(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -281,6 +292,18 @@ class BookingEvent(BaseModel):
         description="`booking.refunded` only: what this partial refund gives back, in the booking's currency,"
                     " more than 0 and at most what is left of the booking (else 409). Absent: a full refund.")
 
+    # P4, tier policies: what the booking counts towards tiers besides its points. Left
+    # out of the model's JSON when absent, as `refund_amount` is, so every stored
+    # request hash of an event without them stays what it was.
+    nights: Annotated[int, Field(ge=0, le=NIGHTS_MAX), BeforeValidator(_json_integer)] = Field(
+        default=None, exclude_if=lambda value: value is None,
+        json_schema_extra=lambda schema: schema.pop("default", None),
+        description="Hotel nights of the booking (hotels and packages), for tiers that qualify on nights.")
+    segments: Annotated[int, Field(ge=0, le=SEGMENTS_MAX), BeforeValidator(_json_integer)] = Field(
+        default=None, exclude_if=lambda value: value is None,
+        json_schema_extra=lambda schema: schema.pop("default", None),
+        description="Flight or rail segments of the booking, for tiers that qualify on segments.")
+
     @field_validator("refund_amount")
     @classmethod
     def _refund_only(cls, value: Decimal, info: ValidationInfo) -> Decimal:
@@ -304,9 +327,11 @@ class BookingEvent(BaseModel):
             at = at.replace(tzinfo=UTC)
         match self.type:
             case BookingEventType.confirmed:
-                return ConfirmBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
+                return ConfirmBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency,
+                                      self.nights, self.segments)
             case BookingEventType.completed:
-                return CompleteBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency)
+                return CompleteBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency,
+                                       self.nights, self.segments)
             case BookingEventType.cancelled:
                 return CancelBooking(self.member_id, at, self.booking_id)
             case BookingEventType.refunded if self.refund_amount is None:
