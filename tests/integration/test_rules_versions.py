@@ -74,7 +74,12 @@ async def test_a_version_published_during_a_kafka_load_is_used_from_its_start(
         events = _events(start, run)
         producing = asyncio.create_task(produce(kafka_bootstrap, topic, [encode(e) for e in events],
                                                 rate_per_s=RATE_PER_S, chunk=100))
-        await asyncio.sleep(2)
+        # Once the consumer has loaded its rules and written some of the load (a slow start
+        # on a busy machine would otherwise load the new version with the first ones).
+        for _ in range(600):
+            if await container.pool.fetchval("SELECT count(*) FROM events") >= 100:
+                break
+            await asyncio.sleep(0.1)
         # Published by this process, as an admin's API process would, while the consumer runs.
         effective_from = datetime.now(UTC) + timedelta(seconds=LEAD_S)
         doc = RuleSet.model_validate({
