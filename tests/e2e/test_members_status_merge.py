@@ -106,7 +106,8 @@ async def test_a_merge_moves_everything_and_the_duplicate_answers_404_with_merge
             r = await admin.post("/v1/booking-events", json=booking(member, booking_id))
             assert r.status_code == 201, r.text
         pending = booking("M-D", "BK-D3", "booking.confirmed")
-        assert (await admin.post("/v1/booking-events", json=pending)).status_code == 201
+        r = await admin.post("/v1/booking-events", json=pending)
+        assert r.status_code == 201, r.text
         r = await app.get("/v1/members/M-D/balance", params={"min_position": r.json()["position"]})
         dup = r.json()
         a = (await app.get("/v1/members/M-A/balance")).json()
