@@ -108,6 +108,39 @@ class SegmentSpec(_Strict):
                            description="Above 0, at most 1 (written without trailing zeros below 1).")
 
 
+# P3: earn beyond bookings (activities, anniversaries, caps).
+ActivityType = Literal["social.shared", "referral.completed", "review.submitted", "survey.completed"]
+CapSource = Literal["base", "tier", "promotion", "first_booking_bonus", "social.shared", "referral.completed",
+                    "review.submitted", "survey.completed", "anniversary"]
+
+
+class ActivitySpec(_Strict):
+    model_config = _examples({"points": 50, "per_booking_once": True})
+
+    points: Int = Field(0, ge=0, le=1_000_000, description="What one activity of the type earns.")
+    per_booking_once: StrictBool = Field(False, description="An activity naming a booking that earned one of this"
+                                                            " type already earns nothing more.")
+    referred_points: Int = Field(0, ge=0, le=1_000_000,
+                                 description="referral.completed: what the referred member earns.")
+
+
+class AnniversarySpec(_Strict):
+    model_config = _examples({"points_by_year": {"1": 100, "2": 200}, "per_year": 100, "points_max": 1000})
+
+    points_by_year: dict[Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]?|100)$")],
+                         Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(default_factory=dict, max_length=100)
+    per_year: Int = Field(0, ge=0, le=1_000_000, description="A year not listed: per_year times the year ...")
+    points_max: Int = Field(0, ge=0, le=1_000_000, description="... at most this (0: no most).")
+
+
+class CapSpec(_Strict):
+    model_config = _examples({"source": "social.shared", "period": "month", "max_points": 500})
+
+    source: CapSource
+    period: Literal["month", "year"] = Field(description="Calendar month or year, in UTC.")
+    max_points: Int = Field(ge=0, le=1_000_000_000)
+
+
 class RuleSet(_Strict):
     """A whole programme rule set, as published. Every field is checked and every wrong
     one named in the 422."""
@@ -142,6 +175,12 @@ class RuleSet(_Strict):
     return_grace_days: Int = Field(0, ge=0, le=3_650)
     household_members_max: Int = Field(6, ge=2, le=100)
     segments: SegmentSpec = Field(default_factory=SegmentSpec)
+    # P3: earn beyond bookings.
+    activities: dict[ActivityType, ActivitySpec] = Field(default_factory=dict, max_length=4,
+                                                         description="Points per activity type.")
+    anniversary: AnniversarySpec | None = Field(None, description="The bonus by years since the first activity.")
+    caps: list[CapSpec] = Field(default_factory=list, max_length=50,
+                                description="Earn caps per member per calendar period (UTC) and source.")
 
     def inconsistencies(self) -> list[dict[str, str]]:
         """What JSON Schema cannot say of one object's fields together, each wrong field

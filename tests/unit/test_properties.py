@@ -253,7 +253,7 @@ def indexes_agree(state: MemberState) -> None:
     assert state.pending == sum(lot.remaining for lot in lots.values() if lot.status == "pending")
     assert _snapshot(state) == _snapshot(build_state(
         state.member_id, state.version, lots.values(), state.bookings.items(), state.debt, state.holds.values(),
-        state.holds_closed.items(), state.redemptions.values(), state.transfers))
+        state.holds_closed.items(), state.redemptions.values(), state.transfers, earn=state.earn))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

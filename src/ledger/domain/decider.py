@@ -102,6 +102,9 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
     if isinstance(command, CATALOGUE_COMMANDS):
         _check_time(command)
         return decide_catalogue(states, command, rules)
+    if isinstance(command, EARN_COMMANDS):  # P3
+        _check_time(command)
+        return decide_earn(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
 
@@ -135,7 +138,7 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
     _check_time(command)
     match command:
         case ConfirmBooking():
-            return [_earn(state, command, rules, status="pending")]
+            return cap_booking(state, _earn(state, command, rules, status="pending"), rules)
         case CompleteBooking():
             return _complete(state, command, rules)
         case CancelBooking():
@@ -165,6 +168,8 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         case ReverseRedemption():
             _check_free_form(state, "redemption", command.redemption_id)
             return [_reverse_redemption(state, command, rules)]
+        case _ if isinstance(command, EARN_COMMANDS):  # P3: an activity of one member, an anniversary
+            return decide_earn({state.member_id: state}, command, rules)[state.member_id]
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -259,7 +264,7 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
 def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:
     lot_id = state.bookings.get(command.booking_id)
     if lot_id is None:
-        return [_earn(state, command, rules, status="active")]
+        return cap_booking(state, _earn(state, command, rules, status="active"), rules)
     lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
@@ -766,3 +771,5 @@ def _redeem_for_household(household: MemberState, members: list[MemberState],
 
 # At the end: the catalogue's decisions build on this module's functions.
 from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # noqa: E402
+# P3: earn beyond bookings and caps, which build on this module's state and rules.
+from .earn import EARN_COMMANDS, cap_booking, decide_earn  # noqa: E402

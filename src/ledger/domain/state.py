@@ -64,6 +64,9 @@ from .events import (
     PointsRedeemed,
 )
 from .sorted_keys import SortedKeys, SortedKeysEditor
+# P3: earn beyond bookings.
+from .earn_state import NO_EARN, EarnState, earn_applied, earn_from_snapshot, earn_snapshot, seen
+from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted
 
 
 @fast_init
@@ -197,6 +200,7 @@ class MemberState:
     # each redemption not reversed in full, whose unit of stock comes back with it.
     catalogue: Map = _NO_ENTRIES
     reward: RewardState | None = None  # a reward stream's: the reward and its stock
+    earn: EarnState = NO_EARN  # P3: activities, referrals, anniversaries and cap counters
 
     @property
     def exists(self) -> bool:
@@ -326,7 +330,7 @@ class _Draft:
 
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
-                 "household_roster", "catalogue", "reward")
+                 "household_roster", "catalogue", "reward", "earn")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -339,12 +343,14 @@ class _Draft:
         self.holds, self.holds_closed, self.redemptions = state.holds, state.holds_closed, state.redemptions
         self.household_id, self.household_roster = state.household_id, state.household_roster
         self.catalogue, self.reward = state.catalogue, state.reward
+        self.earn = state.earn
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
-                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward)
+                           self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward,
+                           self.earn)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -419,6 +425,7 @@ class _Draft:
                 )
                 self.put(self._existing(lot.lot_id), lot)
                 self.bookings[event.booking_id] = event.lot_id
+                self.earn = seen(self.earn, event.occurred_at)
             case PendingPointsActivated():
                 lot = self.lot(event.lot_id)
                 self.put(lot, Lot(
@@ -542,6 +549,13 @@ class _Draft:
                 self.reward = _reward_taken(self.reward, 1)
             case RewardStockReturned():
                 self.reward = _reward_taken(self.reward, -1)
+            case ActivityPointsEarned() | AnniversaryBonusGranted():
+                if event.lot_id is not None:
+                    self.put(self._existing(event.lot_id),
+                             Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at))
+                self.earn = earn_applied(self.earn, event)
+            case BookingEarnCounted():
+                self.earn = earn_applied(self.earn, event)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -626,7 +640,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.qualifying.insert((event.occurred_at, event.booking_id, event.qualifying_points)),
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
             state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
-            state.reward,
+            state.reward, seen(state.earn, event.occurred_at),
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -635,7 +649,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
     return MemberState(state.member_id, state.version + 1, lots.set(lot_id, lot), state.closed, bookings,
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
-                       state.household_id, state.household_roster, state.catalogue, state.reward)
+                       state.household_id, state.household_roster, state.catalogue, state.reward,
+                       seen(state.earn, event.occurred_at))
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -652,7 +667,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.qualifying.insert((event.occurred_at, lot.booking_id, event.qualifying_points)),
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
-        state.catalogue, state.reward,
+        state.catalogue, state.reward, state.earn,
     )
 
 
@@ -675,7 +690,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 redemptions: Iterable[Redemption] = (),
                 transfers: TransferYear = (0, 0, 0, 0, 0, ""), household_id: str | None = None,
                 household_roster: Iterable[str] = (), catalogue: Iterable[tuple[tuple[str, str], str]] = (),
-                reward: RewardState | None = None) -> MemberState:
+                reward: RewardState | None = None, earn: EarnState = NO_EARN) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -703,7 +718,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster), Map(catalogue), reward)
+                       household_id, tuple(household_roster), Map(catalogue), reward, earn)
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -715,7 +730,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # without a new format: a snapshot without them was saved before any history could
 # hold a household event, so their defaults are what its history folds to. The reward
 # catalogue added `catalogue` and `reward` the same way.
-SNAPSHOT_FORMAT = 3
+# 4: the earn state of P3 (`earn`: activities, anniversaries, cap counters).
+SNAPSHOT_FORMAT = 4
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -746,6 +762,7 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "household_roster": list(state.household_roster),
         "catalogue": [[kind, movement_id, reward_id] for (kind, movement_id), reward_id in state.catalogue.items()],
         "reward": None if state.reward is None else _reward_snapshot(state.reward),
+        "earn": earn_snapshot(state.earn),
     }
 
 
@@ -782,4 +799,4 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
                        data.get("household_id"), data.get("household_roster", ()),
                        # Absent from those saved before the catalogue, for the same reason.
                        [((kind, movement_id), reward_id) for kind, movement_id, reward_id in data.get("catalogue", ())],
-                       _reward_from_snapshot(data.get("reward")))
+                       _reward_from_snapshot(data.get("reward")), earn_from_snapshot(data.get("earn")))
