@@ -37,6 +37,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -152,6 +153,9 @@ class Balances:
             case PointsTransferredIn():
                 row[_A] += e.points
                 row[_TIN] += e.points
+            case ActivityPointsEarned() | AnniversaryBonusGranted():  # P3: earned, active at once
+                row[_A] += e.points
+                row[_E] += e.points
 
     @staticmethod
     def _returned(row: list, spendable: tuple[tuple[str, int], ...], expired: tuple[tuple[str, int], ...],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -116,6 +117,8 @@ class ExpirySchedule:
                     self._new(m, e.grace_lot_id, sum(p for _, p in e.regranted), e.expires_at)
             case PointsTransferredIn():
                 self._new(m, e.lot_id, e.points, e.expires_at)
+            case ActivityPointsEarned() | AnniversaryBonusGranted() if e.lot_id is not None:  # P3
+                self._new(m, e.lot_id, e.points, e.expires_at)  # type: ignore[arg-type]
 
     def completed(self, keep: str | None = None) -> list[tuple]:
         """The lots of the members whose every event has been applied, in `COLUMNS` order:

@@ -360,6 +360,7 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
         lot_id=adjustment_lot_id(command.adjustment_id) if credit else None,
         expires_at=add_months(command.occurred_at, rules.expiry_months) if credit else None,
         lots=() if credit else _take_fifo(state, -command.points, command.occurred_at),
+        case_id=command.case_id, category=command.category, booking_id=command.booking_id,
     )
 
 
