@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400,
         description="How often holds past their time are released (their points come back to available); a hold is"
                     " over at its time whatever this is, so it only bounds how late its points come back.")
+    anniversary_interval_s: float = Field(
+        3_600.0, gt=0, le=86_400,
+        description="How often the anniversary bonuses due are granted (each dated at its anniversary instant, so"
+                    " this only bounds how late one is credited).")
     segments_top_cache_s: float = Field(
         60.0, ge=0, le=3_600,
         description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"

@@ -50,7 +50,7 @@ async def test_readiness_is_ready_with_every_task_up(container: Container) -> No
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             r = await client.get("/readyz")
             assert r.status_code == 200, r.text
-            assert set(r.json()["tasks"]) == {"projections", "expiry", "hold-expiry", "rules-refresh"}
+            assert set(r.json()["tasks"]) == {"projections", "expiry", "hold-expiry", "rules-refresh", "anniversaries"}
 
 
 async def test_a_page_the_server_keeps_refusing_shows_the_projection_runner_down_until_it_passes(

@@ -21,6 +21,7 @@ from ledger.embedded import keep_running
 from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
+from ledger.anniversaries import run_anniversary_scheduler
 from ledger.expiry import run_expiry_scheduler
 from ledger.holds import run_hold_scheduler
 from ledger.rules_refresh import run_rules_refresh
@@ -102,6 +103,8 @@ def create_app(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
             supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
                 c.ledger, c.pool, stop, settings.hold_expiry_interval_s, settings.expiry_batch_members_max, c.clock))
+            supervisor.add("anniversaries", lambda stop: run_anniversary_scheduler(  # P3
+                c.ledger, c.pool, stop, settings.anniversary_interval_s, settings.expiry_batch_members_max, c.clock))
             if settings.anchor_key_file is not None:
                 anchored = c.extras.setdefault("anchor_status", {})
                 supervisor.add("anchor", lambda stop: run_anchor_scheduler(c.pool, settings, stop, c.clock, anchored))

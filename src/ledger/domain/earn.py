@@ -82,7 +82,9 @@ def anniversary_lot_id(year: int) -> str:
 
 
 def anniversary_at(since: datetime, year: int) -> datetime:
-    return add_months(since, 12 * year)
+    """The `year`-th anniversary of `since`, counted in UTC (the calendar of every
+    programme period): the same UTC wall-clock time `year` years on, 29 February on 28."""
+    return add_months(since.astimezone(timezone.utc), 12 * year)
 
 
 def decide_earn(states: Mapping[str, MemberState], command: Command, rules: ProgramRules) -> dict[str, list[Event]]:

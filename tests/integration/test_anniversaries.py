@@ -1,0 +1,59 @@
+"""The anniversary scheduler on a real PostgreSQL (P3): each anniversary of a member's
+first activity is granted once, under the rule version in force at the anniversary
+instant, even with two runners passing at the same time; the read model it walks moves
+on to the next year, and a rebuild gives what the live runner gave."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from ledger.anniversaries import grant_due
+from ledger.bootstrap import Container
+from ledger.domain import DEFAULT_RULES_DICT, EPOCH, ProgramRules, RuleBook, RuleVersion
+from ledger.domain.events import AnniversaryBonusGranted
+from ledger.handlers import Ledger
+from projections.runner import rebuild
+
+from .helpers import T0, earn
+
+V1 = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "version": "a.1", "anniversary": {"points_by_year": {"1": 100}}})
+V2 = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "version": "a.2",
+                             "anniversary": {"points_by_year": {"1": 150}, "per_year": 300}})
+V2_FROM = T0 + timedelta(days=500)  # after the first anniversaries, before the second
+
+
+async def _granted(container: Container) -> list[tuple[str, int, int, str]]:
+    return sorted((s.stream_id, s.event.year, s.event.points, s.event.rules_version)
+                  for s in await container.store.read_all(0, 10_000) if isinstance(s.event, AnniversaryBonusGranted))
+
+
+async def test_two_runners_grant_each_anniversary_once_under_the_version_in_force_then(container: Container) -> None:
+    book = RuleBook([RuleVersion(V1, EPOCH), RuleVersion(V2, V2_FROM)])
+    container.ledger.book = book
+    other = Ledger(container.store, book)  # a second process's runner: its own cache, the same store
+    await container.ledger.handle_batch([earn(f"m{i}", "B1", at=T0 + timedelta(days=i)) for i in range(5)])
+    await container.runner.run_until_caught_up()
+
+    # Not due yet: nothing.
+    assert await grant_due(container.ledger, container.pool, T0 + timedelta(days=300)) == 0
+    # Two years and a bit on, both runners at once, two members a page: each year once.
+    now = T0 + timedelta(days=740)
+    counts = await asyncio.gather(grant_due(container.ledger, container.pool, now, members_max=2),
+                                  grant_due(other, container.pool, now, members_max=2))
+    assert sum(counts) == 10, counts
+    assert await _granted(container) == sorted(
+        [(f"m{i}", 1, 100, "a.1") for i in range(5)] + [(f"m{i}", 2, 600, "a.2") for i in range(5)])
+    # Again, and after the projection caught up: nothing more.
+    assert await grant_due(other, container.pool, now) == 0
+    await container.runner.run_until_caught_up()
+    assert await grant_due(container.ledger, container.pool, now) == 0
+    rows = await container.pool.fetch("SELECT member_id, next_year, due_at FROM member_anniversaries ORDER BY 1")
+    assert [(r[0], r[1]) for r in rows] == [(f"m{i}", 3) for i in range(5)]
+    assert rows[0][2] == datetime(2029, 5, 4, 10, 0, tzinfo=UTC)
+    balances = await container.pool.fetch("SELECT available FROM balances ORDER BY member_id")
+    assert {r[0] for r in balances} == {1000 + 100 + 600}  # the booking (with its first booking bonus), years 1 and 2
+
+    live = [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")]
+    await rebuild(container.pool, container.store, book)
+    assert [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")] == live
