@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema
 
 from ledger.domain.rules import PRODUCTS
 from ledger.ingest.schema import Currency, OccurredAt
@@ -124,11 +124,21 @@ class ActivitySpec(_Strict):
                                  description="referral.completed: what the referred member earns.")
 
 
+_YEAR = r"^([1-9][0-9]?|100)$"
+
+
 class AnniversarySpec(_Strict):
     model_config = _examples({"points_by_year": {"1": 100, "2": 200}, "per_year": 100, "points_max": 1000})
 
-    points_by_year: dict[Annotated[str, StringConstraints(pattern=r"^([1-9][0-9]?|100)$")],
-                         Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(default_factory=dict, max_length=100)
+    # The schema spelt out: pydantic publishes a constrained key as `patternProperties`,
+    # which lets any other key through, and the value's bounds under names JSON Schema
+    # does not know.
+    points_by_year: Annotated[
+        dict[Annotated[str, StringConstraints(pattern=_YEAR)], Annotated[Int, Field(ge=0, le=1_000_000)]],
+        WithJsonSchema({"type": "object", "maxProperties": 100, "propertyNames": {"pattern": _YEAR},
+                        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+                        "description": "Anniversary year (1 to 100) -> points."}),
+    ] = Field(default_factory=dict, max_length=100)
     per_year: Int = Field(0, ge=0, le=1_000_000, description="A year not listed: per_year times the year ...")
     points_max: Int = Field(0, ge=0, le=1_000_000, description="... at most this (0: no most).")
 

@@ -28,9 +28,11 @@ _NO_OFFSET = timedelta(0)
 # fuzzer) following it never sends what the validators refuse.
 _CONDITIONS = [
     {"if": {"properties": {"type": {"const": "social.shared"}}},
-     "then": {"required": ["channel"]}, "else": {"not": {"required": ["channel"]}}},
+     "then": {"required": ["channel"], "properties": {"channel": {"type": "string"}}},
+     "else": {"not": {"required": ["channel"]}}},
     {"if": {"properties": {"type": {"const": "referral.completed"}}},
-     "then": {"required": ["referred_member_id"]}, "else": {"not": {"required": ["referred_member_id"]}}},
+     "then": {"required": ["referred_member_id"], "properties": {"referred_member_id": {"type": "string"}}},
+     "else": {"not": {"required": ["referred_member_id"]}}},
 ]
 
 
