@@ -57,3 +57,52 @@ async def test_two_runners_grant_each_anniversary_once_under_the_version_in_forc
     live = [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")]
     await rebuild(container.pool, container.store, book)
     assert [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")] == live
+
+
+CAPPED = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "version": "c.1", "activities": {
+    "social.shared": {"points": 50, "per_booking_once": True}, "review.submitted": {"points": 30},
+    "referral.completed": {"points": 500, "referred_points": 200}},
+    "anniversary": {"per_year": 100}, "caps": [
+        {"source": "social.shared", "period": "month", "max_points": 80},
+        {"source": "first_booking_bonus", "period": "year", "max_points": 300},
+        {"source": "anniversary", "period": "year", "max_points": 50}]})
+
+
+async def test_live_read_models_of_earn_beyond_bookings_equal_the_fold_and_a_rebuild(container: Container) -> None:
+    from ledger.domain import AdjustPoints, CancelBooking
+    from ledger.domain.earn import RecordActivity
+    from ledger.handlers import CommandRequest
+
+    from .test_projections import _tables
+
+    container.ledger.rules = CAPPED
+    at = T0
+    requests = [earn(f"m{i}", "B1", at=at) for i in range(3)] + [earn("m3", "B1", pending=True, at=at)]
+    for i in range(6):
+        requests.append(CommandRequest(RecordActivity("m0", at + timedelta(days=i * 20), f"s{i}", "social.shared",
+                                                      "wechat", f"B{i % 4}")))
+    requests += [
+        CommandRequest(RecordActivity("m1", at, "r1", "review.submitted")),
+        CommandRequest(RecordActivity("m0", at, "ref1", "referral.completed", referred_member_id="m2")),
+        CommandRequest(RecordActivity("m1", at, "ref2", "referral.completed", referred_member_id="m2")),  # refused
+        CommandRequest(RecordActivity("m0", at, "ref3", "referral.completed", referred_member_id="m3")),  # refused
+        CommandRequest(AdjustPoints("m1", at, "adj1", 250, "Flight delayed", "support", "CASE-1", "delay", "B1")),
+        CommandRequest(CancelBooking("m3", at + timedelta(days=1), "B1")),
+        earn("m4", "B1", at=at + timedelta(days=30)),
+    ]
+    outcomes = await container.ledger.handle_batch(requests)
+    assert sum(type(o).__name__ == "Rejected" for o in outcomes) == 2
+    assert await grant_due(container.ledger, container.pool, T0 + timedelta(days=800)) == 0  # the runner behind
+    await container.runner.run_until_caught_up()
+    assert await grant_due(container.ledger, container.pool, T0 + timedelta(days=800)) == 10
+    await container.runner.run_until_caught_up()
+    live = await _tables(container)
+    for row in live["balances"]:
+        state = await container.ledger.member_state(row["member_id"])
+        assert (row["available"], row["pending"]) == (state.balance, state.pending), row["member_id"]
+        lots = {r["lot_id"]: r["remaining"] for r in live["expiry_lots"] if r["member_id"] == row["member_id"]}
+        assert lots == {lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
+    m0 = await container.ledger.member_state("m0")
+    assert m0.earn.counted("social.shared", "2026-05") == 80  # 50, then 30 of 50: the month's cap
+    await rebuild(container.pool, container.store, container.rules, page_size=7)
+    assert await _tables(container) == live
