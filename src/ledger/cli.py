@@ -122,6 +122,12 @@ async def _expire_holds(args: argparse.Namespace) -> int:
     return await _until_none_due(expire_holds_due, "released {} holds past their time")
 
 
+async def _grant_anniversaries(args: argparse.Namespace) -> int:
+    from ledger.anniversaries import grant_due
+
+    return await _until_none_due(grant_due, "granted {} anniversary bonuses")
+
+
 async def _until_none_due(one_pass: Any, done: str) -> int:
     """Passes of a scheduler (`one_pass(ledger, pool, now)`) until one finds nothing due,
     the read models caught up before each."""
@@ -477,6 +483,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
     holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)
     holds.add_parser("expire", help="release the holds past their time, once").set_defaults(func=_expire_holds)
+    anniversaries = sub.add_parser("anniversaries", help="anniversary bonuses").add_subparsers(dest="action",
+                                                                                               required=True)
+    anniversaries.add_parser("grant", help="grant the anniversary bonuses due, once").set_defaults(
+        func=_grant_anniversaries)
     verify = sub.add_parser("verify", help="check a member's hash chain, or every stream's against an anchor")
     verify.add_argument("member_id", nargs="?", default=None, metavar="MEMBER")
     verify.add_argument("--all", action="store_true", help="every stream's chain")

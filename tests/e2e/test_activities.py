@@ -70,6 +70,17 @@ async def test_activities_earn_per_the_rules_once_per_id_and_capped(api: Api) ->
         assert early["points"] == 0 and early["events"][0]["data"]["rules_version"] == "2026.1"
         balance = (await app.get("/v1/members/M-30/balance", params={"min_position": early["position"]})).json()
         assert balance["available"] == 50 + 50 + 20 + 30 + 20
+        # The statement, the balance as of a moment, the chain's verification read them too.
+        api.container.clock = lambda: datetime(2027, 3, 1, tzinfo=UTC)
+        async with api.client("auditor") as auditor:
+            statement = await auditor.get("/v1/members/M-30/statement", params={
+                "from": "2027-01-01T00:00:00Z", "to": "2027-02-28T00:00:00Z"})
+            assert statement.status_code == 200, statement.text
+            assert statement.json()["closing_balance"] == 170
+            assert sum(statement.json()["earned_by_source"].values()) == 170
+            as_of = await auditor.get("/v1/members/M-30/balance", params={"as_of": "2027-02-10T00:00:00Z"})
+            assert as_of.status_code == 200 and as_of.json()["available"] == 170, as_of.text
+            assert (await auditor.get("/v1/members/M-30/verification")).json()["ok"] is True
         # Roles: the app cannot post activities.
         assert (await app.post("/v1/members/M-30/activities", json=_share("s9", "BK-9"))).status_code == 403
 

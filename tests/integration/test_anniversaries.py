@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from ledger.anniversaries import grant_due
 from ledger.bootstrap import Container
@@ -106,3 +109,28 @@ async def test_live_read_models_of_earn_beyond_bookings_equal_the_fold_and_a_reb
     assert m0.earn.counted("social.shared", "2026-05") == 80  # 50, then 30 of 50: the month's cap
     await rebuild(container.pool, container.store, container.rules, page_size=7)
     assert await _tables(container) == live
+
+
+def test_ledger_anniversaries_grant_grants_the_years_due_once(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger.bootstrap import build
+    from ledger.cli import main
+
+    from ..conftest import make_settings
+
+    past = datetime(2021, 6, 1, tzinfo=UTC)
+
+    async def earn_long_ago() -> None:
+        container = await build(make_settings(tmp_path), run_migrations=False, url=db_url)
+        try:
+            await container.ledger.handle(earn("M-1", "B1", at=past))
+        finally:
+            await container.close()
+
+    asyncio.run(earn_long_ago())
+    monkeypatch.setenv("LEDGER_DATABASE_URL", db_url)
+    assert main(["anniversaries", "grant"]) == 0
+    granted = int(capsys.readouterr().out.splitlines()[-1].split()[1])
+    assert granted >= 5  # a year each since June 2021, at 0 points under the default rules
+    assert main(["anniversaries", "grant"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "granted 0 anniversary bonuses"
