@@ -21,12 +21,14 @@ points.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .commands import Command
 from ._frozen import fast_init
-from dataclasses import dataclass
-from .earn_rules import ANNIVERSARY_SOURCE, ANNIVERSARY_YEARS_MAX, ACTIVITY_TYPES, SHARE_CHANNELS, booking_source, month_key
+from .commands import Command
+from .earn_rules import (
+    ACTIVITY_TYPES, ANNIVERSARY_SOURCE, ANNIVERSARY_YEARS_MAX, SHARE_CHANNELS, booking_source, month_key,
+)
 from .earn_state import EarnState
 from .errors import InvalidCommand, MemberNotFound, MovementConflict
 from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted, Event, PointsEarned

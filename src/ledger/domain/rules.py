@@ -16,9 +16,7 @@ from math import floor
 from pathlib import Path
 from typing import Any
 
-from .earn_rules import (
-    BOOKING_SOURCES, ActivityRule, AnniversaryRule, Cap, activities_from, anniversary_from, caps_from,
-)
+from .earn_rules import BOOKING_SOURCES, ActivityRule, AnniversaryRule, Cap, activities_from, anniversary_from, caps_from
 from .errors import CurrencyNotEarned, InvalidCommand
 
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")

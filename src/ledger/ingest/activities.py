@@ -77,7 +77,7 @@ class ActivityBody(BaseModel):
     def fingerprint(self) -> str:
         """What makes two messages the same activity: every field but the member (which
         the key scopes), so that HTTP and Kafka deliveries of one activity agree."""
-        return hashlib.sha256(ActivityBody.model_dump_json(self, exclude={"member_id"}).encode()).hexdigest()  # type: ignore[arg-type]
+        return hashlib.sha256(self.model_dump_json(exclude={"member_id"}).encode()).hexdigest()
 
     def to_request(self, member_id: str, source: str, *, message: KafkaSource | None = None,
                    **metadata: Any) -> CommandRequest:

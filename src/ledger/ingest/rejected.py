@@ -17,15 +17,15 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import ValidationError
 
+from ledger.domain.earn_rules import ACTIVITY_TYPES
 from ledger.handlers import CommandRequest, KafkaSource, Ledger
 from ledger.outcomes import REASON_CHARS_MAX, Rejected, refusal_reason
 
 from .activities import ActivityMessage
 from .schema import BookingEvent
-from ledger.domain.earn_rules import ACTIVITY_TYPES
-import orjson
 
 log = logging.getLogger(__name__)
 
