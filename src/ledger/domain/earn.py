@@ -249,6 +249,6 @@ def cap_booking(state: MemberState, earned: PointsEarned, rules: ProgramRules) -
     event = PointsEarned(
         earned.occurred_at, earned.lot_id, earned.booking_id, earned.product, earned.amount, earned.currency, total,
         earned.qualifying_points, earned.status, earned.expires_at, earned.rules_version,
-        (*breakdown, *merged.items()), earned.fx_rate, earned.converted_amount)
+        (*breakdown, *merged.items()), earned.fx_rate, earned.converted_amount, earned.tier)
     counted_items = tuple((f"{s}@{month}", p) for s, p in sorted(granted.items()) if p)
     return [event, BookingEarnCounted(at, earned.booking_id, counted_items)] if counted_items else [event]
