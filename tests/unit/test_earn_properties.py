@@ -125,6 +125,8 @@ def test_caps_are_never_exceeded_and_the_breakdown_says_what_they_withheld(histo
             for event in stream_events:
                 if isinstance(event, (PointsEarned, ActivityPointsEarned, AnniversaryBonusGranted)):
                     assert sum(p for _, p in event.breakdown) == event.points
+                if isinstance(event, PointsEarned):
+                    assert event.tier is not None  # a capped earn keeps the tier it was priced at
                 for source, points in _granted(event):
                     assert points >= 0
                     at = event.occurred_at.astimezone(UTC)
