@@ -133,6 +133,10 @@ async def _review_tiers(args: argparse.Namespace) -> int:
     # The rules in force come from the book of the ledger each pass is handed.
     return await _until_none_due(lambda ledger, pool, now: review_tiers(ledger, pool, lambda: ledger.book, now),
                                  "reviewed tiers: {} downgrades and warnings")
+async def _grant_anniversaries(args: argparse.Namespace) -> int:
+    from ledger.anniversaries import grant_due
+
+    return await _until_none_due(grant_due, "granted {} anniversary bonuses")
 
 
 async def _until_none_due(one_pass: Any, done: str) -> int:
@@ -495,6 +499,10 @@ def parser() -> argparse.ArgumentParser:
     tiers = sub.add_parser("tiers", help="tier policies").add_subparsers(dest="action", required=True)
     tiers.add_parser("review", help="downgrades due at evaluation dates and warnings before them, once").set_defaults(
         func=_review_tiers)
+    anniversaries = sub.add_parser("anniversaries", help="anniversary bonuses").add_subparsers(dest="action",
+                                                                                               required=True)
+    anniversaries.add_parser("grant", help="grant the anniversary bonuses due, once").set_defaults(
+        func=_grant_anniversaries)
     verify = sub.add_parser("verify", help="check a member's hash chain, or every stream's against an anchor")
     verify.add_argument("member_id", nargs="?", default=None, metavar="MEMBER")
     verify.add_argument("--all", action="store_true", help="every stream's chain")

@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema
 
 from ledger.domain.rules import PRODUCTS
 from ledger.ingest.schema import Currency, OccurredAt
@@ -159,6 +159,49 @@ class SegmentSpec(_Strict):
                            description="Above 0, at most 1 (written without trailing zeros below 1).")
 
 
+# P3: earn beyond bookings (activities, anniversaries, caps).
+ActivityType = Literal["social.shared", "referral.completed", "review.submitted", "survey.completed"]
+CapSource = Literal["base", "tier", "promotion", "first_booking_bonus", "social.shared", "referral.completed",
+                    "review.submitted", "survey.completed", "anniversary"]
+
+
+class ActivitySpec(_Strict):
+    model_config = _examples({"points": 50, "per_booking_once": True})
+
+    points: Int = Field(0, ge=0, le=1_000_000, description="What one activity of the type earns.")
+    per_booking_once: StrictBool = Field(False, description="An activity naming a booking that earned one of this"
+                                                            " type already earns nothing more.")
+    referred_points: Int = Field(0, ge=0, le=1_000_000,
+                                 description="referral.completed: what the referred member earns.")
+
+
+_YEAR = r"^([1-9][0-9]?|100)$"
+
+
+class AnniversarySpec(_Strict):
+    model_config = _examples({"points_by_year": {"1": 100, "2": 200}, "per_year": 100, "points_max": 1000})
+
+    # The schema spelt out: pydantic publishes a constrained key as `patternProperties`,
+    # which lets any other key through, and the value's bounds under names JSON Schema
+    # does not know.
+    points_by_year: Annotated[
+        dict[Annotated[str, StringConstraints(pattern=_YEAR)], Annotated[Int, Field(ge=0, le=1_000_000)]],
+        WithJsonSchema({"type": "object", "maxProperties": 100, "propertyNames": {"pattern": _YEAR},
+                        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+                        "description": "Anniversary year (1 to 100) -> points."}),
+    ] = Field(default_factory=dict, max_length=100)
+    per_year: Int = Field(0, ge=0, le=1_000_000, description="A year not listed: per_year times the year ...")
+    points_max: Int = Field(0, ge=0, le=1_000_000, description="... at most this (0: no most).")
+
+
+class CapSpec(_Strict):
+    model_config = _examples({"source": "social.shared", "period": "month", "max_points": 500})
+
+    source: CapSource
+    period: Literal["month", "year"] = Field(description="Calendar month or year, in UTC.")
+    max_points: Int = Field(ge=0, le=1_000_000_000)
+
+
 class RuleSet(_Strict):
     """A whole programme rule set, as published. Every field is checked and every wrong
     one named in the 422."""
@@ -201,6 +244,12 @@ class RuleSet(_Strict):
                                             " currency: the liability report values the points at it.")
     # P4, tier policies.
     tier_policy: TierPolicySpec = Field(default_factory=TierPolicySpec)
+    # P3: earn beyond bookings.
+    activities: dict[ActivityType, ActivitySpec] = Field(default_factory=dict, max_length=4,
+                                                         description="Points per activity type.")
+    anniversary: AnniversarySpec | None = Field(None, description="The bonus by years since the first activity.")
+    caps: list[CapSpec] = Field(default_factory=list, max_length=50,
+                                description="Earn caps per member per calendar period (UTC) and source.")
 
     def inconsistencies(self) -> list[dict[str, str]]:
         """What JSON Schema cannot say of one object's fields together, each wrong field

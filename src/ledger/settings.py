@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         3_600.0, gt=0, le=86_400,
         description="How often the tier scheduler reviews every member above the lowest tier (downgrades at"
                     " evaluation dates, warnings before them); a downgrade is at most this late.")
+    anniversary_interval_s: float = Field(
+        3_600.0, gt=0, le=86_400,
+        description="How often the anniversary bonuses due are granted (each dated at its anniversary instant, so"
+                    " this only bounds how late one is credited).")
     segments_top_cache_s: float = Field(
         60.0, ge=0, le=3_600,
         description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"

@@ -40,6 +40,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -171,6 +172,9 @@ class Balances:
                 row[_P] += pending
                 row[_D] += e.debt
                 row[_MIN] += active
+            case ActivityPointsEarned() | AnniversaryBonusGranted():  # P3: earned, active at once
+                row[_A] += e.points
+                row[_E] += e.points
 
     @staticmethod
     def _returned(row: list, spendable: tuple[tuple[str, int], ...], expired: tuple[tuple[str, int], ...],

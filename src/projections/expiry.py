@@ -14,6 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
+from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -133,6 +134,8 @@ class ExpirySchedule:
                     row[0] = "expired" if status == "active" and not remaining and expired else status
                     row[1], row[3] = points, None if expires_at is None else datetime.fromisoformat(expires_at)
                     row[2] += remaining
+            case ActivityPointsEarned() | AnniversaryBonusGranted() if e.lot_id is not None:  # P3
+                self._new(m, e.lot_id, e.points, e.expires_at)  # type: ignore[arg-type]
 
     def completed(self, keep: str | None = None) -> list[tuple]:
         """The lots of the members whose every event has been applied, in `COLUMNS` order:

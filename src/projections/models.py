@@ -21,7 +21,8 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, member_tiers, reports, rewards, segments, tiers
+from . import anniversaries, balances, expiry, holds, households, member_tiers, reports, rewards, segments, tiers
+from .anniversaries import Anniversaries
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
@@ -33,7 +34,7 @@ from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 MEMBER_TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-                 "rewards", "member_tiers")
+                 "rewards", "member_tiers", "member_anniversaries")
 REPORT_TABLES = ("segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES, "liability_moments")
 TABLES = (*MEMBER_TABLES, *REPORT_TABLES)
 COLUMNS = {
@@ -44,6 +45,7 @@ COLUMNS = {
     "holds": holds.COLUMNS,
     "household_members": households.COLUMNS,
     "rewards": rewards.COLUMNS,
+    "member_anniversaries": anniversaries.COLUMNS,  # P3
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
     "report_lots": reports.LOT_COLUMNS,
@@ -75,6 +77,7 @@ class MemberModels:
         self.households = HouseholdMembers(f"household_members{suffix}")
         self.rewards = RewardCatalogue(f"rewards{suffix}")
         self.member_tiers = MemberTiers(f"member_tiers{suffix}")
+        self.anniversaries = Anniversaries(f"member_anniversaries{suffix}")  # P3
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -88,6 +91,7 @@ class MemberModels:
         self.expiry.apply(stored)
         self.holds.apply(stored)
         self.member_tiers.apply(stored)
+        self.anniversaries.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -105,6 +109,7 @@ class MemberModels:
         await self.households.write(conn)
         await self.rewards.write(conn)
         await self.member_tiers.write(conn)
+        await self.anniversaries.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -129,6 +134,7 @@ class MemberModels:
             "household_members": self.households.completed(keep),
             "rewards": self.rewards.completed(keep),
             "member_tiers": self.member_tiers.completed(keep),
+            "member_anniversaries": self.anniversaries.completed(keep),
         }
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted
 from ledger.domain import (
     BookingAmended,
     DebtSettled,
@@ -116,7 +117,8 @@ LOT_COLUMNS = ("member_id", "lot_id", "pending", "expiry_month", "product", "tie
 _REPORTED = frozenset((
     PointsEarned, PendingPointsActivated, PointsRedeemed, PointsRedeemedForHousehold, PointsExpired, DebtSettled,
     PointsAdjusted, EarnReversed, BookingAmended, HoldCaptured, HoldReleased, RedemptionReversed,
-    PointsTransferredOut, PointsTransferredIn, MemberMergedAway, MemberMergedIn,
+    PointsTransferredOut, PointsTransferredIn, MemberMergedAway, MemberMergedIn, ActivityPointsEarned,
+    AnniversaryBonusGranted,
 ))
 
 Takes = tuple[tuple[str, int], ...]
@@ -322,6 +324,12 @@ class ReportLedger:
                                         _product(row[13]), NO_TIER)
                     if status in (PENDING, ACTIVE):
                         self._liability(when, lot, remaining + held)
+            case ActivityPointsEarned() | AnniversaryBonusGranted():  # P3: earned by rule, active at once
+                if e.lot_id is not None:
+                    lot = self._new_lot(m, lots, e.lot_id, False, e.expires_at, NO_PRODUCT, NO_TIER)
+                    self._liability(when, lot, e.points)
+                    for rule, points in e.breakdown:
+                        self._activity(day, "earned", NO_PRODUCT, rule, points)
 
     # -- rows ----------------------------------------------------------------------------
 

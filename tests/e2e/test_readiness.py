@@ -51,7 +51,8 @@ async def test_readiness_is_ready_with_every_task_up(container: Container) -> No
             r = await client.get("/readyz")
             assert r.status_code == 200, r.text
             assert set(r.json()["tasks"]) == {"projections", "projections-reports", "expiry", "hold-expiry",
-                                                 "rules-refresh", "tier-review"}
+                                                 "rules-refresh", "tier-review",
+                                                 "anniversaries"}
 
 
 async def test_a_page_the_server_keeps_refusing_shows_the_projection_runner_down_until_it_passes(

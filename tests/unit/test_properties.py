@@ -254,7 +254,7 @@ def indexes_agree(state: MemberState) -> None:
     assert _snapshot(state) == _snapshot(build_state(
         state.member_id, state.version, lots.values(), state.bookings.items(), state.debt, state.holds.values(),
         state.holds_closed.items(), state.redemptions.values(), state.transfers, tiers=state.tiers,
-        tier_warned=state.tier_warned, tier_facts=state.tier_facts.items()))
+        tier_warned=state.tier_warned, tier_facts=state.tier_facts.items(), earn=state.earn))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

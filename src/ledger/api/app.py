@@ -21,6 +21,7 @@ from ledger.embedded import keep_running
 from ledger.supervisor import Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
+from ledger.anniversaries import run_anniversary_scheduler
 from ledger.expiry import run_expiry_scheduler
 from ledger.holds import run_hold_scheduler
 from ledger.tier_review import run_tier_scheduler
@@ -28,6 +29,7 @@ from ledger.rules_refresh import run_rules_refresh
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
+from .activities import router as activities_router
 from .households import router as households_router
 from .movements import router as movements_router
 from .programme import router as programme_router
@@ -108,6 +110,8 @@ def create_app(
             supervisor.add("tier-review", lambda stop: run_tier_scheduler(
                 c.ledger, c.pool, lambda: c.book, stop, settings.tier_review_interval_s,
                 settings.expiry_batch_members_max, c.clock))
+            supervisor.add("anniversaries", lambda stop: run_anniversary_scheduler(  # P3
+                c.ledger, c.pool, stop, settings.anniversary_interval_s, settings.expiry_batch_members_max, c.clock))
             if settings.anchor_key_file is not None:
                 anchored = c.extras.setdefault("anchor_status", {})
                 supervisor.add("anchor", lambda stop: run_anchor_scheduler(c.pool, settings, stop, c.clock, anchored))
@@ -145,6 +149,7 @@ def create_app(
     app.include_router(programme_router)
     app.include_router(rewards_router)
     app.include_router(members_router)
+    app.include_router(activities_router)  # P3
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

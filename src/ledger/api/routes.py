@@ -26,7 +26,7 @@ from ledger.domain import (
     to_data,
 )
 from ledger.handlers import Applied, CommandRequest, Duplicate
-from ledger.ingest.schema import BookingEvent
+from ledger.ingest.schema import BookingEvent, id_pattern
 from ledger.keys import ApiKey, Permission
 from projections.asof import expiry_page_as_of, history_as_of, read_member_as_of
 from projections.queries import EXPIRY_PAGE_LOTS_MAX, expiry_page
@@ -154,11 +154,18 @@ async def adjust(
 ) -> AdjustmentResult:
     """Credit or debit points after a complaint; the reason and the key's name stay on record."""
     command = AdjustPoints(member_id, container.clock(), _command_id("adj", member_id, idempotency_key), body.points,
-                           body.reason, key.name)
-    applied, event = await _member_write(container, response, command, "adjustment", idempotency_key, key)
+                           body.reason, key.name, body.case_id, body.category, body.booking_id)
+    # An adjustment without a case hashes as it did before cases existed, so that a retry
+    # of one sent before keeps its original answer.
+    case = ("case_id", "category", "booking_id") if body.case_id is body.category is body.booking_id is None else ()
+    applied = await keyed_write(container, response, command, "adjustment", idempotency_key, key,
+                                timed=("occurred_at", *case))
+    (appended,) = applied.events
+    event = appended.event
     assert isinstance(event, PointsAdjusted)
     return AdjustmentResult(
         adjustment_id=event.adjustment_id, points=event.points, reason=event.reason, actor=event.actor,
+        case_id=event.case_id, category=event.category, booking_id=event.booking_id,
         available_after=applied.summary.available_after, position=applied.position,
     )
 
@@ -351,13 +358,28 @@ async def history(
     limit: Annotated[QueryInt(1, HISTORY_LIMIT_MAX), Query()] = 50,
     cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
     min_position: MinPosition = None, as_of: AsOf = None,
+    case_id: Annotated[str | None, Query(min_length=1, max_length=64, pattern=id_pattern(64),
+                                         description="Only the adjustments of this support case.")] = None,
 ) -> HistoryPage:
     """The member's events from the event store itself, newest first (those on its
-    record as of `as_of`, when given)."""
+    record as of `as_of`, when given; those of the support case `case_id`, when given,
+    through an index)."""
     if min_position is not None:
         await wait_for_position(container, min_position)
     before = min(int(cursor), 2**31 - 1) if cursor else 2**31 - 1
-    if as_of is not None:
+    if case_id is not None:
+        rows = await container.pool.fetch(
+            "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
+            " WHERE stream_id = $1 AND data->>'case_id' = $4 AND stream_version < $2"
+            " AND type = 'PointsAdjusted' AND data ? 'case_id' ORDER BY stream_version DESC LIMIT $3",
+            member_id, before, limit + 1, case_id)
+        if as_of is not None:
+            at = in_the_past(container, "as_of", as_of)
+            rows = [r for r in rows if r["occurred_at"] <= at]
+        if not rows and cursor is None and not await container.pool.fetchval(
+                "SELECT 1 FROM events WHERE stream_id = $1 LIMIT 1", member_id):
+            raise MemberNotFound(member_id)
+    elif as_of is not None:
         rows = await history_as_of(container.pool, member_id, in_the_past(container, "as_of", as_of), before,
                                    limit + 1)
     else:
@@ -365,7 +387,7 @@ async def history(
             "SELECT position, stream_version, type, data, metadata, occurred_at, recorded_at FROM events"
             " WHERE stream_id = $1 AND stream_version < $2 ORDER BY stream_version DESC LIMIT $3",
             member_id, before, limit + 1)
-    if not rows and cursor is None:
+    if not rows and cursor is None and case_id is None:
         raise MemberNotFound(member_id)
     page = rows[:limit]
     return HistoryPage(

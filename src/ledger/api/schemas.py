@@ -9,7 +9,9 @@ import annotated_types
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo,
                       field_validator)
 
-from ledger.ingest.schema import Identifier, Text
+from ledger.ingest.schema import BookingId, Identifier, Text
+
+CaseId = Identifier(64)  # P3: a support case's id
 
 POINTS_MAX = 10_000_000
 RewardKind = Literal["travel_product", "hotel_discount", "airline_miles", "upgrade", "voucher", "other"]
@@ -74,6 +76,11 @@ class AdjustmentRequest(BaseModel):
     points: Points = Field(ge=-1_000_000, le=1_000_000, strict=True, description="Non-zero.",
                            json_schema_extra={"not": {"const": 0}})
     reason: Text(500)  # type: ignore[valid-type]
+    # P3, complaint compensation: recorded on the event; the history filters by case_id.
+    case_id: CaseId | None = Field(None, description="The support case the adjustment settles.")
+    category: Literal["delay", "cancellation", "service", "other"] | None = Field(
+        None, description="The complaint's category.")
+    booking_id: BookingId | None = Field(None, description="The booking the complaint is about.")
 
     @field_validator("points")
     @classmethod
@@ -134,6 +141,9 @@ class AdjustmentResult(BaseModel):
     points: int
     reason: str
     actor: str
+    case_id: str | None = None
+    category: str | None = None
+    booking_id: str | None = None
     available_after: int
     position: int
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .events import (
+    ActivityPointsEarned,
+    AnniversaryBonusGranted,
     BookingAmended,
     DebtSettled,
     EarnReversed,
@@ -71,7 +73,7 @@ def state_as_of(member_id: str, events: Iterable[Event], at: datetime) -> Member
 _CREDIT_NAMES: dict[type, str] = {
     PointsEarned: "earned", PendingPointsActivated: "earned", BookingAmended: "earned",
     PointsAdjusted: "adjusted", PointsTransferredIn: "transferred_in", RedemptionReversed: "reversed",
-    HoldReleased: "released",
+    HoldReleased: "released", ActivityPointsEarned: "earned", AnniversaryBonusGranted: "earned",
 }
 _DEBIT_NAMES: dict[type, str] = {
     PointsRedeemed: "redeemed", PointsRedeemedForHousehold: "redeemed", HoldCaptured: "redeemed",
@@ -170,7 +172,7 @@ def _sources(before: MemberState, event: Event, points: int) -> list[tuple[str, 
             breakdown = event.breakdown
         case PendingPointsActivated():
             breakdown = before.lot(event.lot_id).breakdown
-        case BookingAmended():
+        case BookingAmended() | ActivityPointsEarned() | AnniversaryBonusGranted():
             breakdown = event.breakdown
         case _:
             breakdown = ()

@@ -80,6 +80,10 @@ class AdjustPoints(Command):
     points: int
     reason: str
     actor: str
+    # P3, complaint compensation: the support case, its category and the booking concerned.
+    case_id: str | None = None
+    category: str | None = None
+    booking_id: str | None = None
 
 
 @fast_init

@@ -121,6 +121,9 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
         if member.status != "active" or member.merged_into is not None:
             check_member(member, command)
         return decide_catalogue(states, command, rules)
+    if isinstance(command, EARN_COMMANDS):  # P3
+        _check_time(command)
+        return decide_earn(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
 
@@ -156,7 +159,7 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         check_member(state, command)
     match command:
         case ConfirmBooking():
-            return [_earn(state, command, rules, status="pending")]
+            return cap_booking(state, _earn(state, command, rules, status="pending"), rules)
         case CompleteBooking():
             return _complete(state, command, rules)
         case CancelBooking():
@@ -191,6 +194,8 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
             return change_status(state, command, rules)
         case ReviewTier():
             return review(state, command.occurred_at, rules)
+        case _ if isinstance(command, EARN_COMMANDS):  # P3: an activity of one member, an anniversary
+            return decide_earn({state.member_id: state}, command, rules)[state.member_id]
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -302,25 +307,26 @@ def _tier(state: MemberState, at: datetime, rules: ProgramRules) -> str:
 def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules) -> list[Event]:
     lot_id = state.bookings.get(command.booking_id)
     if lot_id is None:
-        return _upgraded(state, _earn(state, command, rules, status="active"), rules)
+        return _upgraded(state, *cap_booking(state, _earn(state, command, rules, status="active"), rules), rules=rules)
     lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
-    return _upgraded(state, 
-        PendingPointsActivated(
+    return _upgraded(state, PendingPointsActivated(
             occurred_at=command.occurred_at,
             lot_id=lot_id,
             booking_id=command.booking_id,
             points=lot.remaining,
             qualifying_points=lot.qualifying,
             expires_at=add_months(command.occurred_at, rules.expiry_months),
-        ), rules)
+        ), rules=rules)
 
 
-def _upgraded(state: MemberState, event: PointsEarned | PendingPointsActivated, rules: ProgramRules) -> list[Event]:
-    """P4: the event that makes a booking count towards tiers, then the upgrade it
-    qualifies the member for, if any (an upgrade is at once, in the same unit of work)."""
-    return [event, *upgrade(state, event, rules)]
+def _upgraded(state: MemberState, event: PointsEarned | PendingPointsActivated, *counted: Event,
+              rules: ProgramRules) -> list[Event]:
+    """P4: the event that makes a booking count towards tiers (with what the caps counted
+    of it, P3), then the upgrade it qualifies the member for, if any (an upgrade is at
+    once, in the same unit of work)."""
+    return [event, *counted, *upgrade(state, event, rules)]
 
 
 def _reverse(state: MemberState, booking_id: str, reason: str, at: datetime, rules: ProgramRules) -> EarnReversed:
@@ -403,6 +409,7 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
         lot_id=adjustment_lot_id(command.adjustment_id) if credit else None,
         expires_at=add_months(command.occurred_at, rules.expiry_months) if credit else None,
         lots=() if credit else _take_fifo(state, -command.points, command.occurred_at),
+        case_id=command.case_id, category=command.category, booking_id=command.booking_id,
     )
 
 
@@ -818,3 +825,5 @@ from .catalogue import CATALOGUE_COMMANDS, decide_catalogue, define_reward  # no
 from .commands import ChangeMemberStatus, MergeMembers  # noqa: E402
 from .errors import MemberMerged  # noqa: E402
 from .members import change_status, check_member, check_paying, merge  # noqa: E402
+# P3: earn beyond bookings and caps, which build on this module's state and rules.
+from .earn import EARN_COMMANDS, cap_booking, decide_earn  # noqa: E402

@@ -109,6 +109,11 @@ class DebtSettled(Event):
 @fast_init
 @dataclass(frozen=True, slots=True)
 class PointsAdjusted(Event):
+    """Version 2 (P3) adds complaint compensation: the support case (`case_id`), its
+    `category` (delay, cancellation, service, other) and the `booking_id` it concerns;
+    all None for an adjustment without a case, and for every version 1 event."""
+
+    version: ClassVar[int] = 2
     adjustment_id: str
     points: int  # signed
     reason: str
@@ -116,6 +121,9 @@ class PointsAdjusted(Event):
     lot_id: str | None  # the new lot of a credit
     expires_at: datetime | None  # of that lot
     lots: tuple[LotTake, ...]  # what a debit took
+    case_id: str | None = None
+    category: str | None = None
+    booking_id: str | None = None
 
 
 @fast_init
@@ -507,16 +515,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
 UPCASTERS: dict[tuple[str, int], Any] = {
     ("PointsEarned", 1): lambda data: {**data, "fx_rate": None, "converted_amount": None, "tier": None},
     ("PointsEarned", 2): lambda data: {**data, "nights": None, "segments": None, "spend": None},
+    ("PointsAdjusted", 1): lambda data: {**data, "case_id": None, "category": None, "booking_id": None},
 }
 # (type, version) -> the data of the version before, for what an upcast event was stored
 # as: the hash chain covers the stored bytes, so a verifier hashes the stored shape.
 DOWNCASTERS: dict[tuple[str, int], Any] = {
     ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount", "tier")},
     ("PointsEarned", 3): lambda data: {k: v for k, v in data.items() if k not in ("nights", "segments", "spend")},
+    ("PointsAdjusted", 2): lambda data: {k: v for k, v in data.items() if k not in ("case_id", "category", "booking_id")},
 }
 
-_DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to", "evaluation_at", "downgrade_at")
-PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares", "points_by_tier")
+_DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to", "evaluation_at", "downgrade_at",
+                    "since")
+PAIR_FIELDS = ("lots", "breakdown", "expired", "forfeited", "regranted", "shares", "points_by_tier", "counted")
 
 
 @functools.cache
@@ -663,3 +674,61 @@ def from_data(type_name: str, version: int, data: dict[str, Any]) -> Event:
         # error does not carry the decoder's as its context.
         pass
     return _from_data_reference(cls, data)
+
+
+# P3, earn beyond bookings: activities, referrals, anniversaries and earn caps (see
+# `ledger.domain.earn`). A breakdown entry `cap:<source>:<period>` is negative: the
+# points the cap withheld, so that a breakdown still adds up to the points.
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ActivityPointsEarned(Event):
+    """An activity of the member's (a share, a review, a survey, a referral), with what
+    it earned under `rules_version`: `points` on the lot `lot_id` (None, with no date,
+    when it earned nothing: a share of a trip already rewarded, no rule, or capped).
+    A referral appends one to each member: the referrer's (`role` "referrer") and the
+    referred member's ("referred"), each naming the other (`counterpart_member_id`)."""
+
+    activity_id: str
+    activity_type: str
+    role: Literal["member", "referrer", "referred"]
+    channel: str | None
+    booking_id: str | None
+    counterpart_member_id: str | None
+    points: int
+    lot_id: str | None
+    expires_at: datetime | None
+    rules_version: str
+    breakdown: tuple[tuple[str, int], ...]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class AnniversaryBonusGranted(Event):
+    """The `year`-th anniversary of the member's first activity (`since`), granted once,
+    at the anniversary instant (`occurred_at`), under the rules in force then."""
+
+    year: int
+    since: datetime
+    points: int
+    lot_id: str | None
+    expires_at: datetime | None
+    rules_version: str
+    breakdown: tuple[tuple[str, int], ...]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class BookingEarnCounted(Event):
+    """After a booking's `PointsEarned` while a cap on a part of a booking's earn is in
+    force: the points each capped source granted, by calendar month (UTC), as
+    `(source@YYYY-MM, points)`, for the member's cap counters."""
+
+    booking_id: str
+    counted: tuple[tuple[str, int], ...]
+
+
+for _cls in (ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted):
+    EVENT_TYPES[_cls.__name__] = _cls
+    _DECODERS[_cls] = _make_decoder(_cls)

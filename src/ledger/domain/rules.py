@@ -16,6 +16,7 @@ from math import floor
 from pathlib import Path
 from typing import Any
 
+from .earn_rules import BOOKING_SOURCES, ActivityRule, AnniversaryRule, Cap, activities_from, anniversary_from, caps_from
 from .errors import CurrencyNotEarned, InvalidCommand
 
 PRODUCTS = ("flight", "hotel", "package", "rail", "car")
@@ -216,6 +217,12 @@ class ProgramRules:
     # The exchange rates in force, attached by the rule book.
     fx: FxRates | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # P3, earn beyond bookings (see `ledger.domain.earn_rules`): points per activity type,
+    # the anniversary bonus (None: none), and earn caps per member, period and source.
+    activities: Mapping[str, ActivityRule] = field(default_factory=dict)
+    anniversary: AnniversaryRule | None = None
+    caps: tuple[Cap, ...] = ()
+    booking_caps: tuple[Cap, ...] = field(init=False, repr=False, compare=False, default=())
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
     # the label and factor of each tier's bonus (None at a multiplier of 1), and the
     # promotion bonuses that apply to a product on a day, as they are asked for.
@@ -253,6 +260,8 @@ class ProgramRules:
                             for product, rates in self.earn_rates.items() for currency, rate in rates.items()})
         object.__setattr__(self, "tier_criteria", frozenset(c for t in self.tiers for c, _ in t.criteria))
         object.__setattr__(self, "tier_points_only", self.tier_criteria <= {"points"})
+        # P3: the caps on the parts of a booking's earn, which only then needs counting.
+        object.__setattr__(self, "booking_caps", tuple(c for c in self.caps if c.source in BOOKING_SOURCES))
         self._tier_bonuses.update({t.name: (f"tier:{t.name}", t.multiplier - 1) if t.multiplier != 1 else None
                                    for t in self.tiers})
 
@@ -370,6 +379,10 @@ class ProgramRules:
             segments=SegmentRules.from_dict(raw.get("segments", {}), currency),
             on_close=str(raw.get("on_close", "keep")),
             tier_policy=TierPolicy(**(raw.get("tier_policy") or {})),
+            # P3
+            activities=activities_from(raw.get("activities") or {}),
+            anniversary=anniversary_from(raw.get("anniversary")),
+            caps=caps_from(raw.get("caps") or []),
         )
 
     @classmethod

@@ -69,6 +69,9 @@ from .events import (
     PointsRedeemed,
 )
 from .sorted_keys import SortedKeys, SortedKeysEditor
+# P3: earn beyond bookings.
+from .earn_state import NO_EARN, EarnState, earn_applied, earn_from_snapshot, earn_snapshot, seen
+from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted
 
 
 @fast_init
@@ -214,6 +217,7 @@ class MemberState:
     # booking id -> (spend in the programme currency or None, nights, segments): what a
     # booking counts towards tiers besides its points and itself, for those that carry any.
     tier_facts: Map = _NO_ENTRIES
+    earn: EarnState = NO_EARN  # P3: activities, referrals, anniversaries and cap counters
 
     def tier_recorded_at(self, at: datetime) -> str | None:
         """The tier the member's `TierChanged` events put in force at `at`; None before the first."""
@@ -353,7 +357,7 @@ class _Draft:
     __slots__ = ("member_id", "version", "lots", "closed", "bookings", "expiry", "qualifying", "active", "pending",
                  "debt", "held", "holds", "holds_closed", "redemptions", "transfers", "household_id",
                  "household_roster", "catalogue", "reward", "status", "merged_into", "tiers", "tier_warned",
-                 "tier_facts")
+                 "tier_facts", "earn")
 
     def __init__(self, state: MemberState) -> None:
         self.member_id = state.member_id
@@ -368,13 +372,15 @@ class _Draft:
         self.catalogue, self.reward = state.catalogue, state.reward
         self.status, self.merged_into = state.status, state.merged_into
         self.tiers, self.tier_warned, self.tier_facts = state.tiers, state.tier_warned, state.tier_facts
+        self.earn = state.earn
 
     def finish(self) -> MemberState:
         return MemberState(self.member_id, self.version, self.lots.finish(), self.closed.finish(),
                            self.bookings.finish(), self.expiry.finish(), self.qualifying.finish(), self.active,
                            self.pending, self.debt, self.held, self.holds, self.holds_closed, self.redemptions,
                            self.transfers, self.household_id, self.household_roster, self.catalogue, self.reward,
-                           self.status, self.merged_into, self.tiers, self.tier_warned, self.tier_facts)
+                           self.status, self.merged_into, self.tiers, self.tier_warned, self.tier_facts,
+                           self.earn)
 
     def lot(self, lot_id: str) -> Lot:
         lot = self.lots.get(lot_id)
@@ -452,6 +458,7 @@ class _Draft:
                 facts = _tier_facts(event)
                 if facts is not None:
                     self.tier_facts = self.tier_facts.set(event.booking_id, facts)
+                self.earn = seen(self.earn, event.occurred_at)
             case PendingPointsActivated():
                 lot = self.lot(event.lot_id)
                 self.put(lot, Lot(
@@ -586,6 +593,13 @@ class _Draft:
                 self.tiers = tuple(sorted((*self.tiers, (event.occurred_at, event.to_tier)), key=_first))
             case TierWarning():
                 self.tier_warned = event.evaluation_at
+            case ActivityPointsEarned() | AnniversaryBonusGranted():
+                if event.lot_id is not None:
+                    self.put(self._existing(event.lot_id),
+                             Lot(event.lot_id, None, event.points, event.points, "active", event.expires_at))
+                self.earn = earn_applied(self.earn, event)
+            case BookingEarnCounted():
+                self.earn = earn_applied(self.earn, event)
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
@@ -714,6 +728,7 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
             state.active + event.points, state.pending, state.debt, state.held, state.holds, state.holds_closed,
             state.redemptions, state.transfers, state.household_id, state.household_roster, state.catalogue,
             state.reward, state.status, state.merged_into, state.tiers, state.tier_warned, tier_facts,
+            seen(state.earn, event.occurred_at),
         )
     if event.status != "pending":  # an active lot without a date: the draft refuses it
         return _evolve_in_draft(state, event)
@@ -723,7 +738,8 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
                        state.expiry, state.qualifying, state.active, state.pending + event.points, state.debt,
                        state.held, state.holds, state.holds_closed, state.redemptions, state.transfers,
                        state.household_id, state.household_roster, state.catalogue, state.reward, state.status,
-                       state.merged_into, state.tiers, state.tier_warned, tier_facts)
+                       state.merged_into, state.tiers, state.tier_warned, tier_facts,
+                       seen(state.earn, event.occurred_at))
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -741,7 +757,7 @@ def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState
         state.active + lot.remaining, state.pending - lot.remaining, state.debt, state.held, state.holds,
         state.holds_closed, state.redemptions, state.transfers, state.household_id, state.household_roster,
         state.catalogue, state.reward, state.status, state.merged_into, state.tiers, state.tier_warned,
-        state.tier_facts,
+        state.tier_facts, state.earn,
     )
 
 
@@ -767,7 +783,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                 reward: RewardState | None = None, status: str = "active",
                 merged_into: str | None = None, tiers: Iterable[tuple[datetime, str]] = (),
                 tier_warned: datetime | None = None,
-                tier_facts: Iterable[tuple[str, TierFacts]] = ()) -> MemberState:
+                tier_facts: Iterable[tuple[str, TierFacts]] = (), earn: EarnState = NO_EARN) -> MemberState:
     """A state from its lots (in any order, each id once), with `expiry`, `qualifying`
     and the totals worked out from them in bulk: what a snapshot loads into, and how a
     test makes a state by hand. It gives the state `put` would give lot by lot."""
@@ -796,7 +812,7 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
                        sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
                        Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
                        household_id, tuple(household_roster), Map(catalogue), reward, status, merged_into,
-                       tuple(sorted(tiers, key=_first)), tier_warned, Map(tier_facts))
+                       tuple(sorted(tiers, key=_first)), tier_warned, Map(tier_facts), earn)
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -810,7 +826,8 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
 # catalogue added `catalogue` and `reward` the same way, and members' status and merges
 # `status` and `merged_into`.
 # 4: tier policies: the tier changes, the last warning and the tier facts of bookings.
-SNAPSHOT_FORMAT = 4
+# 5: the earn state of earn beyond bookings (`earn`: activities, anniversaries, cap counters).
+SNAPSHOT_FORMAT = 5
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -860,6 +877,7 @@ def to_snapshot(state: MemberState) -> dict[str, Any]:
         "tiers": [[at.isoformat(), tier] for at, tier in state.tiers],
         "tier_warned": _iso(state.tier_warned),
         "tier_facts": [[booking_id, list(facts)] for booking_id, facts in state.tier_facts.items()],
+        "earn": earn_snapshot(state.earn),
     }
 
 
@@ -900,4 +918,5 @@ def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberS
                        # Absent from those saved before members' status and merges, likewise.
                        data.get("status", "active"), data.get("merged_into"),
                        [(datetime.fromisoformat(at), tier) for at, tier in data["tiers"]], _moment(data["tier_warned"]),
-                       [(booking_id, tuple(facts)) for booking_id, facts in data["tier_facts"]])
+                       [(booking_id, tuple(facts)) for booking_id, facts in data["tier_facts"]],
+                       earn_from_snapshot(data.get("earn")))

@@ -17,11 +17,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import ValidationError
 
+from ledger.domain.earn_rules import ACTIVITY_TYPES
 from ledger.handlers import CommandRequest, KafkaSource, Ledger
 from ledger.outcomes import REASON_CHARS_MAX, Rejected, refusal_reason
 
+from .activities import ActivityMessage
 from .schema import BookingEvent
 
 log = logging.getLogger(__name__)
@@ -44,16 +47,24 @@ def _describe(exc: ValidationError) -> str:
     return _clip("schema: " + "; ".join(parts) + more)
 
 
-def parse_message(key: bytes | None, value: bytes | None, bytes_max: int) -> BookingEvent | str:
-    """The booking event in a message, or why there is none."""
+def parse_message(key: bytes | None, value: bytes | None, bytes_max: int) -> BookingEvent | ActivityMessage | str:
+    """The booking event or the activity (P3) in a message, or why there is none. The
+    message's `type` tells them apart: `booking.*` or an activity type. Booking events
+    are tried first, as nearly every message is one."""
     if value is None:
         return "empty: the message has no value"
     if len(value) > bytes_max:
         return f"oversized: {len(value)} bytes, the limit is {bytes_max}"
+    event: BookingEvent | ActivityMessage
     try:
         event = BookingEvent.model_validate_json(value)
     except ValidationError as exc:
-        return _describe(exc)
+        if not _is_activity(value):
+            return _describe(exc)
+        try:
+            event = ActivityMessage.model_validate_json(value)
+        except ValidationError as activity_exc:
+            return _describe(activity_exc)
     # One partition owns a member only if every message about it carries its id as key.
     if key is None or key != event.member_id.encode():
         shown = "no key" if key is None else f"key {key[:80].decode(errors='replace')!r}"
@@ -61,9 +72,20 @@ def parse_message(key: bytes | None, value: bytes | None, bytes_max: int) -> Boo
     return event
 
 
-def kafka_request(event: BookingEvent, source: KafkaSource, **metadata: Any) -> CommandRequest:
-    """The command request of a booking event read from Kafka: a refusal of it becomes a
-    rejected message in the batch's own transaction (see `KafkaSource`)."""
+def _is_activity(value: bytes) -> bool:
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("type") in ACTIVITY_TYPES
+
+
+def kafka_request(event: BookingEvent | ActivityMessage, source: KafkaSource, **metadata: Any) -> CommandRequest:
+    """The command request of a booking event or an activity read from Kafka: a refusal
+    of it becomes a rejected message in the batch's own transaction (see `KafkaSource`)."""
+    if isinstance(event, ActivityMessage):
+        return event.to_request(event.member_id, SOURCE, message=source, kafka_topic=source.topic,
+                                kafka_partition=source.partition, kafka_offset=source.offset, **metadata)
     return event.to_request(SOURCE, message=source, kafka_topic=source.topic, kafka_partition=source.partition,
                             kafka_offset=source.offset, **metadata)
 
