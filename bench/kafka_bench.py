@@ -239,6 +239,7 @@ class CpuMeter:
 
 _MEMBERS_AT = "SELECT position FROM projection_checkpoints WHERE name = 'read_models'"
 _REPORTS_AT = "SELECT position FROM projection_checkpoints WHERE name = 'reports'"
+_CONSUMED = "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE topic = $1"
 
 
 async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[float, int]:
@@ -250,17 +251,21 @@ async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[fl
     started = time.perf_counter()
     meter = CpuMeter(pipeline)
     meter.start()
+    # Every message consumed (the offsets the consumer stores with its writes: the topic
+    # is fresh), then the member read models at the head: a booking may append more than
+    # one event (an upgrade after its earn), so position n is not the last one.
+    head = None
     while True:
-        # The database is fresh, so position n is the n-th event.
-        projected = await pool.fetchval(_MEMBERS_AT)
-        if projected >= n:
+        if head is None and int(await pool.fetchval(_CONSUMED, pipeline.topic)) >= n:
+            head = int(await pool.fetchval("SELECT max(position) FROM events"))
+        if head is not None and await pool.fetchval(_MEMBERS_AT) >= head:
             break
         pipeline.check()
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     print(meter.report(n), flush=True)
     # The reports' group (where the code has one) runs behind under load, then catches up.
-    while (reported := await pool.fetchval(_REPORTS_AT)) is not None and reported < n:
+    while (reported := await pool.fetchval(_REPORTS_AT)) is not None and reported < head:
         pipeline.check()
         await asyncio.sleep(0.1)
     if reported is not None:
@@ -387,7 +392,9 @@ async def main() -> int:
         pipeline.start()
         try:
             e2e_s, stored = await end_to_end(pool, pipeline, n)
-            assert stored == n, f"{stored} events stored for {n} produced"
+            assert stored >= n, f"{stored} events stored for {n} produced"
+            if stored > n:
+                print(f"  ({stored - n:,} events besides the bookings' earns: tier upgrades)", flush=True)
             verdict = "meets" if n / e2e_s >= E2E_TARGET else "MISSES"
             print(f"  end to end         {n / e2e_s:>10,.0f} events/s  ({e2e_s:.1f} s, {args.consumers} consumer"
                   f" process(es); {verdict} the {E2E_TARGET:,}/s target)", flush=True)
