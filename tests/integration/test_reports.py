@@ -35,6 +35,7 @@ from ledger.domain import (
     fold,
     tier_status,
 )
+from ledger.domain.tierpolicy import tier_in_force
 from ledger.domain.timeutil import add_months
 from ledger.expiry import expire_due
 from ledger.ingest import topics
@@ -70,8 +71,8 @@ def _liability_by_fold(streams: dict[str, list[Event]], as_of: datetime) -> Coun
 
 def _tier_deltas(streams: dict[str, list[Event]], rules: ProgramRules) -> list[tuple[datetime, str, int]]:
     """Each event's change of what is left and held on each lot, with the lot's tier: for a
-    lot an earn made, the member's tier just before the earn (the domain's `tier_status`
-    over the fold's qualifying entries); for any other lot (support credits, transfers in,
+    lot an earn made, the member's tier in force just before the earn (the domain's
+    `tier_in_force` over the fold); for any other lot (support credits, transfers in,
     grace lots), no tier ("")."""
     out = []
     for member, events in streams.items():
@@ -79,8 +80,11 @@ def _tier_deltas(streams: dict[str, list[Event]], rules: ProgramRules) -> list[t
         tiers: dict[str, str] = {}
         before: dict[str, int] = {}
         for e in events:
-            tier = tier_status(state.qualifying_entries(), e.occurred_at, rules).tier if isinstance(
-                e, PointsEarned) else ""
+            # The tier in force the decider priced the earn at (tier policies: what the
+            # member qualifies for, or higher until a review lands it softly).
+            tier = (e.tier or "") if isinstance(e, PointsEarned) else ""
+            if isinstance(e, PointsEarned):
+                assert e.tier == tier_in_force(state, rules, e.occurred_at), e
             state = evolve(state, e)
             now = {lot_id: lot.remaining + lot.held for lot_id, lot in state.all_lots().items()}
             assert before.keys() <= now.keys()
