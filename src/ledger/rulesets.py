@@ -142,6 +142,10 @@ class RuleSet(_Strict):
     return_grace_days: Int = Field(0, ge=0, le=3_650)
     household_members_max: Int = Field(6, ge=2, le=100)
     segments: SegmentSpec = Field(default_factory=SegmentSpec)
+    enrol_on_first_booking: StrictBool = Field(
+        True, description="True: a booking for a member the ledger does not know enrols them. False: it is refused"
+                          " (409 over HTTP, the dead-letter topic from Kafka) until the member enrols"
+                          " (`POST /v1/members`).")
 
     def inconsistencies(self) -> list[dict[str, str]]:
         """What JSON Schema cannot say of one object's fields together, each wrong field

@@ -7,17 +7,19 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, rewards, segments, tiers
+from . import balances, expiry, holds, households, members, rewards, segments, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
 from .households import HouseholdMembers
+from .members import MemberProfiles
 from .rewards import RewardCatalogue
 from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "segment_bookings", "segment_members", "rewards")
+          "segment_bookings", "segment_members", "rewards",
+          "member_profiles")  # Members (M1)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -28,6 +30,7 @@ COLUMNS = {
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
     "rewards": rewards.COLUMNS,
+    "member_profiles": members.COLUMNS,  # Members (M1)
 }
 
 
@@ -47,6 +50,7 @@ class ReadModels:
         self.households = HouseholdMembers(f"household_members{suffix}")
         self.segments = SegmentBookings(f"segment_bookings{suffix}", f"segment_members{suffix}")
         self.rewards = RewardCatalogue(f"rewards{suffix}")
+        self.members = MemberProfiles(f"member_profiles{suffix}")  # Members (M1)
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -60,6 +64,7 @@ class ReadModels:
         self.expiry.apply(stored)
         self.holds.apply(stored)
         self.segments.apply(stored)
+        self.members.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -77,6 +82,7 @@ class ReadModels:
         await self.households.write(conn)
         await self.segments.write(conn)
         await self.rewards.write(conn)
+        await self.members.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -103,4 +109,5 @@ class ReadModels:
             "segment_bookings": bookings,
             "segment_members": members,
             "rewards": self.rewards.completed(keep),
+            "member_profiles": self.members.completed(keep),
         }

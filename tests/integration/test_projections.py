@@ -344,7 +344,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
     )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
            "expiry_lots": None, "holds": None, "household_members": None, "segment_bookings": None,
-           "segment_members": None, "rewards": None}
+           "segment_members": None, "rewards": None, "member_profiles": None}
     assert reported[-1] == (head, head)
 
 

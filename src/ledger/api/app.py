@@ -28,6 +28,7 @@ from ledger.rules_refresh import run_rules_refresh
 from . import docs, metrics, problems
 from .access_log import AccessLog
 from .households import router as households_router
+from .members import router as members_router
 from .movements import router as movements_router
 from .programme import router as programme_router
 from .rejected import router as rejected_router
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(statements_router)
     app.include_router(programme_router)
     app.include_router(rewards_router)
+    app.include_router(members_router)  # Members (M1)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

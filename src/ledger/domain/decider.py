@@ -73,6 +73,7 @@ from .events import (
     HouseholdPointsRedeemed,
     PointsRedeemedForHousehold,
 )
+from .members import MEMBER_COMMANDS, MemberNotEnrolled, decide_member
 from .rules import ProgramRules
 from .state import Hold, Lot, MemberState, evolve, transfer_year
 from .timeutil import add_months
@@ -165,6 +166,9 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
         case ReverseRedemption():
             _check_free_form(state, "redemption", command.redemption_id)
             return [_reverse_redemption(state, command, rules)]
+        # Members (M1): enrolment, profile changes, erasure.
+        case _ if isinstance(command, MEMBER_COMMANDS):
+            return decide_member(state, command)
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -201,6 +205,8 @@ def _expire(state: MemberState, command: ExpirePoints) -> list[Event]:
 def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: ProgramRules, *, status: str) -> PointsEarned:
     if command.booking_id in state.bookings:
         raise BookingStateConflict(f"Booking {command.booking_id!r} already earned points for this member.")
+    if not state.exists and not rules.enrol_on_first_booking:
+        raise MemberNotEnrolled(command.member_id)
     if command.amount < 0:
         raise InvalidCommand("A booking amount cannot be negative.")
     tier = _tier(state, command.occurred_at, rules)

@@ -145,6 +145,9 @@ class ProgramRules:
     return_grace_days: int = 0
     household_members_max: int = 6
     segments: SegmentRules = field(default_factory=SegmentRules)
+    # False: a booking for a member with no events (never enrolled) is refused
+    # (`MemberNotEnrolled`); True: the first booking enrols the member, as it always did.
+    enrol_on_first_booking: bool = True
     # The currency earn rates without a per-currency entry are in, and exchange rates
     # convert to (see `conversion`); the rates in force are attached by the rule book.
     programme_currency: str = "EUR"
@@ -287,6 +290,7 @@ class ProgramRules:
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
             segments=SegmentRules.from_dict(raw.get("segments", {})),
+            enrol_on_first_booking=bool(raw.get("enrol_on_first_booking", True)),
             programme_currency=str(raw.get("programme_currency", "EUR")),
         )
 

@@ -50,6 +50,9 @@ from .events import (
     HouseholdMemberAdded,
     HouseholdMemberRemoved,
     HouseholdPointsRedeemed,
+    MemberEnrolled,
+    MemberErased,
+    MemberProfileChanged,
     PointsRedeemedForHousehold,
     PointsTransferredIn,
     PointsTransferredOut,
@@ -542,6 +545,10 @@ class _Draft:
                 self.reward = _reward_taken(self.reward, 1)
             case RewardStockReturned():
                 self.reward = _reward_taken(self.reward, -1)
+            # Members (M1): the profile is sealed personal data, kept in no state (nor
+            # snapshot); the read model `member_profiles` holds the sealed fields.
+            case MemberEnrolled() | MemberProfileChanged() | MemberErased():
+                pass
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
