@@ -1,6 +1,7 @@
 """Request and response bodies of the member routes (M1): enrolment, profiles, the
 search by email, erasure and export. Every profile field is optional and bounded;
-emails are checked and normalised by `email-validator` (through pydantic's EmailStr),
+emails are checked and normalised by `email-validator` (as pydantic's EmailStr does,
+with reserved domains allowed),
 phone numbers by `phonenumbers` and kept in E.164."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StringConstraints
 from pydantic import WithJsonSchema
 
 from ledger.ingest.schema import Identifier, Text
@@ -22,10 +24,20 @@ BIRTH_DATE_PATTERN = r"^(19[0-9]{2}|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9
 _COUNTRIES = sorted(c.alpha_2 for c in pycountry.countries)
 
 
-def _email(value: str) -> str:
+def _email(value: Any) -> str:
+    """An address email-validator takes (syntax only: no delivery check, and dotless and
+    .test domains allowed; other reserved ones such as .local or .arpa are not), as it
+    normalises it (the domain in lower case; the local part as given)."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    value = value.strip()
     if len(value) > EMAIL_CHARS_MAX:
         raise ValueError(f"must be at most {EMAIL_CHARS_MAX} characters")
-    return value
+    try:
+        return validate_email(value, check_deliverability=False, globally_deliverable=False,
+                              test_environment=True).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"must be an email address: {exc}") from None
 
 
 def _phone(value: str) -> str:
@@ -49,12 +61,8 @@ def _birth_date(value: str) -> str:
     return value
 
 
-def _stripped(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
 Email = Annotated[
-    EmailStr, BeforeValidator(_stripped), AfterValidator(_email),
+    str, PlainValidator(_email),
     WithJsonSchema({"type": "string", "format": "email", "maxLength": EMAIL_CHARS_MAX,
                     "description": "An email address, checked by email-validator (no delivery check)."}),
 ]
@@ -116,7 +124,9 @@ class EnrolmentRequest(BaseModel):
 class ConsentsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"marketing": True}]})
 
-    marketing: StrictBool | None = Field(None, description="Absent: unchanged. A consent is true or false, not null.")
+    # Absent: None (unchanged); given, true or false: null is refused, as the schema says.
+    marketing: Annotated[StrictBool, WithJsonSchema({"type": "boolean"})] = Field(
+        None, description="Absent: unchanged. A consent is true or false, not null.")  # type: ignore[assignment]
 
 
 class ProfilePatch(BaseModel):

@@ -9,7 +9,9 @@ so a read after a write passes the write's `position` as `min_position`.
 Erasure (admin) destroys the member's data key and their email index rows first, then
 records a `MemberErased` event with the actor: whatever fails in between, a repeat
 finishes it (the event is keyed by the member, so it is recorded once). A profile
-read after an erasure answers 410 Gone.
+read after an erasure answers 404 with the problem type `/problems/profile-erased`:
+a 404 rather than a 410, as for every other thing a request names that is not there
+(the problem's type tells an erased profile from one never given).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def _metadata(key: ApiKey) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, operation_id="enrolMember", response_model=MemberWrite,
-             responses=_errors(409, 410))
+             responses=_errors(409))
 async def enrol(body: EnrolmentRequest, container: ContainerDep,
                 key: Annotated[ApiKey, require(Permission.enrol_members)]) -> MemberWrite:
     """Enrol a member with an optional profile (each field encrypted with the member's own
@@ -93,6 +95,16 @@ async def find_by_email(
     return MemberSearch(members=[{"member_id": m} for m in found])  # type: ignore[misc]
 
 
+async def _caught_up(container: Container, member_id: str, min_position: int | None) -> None:
+    """Wait (bounded) until the read model has the member's last event, and `min_position`:
+    a profile is read as the member's own writes left it, whoever made them."""
+    last = await container.pool.fetchval(
+        "SELECT position FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1", member_id)
+    wanted = max(last or 0, min_position or 0)
+    if wanted:
+        await wait_for_position(container, wanted)
+
+
 async def _profile(container: Container, member_id: str) -> tuple[StoredProfile, dict[str, str]]:
     erased_at = await container.members.erased_at(member_id)
     if erased_at is not None:
@@ -105,13 +117,13 @@ async def _profile(container: Container, member_id: str) -> tuple[StoredProfile,
 
 
 @router.get("/{member_id}/profile", operation_id="getProfile", response_model=MemberProfileView,
-            responses=_errors(404, 409, 410))
+            responses=_errors(404, 409))
 async def get_profile(member_id: Member, container: ContainerDep,
                       _: Annotated[ApiKey, require(Permission.read_profiles)],
                       min_position: MinPosition = None) -> MemberProfileView:
-    """The member's profile, decrypted, and consents. 404 without a profile; 410 after an erasure."""
-    if min_position is not None:
-        await wait_for_position(container, min_position)
+    """The member's profile, decrypted, and consents, as of the member's last event at
+    least. 404 without a profile, and after an erasure (type `/problems/profile-erased`)."""
+    await _caught_up(container, member_id, min_position)
     stored, fields = await _profile(container, member_id)
     return MemberProfileView(
         member_id=member_id, profile=profile_view(fields),  # type: ignore[arg-type]
@@ -121,12 +133,12 @@ async def get_profile(member_id: Member, container: ContainerDep,
 
 
 @router.patch("/{member_id}/profile", operation_id="updateProfile", response_model=MemberWrite,
-              responses=_errors(404, 409, 410))
+              responses=_errors(404, 409))
 async def update_profile(member_id: Member, body: ProfilePatch, container: ContainerDep,
                          key: Annotated[ApiKey, require(Permission.write_profiles)]) -> MemberWrite:
     """A JSON merge patch of the profile and consents (sent as application/merge-patch+json
     or application/json): a field given is set, given as null removed, left out unchanged.
-    404 for a member the ledger does not know; 410 after an erasure."""
+    404 for a member the ledger does not know, and after an erasure."""
     if not (await container.ledger.member_state(member_id)).exists:
         raise MemberNotFound(member_id)
     fields = body.profile.model_dump(include=body.profile.model_fields_set)
@@ -165,10 +177,12 @@ async def erase(member_id: Member, container: ContainerDep,
             responses={200: {"model": MemberExport, "content": {"application/json": {}},
                              "description": "The profile and every event, streamed."}, **_errors(404, 409)})
 async def export(member_id: Member, container: ContainerDep,
-                 _: Annotated[ApiKey, require(Permission.export_members)]) -> StreamingResponse:
+                 _: Annotated[ApiKey, require(Permission.export_members)],
+                 min_position: MinPosition = None) -> StreamingResponse:
     """The access request: the member's profile in clear (or that it was erased) and every
     event of their stream, oldest first, as stored. Streamed page by page, so a member
     with a long history costs bounded memory."""
+    await _caught_up(container, member_id, min_position)
     erased_at = await container.members.erased_at(member_id)
     stored, fields = None, None
     if erased_at is None:

@@ -48,7 +48,7 @@ class ApiProblem(Exception):
 # with Retry-After says so, as any HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
-    (ProfileErased, 410),  # Members (M1): gone for good, not merely absent
+    (ProfileErased, 404),  # Members (M1): gone for good; the problem's type says erased
     (MemberNotFound, 404),
     (NotFound, 404),
     (BookingNotFound, 409),

@@ -44,7 +44,8 @@ class MemberNotEnrolled(InvalidCommand):
 
 
 class ProfileErased(InvalidCommand):
-    """The member's personal data was erased: its profile cannot be read or changed (410)."""
+    """The member's personal data was erased: its profile cannot be read or changed (404,
+    with its own problem type)."""
 
     title = "Profile erased"
 
