@@ -4,6 +4,7 @@ changed), 409 on a member that exists, 404 (profile erased) after an erasure."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -188,6 +189,16 @@ async def test_erasure_makes_the_profile_unreadable_for_good_and_is_idempotent(a
         assert export["events"][-1]["data"]["actor"] == "admin-key"
         assert "Li Wei" not in r.text and "example.com" not in r.text.lower()
         assert (await admin.post("/v1/members/nobody/erasure")).status_code == 404
+        r = await admin.post("/v1/members", json={"member_id": "M-1", "profile": PROFILE})
+        assert r.status_code == 409 and r.json()["title"] == "Member exists"
+        # The member's account reads as before: member events are no movements.
+        await asyncio.sleep(1.1)  # `to` and `as_of` are whole seconds, not later than now
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        for path in ("history", "verification", f"statement?from=2026-01-01T00:00:00Z&to={now}",
+                     f"balance?as_of={now}", "tier", "expiry-schedule"):
+            r = await admin.get(f"/v1/members/M-1/{path}")
+            assert r.status_code == 200, (path, r.text)
+        assert (await admin.get("/v1/members/M-1/verification")).json()["ok"] is True
     assert position < first["position"]
 
 

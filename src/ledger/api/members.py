@@ -73,8 +73,8 @@ async def enrol(body: EnrolmentRequest, container: ContainerDep,
     key) and their consents. 409 when the member exists (enrolled, or with events of its
     own: a booking enrolled it; give it a profile with PATCH .../profile)."""
     member_id = body.member_id
-    if (await container.ledger.member_state(member_id)).exists:
-        raise MemberExists(member_id)  # before a data key is made for it
+    if (await container.ledger.member_state(member_id)).exists or await container.members.erased_at(member_id):
+        raise MemberExists(member_id)  # before a data key is made for it; an erased id is not used again
     fields = body.profile.model_dump(exclude_none=True)
     sealed = await container.members.seal(member_id, fields)
     command = EnrolMember(member_id, container.clock(), key.name, sealed, body.consents.marketing)
