@@ -320,16 +320,18 @@ async def settle(pool: asyncpg.Pool) -> None:
         console.print("CHECKPOINT refused (not a superuser): stages may pay for earlier ones' writes")
 
 
-async def stage_live(container: Container, head: int) -> Stage:
-    runner = container.runner
+async def stage_live(container: Container, head: int, *, reports: bool = False) -> Stage:
+    """The live runner of the member read models, or of the reports' group."""
+    runner = container.reports_runner if reports else container.runner
+    name = "live projection, reports" if reports else "live projection"
     with _progress() as progress:
-        task = progress.add_task("live projection", total=head)
+        task = progress.add_task(name, total=head)
         t = time.perf_counter()
         while await runner.run_once():
             progress.update(task, completed=runner.position)
         seconds = time.perf_counter() - t
     assert runner.position == head
-    return Stage(f"live projection (page {runner.page_size})", head, seconds)
+    return Stage(f"{name} (page {runner.page_size})", head, seconds)
 
 
 async def stage_rebuild(container: Container, head: int) -> Stage:
@@ -440,7 +442,8 @@ async def run(args: argparse.Namespace, server_url: str, postmaster_pid: int | N
             head = await container.store.head()
             assert head == args.events, (head, args.events)
             stages = [append]
-            for stage in (lambda: stage_live(container, head), lambda: stage_rebuild(container, head),
+            for stage in (lambda: stage_live(container, head), lambda: stage_live(container, head, reports=True),
+                          lambda: stage_rebuild(container, head),
                           lambda: stage_copy(container, head, args.batch, f"COPY (batch {args.batch:,})"),
                           lambda: stage_copy(container, head, args.copy_chunk, f"COPY (batch {args.copy_chunk:,})")):
                 await settle(container.pool)

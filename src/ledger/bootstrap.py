@@ -26,6 +26,7 @@ from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
 from ledger.store.database import StartupError, ensure_database
 from ledger.store.programme import ProgrammeStore
+from projections.models import REPORTS
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ class Container:
     programme: ProgrammeStore
     store: EventStore
     ledger: Ledger
-    runner: ProjectionRunner
+    runner: ProjectionRunner  # the member read models'
+    reports_runner: ProjectionRunner  # the reports' and segments' (see `projections.models`)
     embedded: EmbeddedPostgres | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     extras: dict[str, object] = field(default_factory=dict)
@@ -165,6 +167,12 @@ class Container:
         """Make `book` the one every part of this process decides and projects under."""
         self.ledger.book = book
         self.runner.book = book
+        self.reports_runner.book = book
+
+    async def project(self) -> None:
+        """Bring every projection group up to the head (the tests', the CLI's)."""
+        await self.runner.run_until_caught_up()
+        await self.reports_runner.run_until_caught_up()
 
     async def close(self, *, stop_embedded: bool = True) -> None:
         """Close the pool and let go of an embedded server, which stops once no other
@@ -252,8 +260,12 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
         pool, store, book, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
         wake=ledger.appended, tier_cache_members_max=settings.projection_tier_cache_members_max,
     )
+    reports_runner = ProjectionRunner(
+        pool, store, book, page_size=settings.projection_reports_page_size, idle_ms=settings.projection_reports_idle_ms,
+        group=REPORTS, defer_to=runner, defer_max_s=settings.projection_reports_defer_max_s,
+    )
     tune_gc()
-    container = Container(settings, url, pool, programme, store, ledger, runner, embedded,
+    container = Container(settings, url, pool, programme, store, ledger, runner, reports_runner, embedded,
                           vault=MemberVault(pool, master))
     container.extras["programme_marker"] = marker  # see ledger.rules_refresh
     return container

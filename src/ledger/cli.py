@@ -101,10 +101,15 @@ async def _project(args: argparse.Namespace) -> int:
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
             from ledger.supervisor import supervise_until
 
-            await supervise_until(stop, _tasks(container, projections=container.runner.run_forever))
+            runners = {"projections": container.runner.run_forever,
+                       "projections-reports": container.reports_runner.run_forever}
+            if args.group != "all":
+                runners = {name: task for name, task in runners.items()
+                           if (name == "projections-reports") == (args.group == "reports")}
+            await supervise_until(stop, _tasks(container, **runners))
         else:
-            await container.runner.run_until_caught_up()
-        print(f"read models at position {container.runner.position}")
+            await container.project()
+        print(f"read models at position {container.runner.position}, reports at {container.reports_runner.position}")
     finally:
         await container.close()
     return 0
@@ -131,11 +136,11 @@ async def _until_none_due(one_pass: Any, done: str) -> int:
 
     container = await build(_settings())
     try:
-        await container.runner.run_until_caught_up()
+        await container.project()
         total = 0
         while count := await one_pass(container.ledger, container.pool, datetime.now(UTC)):
             total += count
-            await container.runner.run_until_caught_up()
+            await container.project()
         print(done.format(total))
     finally:
         await container.close()
@@ -348,7 +353,7 @@ async def _demo(args: argparse.Namespace) -> int:
             outcome = await load_demo(container.ledger, container.rules, members=args.members, seed=args.seed,
                                       until=until,
                                       progress=lambda done, total: progress.update(task, completed=done, total=total))
-        await container.runner.run_until_caught_up()
+        await container.project()
         elapsed = time.perf_counter() - started
         if outcome.applied == 0 and outcome.duplicates:
             print(f"the demo programme of seed {args.seed} is loaded already ({outcome.duplicates} commands)")
@@ -473,6 +478,8 @@ def parser() -> argparse.ArgumentParser:
     proj.add_parser("rebuild", help="replay all events into fresh read models").set_defaults(func=_rebuild)
     run = proj.add_parser("run", help="project until caught up, then exit (or keep following)")
     run.add_argument("--follow", action="store_true", help="keep projecting new events until SIGTERM/SIGINT")
+    run.add_argument("--group", choices=("all", "members", "reports"), default="all",
+                     help="with --follow: which projection groups this process runs (default: both)")
     run.set_defaults(func=_project)
     sub.add_parser("expire", help="expire lots past their date, once").set_defaults(func=_expire)
     holds = sub.add_parser("holds", help="holds on points").add_subparsers(dest="action", required=True)

@@ -96,10 +96,9 @@ class TransferSpec(_Strict):
 
 
 class SegmentSpec(_Strict):
-    model_config = _examples({"currency": "EUR", "window_months": 12, "value_min": "2000", "bookings_min": 3,
+    model_config = _examples({"window_months": 12, "value_min": "2000", "bookings_min": 3,
                               "tenure_days_min": 365, "top_share": "0.2"})
 
-    currency: Currency = "EUR"
     window_months: Int = Field(12, ge=1, le=120)
     value_min: str = Field("2000", pattern=r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
     bookings_min: Int = Field(3, ge=0, le=100_000)
@@ -141,7 +140,11 @@ class RuleSet(_Strict):
     transfers: TransferSpec = Field(default_factory=TransferSpec)
     return_grace_days: Int = Field(0, ge=0, le=3_650)
     household_members_max: Int = Field(6, ge=2, le=100)
-    segments: SegmentSpec = Field(default_factory=SegmentSpec)
+    segments: SegmentSpec = Field(default_factory=SegmentSpec,
+                                  description="Customer value segments; their value is in the programme currency.")
+    cost_per_point: str = Field("0.01", pattern=r"^[0-9]{1,6}(\.[0-9]{1,8})?$",
+                                description="What the programme books per outstanding point, in the programme"
+                                            " currency: the liability report values the points at it.")
     enrol_on_first_booking: StrictBool = Field(
         True, description="True: a booking for a member the ledger does not know enrols them. False: it is refused"
                           " (409 over HTTP, the dead-letter topic from Kafka) until the member enrols"

@@ -1,25 +1,42 @@
-"""The projections together: what the live runner and a rebuild apply each event to."""
+"""The projections together, in two groups that each feed from the event stream at their
+own pace (a checkpoint and a lock of their own, see `projections.runner`):
+
+- the member group (`MemberModels`): what members and their apps read, balances, tiers,
+  expiry schedules, holds, households, the catalogue, where a write is waited for
+  (`min_position`, read-your-writes) and every page counts;
+- the reports group (`ReportModels`): the finance reports and the customer value
+  segments, read by auditors and marketing, which may run behind under load and catch
+  up when it eases, so that members never wait for them.
+
+A rebuild replays both at once (`ReadModels`): one read of the events for all tables.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import balances, expiry, holds, households, members, rewards, segments, tiers
+from . import balances, expiry, holds, households, members, reports, rewards, segments, tiers
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
 from .households import HouseholdMembers
 from .members import MemberProfiles
+from .reports import ReportLedger
 from .rewards import RewardCatalogue
 from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
-TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-          "segment_bookings", "segment_members", "rewards",
-          "member_profiles")  # Members (M1)
+MEMBER_TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
+                 "rewards",
+                 "member_profiles")  # Members (M1)
+REPORT_TABLES = ("segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES, "liability_moments")
+TABLES = (*MEMBER_TABLES, *REPORT_TABLES)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
@@ -27,15 +44,24 @@ COLUMNS = {
     "expiry_lots": expiry.COLUMNS,
     "holds": holds.COLUMNS,
     "household_members": households.COLUMNS,
-    "segment_bookings": segments.BOOKING_COLUMNS,
-    "segment_members": segments.MEMBER_COLUMNS,
     "rewards": rewards.COLUMNS,
     "member_profiles": members.COLUMNS,  # Members (M1)
+    "segment_bookings": segments.BOOKING_COLUMNS,
+    "segment_members": segments.MEMBER_COLUMNS,
+    "report_lots": reports.LOT_COLUMNS,
+    **reports.AGGREGATES,
+    "liability_moments": reports.MOMENT_COLUMNS,
 }
 
 
-class ReadModels:
-    """The projections' deltas for one page. The balances and the tier rows ask the
+class Models(Protocol):
+    def apply(self, stored: StoredEvent) -> None: ...
+
+    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None: ...
+
+
+class MemberModels:
+    """The member group's deltas for one page. The balances and the tier rows ask the
     expiry schedule for the status of a lot an amendment raises (pending or not), before
     it applies the amendment itself. A household's stream feeds only the rosters (a
     household is no member: it has no balance, lots, holds or tier of its own), and a
@@ -48,9 +74,8 @@ class ReadModels:
         self.qualifying = TierQualifying(f"tier_qualifying{suffix}", lot_status=self.expiry.status)
         self.holds = HoldBook(f"holds{suffix}")
         self.households = HouseholdMembers(f"household_members{suffix}")
-        self.segments = SegmentBookings(f"segment_bookings{suffix}", f"segment_members{suffix}")
         self.rewards = RewardCatalogue(f"rewards{suffix}")
-        self.members = MemberProfiles(f"member_profiles{suffix}")  # Members (M1)
+        self.profiles = MemberProfiles(f"member_profiles{suffix}")  # Members (M1)
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -63,8 +88,7 @@ class ReadModels:
         self.qualifying.apply(stored)
         self.expiry.apply(stored)
         self.holds.apply(stored)
-        self.segments.apply(stored)
-        self.members.apply(stored)
+        self.profiles.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -80,9 +104,8 @@ class ReadModels:
         await self.expiry.write(conn)
         await self.holds.write(conn)
         await self.households.write(conn)
-        await self.segments.write(conn)
         await self.rewards.write(conn)
-        await self.members.write(conn)
+        await self.profiles.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -98,7 +121,6 @@ class ReadModels:
         has been applied: all but `keep`, whose deltas stay for the next page. Only for a
         replay in stream order, where each member's events come together."""
         qualifying, statuses = self.qualifying.completed(rules, keep)
-        bookings, members = self.segments.completed(keep)
         return {
             "balances": self.balances.completed(keep),
             "tier_qualifying": qualifying,
@@ -106,8 +128,65 @@ class ReadModels:
             "expiry_lots": self.expiry.completed(keep),
             "holds": self.holds.completed(keep),
             "household_members": self.households.completed(keep),
-            "segment_bookings": bookings,
-            "segment_members": members,
             "rewards": self.rewards.completed(keep),
-            "member_profiles": self.members.completed(keep),
+            "member_profiles": self.profiles.completed(keep),
         }
+
+
+class ReportModels:
+    """The reports group's deltas for one page: the reports' and the segments'. Only
+    member streams feed them."""
+
+    def __init__(self, suffix: str = "") -> None:
+        self.suffix = suffix
+        self.segments = SegmentBookings(f"segment_bookings{suffix}", f"segment_members{suffix}")
+        self.reports = ReportLedger(suffix)
+
+    def apply(self, stored: StoredEvent) -> None:
+        if stored.stream_id.startswith((HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX)):
+            return
+        self.segments.apply(stored)
+        self.reports.apply(stored)
+
+    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
+        await self.reports.write(conn)
+        await self.segments.write(conn)
+
+    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
+        bookings, members = self.segments.completed(keep)
+        return {"segment_bookings": bookings, "segment_members": members, **self.reports.completed(keep)}
+
+
+class ReadModels:
+    """Both groups, for a rebuild's replay and its catch-up."""
+
+    def __init__(self, suffix: str = "") -> None:
+        self.members = MemberModels(suffix)
+        self.reports = ReportModels(suffix)
+
+    def apply(self, stored: StoredEvent) -> None:
+        self.members.apply(stored)
+        self.reports.apply(stored)
+
+    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
+        await self.members.write(conn, rules)
+        await self.reports.write(conn, rules)
+
+    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
+        return {**self.members.completed(rules, keep), **self.reports.completed(rules, keep)}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A projection group: its checkpoint's name, the advisory lock its runners take
+    turns under, its tables, and the deltas of a page."""
+
+    name: str
+    lock_id: int
+    tables: tuple[str, ...]
+    models: type[MemberModels] | type[ReportModels]
+
+
+MEMBERS = Group("read_models", 0x1ED6E2, MEMBER_TABLES, MemberModels)
+REPORTS = Group("reports", 0x1ED6E3, REPORT_TABLES, ReportModels)
+GROUPS = (MEMBERS, REPORTS)

@@ -1,8 +1,12 @@
-"""Feeds the read models from the global event stream, page by page.
+"""Feeds the read models from the global event stream, page by page, one runner per
+projection group (`projections.models`: the member read models, the reports).
 
-Each page's read-model rows and the checkpoint are written in one transaction, so a
-crash never applies an event twice nor skips one. An advisory lock makes runners in
-several processes take turns, and lets a rebuild swap its tables in safely.
+Each page's read-model rows and the group's checkpoint are written in one transaction,
+so a crash never applies an event twice nor skips one. An advisory lock per group makes
+runners in several processes take turns, and lets a rebuild swap its tables in safely.
+A group's runner may defer to another's (`defer_to`): the reports' runner waits while
+the member runner has events to project, up to `defer_max_s` between two of its pages,
+so that under load the members' reads stay fresh and the reports catch up when it eases.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -18,27 +23,29 @@ from ledger.domain import Rules, as_book
 from ledger.store import EventStore, StoredEvent
 from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
-from .models import TABLES, ReadModels
+from . import reports
+from . import reports
+from .models import GROUPS, MEMBERS, TABLES, Group, Models, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
 from .tiers import TierCache
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "read_models"
+CHECKPOINT = MEMBERS.name
 REFUSED_PAGES_MAX = 3  # a page the server refuses this many times in a row goes to the supervisor
-ADVISORY_LOCK_ID = 0x1ED6E2  # any constant unique to this lock within the database
+ADVISORY_LOCK_ID = MEMBERS.lock_id  # any constant unique to this lock within the database
+
+Page = tuple[list[StoredEvent], Models]
 
 
-def _applied(events: list[StoredEvent]) -> tuple[list[StoredEvent], ReadModels]:
-    models = ReadModels()
+def _applied(group: Group, events: list[StoredEvent]) -> Page:
+    models = group.models()
     for stored in events:
         models.apply(stored)
     return events, models
 
 
-async def _taken(
-    ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None, position: int
-) -> tuple[list[StoredEvent], ReadModels] | None:
+async def _taken(ahead: asyncio.Future[tuple[int, Page]] | None, position: int) -> Page | None:
     """The page read ahead if it starts at `position`; else it is dropped (and a failed
     read ahead is only logged: the caller reads the page itself)."""
     if ahead is None:
@@ -53,8 +60,8 @@ async def _taken(
     return page if after == position else None
 
 
-async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return int(await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", CHECKPOINT))
+async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, group: Group = MEMBERS) -> int:
+    return int(await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = $1", group.name))
 
 
 class ProjectionRunner:
@@ -68,9 +75,17 @@ class ProjectionRunner:
         idle_ms: int = 50,
         wake: asyncio.Event | None = None,
         tier_cache_members_max: int = 100_000,
+        group: Group = MEMBERS,
+        defer_to: ProjectionRunner | None = None,
+        defer_max_s: float = 10.0,
     ) -> None:
         assert 1 <= page_size <= 50_000
-        self.tiers = TierCache(tier_cache_members_max)
+        self.group = group
+        self.defer_to = defer_to
+        self.defer_max_s = defer_max_s
+        self.busy = False  # the last page had events: more may be waiting (see `defer_to`)
+        self._last_page = time.monotonic()
+        self.tiers = TierCache(tier_cache_members_max if group is MEMBERS else 0)
         self.pool = pool
         self.store = store
         # Swapped whole by the rules refresh; the tiers use the version in force at each
@@ -80,7 +95,7 @@ class ProjectionRunner:
         self.idle_s = idle_ms / 1000
         self.wake = wake
         self.position = 0  # last checkpoint this process wrote or saw
-        self._ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None = None
+        self._ahead: asyncio.Future[tuple[int, Page]] | None = None
 
     async def run_once(self) -> int:
         """Project one page; returns how many events it took.
@@ -98,18 +113,17 @@ class ProjectionRunner:
             self.tiers.clear()  # it may hold rows of a page that did not commit
             raise
 
-    async def _project_page(
-        self, ahead: asyncio.Future[tuple[int, tuple[list[StoredEvent], ReadModels]]] | None
-    ) -> int:
+    async def _project_page(self, ahead: asyncio.Future[tuple[int, Page]] | None) -> int:
+        group = self.group
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", group.lock_id)
             # Read inside the lock: a rebuild may have moved the checkpoint.
-            position = await checkpoint(conn)
+            position = await checkpoint(conn, group)
             if position != self.position:
                 self.tiers.clear()  # someone else wrote the tables: what it holds may be stale
             page = await _taken(ahead, position)
             if page is None:
-                page = _applied(await self.store.read_all(position, self.page_size, conn=conn, lean=True))
+                page = _applied(group, await self.store.read_all(position, self.page_size, conn=conn, lean=True))
             events, models = page
             if events:
                 if len(events) == self.page_size:
@@ -117,13 +131,21 @@ class ProjectionRunner:
                 await models.write(conn, self.book, self.tiers)
                 position = events[-1].position
                 await conn.execute(
-                    "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position
+                    "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", group.name, position
                 )
         self.position = position
+        self.busy = bool(events)
+        self._last_page = time.monotonic()
         return len(events)
 
-    async def _read_ahead(self, after_position: int) -> tuple[int, tuple[list[StoredEvent], ReadModels]]:
-        return after_position, _applied(await self.store.read_all(after_position, self.page_size, lean=True))
+    async def _read_ahead(self, after_position: int) -> tuple[int, Page]:
+        return after_position, _applied(self.group, await self.store.read_all(after_position, self.page_size, lean=True))
+
+    def deferring(self) -> bool:
+        """Whether to wait before the next page: the runner deferred to has events to
+        project, and this one took a page less than `defer_max_s` ago."""
+        return (self.defer_to is not None and self.defer_to.busy
+                and time.monotonic() - self._last_page < self.defer_max_s)
 
     async def close(self) -> None:
         """Drop a page read ahead that no run will take."""
@@ -149,6 +171,9 @@ class ProjectionRunner:
         backoff = self.idle_s
         refused = 0  # pages the server refused in a row, with the database reachable
         while not stop.is_set():
+            if self.deferring():
+                await _sleep_or_stop(stop, self.idle_s)
+                continue
             try:
                 taken = await self.run_once()
                 backoff, refused = self.idle_s, 0
@@ -192,7 +217,8 @@ async def rebuild(
     workers: int | None = None,
     dsn: str | None = None,
 ) -> int:
-    """Replay every event from position 0 into fresh tables, then swap them in.
+    """Replay every event from position 0 into fresh tables of every group, then swap
+    them in.
 
     Reads keep working on the old tables meanwhile. The events up to the head found at
     the start (all committed by then: appends hold a table lock until they commit) are
@@ -211,12 +237,14 @@ async def rebuild(
         indexes = await create_tables(conn)
     head = await store.head()
     await replay(pool, rules, head, page_size=page_size, workers=workers, dsn=dsn, progress=progress)
+    await reports.compact(pool, SUFFIX)  # the reports' deltas, copied page by page, into one row per key
     await create_indexes(pool, indexes)
     position = head
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_ID)
-        # Catch up on what was appended during the replay, then swap under the lock
-        # so the live runner continues from exactly where the new tables stand.
+        for group in GROUPS:  # always in this order, as no runner takes two
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", group.lock_id)
+        # Catch up on what was appended during the replay, then swap under the locks
+        # so each group's live runner continues from exactly where the new tables stand.
         while events := await store.read_all(position, page_size, conn=conn, lean=True):
             models = ReadModels(SUFFIX)
             for stored in events:
@@ -226,7 +254,8 @@ async def rebuild(
         for table in TABLES:
             await conn.execute(f"DROP TABLE {table}")
             await conn.execute(f"ALTER TABLE {table}{SUFFIX} RENAME TO {table}")
-        await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = $1", CHECKPOINT, position)
+        await conn.execute("UPDATE projection_checkpoints SET position = $2 WHERE name = ANY($1::text[])",
+                           [group.name for group in GROUPS], position)
     if progress:
         progress(position, max(head, position))
     return position

@@ -122,7 +122,7 @@ def _parameters(now: datetime, rules: SegmentRules) -> list[object]:
 
 
 async def _checkpoint(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = 'read_models'"))
+    return int(await conn.fetchval("SELECT position FROM projection_checkpoints WHERE name = 'reports'"))
 
 
 async def segments_overview(pool: asyncpg.Pool, now: datetime, rules: SegmentRules) -> SegmentsOverview:

@@ -25,7 +25,7 @@ def _lot(i: int) -> PointsEarned:
 async def test_the_expiry_schedule_pages_through_every_lot_and_sums_all_that_expire(api: Api) -> None:
     events = [_lot(i) for i in range(LOTS)]
     await api.container.store.append([StreamAppend("M-1", 0, GENESIS_HASH, events)])
-    await api.container.runner.run_until_caught_up()
+    await api.container.project()
     api.container.clock = lambda: NOW
     live = sorted((e.expires_at, e.lot_id, e.points) for e in events if e.expires_at > NOW)  # type: ignore[operator]
     horizon = NOW + timedelta(days=400)

@@ -50,7 +50,8 @@ async def test_readiness_is_ready_with_every_task_up(container: Container) -> No
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             r = await client.get("/readyz")
             assert r.status_code == 200, r.text
-            assert set(r.json()["tasks"]) == {"projections", "expiry", "hold-expiry", "rules-refresh"}
+            assert set(r.json()["tasks"]) == {"projections", "projections-reports", "expiry", "hold-expiry",
+                                                 "rules-refresh"}
 
 
 async def test_a_page_the_server_keeps_refusing_shows_the_projection_runner_down_until_it_passes(
@@ -112,7 +113,7 @@ async def test_the_hold_scheduler_is_a_supervised_task_down_when_it_fails_and_st
     await container.ledger.handle(earn("M-1", "B1", at=T0))  # 1,000 points
     await container.ledger.handle(CommandRequest(
         PlaceHold("M-1", T0, "H-1", 300, "reward", "hotel", T0 + timedelta(minutes=15))))
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert await container.pool.fetchval("SELECT held FROM balances WHERE member_id = 'M-1'") == 300
     container.clock = lambda: T0 + timedelta(hours=1)
     _, token = await create_key(container.pool, "app", Role.app)

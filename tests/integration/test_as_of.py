@@ -20,7 +20,7 @@ from .test_projections import _history
 
 async def test_as_of_after_every_event_equals_the_read_models(container: Container) -> None:
     await _history(container, members=20)
-    await container.runner.run_until_caught_up()
+    await container.project()
     pool = container.pool
     at = await pool.fetchval("SELECT max(occurred_at) FROM events") + timedelta(seconds=1)
     rows = await pool.fetch(f"SELECT member_id, {', '.join(COUNTERS)}, last_activity, position FROM balances")

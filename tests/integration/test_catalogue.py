@@ -20,9 +20,10 @@ from ledger.domain import (
 from ledger.handlers import Applied, CommandRequest, Ledger
 from ledger.holds import expire_holds_due
 from projections.reward_queries import rewards_page
-from projections.runner import TABLES, rebuild
+from projections.runner import rebuild
 
 from .helpers import T0, earn
+from .test_projections import _tables
 
 R = "HTL-50"
 S = reward_stream_id(R)
@@ -69,7 +70,7 @@ async def test_the_rewards_read_model_follows_the_stock_and_a_rebuild_equals_liv
     await ledger.handle(CommandRequest(ReverseRedemption("a", T0, "r1", "v1", None, "cancelled", "support", (S,))))
     await ledger.handle(redeem("a", "r3", "ZZ-UNLIMITED"))
     await ledger.handle(define(stock=6))
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     assert [r["member_id"] for r in live["balances"]] == ["a", "b"]  # no reward among the members
     rows = {r["reward_id"]: r for r in live["rewards"]}
@@ -82,9 +83,6 @@ async def test_the_rewards_read_model_follows_the_stock_and_a_rebuild_equals_liv
     assert await _tables(container) == live
 
 
-async def _tables(container: Container) -> dict[str, list]:
-    return {table: [dict(r) for r in await container.pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
-            for table in TABLES}
 
 
 
@@ -96,7 +94,7 @@ async def test_the_hold_scheduler_gives_an_expired_catalogue_holds_unit_back(con
     await ledger.handle(CommandRequest(HoldReward("a", T0, "h1", R, T0 + timedelta(hours=1))))
     await ledger.handle(CommandRequest(PlaceHold("b", T0, "h2", 100, "free-form", "voucher", T0 + timedelta(hours=1))))
     await ledger.handle(redeem("b", "r1"))
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert (await ledger.member_state(S)).reward.remaining == 0
     assert await expire_holds_due(ledger, container.pool, T0 + timedelta(hours=2)) == 3  # two holds, one unit back
     reward = (await ledger.member_state(S)).reward

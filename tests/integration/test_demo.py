@@ -40,7 +40,7 @@ async def test_demo_then_a_rebuild_equals_the_live_read_models(db_url: str, cont
     assert (last - first).days >= 600 and last <= datetime(2026, 6, 30, tzinfo=UTC)
     assert await pool.fetchval("SELECT count(*) FROM balances WHERE pending > 0") > 0
 
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     assert len(live["balances"]) == 200
     assert await rebuild(pool, container.store, container.rules, page_size=500) == await container.store.head()

@@ -41,7 +41,7 @@ async def test_one_pass_expires_25000_lots_of_one_member_and_100_members_in_boun
     await _append_lots(container, "big", BIG_LOTS)
     for i in range(SMALL_MEMBERS):
         await _append_lots(container, f"m{i:03}", SMALL_LOTS)
-    await container.runner.run_until_caught_up()
+    await container.project()
     earned = {r[0]: r[1] for r in await container.pool.fetch("SELECT member_id, available FROM balances")}
     now = T0 + timedelta(days=60)
 
@@ -57,7 +57,7 @@ async def test_one_pass_expires_25000_lots_of_one_member_and_100_members_in_boun
     assert len(per_append) >= 3 and max(r["n"] for r in per_append) <= EXPIRY_BATCH_EVENTS_MAX
     assert await expire_due(container.ledger, container.pool, now) == 0  # the projection behind: nothing twice
 
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert await expire_due(container.ledger, container.pool, now) == 0
     assert await container.pool.fetchval(
         "SELECT count(*) FROM expiry_lots WHERE status = 'active' AND remaining > 0 AND expires_at <= $1", now) == 0

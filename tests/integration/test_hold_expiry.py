@@ -35,14 +35,14 @@ async def test_a_pass_releases_the_holds_past_their_time_once_and_their_points_c
         hold("m2", "h1", 500, due),
         CommandRequest(CaptureHold("m2", T0 + timedelta(minutes=30), "h1", "c1", 500)),  # ended before its time
     ])
-    await container.runner.run_until_caught_up()
+    await container.project()
     now = T0 + timedelta(hours=2)
 
     # A member a page, two holds a command, one command an append: m0's three holds take two.
     assert await expire_holds_due(ledger, pool, now, members_max=1, holds_max=2, batch_events_max=2) == 4
     # The read model still shows them open (the projection behind): nothing is released twice.
     assert await expire_holds_due(ledger, pool, now) == 0
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert await expire_holds_due(ledger, pool, now) == 0
 
     released = [(s.stream_id, s.event.hold_id, s.event.reason) for s in await container.store.read_all(0, 1_000)

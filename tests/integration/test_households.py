@@ -19,9 +19,10 @@ from ledger.domain import (
 )
 from ledger.handlers import Applied, CommandRequest, Ledger, Rejected
 from projections.queries import household_balance
-from projections.runner import TABLES, rebuild
+from projections.runner import rebuild
 
 from .helpers import T0, earn, redeem
+from .test_projections import _tables
 
 HS = household_stream_id("fam")
 
@@ -74,11 +75,6 @@ async def test_a_household_redemption_racing_a_members_own_never_overdraws_eithe
     assert here.conflicts + there.conflicts > 0  # they did race: attempts were decided again on fresh state
 
 
-async def _tables(container: Container) -> dict[str, list]:
-    return {table: [dict(r) for r in await container.pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
-            for table in TABLES}
-
-
 async def test_the_read_models_keep_households_apart_from_members_and_a_rebuild_equals_live(
         container: Container) -> None:
     ledger = container.ledger
@@ -90,7 +86,7 @@ async def test_the_read_models_keep_households_apart_from_members_and_a_rebuild_
     await container.runner.run_once()
     await ledger.handle(household_redeem(1_500, "h1", ("a", "b", "c")))
     await ledger.handle(CommandRequest(RemoveHouseholdMember(HS, T0, "fam", "c")))
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     assert [r["member_id"] for r in live["balances"]] == ["a", "b", "c"]  # no household among the members
     assert [(r["member_id"], r["role"]) for r in live["household_members"]] == [("a", "head"), ("b", "member")]

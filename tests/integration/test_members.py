@@ -92,7 +92,7 @@ async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal
         r = await support.get("/v1/members/M-1/export")
         assert r.status_code == 200 and r.json()["profile"]["profile"]["name"] == CHANGED["name"]
 
-        await container.runner.run_until_caught_up()
+        await container.project()
         balances = {m: (await admin.get(f"/v1/members/{m}/balance")).json() for m in PROFILES}
 
         r = await admin.post("/v1/members/M-1/erasure")
@@ -115,7 +115,7 @@ async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal
         assert (await support.get("/v1/members/M-2/profile")).json()["profile"]["name"] == PROFILES["M-2"]["name"]
 
     # A rebuild reproduces the live read models, the erased profile included.
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     assert next(r for r in live["member_profiles"] if r["member_id"] == "M-1")["fields"] == "{}"
     await rebuild(container.pool, container.store, container.rules, workers=1)

@@ -47,6 +47,8 @@ from ledger.expiry import expire_due
 from ledger.handlers import CommandRequest
 from ledger.holds import expire_holds_due
 from ledger.store import StoredEvent
+from projections import reports
+from projections.models import COLUMNS
 from projections.runner import TABLES, ProjectionRunner, checkpoint, rebuild
 
 from .helpers import T0, earn, redeem
@@ -59,7 +61,13 @@ MOVEMENT_RULES = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "allow_negative_b
 async def _tables(container: Container) -> dict[str, list]:
     out = {}
     for table in TABLES:
-        rows = await container.pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")
+        # Every column: the reports' tables have keys of more than two.
+        order = ", ".join(str(i + 1) for i in range(len(COLUMNS[table])))
+        query = f"SELECT * FROM {table} ORDER BY {order}"
+        if table == "liability_moments":  # a moment's figure is the sum of its entries, in any rows
+            query = f"{reports.MOMENT_ENTRIES.format(table=table)} GROUP BY 1, 2, 3, 4, 5 HAVING sum(u.points) <> 0"
+            query += f" ORDER BY {order}"
+        rows = await container.pool.fetch(query)
         out[table] = [dict(r) for r in rows]
     return out
 
@@ -179,7 +187,7 @@ async def _movement_cases(container: Container) -> None:
         complete("xf", "F1", "400.00", T0),
         PlaceHold("xf", T0 + timedelta(days=1), "hf", 1000, "reward", "hotel", T0 + timedelta(days=2)),
     )
-    await runner.run_until_caught_up()
+    await container.project()
     await run(
         ExpirePoints("xa", ends + timedelta(days=1)),  # the held points stay reserved
         ReleaseHold("xa", ends + timedelta(days=2), "h1"),  # back expired
@@ -194,7 +202,7 @@ async def _movement_cases(container: Container) -> None:
         CaptureHold("xf", T0 + timedelta(days=1, hours=1), "hf", "cf", 600),
         PlaceHold("xf", T0 + timedelta(days=4), "hf2", 300, "reward", "hotel", T0 + timedelta(days=400)),
     )
-    await runner.run_until_caught_up()
+    await container.project()
     await run(
         AmendBooking("xe", T0 + timedelta(days=5), "A1", "amended", amount=Decimal("300.00")),  # active, stored
         RedeemPoints("xe", T0 + timedelta(days=6), "re", 1800, "reward", "hotel_discount"),
@@ -204,12 +212,12 @@ async def _movement_cases(container: Container) -> None:
         ReverseRedemption("xf", T0 + timedelta(days=3), "cf", "rvf", None, "complaint", "support"),
         ExpirePoints("xe", ends + timedelta(days=5)),  # A1's date: pays the debt, the rest expires
     )
-    await runner.run_until_caught_up()
+    await container.project()
     await expire_holds_due(ledger, container.pool, ends + timedelta(days=6))  # h2, after its lot's date
     # A1 amended after the expiry job reached it: its lot has points again, which the
     # schedule must show the job, and the job expires.
     await run(AmendBooking("xe", ends + timedelta(days=6), "A1", "amended", amount=Decimal("400.00")))
-    await runner.run_until_caught_up()
+    await container.project()
     await expire_due(ledger, container.pool, ends + timedelta(days=7))
     assert (await ledger.member_state("xe")).lot(booking_lot_id("A1")).remaining == 0
 
@@ -260,7 +268,7 @@ def _has_every_movement(events: list) -> None:
 
 async def test_live_projections_equal_the_fold_and_a_rebuild(container: Container) -> None:
     await _history(container)
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     assert await checkpoint(container.pool) == await container.store.head()
     _has_every_movement([s.event for s in await container.store.read_all(0, 100_000)])
@@ -303,14 +311,14 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
     assert after == {**before, "expiry_lots": ["autovacuum_enabled=true"]}
     # The live runner carries on from the rebuilt tables without applying anything twice.
     await container.ledger.handle(earn("m0", "after-rebuild"))
-    await container.runner.run_until_caught_up()
+    await container.project()
     after = await container.pool.fetchval("SELECT available FROM balances WHERE member_id = 'm0'")
     assert after == (await container.ledger.member_state("m0")).balance
 
 
 async def test_page_size_does_not_change_the_read_models(container: Container) -> None:
     await _history(container, members=15, seed=3)
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     await rebuild(container.pool, container.store, container.rules, page_size=1)
     assert await _tables(container) == live
@@ -329,7 +337,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         earn(f"m{m}", f"leap-{m}", f"{100 * m + 50}.00", at=datetime(2028, 2, 28, 20, m, tzinfo=new_york))
         for m in range(0, 30, 3)
     ])
-    await container.runner.run_until_caught_up()
+    await container.project()
     live, indexes = await _tables(container), await _indexes(container)
     head = await container.store.head()
     reported: list[tuple[int, int]] = []
@@ -344,13 +352,15 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
     )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
            "expiry_lots": None, "holds": None, "household_members": None, "segment_bookings": None,
-           "segment_members": None, "rewards": None, "member_profiles": None}
+           "segment_members": None, "rewards": None, "report_lots": None, "liability_days": ["fillfactor=70"],
+           "liability_moments": None,
+           "activity_days": ["fillfactor=70"], "member_profiles": None}
     assert reported[-1] == (head, head)
 
 
 async def test_a_failed_worker_fails_the_rebuild_and_leaves_the_read_models_alone(container: Container) -> None:
     await _history(container, members=10, seed=13)
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _tables(container)
     position = await checkpoint(container.pool)
     with pytest.raises(OSError):  # the spawned process cannot connect
@@ -362,7 +372,7 @@ async def test_a_failed_worker_fails_the_rebuild_and_leaves_the_read_models_alon
 
 async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(container: Container) -> None:
     await _history(container, members=15, seed=5)
-    await container.runner.run_until_caught_up()
+    await container.project()
     head = await container.store.head()
     appending: list[asyncio.Future] = []
 
@@ -386,7 +396,7 @@ async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(contai
     # The same tables as a rebuild with nothing appended meanwhile.
     await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
     assert await _tables(container) == rebuilt
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert await _tables(container) == rebuilt
 
 
@@ -394,13 +404,13 @@ async def test_expiry_scheduler_expires_what_is_left_once(container: Container) 
     ledger = container.ledger
     await ledger.handle_batch([earn(f"m{i}", "B1", at=T0) for i in range(5)])
     await ledger.handle(redeem("m0", 400, "r0", at=T0 + timedelta(days=1)))
-    await container.runner.run_until_caught_up()
+    await container.project()
     later = T0 + timedelta(days=800)
     assert await expire_due(ledger, container.pool, T0 + timedelta(days=30)) == 0
     assert await expire_due(ledger, container.pool, later) == 5
     # Before the projection has caught up the same members are due again: nothing more.
     assert await expire_due(ledger, container.pool, later) == 0
-    await container.runner.run_until_caught_up()
+    await container.project()
     assert await expire_due(ledger, container.pool, later) == 0
     rows = await container.pool.fetch("SELECT member_id, available, lifetime_expired FROM balances ORDER BY 1")
     assert [(r["available"], r["lifetime_expired"]) for r in rows] == [(0, 600)] + [(0, 1000)] * 4
@@ -477,6 +487,7 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
     leap = await container.pool.fetchrow("SELECT qualifying_points, as_of FROM tier_status WHERE member_id = 'leap'")
     every_row = await container.pool.fetchval("SELECT sum(points) FROM tier_qualifying WHERE member_id = 'leap'")
     assert leap["as_of"] == datetime(2028, 2, 29, 1, tzinfo=UTC) and leap["qualifying_points"] == every_row
+    await container.reports_runner.run_until_caught_up()
     live = await _tables(container)
     assert any(row["tier"] != "member" for row in live["tier_status"])  # some reached a tier
     await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)

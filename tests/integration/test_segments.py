@@ -76,7 +76,7 @@ def _recomputed(events: list, now: datetime, rules: SegmentRules) -> dict[str, t
 async def test_segments_equal_a_recomputation_from_the_events_live_and_rebuilt(container: Container) -> None:
     await _history(container, members=30, seed=11)
     await _out_of_order_cases(container)
-    await container.runner.run_until_caught_up()
+    await container.project()
     live = await _segment_tables(container)
     assert next(r for r in live["segment_members"] if r["member_id"] == "late")["first_at"] == T0 + timedelta(days=10)
 

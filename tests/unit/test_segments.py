@@ -48,8 +48,8 @@ def test_the_top_share_takes_its_places_rounded_up_and_a_whole_tie_at_the_edge()
 
 def test_rules_files_set_the_segments_and_default_them() -> None:
     assert DEFAULT_RULES.segments == SegmentRules()
-    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "segments": {
-        "currency": "GBP", "window_months": 6, "value_min": "1500.50", "bookings_min": 2, "tenure_days_min": 90,
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "programme_currency": "GBP", "segments": {
+        "window_months": 6, "value_min": "1500.50", "bookings_min": 2, "tenure_days_min": 90,
         "top_share": "0.1"}})
     assert rules.segments == SegmentRules("GBP", 6, Decimal("1500.50"), 2, 90, Decimal("0.1"))
     assert ProgramRules.from_dict({**DEFAULT_RULES_DICT, "segments": {"bookings_min": 5}}).segments == SegmentRules(

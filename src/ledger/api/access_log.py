@@ -7,6 +7,7 @@ back in `X-Request-ID`. Query strings, bodies and headers are never logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -85,10 +86,61 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return given.decode() if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
+class TurnBufferedHandler(logging.StreamHandler):
+    """A stream handler that writes the lines logged during one turn of the running event
+    loop together, in one write at the end of the turn (`call_soon`), rather than a write
+    and a flush per line: a server answering many requests at once logs several a turn,
+    and a write system call per line was about 6% of the server's time under load
+    (py-spy). No line waits longer than the turn; a line logged where no loop runs is
+    written at once, and `flush` (logging's shutdown) writes what is waiting."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:  # noqa: BLE001 - logging's own policy: report it, never raise
+            self.handleError(record)
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write()
+            return
+        self._scheduled = True
+        loop.call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self.acquire()
+        try:
+            self._scheduled = False
+            self._write()
+        finally:
+            self.release()
+
+    def _write(self) -> None:
+        lines, self._pending = self._pending, []
+        if lines:
+            self.stream.write("".join(lines))
+            super().flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write()
+        finally:
+            self.release()
+
+
 def log_to_stderr() -> None:
     """The access lines alone on stderr, one JSON object a line, for a log shipper;
     they do not also go through the root logger's text format."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TurnBufferedHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)

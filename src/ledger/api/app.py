@@ -33,6 +33,7 @@ from .movements import router as movements_router
 from .programme import router as programme_router
 from .rejected import router as rejected_router
 from .rewards import router as rewards_router
+from .reports import router as reports_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
@@ -97,6 +98,7 @@ def create_app(
             supervisor.add("embedded-postgres", functools.partial(keep_running, c.embedded))
         if background:
             supervisor.add("projections", c.runner.run_forever)
+            supervisor.add("projections-reports", c.reports_runner.run_forever)
             supervisor.add("rules-refresh", functools.partial(run_rules_refresh, c))
             supervisor.add("expiry", lambda stop: run_expiry_scheduler(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
@@ -133,6 +135,7 @@ def create_app(
     app.include_router(movements_router)
     app.include_router(rejected_router)
     app.include_router(households_router)
+    app.include_router(reports_router)
     app.include_router(segments_router)
     app.include_router(statements_router)
     app.include_router(programme_router)
@@ -161,10 +164,11 @@ def create_app(
                 body["migrations"] = "current" if current else "pending"
                 if current:
                     head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-                    projected = await conn.fetchval(
-                        "SELECT position FROM projection_checkpoints WHERE name = 'read_models'")
+                    positions = dict(await conn.fetch("SELECT name, position FROM projection_checkpoints"))
+                    projected, reported = positions["read_models"], positions["reports"]
                     body.update(head_position=head, projection_position=projected,
-                                projection_lag_events=head - projected)
+                                projection_lag_events=head - projected, reports_position=reported,
+                                reports_lag_events=head - reported)
         except Exception as exc:  # any failure to reach the database means not ready
             log.warning("readiness: %s", exc)
             if c.embedded is not None and c.embedded.state != "running":

@@ -15,6 +15,7 @@ from pydantic import BeforeValidator
 from ledger.bootstrap import Container
 from ledger.keys import WHAT, ApiKey, Permission, authenticate
 from ledger.ingest.schema import Identifier
+from projections.models import MEMBERS, Group
 
 from .access_log import KEY_NAME_STATE
 from .problems import ApiProblem
@@ -117,13 +118,14 @@ MinPosition = Annotated[
 ]
 
 
-async def wait_for_position(container: Container, min_position: int | None) -> int:
-    """The projected position, once it is at least `min_position` (read-your-writes)."""
+async def wait_for_position(container: Container, min_position: int | None, group: Group = MEMBERS) -> int:
+    """The position `group`'s read models are at, once it is at least `min_position`
+    (read-your-writes)."""
     deadline = time.monotonic() + container.settings.read_wait_s_max
     delay = 0.002
     while True:
         position = int(await container.pool.fetchval(
-            "SELECT position FROM projection_checkpoints WHERE name = 'read_models'"))
+            "SELECT position FROM projection_checkpoints WHERE name = $1", group.name))
         if min_position is None or position >= min_position:
             return position
         if delay == 0.002:

@@ -67,8 +67,11 @@ class Metrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
                                  registry=self.registry)
         self.head = Gauge("ledger_events_head_position", "Last position in the event store", registry=self.registry)
-        self.projected = Gauge("ledger_projection_position", "Position the read models include",
+        self.projected = Gauge("ledger_projection_position", "Position the member read models include",
                                registry=self.registry)
+        self.reported = Gauge("ledger_reports_projection_position",
+                              "Position the reports' and segments' read models include (they may run behind"
+                              " under load)", registry=self.registry)
 
 
 class MetricsMiddleware:
@@ -113,11 +116,13 @@ def install(app: FastAPI) -> None:
         try:
             row = await container.pool.fetchrow(
                 "SELECT (SELECT coalesce(max(position), 0) FROM events) AS head,"
-                " (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS projected",
+                " (SELECT position FROM projection_checkpoints WHERE name = 'read_models') AS projected,"
+                " (SELECT position FROM projection_checkpoints WHERE name = 'reports') AS reported",
                 timeout=2)
         except UNAVAILABLE:
             row = None  # the rest (task failures, requests) matters most while the database is away
         if row is not None:
             metrics.head.set(row["head"])
             metrics.projected.set(row["projected"])
+            metrics.reported.set(row["reported"])
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -262,7 +262,8 @@ class TaskState(BaseModel):
 class Readiness(BaseModel):
     model_config = _examples({
         "status": "ready", "database": "ok", "migrations": "current", "head_position": 44,
-        "projection_position": 44, "projection_lag_events": 0, "kafka": None,
+        "projection_position": 44, "projection_lag_events": 0, "reports_position": 44, "reports_lag_events": 0,
+        "kafka": None,
         "tasks": {"projections": {"up": True, "restarts": 0, "failures": 0, "last_error": None,
                                   "since": "2026-11-24T18:00:00+00:00"}},
     })
@@ -273,6 +274,10 @@ class Readiness(BaseModel):
     head_position: int | None
     projection_position: int | None
     projection_lag_events: int | None
+    reports_position: int | None = Field(
+        None, description="Where the reports' and segments' read models stand: they may run behind under load,"
+                          " which does not make the service unready.")
+    reports_lag_events: int | None = None
     kafka: dict[str, Any] | None = None
     tasks: dict[str, TaskState] = Field(default_factory=dict, description="The background tasks by name.")
 

@@ -20,6 +20,7 @@ from ledger.domain import MemberNotFound, SegmentRules
 from ledger.domain.segments import Segment
 from ledger.keys import ApiKey, Permission
 from projections.segment_queries import TopEdge, member_segment, segments_overview, top_edge
+from projections.models import REPORTS
 
 from .deps import ContainerDep, MemberPath, MinPosition, SingleQueryValues, require, wait_for_position
 from .routes import _errors
@@ -177,7 +178,7 @@ async def member(member_id: Member, container: ContainerDep,
     """The member's value (spend in the window), bookings, tenure, segment, and whether they are in the top share
     by value, now."""
     if min_position is not None:
-        await wait_for_position(container, min_position)
+        await wait_for_position(container, min_position, REPORTS)
     rules = container.rules.segments
     if not await container.pool.fetchval("SELECT 1 FROM segment_members WHERE member_id = $1", member_id):
         raise MemberNotFound(member_id)  # before the top's edge, which may sum every member's window

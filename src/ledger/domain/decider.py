@@ -228,7 +228,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
     )
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
-    # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount.
+    # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount, tier.
     return PointsEarned(
         command.occurred_at,
         booking_lot_id(command.booking_id),
@@ -244,6 +244,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         breakdown,
         None if fx is None else str(fx[1]),
         None if fx is None else str(fx[0]),
+        tier,
     )
 
 

@@ -35,7 +35,11 @@ class PointsEarned(Event):
     for: `fx_rate` (units of `currency` per one unit of the programme currency, from the
     rate set in force at occurred_at) and `converted_amount` (the amount in the
     programme currency that earned, rounded half-even to cents); both None when the
-    booking earned at a rate for its own currency, and for every version 1 event."""
+    booking earned at a rate for its own currency, and for every version 1 event.
+    It also adds `tier`: the member's tier the decider priced the earn at (its
+    multiplier is in `breakdown`), which the reports count the lot's points under.
+    Version 1 events upcast to `tier` None: their tier is worked out again from the
+    member's qualifying points as they stood, which gives the decider's answer."""
 
     version: ClassVar[int] = 2
     lot_id: str
@@ -51,6 +55,7 @@ class PointsEarned(Event):
     breakdown: tuple[tuple[str, int], ...]
     fx_rate: str | None = None
     converted_amount: str | None = None
+    tier: str | None = None
 
 
 @fast_init
@@ -439,12 +444,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 # (type, stored version) -> function turning that version's data into the next one's.
 UPCASTERS: dict[tuple[str, int], Any] = {
-    ("PointsEarned", 1): lambda data: {**data, "fx_rate": None, "converted_amount": None},
+    ("PointsEarned", 1): lambda data: {**data, "fx_rate": None, "converted_amount": None, "tier": None},
 }
 # (type, version) -> the data of the version before, for what an upcast event was stored
 # as: the hash chain covers the stored bytes, so a verifier hashes the stored shape.
 DOWNCASTERS: dict[tuple[str, int], Any] = {
-    ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount")},
+    ("PointsEarned", 2): lambda data: {k: v for k, v in data.items() if k not in ("fx_rate", "converted_amount", "tier")},
 }
 
 _DATETIME_FIELDS = ("occurred_at", "expires_at", "available_from", "available_to")

@@ -72,7 +72,7 @@ class SegmentRules:
     """Where the customer value segments (`ledger.domain.segments`) draw their lines.
 
     Value is the spend of the last `window_months` months in `currency` (the programme's
-    currency: bookings in others count towards loyalty, not value, until amounts are
+    `programme_currency`, which a rules file sets once for the rules: bookings in others count towards loyalty, not value, until amounts are
     converted); loyalty is `bookings_min` bookings in that window and `tenure_days_min`
     days since the member's first event, both; the top `top_share` of members by value
     is the 80/20 view."""
@@ -98,13 +98,17 @@ class SegmentRules:
                 raise ValueError(f"Rules: {why}.")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> SegmentRules:
+    def from_dict(cls, raw: dict[str, Any], currency: str = "EUR") -> SegmentRules:
+        """From a rules file's `segments`, in the programme's `currency` (the rules' one
+        `programme_currency`, which a `segments` of the file does not set again)."""
+        if raw.get("currency", currency) != currency:
+            raise ValueError("Rules: segments.currency is the rules' programme_currency: set that instead.")
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"Rules: unknown segments field(s): {', '.join(sorted(unknown))}.")
         default = cls()
         return cls(
-            currency=str(raw.get("currency", default.currency)),
+            currency=currency,
             window_months=int(raw.get("window_months", default.window_months)),
             value_min=Decimal(str(raw.get("value_min", default.value_min))),
             bookings_min=int(raw.get("bookings_min", default.bookings_min)),
@@ -144,13 +148,18 @@ class ProgramRules:
     # this many days; 0: they come back expired.
     return_grace_days: int = 0
     household_members_max: int = 6
-    segments: SegmentRules = field(default_factory=SegmentRules)
     # False: a booking for a member with no events (never enrolled) is refused
     # (`MemberNotEnrolled`); True: the first booking enrols the member, as it always did.
     enrol_on_first_booking: bool = True
-    # The currency earn rates without a per-currency entry are in, and exchange rates
-    # convert to (see `conversion`); the rates in force are attached by the rule book.
+    # What the programme books per outstanding point (its liability, deferred revenue) in
+    # `programme_currency`: the liability report values the points at it.
+    cost_per_point: Decimal = Decimal("0.01")
+    # The programme's one currency: earn rates without a per-currency entry are in it,
+    # exchange rates convert to it (see `conversion`), the liability and the segments'
+    # value are in it (`segments.currency` is this one, set from it by `from_dict`).
     programme_currency: str = "EUR"
+    segments: SegmentRules = field(default_factory=SegmentRules)
+    # The exchange rates in force, attached by the rule book.
     fx: FxRates | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Derived once, for compute_earn (every earn): the rate and label of each base rule,
@@ -171,6 +180,11 @@ class ProgramRules:
             (len({t.name for t in self.tiers}) != len(self.tiers), "tier names must be unique"),
             (self.expiry_months <= 0 or self.tier_window_months <= 0, "expiry and tier window must be positive"),
             (self.return_grace_days < 0 or self.household_members_max < 2, "grace days and household size are too small"),
+            (not self.cost_per_point.is_finite() or self.cost_per_point < 0, "cost_per_point must be a decimal >= 0"),
+            (len(self.programme_currency) != 3 or not self.programme_currency.isalpha()
+             or not self.programme_currency.isupper(), "programme_currency must be a three-letter code"),
+            (self.segments.currency != self.programme_currency,
+             "segments count value in programme_currency: segments.currency must be the same"),
         ):
             if broken:
                 raise ValueError(f"Rules {self.version}: {why}.")
@@ -262,6 +276,7 @@ class ProgramRules:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ProgramRules:
+        currency = str(raw.get("programme_currency", "EUR"))
         return cls(
             version=str(raw["version"]),
             earn_rates={
@@ -289,9 +304,10 @@ class ProgramRules:
             transfers=TransferLimits(**{k: int(v) for k, v in raw.get("transfers", {}).items()}),
             return_grace_days=int(raw.get("return_grace_days", 0)),
             household_members_max=int(raw.get("household_members_max", 6)),
-            segments=SegmentRules.from_dict(raw.get("segments", {})),
+            cost_per_point=Decimal(str(raw.get("cost_per_point", "0.01"))),
+            programme_currency=currency,
+            segments=SegmentRules.from_dict(raw.get("segments", {}), currency),
             enrol_on_first_booking=bool(raw.get("enrol_on_first_booking", True)),
-            programme_currency=str(raw.get("programme_currency", "EUR")),
         )
 
     @classmethod

@@ -1,0 +1,85 @@
+"""The two projection groups: the member read models and the reports each have their own
+checkpoint, lock and runner, so the reports can neither hold up nor break what members
+read, and under load they wait for the member runner, for a bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ledger.bootstrap import Container
+from projections.models import MEMBERS, REPORTS
+from projections.runner import ProjectionRunner, checkpoint
+
+from .helpers import earn
+
+
+async def _until(predicate, seconds: float = 10.0) -> float:  # noqa: ANN001
+    started = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - started < seconds, "not within the bound"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_the_reports_runner_waits_while_the_member_runner_is_busy_at_most_its_bound(
+        container: Container) -> None:
+    await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(30)])
+    await container.runner.run_until_caught_up()
+    head = await container.store.head()
+    reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
+                               group=REPORTS, defer_to=container.runner, defer_max_s=1.0)
+    container.runner.busy = True  # as under load: its last page had events
+    stop = asyncio.Event()
+    task = asyncio.create_task(reports.run_forever(stop))
+    try:
+        await asyncio.sleep(0.4)
+        assert await checkpoint(container.pool, REPORTS) == 0  # deferred
+        waited = await _until(lambda: _at_least(container, 1))
+        assert await checkpoint(container.pool, REPORTS) == 5  # one page, then it defers again
+        await asyncio.sleep(0.3)
+        assert await checkpoint(container.pool, REPORTS) == 5
+        assert waited < 2.0
+        container.runner.busy = False  # the load eased: it catches up at once
+        assert await _until(lambda: _at_least(container, head), 5.0) < 2.0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert await checkpoint(container.pool, MEMBERS) == head
+
+
+async def _at_least(container: Container, position: int) -> bool:
+    return await checkpoint(container.pool, REPORTS) >= position
+
+
+async def test_the_member_read_models_go_on_while_the_reports_are_locked_or_failing(container: Container) -> None:
+    """A reports page held up (its lock taken, as by a long page or a rebuild elsewhere) or
+    refused by the database (a report bug) leaves the member read models current."""
+    await container.ledger.handle_batch([earn("a", "B1")])
+    await container.project()
+    async with container.pool.acquire() as blocker:
+        await blocker.execute("SELECT pg_advisory_lock($1)", REPORTS.lock_id)
+        try:
+            await container.ledger.handle_batch([earn("a", "B2")])
+            await asyncio.wait_for(container.runner.run_until_caught_up(), 5)
+            assert await container.pool.fetchval("SELECT available FROM balances WHERE member_id = 'a'") == (
+                (await container.ledger.member_state("a")).balance)
+            assert await container.pool.fetchval("SELECT count(*) FROM expiry_lots WHERE member_id = 'a'") == 2
+            with_lock = asyncio.create_task(container.reports_runner.run_once())
+            await asyncio.sleep(0.2)
+            assert not with_lock.done()  # waits for the lock, not for the member group
+        finally:
+            await blocker.execute("SELECT pg_advisory_unlock($1)", REPORTS.lock_id)
+        assert await asyncio.wait_for(with_lock, 5) == 1
+    async with container.pool.acquire() as conn:
+        await conn.execute("ALTER TABLE activity_days ADD CONSTRAINT refuse_every_row CHECK (kind = '') NOT VALID")
+    await container.ledger.handle_batch([earn("a", "B3")])
+    try:
+        await container.reports_runner.run_once()
+        raise AssertionError("the reports page should have been refused")
+    except Exception as exc:  # noqa: BLE001 - the database's refusal, whichever class asyncpg gives it
+        assert "refuse_every_row" in str(exc)
+    await container.runner.run_until_caught_up()
+    head = await container.store.head()
+    assert await checkpoint(container.pool, MEMBERS) == head
+    assert await checkpoint(container.pool, REPORTS) < head
