@@ -21,7 +21,7 @@ EMAIL_CHARS_MAX = 254  # RFC 5321's longest forward path, less its angle bracket
 PHONE_PATTERN = r"^\+[1-9][0-9 ]{5,18}[0-9]$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
 BIRTH_DATE_PATTERN = r"^(19[0-9]{2}|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
-_COUNTRIES = sorted(c.alpha_2 for c in pycountry.countries)
+_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
 
 
 def _email(value: Any) -> str:
@@ -73,7 +73,8 @@ Phone = Annotated[
                                    " valid in its country; kept in E.164."}),
 ]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(lambda c: _known_country(c)),
-                    WithJsonSchema({"type": "string", "enum": _COUNTRIES, "description": "ISO 3166-1 alpha-2."})]
+                    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{2}$",
+                                    "description": "An ISO 3166-1 alpha-2 code (a code that is none is a 422)."})]
 Locale = Annotated[str, StringConstraints(pattern=LOCALE_PATTERN),
                    WithJsonSchema({"type": "string", "pattern": LOCALE_PATTERN,
                                    "description": "A BCP 47 tag: language, optional script and region (zh-Hans-CN)."})]
