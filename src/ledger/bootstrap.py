@@ -19,7 +19,9 @@ import asyncpg
 from ledger.domain import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES_DICT, EPOCH, ProgramRules, RuleBook
 from ledger.embedded import EmbeddedPostgres
 from ledger.gc_pause import gc_paused
+from ledger.crypto import MasterKey, MasterKeyError, development_master_key, parse_master_key
 from ledger.handlers import Ledger
+from ledger.members import MemberVault
 from ledger.settings import Settings
 from ledger.store import EventStore, connect_pool, migrate
 from ledger.store.database import StartupError, ensure_database
@@ -144,6 +146,12 @@ class Container:
     embedded: EmbeddedPostgres | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     extras: dict[str, object] = field(default_factory=dict)
+    vault: MemberVault | None = None  # Members (M1): data keys, email index, sealed profiles
+
+    @property
+    def members(self) -> MemberVault:
+        assert self.vault is not None, "built by `build`"
+        return self.vault
 
     @property
     def book(self) -> RuleBook:
@@ -207,11 +215,34 @@ async def _open_database(settings: Settings, url: str | None,
     return url, embedded, pool
 
 
+def master_key(settings: Settings) -> MasterKey:
+    """LEDGER_MASTER_KEY; unset, a development key kept in the data directory, and in
+    production a refusal to start (a key made up there would leave every profile
+    unreadable by the next process, or by any other)."""
+    if settings.master_key is not None:
+        return MasterKey(parse_master_key(settings.master_key.get_secret_value()))
+    refuse_without_master_key(settings)
+    try:
+        return MasterKey(development_master_key(settings.data_dir))
+    except (OSError, MasterKeyError) as exc:
+        raise StartupError(f"cannot use the development master key in {settings.data_dir}: {exc}") from exc
+
+
+def refuse_without_master_key(settings: Settings) -> None:
+    if settings.master_key is None and settings.environment != "development":
+        raise StartupError(
+            "LEDGER_MASTER_KEY is required when LEDGER_ENVIRONMENT=production: 32 random bytes in base64, such as"
+            " `python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\"` prints; keep it"
+            " in a secret store, as losing it makes every member profile unreadable")
+
+
 async def build(settings: Settings, *, run_migrations: bool = True, url: str | None = None) -> Container:
     document = first_version(settings)
+    refuse_without_master_key(settings)  # before the database: a refusal starts nothing
     url, embedded, pool = await _open_database(settings, url, run_migrations)
     programme = ProgrammeStore(pool)
     try:
+        master = master_key(settings)  # a development key goes in the data directory the database made
         await programme.ensure_first(document, DEFAULT_FX_RATES, DEFAULT_FX_BASE)
         marker = await programme.marker()  # before the book: a publication in between is loaded again
         book = await programme.book()
@@ -234,6 +265,7 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
         group=REPORTS, defer_to=runner, defer_max_s=settings.projection_reports_defer_max_s,
     )
     tune_gc()
-    container = Container(settings, url, pool, programme, store, ledger, runner, reports_runner, embedded)
+    container = Container(settings, url, pool, programme, store, ledger, runner, reports_runner, embedded,
+                          vault=MemberVault(pool, master))
     container.extras["programme_marker"] = marker  # see ledger.rules_refresh
     return container

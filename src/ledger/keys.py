@@ -37,6 +37,14 @@ class Permission(StrEnum):
     read_catalogue = "catalogue:read"
     manage_catalogue = "catalogue:write"
     manage_members = "members:write"  # members' status and merges
+    # Members (M1): personal data, kept apart from `members:read` so that auditors (who
+    # read accounts) never see a profile in clear.
+    enrol_members = "members:enrol"
+    read_profiles = "profiles:read"
+    write_profiles = "profiles:write"
+    search_members = "members:search"  # by email
+    export_members = "members:export"  # the access request: profile and every event
+    erase_members = "members:erase"
 
 
 WHAT: dict[Permission, str] = {
@@ -55,14 +63,23 @@ WHAT: dict[Permission, str] = {
     Permission.read_catalogue: "read the reward catalogue",
     Permission.manage_catalogue: "define catalogue rewards",
     Permission.manage_members: "change a member's status or merge members",
+    Permission.enrol_members: "enrol members",
+    Permission.read_profiles: "read member profiles",
+    Permission.write_profiles: "change member profiles",
+    Permission.search_members: "find members by email",
+    Permission.export_members: "export a member's personal data",
+    Permission.erase_members: "erase a member's personal data",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
-    Role.ingest: frozenset({Permission.post_bookings}),
+    Role.ingest: frozenset({Permission.post_bookings, Permission.enrol_members}),
     Role.app: frozenset({Permission.read_members, Permission.redeem, Permission.hold, Permission.transfer,
-                         Permission.manage_households, Permission.read_catalogue}),
+                         Permission.manage_households, Permission.read_catalogue, Permission.read_profiles,
+                         Permission.write_profiles}),
     Role.support: frozenset({Permission.read_members, Permission.adjust, Permission.reverse,
-                             Permission.read_programme, Permission.read_catalogue, Permission.manage_members}),
+                             Permission.read_programme, Permission.read_catalogue, Permission.manage_members,
+                             Permission.enrol_members, Permission.read_profiles, Permission.write_profiles,
+                             Permission.search_members, Permission.export_members}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports,
                              Permission.read_programme, Permission.read_catalogue}),
     Role.admin: frozenset(Permission),

@@ -250,6 +250,10 @@ class RuleSet(_Strict):
     anniversary: AnniversarySpec | None = Field(None, description="The bonus by years since the first activity.")
     caps: list[CapSpec] = Field(default_factory=list, max_length=50,
                                 description="Earn caps per member per calendar period (UTC) and source.")
+    enrol_on_first_booking: StrictBool = Field(
+        True, description="True: a booking for a member the ledger does not know enrols them. False: it is refused"
+                          " (409 over HTTP, the dead-letter topic from Kafka) until the member enrols"
+                          " (`POST /v1/members`).")
 
     def inconsistencies(self) -> list[dict[str, str]]:
         """What JSON Schema cannot say of one object's fields together, each wrong field

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     rules_refresh_s: float = Field(
         2.0, gt=0, le=5, description="How often every process looks for newly published rules versions and exchange"
                                      " rates: the longest a process decides under the previous ones.")
+
+    master_key: SecretStr | None = Field(
+        None, description="32 random bytes in base64: wraps each member's data key and keys the email index. Unset:"
+                          " in development, a key generated on first start and kept in data_dir/master.key (mode"
+                          " 0600); in production, start-up is refused. Losing it makes every profile unreadable.")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -115,6 +120,15 @@ class Settings(BaseSettings):
         None, ge=1, le=65535,
         description="`ledger consume` serves Prometheus metrics (lag per partition, messages by outcome) on"
                     " LEDGER_HOST at this port; unset: not served (`ledger serve` has them on /metrics).")
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from ledger.crypto import parse_master_key
+
+            parse_master_key(value.get_secret_value())  # a MasterKeyError (a ValueError) names what is wrong
+        return value
 
     @model_validator(mode="after")
     def _topic_creation_by_environment(self) -> Settings:

@@ -21,20 +21,21 @@ import asyncpg
 from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
 from ledger.store import StoredEvent
 
-from . import anniversaries, balances, expiry, holds, households, member_tiers, reports, rewards, segments, tiers
+from . import anniversaries, balances, expiry, holds, households, member_tiers, members, reports, rewards, segments, tiers
 from .anniversaries import Anniversaries
 from .balances import Balances
 from .expiry import ExpirySchedule
 from .holds import HoldBook
 from .member_tiers import MemberTiers
 from .households import HouseholdMembers
+from .members import MemberProfiles
 from .reports import ReportLedger
 from .rewards import RewardCatalogue
 from .segments import SegmentBookings
 from .tiers import TierCache, TierQualifying, write_tier_status
 
 MEMBER_TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
-                 "rewards", "member_tiers", "member_anniversaries")
+                 "rewards", "member_tiers", "member_anniversaries", "member_profiles")
 REPORT_TABLES = ("segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES, "liability_moments")
 TABLES = (*MEMBER_TABLES, *REPORT_TABLES)
 COLUMNS = {
@@ -46,6 +47,7 @@ COLUMNS = {
     "household_members": households.COLUMNS,
     "rewards": rewards.COLUMNS,
     "member_anniversaries": anniversaries.COLUMNS,  # P3
+    "member_profiles": members.COLUMNS,  # Members (M1)
     "segment_bookings": segments.BOOKING_COLUMNS,
     "segment_members": segments.MEMBER_COLUMNS,
     "report_lots": reports.LOT_COLUMNS,
@@ -78,6 +80,7 @@ class MemberModels:
         self.rewards = RewardCatalogue(f"rewards{suffix}")
         self.member_tiers = MemberTiers(f"member_tiers{suffix}")
         self.anniversaries = Anniversaries(f"member_anniversaries{suffix}")  # P3
+        self.profiles = MemberProfiles(f"member_profiles{suffix}")  # Members (M1)
 
     def apply(self, stored: StoredEvent) -> None:
         if stored.stream_id.startswith(HOUSEHOLD_STREAM_PREFIX):
@@ -92,6 +95,7 @@ class MemberModels:
         self.holds.apply(stored)
         self.member_tiers.apply(stored)
         self.anniversaries.apply(stored)
+        self.profiles.apply(stored)
 
     async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None) -> None:
         """Write the page's deltas, and the tier of every member it may have moved: from
@@ -110,6 +114,7 @@ class MemberModels:
         await self.rewards.write(conn)
         await self.member_tiers.write(conn)
         await self.anniversaries.write(conn)
+        await self.profiles.write(conn)
         as_of = self.qualifying.as_of(new_members)
         if tiers is not None:
             await tiers.write(conn, as_of, changes, new_members, rules)
@@ -135,6 +140,7 @@ class MemberModels:
             "rewards": self.rewards.completed(keep),
             "member_tiers": self.member_tiers.completed(keep),
             "member_anniversaries": self.anniversaries.completed(keep),
+            "member_profiles": self.profiles.completed(keep),
         }
 
 

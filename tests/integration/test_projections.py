@@ -354,7 +354,8 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
            "expiry_lots": None, "holds": None, "household_members": None, "segment_bookings": None,
            "segment_members": None, "rewards": None, "member_tiers": None, "report_lots": None, "liability_days": ["fillfactor=70"],
            "liability_moments": None,
-           "activity_days": ["fillfactor=70"], "member_anniversaries": None}
+           "activity_days": ["fillfactor=70"], "member_anniversaries": None,
+           "member_profiles": None}
     assert reported[-1] == (head, head)
 
 

@@ -56,3 +56,24 @@ def test_an_embedded_data_directory_that_cannot_be_made_is_one_line_and_exit_1(
     assert main(["serve"]) == 1
     assert capsys.readouterr().err == (f"ledger serve: cannot start on the embedded PostgreSQL: NotADirectoryError:"
                                        f" [Errno 20] Not a directory: '{tmp_path / 'file' / 'ledger' / 'postgres'}'\n")
+
+
+def test_a_master_key_that_is_not_32_bytes_of_base64_is_one_line_and_never_echoed(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LEDGER_MASTER_KEY", "c2hvcnQtc2VjcmV0")  # 12 bytes
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://ledger@127.0.0.1:1/ledger")  # never reached either
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ledger serve: LEDGER_MASTER_KEY: ") and "32 bytes" in err and len(err.splitlines()) == 1
+    assert "c2hvcnQtc2VjcmV0" not in err
+
+
+def test_production_without_a_master_key_refuses_to_start_before_the_database(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LEDGER_ENVIRONMENT", "production")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", "postgresql://ledger:s3cret@127.0.0.1:1/ledger")  # never reached
+    monkeypatch.delenv("LEDGER_MASTER_KEY", raising=False)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ledger serve: LEDGER_MASTER_KEY is required when LEDGER_ENVIRONMENT=production")
+    assert "Traceback" not in err and len(err.splitlines()) == 1

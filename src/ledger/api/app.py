@@ -31,12 +31,13 @@ from . import docs, metrics, problems
 from .access_log import AccessLog
 from .activities import router as activities_router
 from .households import router as households_router
+from .members import router as members_router
 from .movements import router as movements_router
 from .programme import router as programme_router
 from .rejected import router as rejected_router
 from .rewards import router as rewards_router
 from .reports import router as reports_router
-from .members import router as members_router
+from .profiles import router as profiles_router
 from .routes import router
 from .segments import router as segments_router
 from .schemas import Health, Readiness
@@ -150,6 +151,7 @@ def create_app(
     app.include_router(rewards_router)
     app.include_router(members_router)
     app.include_router(activities_router)  # P3
+    app.include_router(profiles_router)  # Members (M1)
 
     @app.get("/healthz", operation_id="healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:

@@ -21,6 +21,7 @@ from ledger.domain import (
     LedgerError,
     MemberNotFound,
     NotFound,
+    ProfileErased,
 )
 from ledger.group_commit import Overloaded
 from ledger.store.database import UNAVAILABLE
@@ -47,6 +48,7 @@ class ApiProblem(Exception):
 # with Retry-After says so, as any HTTP client library's retry policy understands.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (InsufficientPoints, 409),
+    (ProfileErased, 404),  # Members (M1): gone for good; the problem's type says erased
     (MemberNotFound, 404),
     (NotFound, 404),
     (BookingNotFound, 409),

@@ -101,6 +101,20 @@ from .sorted_keys import SortedKeys
 from .catalogue import member_tier, miles_for, price_for, unavailable
 from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, RewardState, build_state, evolve, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
+# Members (M1)
+from .events import MemberEnrolled, MemberErased, MemberProfileChanged
+from .enrolment import (
+    MEMBER_COMMANDS,
+    PROFILE_FIELDS,
+    REMOVED,
+    ChangeProfile,
+    EnrolMember,
+    EraseMember,
+    MemberExists,
+    MemberNotEnrolled,
+    ProfileErased,
+    normalise_email,
+)
 
 __all__ = [name for name in dir() if not name.startswith("_")]
 from .tierpolicy import TierOutlook, outlook, review, tier_in_force

@@ -74,6 +74,7 @@ from .events import (
     HouseholdPointsRedeemed,
     PointsRedeemedForHousehold,
 )
+from .enrolment import MEMBER_COMMANDS, MemberNotEnrolled, decide_member
 from .rules import CENT, ProgramRules
 from .state import Hold, Lot, MemberState, evolve, transfer_year
 from .tierpolicy import points_in_window, review, tier_in_force, upgrade
@@ -196,6 +197,9 @@ def decide(state: MemberState, command: Command, rules: ProgramRules) -> list[Ev
             return review(state, command.occurred_at, rules)
         case _ if isinstance(command, EARN_COMMANDS):  # P3: an activity of one member, an anniversary
             return decide_earn({state.member_id: state}, command, rules)[state.member_id]
+        # Members (M1): enrolment, profile changes, erasure.
+        case _ if isinstance(command, MEMBER_COMMANDS):
+            return decide_member(state, command)
     raise InvalidCommand(f"Unknown command {type(command).__name__}.")
 
 
@@ -232,6 +236,8 @@ def _expire(state: MemberState, command: ExpirePoints) -> list[Event]:
 def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: ProgramRules, *, status: str) -> PointsEarned:
     if command.booking_id in state.bookings:
         raise BookingStateConflict(f"Booking {command.booking_id!r} already earned points for this member.")
+    if not state.exists and not rules.enrol_on_first_booking:
+        raise MemberNotEnrolled(command.member_id)
     if command.amount < 0:
         raise InvalidCommand("A booking amount cannot be negative.")
     tier = _tier(state, command.occurred_at, rules)

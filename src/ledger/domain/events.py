@@ -408,6 +408,10 @@ STATUS_REASONS = ("fraud_review", "customer_request", "duplicate_account", "comp
                   "review_cleared", "reopened", "other")
 MemberStatus = Literal["active", "suspended", "closed"]
 
+# Members (M1): enrolment, profiles and erasure. No personal data in clear: each profile
+# field is a value sealed with the member's own data key (see `ledger.crypto`), which
+# erasure destroys; the events stay as they are and the hash chains still verify.
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -496,6 +500,47 @@ class TierWarning(Event):
     rules_version: str
 
 
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberEnrolled(Event):
+    """The member enrolled, with the profile fields given (each sealed, or None when not
+    given) and their marketing consent (a flag, no personal data)."""
+
+    actor: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    country: str | None
+    locale: str | None
+    birth_date: str | None
+    marketing_consent: bool
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberProfileChanged(Event):
+    """Profile fields changed (a merge patch): each field is None when unchanged, "" when
+    removed, else its new value sealed; `marketing_consent` None when unchanged."""
+
+    actor: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    country: str | None
+    locale: str | None
+    birth_date: str | None
+    marketing_consent: bool | None
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class MemberErased(Event):
+    """The member's data key was destroyed (an erasure request): every sealed field of
+    theirs, in any event, snapshot or read model, is unreadable from here on."""
+
+    actor: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -508,6 +553,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MemberStatusChanged, MemberMergedAway, MemberMergedIn,
         # Tier policies (P4)
         TierChanged, TierWarning,
+        # Members (M1)
+        MemberEnrolled, MemberProfileChanged, MemberErased,
     )
 }
 

@@ -206,6 +206,9 @@ class ProgramRules:
     # What closing a member does with its available points: forfeit them (a debit
     # adjustment in the same command) or keep them (back in use if it is reopened).
     on_close: str = "keep"
+    # False: a booking for a member with no events (never enrolled) is refused
+    # (`MemberNotEnrolled`); True: the first booking enrols the member, as it always did.
+    enrol_on_first_booking: bool = True
     # What the programme books per outstanding point (its liability, deferred revenue) in
     # `programme_currency`: the liability report values the points at it.
     cost_per_point: Decimal = Decimal("0.01")
@@ -383,6 +386,7 @@ class ProgramRules:
             activities=activities_from(raw.get("activities") or {}),
             anniversary=anniversary_from(raw.get("anniversary")),
             caps=caps_from(raw.get("caps") or []),
+            enrol_on_first_booking=bool(raw.get("enrol_on_first_booking", True)),
         )
 
     @classmethod

@@ -55,6 +55,9 @@ from .events import (
     HouseholdMemberAdded,
     HouseholdMemberRemoved,
     HouseholdPointsRedeemed,
+    MemberEnrolled,
+    MemberErased,
+    MemberProfileChanged,
     PointsRedeemedForHousehold,
     PointsTransferredIn,
     PointsTransferredOut,
@@ -600,6 +603,10 @@ class _Draft:
                 self.earn = earn_applied(self.earn, event)
             case BookingEarnCounted():
                 self.earn = earn_applied(self.earn, event)
+            # Members (M1): the profile is sealed personal data, kept in no state (nor
+            # snapshot); the read model `member_profiles` holds the sealed fields.
+            case MemberEnrolled() | MemberProfileChanged() | MemberErased():
+                pass
             case _:
                 raise AssertionError(f"unknown event {event!r}")
 
