@@ -9,15 +9,17 @@ import asyncio
 import json
 import logging
 import uuid
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ledger.anchor import verify_all
-from ledger.bootstrap import build
+from ledger.bootstrap import Container, build
 from ledger.domain import DEFAULT_RULES_DICT, EnrolMember
 from ledger.handlers import CommandRequest
 from ledger.ingest.consumer import BookingConsumer
+from projections import report_queries
 from projections.runner import rebuild
 from tests.conftest import make_settings
 from tests.e2e.conftest import Api, api  # noqa: F401 - the app over HTTP, as a fixture
@@ -68,6 +70,16 @@ async def table_dump(api: Api) -> str:
     return "\n".join(out)
 
 
+async def _reports(container: Container) -> tuple[list, list]:
+    """The liability now and the activity of every day so far, by their rows."""
+    now = datetime.now(UTC)
+    liability = await report_queries.liability(container.pool, now)
+    activity = await report_queries.activity(container.pool, date(2000, 1, 1), now.date() + timedelta(days=1),
+                                             monthly=True)
+    assert liability.rows and activity.rows
+    return liability.rows, activity.rows
+
+
 async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal_is_kept_in_clear(
         api: Api, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     caplog.set_level(logging.DEBUG)
@@ -94,6 +106,7 @@ async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal
 
         await container.project()
         balances = {m: (await admin.get(f"/v1/members/{m}/balance")).json() for m in PROFILES}
+        reports = await _reports(container)
 
         r = await admin.post("/v1/members/M-1/erasure")
         assert r.status_code == 200, r.text
@@ -114,12 +127,15 @@ async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal
         assert r.json() == {"members": [{"member_id": "M-2"}]}
         assert (await support.get("/v1/members/M-2/profile")).json()["profile"]["name"] == PROFILES["M-2"]["name"]
 
-    # A rebuild reproduces the live read models, the erased profile included.
+    # The programme's reports add up as before, live and rebuilt.
     await container.project()
+    assert await _reports(container) == reports
+    # A rebuild reproduces the live read models, the erased profile included.
     live = await _tables(container)
     assert next(r for r in live["member_profiles"] if r["member_id"] == "M-1")["fields"] == "{}"
     await rebuild(container.pool, container.store, container.rules, workers=1)
     assert await _tables(container) == live
+    assert await _reports(container) == reports
 
     # Nothing personal in clear: not in any table (events, snapshots, read models, the
     # index, the keys), nor in anything the app logged. The test's own HTTP client logs
