@@ -44,13 +44,13 @@ class Settings(BaseSettings):
         100_000, ge=0, le=10_000_000,
         description="Members whose qualifying rows the projection runner keeps in memory for the tier recompute.")
     projection_reports_page_size: int = Field(
-        10_000, ge=1, le=50_000, description="Events per page of the reports' and segments' projection runner.")
+        2_000, ge=1, le=50_000, description="Events per page of the reports' and segments' projection runner.")
     projection_reports_idle_ms: int = Field(
         500, ge=1, le=60_000, description="How long the reports' runner waits, once caught up, before it looks again.")
     projection_reports_defer_max_s: float = Field(
         10.0, ge=0, le=3_600,
-        description="While the member read models have events to project, the reports' runner waits, at most this"
-                    " long between two of its pages (0: never waits).")
+        description="While the member read models have events to project, the reports' runner waits until it has"
+                    " been behind this long, then catches up (0: never waits).")
     expiry_interval_s: float = Field(60.0, gt=0, le=86_400)
     expiry_batch_members_max: int = Field(500, ge=1, le=10_000)
     hold_expiry_interval_s: float = Field(

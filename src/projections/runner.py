@@ -5,8 +5,11 @@ Each page's read-model rows and the group's checkpoint are written in one transa
 so a crash never applies an event twice nor skips one. An advisory lock per group makes
 runners in several processes take turns, and lets a rebuild swap its tables in safely.
 A group's runner may defer to another's (`defer_to`): the reports' runner waits while
-the member runner has events to project, up to `defer_max_s` between two of its pages,
-so that under load the members' reads stay fresh and the reports catch up when it eases.
+the member runner has events to project, until it has been behind for `defer_max_s`;
+then it catches up, page by page, and waits again. Under load the members' reads stay
+fresh, the reports are at most about `defer_max_s` behind, and their work comes in
+pages (of events that come together, which costs less per event) with the member
+runner's pages in between.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class ProjectionRunner:
         self.defer_to = defer_to
         self.defer_max_s = defer_max_s
         self.busy = False  # the last page had events: more may be waiting (see `defer_to`)
-        self._last_page = time.monotonic()
+        self._caught_up = time.monotonic()  # when a page last found nothing more to take
         self.tiers = TierCache(tier_cache_members_max if group is MEMBERS else 0)
         self.pool = pool
         self.store = store
@@ -135,7 +138,8 @@ class ProjectionRunner:
                 )
         self.position = position
         self.busy = bool(events)
-        self._last_page = time.monotonic()
+        if len(events) < self.page_size:
+            self._caught_up = time.monotonic()
         return len(events)
 
     async def _read_ahead(self, after_position: int) -> tuple[int, Page]:
@@ -143,9 +147,9 @@ class ProjectionRunner:
 
     def deferring(self) -> bool:
         """Whether to wait before the next page: the runner deferred to has events to
-        project, and this one took a page less than `defer_max_s` ago."""
+        project, and this one was caught up less than `defer_max_s` ago."""
         return (self.defer_to is not None and self.defer_to.busy
-                and time.monotonic() - self._last_page < self.defer_max_s)
+                and time.monotonic() - self._caught_up < self.defer_max_s)
 
     async def close(self) -> None:
         """Drop a page read ahead that no run will take."""
