@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,14 +33,27 @@ EXTERNAL_ENV = "LEDGER_TEST_KAFKA_BOOTSTRAP"
 
 
 def free_port_pair() -> int:
-    """Return a port p such that p and p+1 (controller) look free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65535 and _port_free(port) and _port_free(port + 1):
+    """Return a port p such that p and p+1 (controller) look free on 127.0.0.1.
+
+    Drawn below the kernel's ephemeral range: a port the kernel hands out itself (a
+    bind to port 0) is also what it gives the outgoing connections of every client in
+    the run (PostgreSQL's, Kafka's), and one of them took p+1 between this check and the
+    broker's start (`kafka.sh: port ... is already taken`)."""
+    low = _ephemeral_low()
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(max(1024, low - 12_000), low - 2)
+        if _port_free(port) and _port_free(port + 1):
             return port
     raise RuntimeError("no free pair of ports found")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), else the IANA one's."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49_152
 
 
 def _port_free(port: int) -> bool:
