@@ -145,23 +145,30 @@ def consumer_process(url: str, bootstrap: str, topic: str, group: str, data_dir:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def projections_process(url: str, data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def projections_process(url: str, data_dir: Path, log_path: Path, group: str | None = None) -> subprocess.Popen[bytes]:
     """`ledger projections run --follow`: the read models in a process of their own, as
-    when scaling out, so neither the consumer nor this bench's producer slows them."""
+    when scaling out, so neither the consumer nor this bench's producer slows them; with
+    `group`, only that projection group's runner (`--group`)."""
     env = {**os.environ, "LEDGER_DATABASE_URL": url, "LEDGER_DATA_DIR": str(data_dir),
            "LEDGER_PROJECTION_IDLE_MS": "5", "LEDGER_PROJECTION_PAGE_SIZE": "5000"}
+    command = [sys.executable, "-m", "ledger.cli", "projections", "run", "--follow"]
+    if group is not None:
+        command += ["--group", group]
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "ledger.cli", "projections", "run", "--follow"], env=env,
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
 
 
 class Pipeline:
     """`ledger consume` process(es) and a `ledger projections run --follow` process on one
     topic, as deployed when scaling out; this bench process only produces and polls."""
 
-    def __init__(self, url: str, bootstrap: str, topic: str, batch: int, data_dir: Path, consumers: int) -> None:
+    def __init__(self, url: str, bootstrap: str, topic: str, batch: int, data_dir: Path, consumers: int,
+                 reports_process: bool = False) -> None:
         self.url, self.bootstrap, self.topic, self.batch = url, bootstrap, topic, batch
         self.data_dir, self.consumers = data_dir, consumers
+        self.reports_process = reports_process
+        self.reporter: subprocess.Popen[bytes] | None = None
         self.group = f"ledger-{uuid.uuid4().hex[:6]}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.projector: subprocess.Popen[bytes] | None = None
@@ -182,16 +189,21 @@ class Pipeline:
 
     def start(self) -> None:
         self.start_consumers()
-        self.projector = projections_process(self.url, self.data_dir, self.data_dir / "projections.log")
+        if self.reports_process:  # the reports' group in a process of its own
+            self.projector = projections_process(self.url, self.data_dir, self.data_dir / "projections.log", "members")
+            self.reporter = projections_process(self.url, self.data_dir, self.data_dir / "reports.log", "reports")
+        else:
+            self.projector = projections_process(self.url, self.data_dir, self.data_dir / "projections.log")
 
     def stop(self) -> None:
         self.stop_consumers()
-        if self.projector is not None:
-            self.projector.terminate()
-            self.projector.wait(60)
+        for proc in (self.projector, self.reporter):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(60)
 
     def check(self) -> None:
-        for proc in [*self.procs, self.projector]:
+        for proc in [*self.procs, self.projector, *([self.reporter] if self.reports_process else [])]:
             assert proc is not None and proc.poll() is None, f"a pipeline process exited; logs in {self.data_dir}"
 
 
@@ -207,11 +219,13 @@ class CpuMeter:
     def _sample(self) -> dict[int, tuple[str, float]]:
         consumers = {p.pid for p in self.pipeline.procs}
         projector = self.pipeline.projector.pid if self.pipeline.projector is not None else None
+        reporter = self.pipeline.reporter.pid if self.pipeline.reporter is not None else None
         out = {}
         for proc in psutil.process_iter(["pid", "name", "cmdline"]):
             try:
                 pid, cmdline = proc.info["pid"], " ".join(proc.info["cmdline"] or [])
                 role = ("consumer" if pid in consumers else "projections" if pid == projector
+                        else "reports" if pid == reporter
                         else "PostgreSQL" if proc.info["name"] == "postgres" else "broker" if "kafka.Kafka" in cmdline
                         else "this bench" if pid == os.getpid() else None)
                 if role is not None:
@@ -231,7 +245,7 @@ class CpuMeter:
             used[role] = used.get(role, 0.0) + cpu - self.started.get(pid, (role, 0.0))[1]
         total = sum(used.values())
         parts = ", ".join(f"{role} {used[role] / events * 1e6:.0f} µs" for role in
-                          ("consumer", "projections", "PostgreSQL", "broker", "this bench") if role in used)
+                          ("consumer", "projections", "reports", "PostgreSQL", "broker", "this bench") if role in used)
         return (f"    CPU per event: {parts}; total {total / events * 1e6:.0f} µs, {total / seconds:.2f} of"
                 f" {psutil.cpu_count()} cores busy (the target allows {psutil.cpu_count() / E2E_TARGET * 1e6:.0f} µs"
                 " at full use)")
@@ -353,6 +367,8 @@ async def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch", type=int, default=5_000, help="LEDGER_KAFKA_BATCH_MESSAGES_MAX for the consumer")
     ap.add_argument("--consumers", type=int, default=1, help="`ledger consume` processes in the group")
+    ap.add_argument("--reports-process", action="store_true",
+                    help="the reports' projection group in a process of its own (`--group reports`)")
     ap.add_argument("--rate", type=int, default=5_000, help="steady produce rate for the latency phase")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
     args = ap.parse_args()
@@ -387,7 +403,7 @@ async def main() -> int:
         print(f"  raw aiokafka read  {n / consume_s:>10,.0f} events/s  ({consume_s:.1f} s)", flush=True)
         copy_s = await raw_copy(url, n, args.members, run)
         print(f"  raw COPY           {n / copy_s:>10,.0f} rows/s    ({copy_s:.1f} s)", flush=True)
-        pipeline = Pipeline(url, bootstrap, topic, args.batch, work, args.consumers)
+        pipeline = Pipeline(url, bootstrap, topic, args.batch, work, args.consumers, args.reports_process)
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         pipeline.start()
         try:
