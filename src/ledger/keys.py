@@ -45,6 +45,10 @@ class Permission(StrEnum):
     search_members = "members:search"  # by email
     export_members = "members:export"  # the access request: profile and every event
     erase_members = "members:erase"
+    # What-if simulations of a draft rule set: asked for by admins only (each reads the
+    # window's whole event log); their results (sums, nothing personal) read by auditors.
+    simulate = "simulations:write"
+    read_simulations = "simulations:read"
 
 
 WHAT: dict[Permission, str] = {
@@ -69,6 +73,8 @@ WHAT: dict[Permission, str] = {
     Permission.search_members: "find members by email",
     Permission.export_members: "export a member's personal data",
     Permission.erase_members: "erase a member's personal data",
+    Permission.simulate: "run what-if simulations of a draft rule set",
+    Permission.read_simulations: "read what-if simulations",
 }
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -81,7 +87,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
                              Permission.enrol_members, Permission.read_profiles, Permission.write_profiles,
                              Permission.search_members, Permission.export_members}),
     Role.auditor: frozenset({Permission.read_members, Permission.audit, Permission.reports,
-                             Permission.read_programme, Permission.read_catalogue}),
+                             Permission.read_programme, Permission.read_catalogue, Permission.read_simulations}),
     Role.admin: frozenset(Permission),
 }
 

@@ -65,6 +65,21 @@ class Settings(BaseSettings):
         3_600.0, gt=0, le=86_400,
         description="How often the anniversary bonuses due are granted (each dated at its anniversary instant, so"
                     " this only bounds how late one is credited).")
+    simulations_running_max: int = Field(
+        1, ge=1, le=8,
+        description="What-if simulations running at once over every process; the others wait, queued, in the order"
+                    " they were asked for.")
+    simulations_queued_max: int = Field(
+        100, ge=1, le=10_000,
+        description="Simulations waiting to run; one more is refused (429) until one has started.")
+    simulation_page_events: int = Field(
+        5_000, ge=10, le=50_000,
+        description="Positions of the event log a simulation reads at a time: what it holds in memory, and how long it"
+                    " has the event loop between two yields.")
+    simulation_poll_s: float = Field(
+        2.0, gt=0, le=3_600,
+        description="How often a process looks for queued simulations (one asked for in the same process starts at"
+                    " once) and for running ones whose process is gone.")
     segments_top_cache_s: float = Field(
         60.0, ge=0, le=3_600,
         description="How long `GET /v1/members/{id}/segment` keeps the top share's edge (finding it sums every"

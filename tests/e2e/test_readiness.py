@@ -52,7 +52,8 @@ async def test_readiness_is_ready_with_every_task_up(container: Container) -> No
             assert r.status_code == 200, r.text
             assert set(r.json()["tasks"]) == {"projections", "projections-reports", "expiry", "hold-expiry",
                                                  "rules-refresh", "tier-review",
-                                                 "anniversaries"}
+                                                 "anniversaries", "simulations"}
+            assert 'ledger_task_up{task="simulations"} 1.0' in (await client.get("/metrics")).text
 
 
 async def test_a_page_the_server_keeps_refusing_shows_the_projection_runner_down_until_it_passes(

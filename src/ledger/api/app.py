@@ -26,6 +26,7 @@ from ledger.expiry import run_expiry_scheduler
 from ledger.holds import run_hold_scheduler
 from ledger.tier_review import run_tier_scheduler
 from ledger.rules_refresh import run_rules_refresh
+from ledger.simulations import SimulationRunner
 
 from . import docs, metrics, problems
 from .access_log import AccessLog
@@ -40,6 +41,7 @@ from .reports import router as reports_router
 from .profiles import router as profiles_router
 from .routes import router
 from .segments import router as segments_router
+from .simulations import router as simulations_router
 from .schemas import Health, Readiness
 from .statements import router as statements_router
 
@@ -113,6 +115,11 @@ def create_app(
                 settings.expiry_batch_members_max, c.clock))
             supervisor.add("anniversaries", lambda stop: run_anniversary_scheduler(  # P3
                 c.ledger, c.pool, stop, settings.anniversary_interval_s, settings.expiry_batch_members_max, c.clock))
+            simulations = SimulationRunner(
+                c.pool, lambda: c.book, running_max=settings.simulations_running_max,
+                page_events=settings.simulation_page_events, poll_s=settings.simulation_poll_s)
+            c.extras["simulation_runner"] = simulations  # woken by a POST, not only by its poll
+            supervisor.add("simulations", simulations.run_forever)
             if settings.anchor_key_file is not None:
                 anchored = c.extras.setdefault("anchor_status", {})
                 supervisor.add("anchor", lambda stop: run_anchor_scheduler(c.pool, settings, stop, c.clock, anchored))
@@ -148,6 +155,7 @@ def create_app(
     app.include_router(segments_router)
     app.include_router(statements_router)
     app.include_router(programme_router)
+    app.include_router(simulations_router)
     app.include_router(rewards_router)
     app.include_router(members_router)
     app.include_router(activities_router)  # P3
