@@ -48,6 +48,7 @@ LOCK_CLASS = 71_912
 ATTEMPTS_MAX = 3
 SLICE_ROWS = 500  # rows priced between two yields to the event loop (about 5 ms here)
 ERROR_CHARS_MAX = 500
+PROGRESS_S = 0.2  # a running simulation's progress is written at most this often
 LIST_PAGE_MAX = 100
 EARN_TYPES = ["PointsEarned", "ActivityPointsEarned", "AnniversaryBonusGranted"]
 TAKE_BACK_TYPES = ["EarnReversed", "BookingAmended"]
@@ -172,36 +173,59 @@ async def replay(conn: asyncpg.Connection, draft: ProgramRules, book: RuleBook, 
                  head: int, page_events: int,
                  on_page: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """The result of replaying the earns of [start, end) up to position `head` under
-    `draft` (with the exchange rates of `book`), beside what was issued."""
+    `draft` (with the exchange rates of `book`), beside what was issued.
+
+    The next page is read while this one is priced: the server works on it (on another
+    core) while this process prices, so the replay costs about the larger of the two
+    rather than their sum. At most two pages are in memory."""
     assert 1 <= page_events and start < end
     sums = Replay(RuleBook([RuleVersion(draft, EPOCH)], book.fx))
     months = draft.expiry_months
     events_read = 0
-    block_max = 0.0
+    block_max = read_s = price_s = 0.0
     started = time.perf_counter()
-    after = 0
-    while after < head:
+
+    async def read(after: int) -> tuple[list[asyncpg.Record], list[asyncpg.Record], list[asyncpg.Record]]:
         upto = min(after + page_events, head)
-        rows = await conn.fetch(_EARNS_SQL, after, upto, start, end, months, EARN_TYPES)
-        for first in range(0, len(rows), SLICE_ROWS):
-            t = time.perf_counter()
-            _price(sums, rows[first:first + SLICE_ROWS])
-            block_max = max(block_max, time.perf_counter() - t)
-            await asyncio.sleep(0)
+        earns = await conn.fetch(_EARNS_SQL, after, upto, start, end, months, EARN_TYPES)
         taken = await conn.fetch(_TAKE_BACKS_SQL, after, upto, start, end, TAKE_BACK_TYPES)
-        if taken:
-            await _take_back(conn, sums, taken, head, start, end, months)
-        events_read += len(rows) + len(taken)
-        after = upto
-        if on_page is not None:
-            await on_page(after, events_read)
+        taken_earns = await conn.fetch(_TAKEN_EARNS_SQL, sorted({r[0] for r in taken}), head, start, end, months,
+                                       sorted({r[2] for r in taken})) if taken else []
+        return earns, taken, taken_earns
+
+    after = 0
+    pending = asyncio.ensure_future(read(after)) if after < head else None
+    try:
+        while pending is not None:
+            t = time.perf_counter()
+            rows, taken, taken_earns = await pending
+            read_s += time.perf_counter() - t
+            after = min(after + page_events, head)
+            pending = asyncio.ensure_future(read(after)) if after < head else None
+            for first in range(0, len(rows), SLICE_ROWS):
+                t = time.perf_counter()
+                _price(sums, rows[first:first + SLICE_ROWS])
+                held = time.perf_counter() - t
+                price_s += held
+                block_max = max(block_max, held)
+                await asyncio.sleep(0)
+            if taken:
+                _take_back(sums, taken, taken_earns)
+            events_read += len(rows) + len(taken)
+            if on_page is not None:
+                await on_page(after, events_read)  # not on `conn`, which reads the next page
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
     seconds = time.perf_counter() - started
     at_end = book.at(end)
     result = sums.result(cost_per_point=(at_end.cost_per_point, draft.cost_per_point),
                          currency=draft.programme_currency)
     result["replay"] = {"seconds": round(seconds, 3), "earns_per_s": round(sums.earns / seconds) if seconds else 0,
                         "loop_block_ms_max": round(block_max * 1000, 2), "page_events": page_events,
-                        "events_read": events_read}
+                        "events_read": events_read, "read_s": round(read_s, 3), "price_s": round(price_s, 3)}
     return result
 
 
@@ -218,15 +242,12 @@ def _price(sums: Replay, rows: list[asyncpg.Record]) -> None:
             sums.anniversary(at, year, points, loads(breakdown), flags)
 
 
-async def _take_back(conn: asyncpg.Connection, sums: Replay, taken: list[asyncpg.Record], head: int,
-                     start: datetime, end: datetime, months: int) -> None:
+def _take_back(sums: Replay, taken: list[asyncpg.Record], taken_earns: list[asyncpg.Record]) -> None:
     """Each take-back of a booking earned in the window, scaled to its simulated earn; one
     of a booking earned before the window is not part of the replay."""
-    streams = sorted({r[0] for r in taken})
-    bookings = sorted({r[2] for r in taken})
     earns: dict[tuple[str, str], tuple[tuple[int, int], tuple[bool, bool]]] = {}
     for (stream, booking, at, points, breakdown, product, amount, currency, converted, tier, outstanding,
-         outstanding_draft) in await conn.fetch(_TAKEN_EARNS_SQL, streams, head, start, end, months, bookings):
+         outstanding_draft) in taken_earns:
         simulated = sums.price_booking(at, product, amount, currency, converted, tier, orjson.loads(breakdown))
         earns[(stream, booking)] = ((points, simulated), (outstanding, outstanding_draft))
     for stream, kind, booking, points in taken:
@@ -323,9 +344,14 @@ class SimulationRunner:
                 " WHERE simulation_id = (SELECT simulation_id FROM simulations WHERE status = 'queued'"
                 " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
                 f" RETURNING {_COLUMNS}")
-            if row is not None:
-                # Held by this session until the run ends: the mark that someone runs it.
-                await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS, row["simulation_id"])
+            # Held by this session until the run ends: the mark that someone runs it. Only
+            # a session that has not let go of an earlier run of it can hold it already:
+            # then it stays queued, and the claim is rolled back.
+            if row is not None and not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                                                           LOCK_CLASS, row["simulation_id"]):
+                await conn.execute("UPDATE simulations SET status = 'queued', attempts = attempts - 1"
+                                   " WHERE simulation_id = $1", row["simulation_id"])
+                return None
             return row
 
     async def _run(self, conn: asyncpg.Connection, sim: Simulation) -> None:
@@ -335,15 +361,20 @@ class SimulationRunner:
                 request = sim.request
                 start, end = datetime.fromisoformat(request["from"]), datetime.fromisoformat(request["to"])
 
+                shown = [0.0]
+
                 async def progress(position: int, events_read: int) -> None:
-                    await conn.execute("UPDATE simulations SET position = $2, events_read = $3"
-                                       " WHERE simulation_id = $1", sid, position, events_read)
+                    if time.monotonic() - shown[0] >= PROGRESS_S:
+                        shown[0] = time.monotonic()
+                        await self.pool.execute("UPDATE simulations SET position = $2, events_read = $3"
+                                                " WHERE simulation_id = $1", sid, position, events_read)
 
                 result = await replay(conn, draft_of(request), self.book(), start, end, sim.head or 0,
                                       self.page_events, progress)
             except asyncio.CancelledError:
-                # A clean stop: back in the queue, to start over in whichever process runs next.
-                await asyncio.shield(conn.execute(
+                # A clean stop: back in the queue, to start over in whichever process runs
+                # next (on another connection: this one may be in the middle of a page).
+                await asyncio.shield(self.pool.execute(
                     "UPDATE simulations SET status = 'queued', attempts = attempts - 1 WHERE simulation_id = $1"
                     " AND status = 'running'", sid))
                 raise
@@ -353,8 +384,13 @@ class SimulationRunner:
                                    " WHERE simulation_id = $1", sid, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS_MAX])
                 return
             await conn.execute("UPDATE simulations SET status = 'done', finished_at = now(), result = $2::jsonb,"
-                               " position = head WHERE simulation_id = $1", sid, orjson.dumps(result).decode())
+                               " position = head, events_read = $3 WHERE simulation_id = $1", sid, orjson.dumps(result).decode(),
+                               result["replay"]["events_read"])
         finally:
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS, sid)
+            # The session's lock must not outlive the run in the pool: a connection that
+            # cannot say it let go is closed instead, which lets go of it for sure.
+            try:
+                await asyncio.shield(conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS, sid))
+            except BaseException:
+                conn.terminate()
             await self.pool.release(conn)

@@ -12,7 +12,9 @@ positive-data check would take them for valid requests:
   published as a pattern: an enum of 249 codes doubled the coverage phase's time), its
   `birth_date` a day that exists and is not in the future, and an email (a profile's, or the search's `email`) one email-validator
   takes, whose domain is not reserved (.local, .arpa): JSON Schema's `format: email`
-  asks only for an @."""
+  asks only for an @;
+- a simulation's window (`POST /v1/programme/simulations`): `to` after `from`, by at
+  most 366 days."""
 
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> 
     # apply filters. The request is made to keep the rules instead, and stays positive or
     # negative as it was: only instants that parse, and so are valid, are moved.
     _valid_profile(case)
+    _valid_window(case)
     query = case.query
     if not isinstance(query, dict):
         return
@@ -155,3 +158,21 @@ def _valid_profile(case: Any) -> None:
             valid = False
         if not valid:
             profile["birth_date"] = BIRTH_DATE
+
+
+SIMULATION_DAYS_MAX = 366  # ledger.api.simulations.WINDOW_DAYS_MAX
+
+
+def _valid_window(case: Any) -> None:
+    """A simulation's window the schema takes and the API refuses (`to` not after `from`,
+    or too long) is made a day long: the instants stay valid ones."""
+    body = case.body
+    if case.operation.path != "/v1/programme/simulations" or not isinstance(body, dict):
+        return
+    start, end = _instant(body.get("from")), _instant(body.get("to"))
+    if start is None or end is None or start < end <= start + timedelta(days=SIMULATION_DAYS_MAX):
+        return
+    if end >= EARLIEST + timedelta(days=2):
+        body["from"] = _text(end - timedelta(days=1))
+    else:
+        body["to"] = _text(start + timedelta(days=1))

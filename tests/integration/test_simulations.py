@@ -183,3 +183,21 @@ async def test_at_most_running_max_run_at_once_and_the_queue_is_bounded(containe
     ids = [r[0] for r in await container.pool.fetch("SELECT simulation_id FROM simulations")]
     seen = await _run_all(container, other, ids)
     assert all(statuses.count("running") <= 1 for statuses in seen) and seen[-1] == ("done",) * 3
+
+
+async def test_a_clean_stop_puts_a_running_simulation_back_in_the_queue_to_start_over(container: Container) -> None:
+    await _history(container)
+    store = SimulationStore(container.pool)
+    sim, _ = await store.create(_request(RULES, T0, T0 + timedelta(days=366)), "k-stop", "admin-key", 10)
+    runner = SimulationRunner(container.pool, lambda: container.book, running_max=1, page_events=1, poll_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run_forever(stop))
+    async with asyncio.timeout(10):
+        while (await store.get(sim.simulation_id)).status != "running":  # type: ignore[union-attr]
+            await asyncio.sleep(0.002)
+    stop.set()
+    await task
+    stopped = await store.get(sim.simulation_id)
+    assert stopped is not None and (stopped.status, stopped.attempts, stopped.result) == ("queued", 0, None)
+    other = SimulationRunner(container.pool, lambda: container.book, running_max=1, page_events=1_000, poll_s=0.05)
+    assert (await _run_all(container, other, [sim.simulation_id]))[-1] == ("done",)  # its lock went with the run

@@ -18,12 +18,14 @@ from ledger.simulations import LIST_PAGE_MAX, KeyReused, QueueFull, Simulation, 
 
 from .deps import ContainerDep, IdempotencyKey, QueryInt, SingleQueryValues, require
 from .problems import ApiProblem
+from .programme import _EveryMethodRoute
 from .routes import _errors
 from .schemas import _examples
 
 WINDOW_DAYS_MAX = 366
 
-router = APIRouter(prefix="/v1/programme/simulations", dependencies=[SingleQueryValues], tags=["programme"])
+router = APIRouter(prefix="/v1/programme/simulations", dependencies=[SingleQueryValues], tags=["programme"],
+                   route_class=_EveryMethodRoute)
 
 Asker = Annotated[ApiKey, require(Permission.simulate)]
 Reader = Annotated[ApiKey, require(Permission.read_simulations)]
@@ -82,12 +84,14 @@ class Liability(Sums):
 
 class ReplayFigures(BaseModel):
     model_config = _examples({"seconds": 1.2, "earns_per_s": 110000, "loop_block_ms_max": 4.1, "page_events": 5000,
-                              "events_read": 132000})
+                              "events_read": 132000, "read_s": 0.5, "price_s": 0.6})
     seconds: float
     earns_per_s: int
     loop_block_ms_max: float = Field(description="The longest the replay held the event loop between two yields.")
     page_events: int
     events_read: int
+    read_s: float = Field(description="Of `seconds`, waiting for and decoding the pages of earns.")
+    price_s: float = Field(description="Of `seconds`, pricing the earns under the draft and adding them up.")
 
 
 class SimulationResult(BaseModel):
@@ -102,7 +106,7 @@ class SimulationResult(BaseModel):
         "liability": {"actual": 11900, "simulated": 13390, "difference": 1490, "currency": "EUR",
                       "actual_value": "119.00", "simulated_value": "133.90", "difference_value": "14.90"},
         "replay": {"seconds": 0.1, "earns_per_s": 100, "loop_block_ms_max": 0.2, "page_events": 5000,
-                   "events_read": 11}})
+                   "events_read": 11, "read_s": 0.05, "price_s": 0.04}})
     earns: int = Field(description="Earns replayed: bookings, activities and anniversaries of the window.")
     not_earned: int = Field(description="Bookings the draft earns nothing on (a product or currency it drops).")
     take_backs: int = Field(description="Cancellations, refunds and amendments of the window's bookings.")
@@ -190,7 +194,8 @@ def _wrong(field: str, message: str, status: int = 422, kind: str = "value_error
 
 
 @router.post("", operation_id="startSimulation", status_code=202, response_model=SimulationDetail,
-             responses=_errors(409, 429))
+             responses={**_errors(409, 429), 200: {
+                 "model": SimulationDetail, "description": "A retry with the same Idempotency-Key: that simulation."}})
 async def start_simulation(body: SimulationRequest, idempotency_key: IdempotencyKey, response: Response,
                            container: ContainerDep, key: Asker) -> Any:
     """Queue a what-if replay of the window's earns under a draft rule set; 202 with its id and a Location to poll.
