@@ -29,8 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -269,10 +268,10 @@ class SimulationRunner:
     async def run_forever(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
+                self.wake.clear()  # before looking: a simulation asked for from now on wakes the wait below
                 await self.requeue_orphans()
                 while len(self.running) < self.running_max and await self._start_one():
                     pass
-                self.wake.clear()
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait()),
                          *self.running.values()]
                 await asyncio.wait(waits, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)

@@ -122,6 +122,9 @@ class Replay:
 
     def __init__(self, book: RuleBook) -> None:
         self.book = book
+        # A book of one version (a draft): its rules price every earn that needs no
+        # exchange rate, without looking the instant up.
+        self._draft = book.versions[0].rules if len(book.versions) == 1 else None
         self.earns = 0
         self.not_earned = 0  # bookings the draft earns nothing on
         self.by_product: dict[str, list[int]] = {}
@@ -147,12 +150,16 @@ class Replay:
             if row is None:
                 row = by_rule[label] = [0, 0]
             row[0] += p
-        for key, sums in ((product, self.by_product), (tier, self.by_tier)):
-            row = sums.get(key)
-            if row is None:
-                row = sums[key] = [0, 0]
-            row[0] += points
-            row[1] += total
+        row = self.by_product.get(product)
+        if row is None:
+            row = self.by_product[product] = [0, 0]
+        row[0] += points
+        row[1] += total
+        row = self.by_tier.get(tier)
+        if row is None:
+            row = self.by_tier[tier] = [0, 0]
+        row[0] += points
+        row[1] += total
         self.earns += 1
         self.earned[0] += points
         self.earned[1] += total
@@ -171,11 +178,28 @@ class Replay:
                 tier: str | None, points: int, breakdown: Sequence[Sequence[Any]],
                 outstanding: tuple[bool, bool]) -> int:
         """Adds one booking's earn; returns its simulated points."""
-        simulated = self._booking(at, product, amount, currency, converted, tier, breakdown)
-        if simulated is None:
+        # The common case spelt out (every earn of a replay comes here): a draft alone,
+        # a rate for the booking's own currency, a tier the draft has. It gives what
+        # `price_booking` gives, in one pass over the event's breakdown.
+        rules = self._draft
+        rates = None if rules is None else rules.earn_rates.get(product)
+        if rates is not None and currency in rates and tier in rules._tier_bonuses:  # type: ignore[union-attr]
+            first = capped = False
+            for label, _ in breakdown:
+                if label == FIRST_BOOKING:
+                    first = True
+                elif label.startswith("cap:"):
+                    capped = True
+            _, _, simulated = rules.compute_earn(  # type: ignore[union-attr]
+                product=product, amount=Decimal(amount), currency=currency, tier=tier, first_booking=first, at=at)
+            if capped:
+                simulated = _with_caps(list(simulated), breakdown, booking_source)
+            return self._add(product, tier, points, breakdown, simulated, outstanding)  # type: ignore[arg-type]
+        priced = self._booking(at, product, amount, currency, converted, tier, breakdown)
+        if priced is None:
             self.not_earned += 1
-            simulated = ()
-        return self._add(product, tier or NO_TIER, points, breakdown, simulated, outstanding)
+            priced = ()
+        return self._add(product, tier or NO_TIER, points, breakdown, priced, outstanding)
 
     def price_booking(self, at: datetime, product: str, amount: str, currency: str, converted: str | None,
                       tier: str | None, breakdown: Sequence[Sequence[Any]]) -> int:
