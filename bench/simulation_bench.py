@@ -13,8 +13,9 @@ year's window, in the same run:
   already decoded: what the domain's pricing costs;
 - the replay (`ledger.simulations.replay`, what the simulation scheduler runs), with the
   draft doubling the hotel rate: earns per second, how its time splits between reading
-  and pricing, the longest it held the event loop, and the growth of this process's
-  resident memory while it ran (sampled each page), for two page sizes.
+  and pricing, the longest it held the event loop pricing (and how late a 1 ms ticker
+  task woke at most, which counts decoding the pages too), and the growth of this
+  process's resident memory while it ran (sampled each page), for two page sizes.
 
 It starts its own embedded PostgreSQL in a temporary directory unless
 LEDGER_BENCH_DATABASE_URL points at a server (it creates and drops its own database
@@ -47,6 +48,15 @@ from ledger.simulations import _EARNS_SQL, EARN_TYPES, replay  # noqa: E402
 
 BATCH = 1_000
 TARGET_EARNS_S = 100_000
+
+
+async def _ticker(late_max: list[float]) -> None:
+    """What another task of the event loop (an HTTP request) sees: how late a 1 ms sleep
+    wakes, at most."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(0.001)
+        late_max[0] = max(late_max[0], time.perf_counter() - t - 0.001)
 
 
 def _mib(n: float) -> str:
@@ -114,18 +124,22 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
                 async def on_page(position: int, events_read: int) -> None:
                     peak[0] = max(peak[0], process.memory_info().rss)
 
+                lag = [0.0]
+                ticking = asyncio.create_task(_ticker(lag))
                 result = await replay(conn, draft, book, start, end, head, page, on_page)
-                results.append((page, result, peak[0] - baseline))
+                ticking.cancel()
+                results.append((page, result, peak[0] - baseline, lag[0]))
 
         print(f"\n{head:,} events, {earns:,} booking earns in the window; page {args.page:,} positions")
         print(f"machine limit, read only: {rows_read / read_s:,.0f} earns/s ({read_s:,.1f} s)")
         print(f"machine limit, compute_earn only: {1e6 / price_us:,.0f} earns/s ({price_us:.2f} µs each)")
-        for page, result, grown in results:
+        for page, result, grown, lag in results:
             r = result["replay"]
             hotel = {row["product"]: row for row in result["by_product"]}["hotel"]
             print(f"replay, page {page:,}: {r['earns_per_s']:,} earns/s ({r['seconds']:,.1f} s: read {r['read_s']:,.1f}"
                   f" s, price {r['price_s']:,.1f} s, rest {r['seconds'] - r['read_s'] - r['price_s']:,.1f} s);"
-                  f" loop held at most {r['loop_block_ms_max']} ms; RSS grew {_mib(grown)};"
+                  f" loop held at most {r['loop_block_ms_max']} ms pricing, a 1 ms ticker late by at most {lag * 1000:,.1f}"
+                  f" ms; RSS grew {_mib(grown)};"
                   f" hotel points {hotel['actual']:,} -> {hotel['simulated']:,}")
             assert result["earns"] == earns
         print(f"peak RSS of the process (history appended in it too): {_mib(process.memory_info().rss)};"
