@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,11 +39,16 @@ def route_template(scope: dict[str, Any]) -> str | None:
     return path if isinstance(path, str) else None
 
 
-class AccessLog:
-    """ASGI middleware; outermost, so that refusals of the other middleware are logged too."""
+Observe = Callable[[str, str, int, float], None]
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+
+class AccessLog:
+    """ASGI middleware; outermost, so that refusals of the other middleware are logged too.
+    It also hands each request to `observe(method, route, status, seconds)` (the
+    Prometheus metrics): one layer for both rather than two, each wrapping `send`."""
+
+    def __init__(self, app: Any, observe: Observe | None = None) -> None:
+        self.app, self.observe = app, observe
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,6 +68,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope["method"], getattr(scope.get("route"), "path", "unmatched"), status, elapsed)
             state = scope.get("state") or {}
             # orjson rather than json.dumps: 0.5 against 6.4 µs a line, of the 15 µs the
             # whole line cost (measured). Compact JSON; non-ASCII stays UTF-8, as before.
@@ -70,7 +79,7 @@ class AccessLog:
                 "method": scope["method"],
                 "route": route_template(scope),
                 "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "latency_ms": round(elapsed * 1000, 3),
                 "key_name": state.get(KEY_NAME_STATE) if isinstance(state, dict) else None,
                 "request_id": request_id,
             }).decode())

@@ -149,7 +149,7 @@ def create_app(
     )
     docs.install(app)
     problems.install(app)
-    metrics.install(app)
+    observe = metrics.install(app).observe
     app.include_router(router)
     app.include_router(movements_router)
     app.include_router(rejected_router)
@@ -212,5 +212,5 @@ def create_app(
         return Response(status_code=(await readyz()).status_code)
 
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
-    app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer
+    app.add_middleware(AccessLog, observe=observe)  # added last: the outermost, it sees every answer
     return app
