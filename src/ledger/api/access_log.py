@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import re
+import select
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,12 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return given.decode() if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
+# `ledger serve --workers N` has N processes writing to one stderr: a write to a pipe of at
+# most PIPE_BUF bytes is never interleaved with another process's, a longer one may be, so
+# a turn's lines go out in writes of at most that many bytes, each of whole lines.
+WRITE_BYTES_MAX = select.PIPE_BUF
+
+
 class TurnBufferedHandler(logging.StreamHandler):
     """A stream handler that writes the lines logged during one turn of the running event
     loop together, in one write at the end of the turn (`call_soon`), rather than a write
@@ -134,9 +141,21 @@ class TurnBufferedHandler(logging.StreamHandler):
 
     def _write(self) -> None:
         lines, self._pending = self._pending, []
-        if lines:
-            self.stream.write("".join(lines))
-            super().flush()
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            n = len(line.encode())
+            if chunk and size + n > WRITE_BYTES_MAX:
+                self._write_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += n
+        if chunk:
+            self._write_chunk(chunk)
+
+    def _write_chunk(self, lines: list[str]) -> None:
+        self.stream.write("".join(lines))
+        super().flush()
 
     def flush(self) -> None:
         self.acquire()
