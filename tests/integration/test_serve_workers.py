@@ -96,6 +96,16 @@ def test_workers_and_projection_process_are_supervised_and_stop_together(tmp_pat
         assert {"http-2", "projections", "expiry", "hold-expiry"} <= set(seen["primary"]["tasks"])
         assert "projections-reports" not in seen["primary"]["tasks"]  # in the projection process
         assert set(seen["http-2"]["tasks"]) == {"rules-refresh"}  # one process runs each scheduler
+        scraped: set[str] = set()
+
+        def scrape() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            scraped.update(re.findall(r'ledger_process_info\{process="([a-z0-9-]+)"\} 1\.0', text))
+            return len(scraped) == 2
+
+        _until(scrape, "a scrape of each process, saying which")
+        assert scraped == {"primary", "http-2"}
 
         # A write through whichever process answers, projected by the projection process.
         status, written = _get(port, "/v1/booking-events", token, {

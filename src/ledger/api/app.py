@@ -149,7 +149,7 @@ def create_app(
     )
     docs.install(app)
     problems.install(app)
-    observe = metrics.install(app).observe
+    observe = metrics.install(app, process).observe
     app.include_router(router)
     app.include_router(movements_router)
     app.include_router(rejected_router)

@@ -86,9 +86,14 @@ class Metrics:
         children[1].observe(seconds)
 
 
-def install(app: FastAPI) -> Metrics:
-    """The /metrics route; the caller hands `Metrics.observe` to the access log's middleware."""
+def install(app: FastAPI, process: str | None = None) -> Metrics:
+    """The /metrics route; the caller hands `Metrics.observe` to the access log's middleware.
+    With several `ledger serve` processes on one port, a scrape reaches one of them and
+    every figure is that process's: `ledger_process_info{process}` says which."""
     metrics = Metrics()
+    if process is not None:
+        Gauge("ledger_process_info", "Which of ledger serve's processes answered this scrape", ["process"],
+              registry=metrics.registry).labels(process).set(1)
 
     def kafka_status() -> Any:
         container = getattr(app.state, "container", None)  # set when the app starts
