@@ -5,6 +5,7 @@ primary stops every child and the embedded PostgreSQL."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -114,6 +115,19 @@ def test_workers_and_projection_process_are_supervised_and_stop_together(tmp_pat
         assert status == 201 and written["points"] > 0, written
         status, balance = _get(port, f"/v1/members/M-1/balance?min_position={written['position']}", token)
         assert status == 200 and balance["available"] == written["points"], balance
+
+        # Concurrent redemptions through both HTTP processes: exactly those that fit apply.
+        points = written["points"]
+        assert points >= 25, written
+        each = points // 5  # five fit, a sixth does not
+        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda i: _get(port, "/v1/members/M-1/redemptions", token, {
+                "points": each, "reward": {"id": "MILES", "kind": "airline_miles"}}, {"Idempotency-Key": f"r-{i}"}),
+                range(20)))
+        assert sorted(status for status, _ in answers) == [201] * 5 + [409] * 15, answers
+        position = max(body["position"] for status, body in answers if status == 201)
+        status, balance = _get(port, f"/v1/members/M-1/balance?min_position={position}", token)
+        assert status == 200 and balance["available"] == points - 5 * each, balance
 
         # A child that dies is started again, and the primary's /readyz counts it.
         (http_child,) = [pid for pid, cmd in children.items() if "ledger.serve http" in cmd]
