@@ -430,7 +430,8 @@ async def _rejected(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from ledger.serve import serve
 
-    return serve(_settings(), host=args.host, port=args.port)
+    return serve(_settings(), host=args.host, port=args.port, workers=args.workers,
+                 projections_process=args.projections_process)
 
 
 def _date(text: str):  # type: ignore[no-untyped-def]
@@ -449,6 +450,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API with projections, expiry and hold expiry", description=settings_help)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    serve.add_argument("--workers", type=int, default=None, choices=range(1, 33), metavar="1..32",
+                       help="processes answering HTTP on the port (default 1, LEDGER_SERVE_WORKERS); the first runs"
+                            " the schedulers and restarts the others")
+    serve.add_argument("--projections-process", action="store_true", default=None,
+                       help="run the projection groups in a process of their own (LEDGER_SERVE_PROJECTIONS_PROCESS)")
     serve.set_defaults(func=_serve, sync=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",

@@ -1,17 +1,40 @@
-"""`ledger serve`: uvicorn around the app, with the embedded database when no URL is set."""
+"""`ledger serve`: uvicorn around the app, with the embedded database when no URL is set.
+
+With `--workers N` (LEDGER_SERVE_WORKERS) the API answers from N processes on one listening
+socket, which the first (the primary) binds and hands to the others: one CPython process
+keeps one core busy at about half a millisecond of CPU per write request (the framework's
+routing, dependencies, validation and responses most of it), which bounded the writes one
+`ledger serve` answered. With `--projections-process` (LEDGER_SERVE_PROJECTIONS_PROCESS)
+both projection groups run in a process of their own rather than on the loop that
+answers HTTP, where a catch-up page of the reports' group held requests up.
+
+Exactly one process runs each projection group and each scheduler: the primary runs the
+schedulers (and the projections unless they have their own process), starts the other
+processes and restarts any that exits, as supervised tasks (`http-2`, ..., `projections`)
+shown in its /readyz and /metrics. The other HTTP processes run only the rules refresh.
+Writes from several processes are safe as writes from several `ledger consume` processes
+are: an expected version per stream, retried on a conflict, and advisory locks.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 
 from ledger import event_loop
 from ledger.api.access_log import log_to_stderr
 from ledger.api.app import create_app
-from ledger.bootstrap import build
+from ledger.bootstrap import Container, build
 from ledger.keys import Role, create_key, list_keys
 from ledger.settings import Settings
 
@@ -19,6 +42,60 @@ log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT (128 + 2)
 FORCED_REQUESTS_WAIT_S = 2.0  # after a second Ctrl-C, how long requests get to end once their connections are cut
+GRACEFUL_SHUTDOWN_S = 10  # how long requests in flight get to finish once a process is asked to stop
+CHILD_STOP_S = 15.0  # then a child process still running is killed (under the supervisor's own stop bound)
+PRIMARY = "primary"
+
+
+def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,  # type: ignore[arg-type]
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                          # No proxy in front is assumed: the app reads no client address, and
+                          # the proxy-headers layer was one more per request.
+                          proxy_headers=False)
+
+
+class ChildExited(RuntimeError):
+    pass
+
+
+def _child_task(name: str, role: str, url: str, sock: socket.socket | None) -> Callable[..., Awaitable[None]]:
+    """A supervised task that runs one child process (`role`: "http" or "projections")
+    until the primary stops, and fails (to be restarted with back-off) if the child exits
+    before that. The child connects to the primary's database (`url`), runs no
+    migrations, and ends when the primary ends, even killed (see `_die_with_parent`)."""
+
+    async def task(container: Container, stop: asyncio.Event) -> None:
+        argv = [sys.executable, "-m", "ledger.serve", role, "--name", name, "--parent", str(os.getpid())]
+        fds: tuple[int, ...] = ()
+        if sock is not None:
+            argv += ["--fd", str(sock.fileno())]
+            fds = (sock.fileno(),)
+        env = {**os.environ, "LEDGER_DATABASE_URL": url}
+        # A session of its own: a Ctrl-C in the terminal reaches the primary alone, which
+        # stops its children in order, rather than each of them at once (which the
+        # supervisor would take for failures and restart).
+        child = await asyncio.create_subprocess_exec(*argv, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                                     start_new_session=True)
+        exited = asyncio.ensure_future(child.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if child.returncode is None:
+                child.terminate()
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), CHILD_STOP_S)
+                except TimeoutError:
+                    log.error("%s did not stop within %.0f s; killing it", name, CHILD_STOP_S)
+                    child.kill()
+                    await exited
+        if not stop.is_set():
+            raise ChildExited(f"the {role} process {name} exited with status {child.returncode}")
+
+    task.__name__ = f"{name}_task"  # the supervised task's name (create_app drops the suffix)
+    return task
 
 
 async def _serve(settings: Settings, host: str, port: int) -> bool:
@@ -54,18 +131,26 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
             from ledger.ingest.consumer import consumer_task
 
             tasks.append(consumer_task)
-        app = create_app(settings, container=container, extra_tasks=tasks, close_container=True)
+        several = settings.serve_workers > 1 or settings.serve_projections_process
+        sock = None
+        if settings.serve_workers > 1:
+            sock = _uvicorn_config(None, host, port).bind_socket()  # one socket, shared by every HTTP process
+            tasks += [_child_task(f"http-{n}", "http", container.url, sock) for n in range(2, settings.serve_workers + 1)]
+        if settings.serve_projections_process:
+            tasks.append(_child_task("projections", "projections", container.url, None))
+        app = create_app(settings, container=container, extra_tasks=tasks, close_container=True,
+                         projections=not settings.serve_projections_process, process=PRIMARY if several else None)
         log_to_stderr()  # one JSON line per request, in place of uvicorn's access log
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                                timeout_graceful_shutdown=10)
         # uvicorn installs the SIGINT/SIGTERM handlers: it stops accepting, drains,
         # then runs the lifespan's shutdown, which stops the background tasks, and
         # then raises the signal again (a KeyboardInterrupt for SIGINT, caught below).
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(_uvicorn_config(app, host, port))
         try:
-            await server.serve()
+            await server.serve(sockets=[sock] if sock is not None else None)
         finally:
             await _finish_lifespan(server)
+            if sock is not None:
+                sock.close()
     except BaseException:
         await container.close(stop_embedded=True)
         raise
@@ -93,7 +178,14 @@ async def _finish_lifespan(server: uvicorn.Server) -> None:
     await lifespan.shutdown()
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int | None = None,
+          projections_process: bool | None = None) -> int:
+    update: dict[str, object] = {}
+    if workers is not None:
+        update["serve_workers"] = workers
+    if projections_process:
+        update["serve_projections_process"] = True
+    settings = settings.model_copy(update=update)  # bounded by the command line's own choices
     try:
         interrupted = event_loop.run(_serve(settings, host or settings.host, port or settings.port))
     except KeyboardInterrupt:
@@ -102,3 +194,77 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         log.info("ledger serve stopped (interrupted)")
         return EXIT_INTERRUPTED
     return 0
+
+
+# --- the child processes of `ledger serve --workers N` / `--projections-process` ---
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when the primary ends, even killed
+    (Linux), so that no child is left serving a port or projecting on its own; then
+    make sure the primary had not already ended before that was set."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None and sys.platform.startswith("linux"):
+        ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(f"ledger serve child: the primary process {parent} has ended")
+
+
+async def _http_child(settings: Settings, name: str, fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    container = await build(settings, run_migrations=False)
+    try:
+        app = create_app(settings, container=container, close_container=True, projections=False, schedulers=False,
+                         process=name)
+        log_to_stderr()
+        server = uvicorn.Server(_uvicorn_config(app, settings.host, settings.port))
+        await server.serve(sockets=[sock])
+    except BaseException:
+        await container.close(stop_embedded=False)
+        raise
+
+
+async def _projections_child(settings: Settings) -> None:
+    from ledger.cli import _tasks
+    from ledger.supervisor import supervise_until
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    container = await build(settings, run_migrations=False)
+    try:
+        await supervise_until(stop, _tasks(container, projections=container.runner.run_forever,
+                                           **{"projections-reports": container.reports_runner.run_forever}))
+    finally:
+        await container.close(stop_embedded=False)
+
+
+def _child_main(argv: list[str]) -> int:
+    import argparse
+
+    from ledger import logs
+
+    parser = argparse.ArgumentParser(prog="ledger serve (child)")
+    parser.add_argument("role", choices=("http", "projections"))
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logs.configure()
+    _die_with_parent(args.parent)
+    settings = Settings()
+    try:
+        if args.role == "http":
+            assert args.fd is not None, "an HTTP child serves the primary's socket"
+            event_loop.run(_http_child(settings, args.name, args.fd))
+        else:
+            event_loop.run(_projections_child(settings))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     request_body_bytes_max: int = Field(65_536, ge=1024, le=10_485_760)
+    serve_workers: int = Field(
+        1, ge=1, le=32,
+        description="Processes `ledger serve` answers HTTP from, on one listening socket (`--workers`); the first"
+                    " also runs the schedulers, starts the others and restarts any that exits.")
+    serve_projections_process: bool = Field(
+        False, description="`ledger serve` runs the projection groups in a process of their own, which it starts and"
+                           " restarts (`--projections-process`), rather than in the process that answers HTTP.")
     read_wait_s_max: float = Field(5.0, gt=0, le=30, description="How long a read with min_position waits.")
 
     projection_page_size: int = Field(2_000, ge=1, le=50_000)

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import os
 import re
+import select
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,11 +40,16 @@ def route_template(scope: dict[str, Any]) -> str | None:
     return path if isinstance(path, str) else None
 
 
-class AccessLog:
-    """ASGI middleware; outermost, so that refusals of the other middleware are logged too."""
+Observe = Callable[[str, str, int, float], None]
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+
+class AccessLog:
+    """ASGI middleware; outermost, so that refusals of the other middleware are logged too.
+    It also hands each request to `observe(method, route, status, seconds)` (the
+    Prometheus metrics): one layer for both rather than two, each wrapping `send`."""
+
+    def __init__(self, app: Any, observe: Observe | None = None) -> None:
+        self.app, self.observe = app, observe
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,6 +69,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope["method"], getattr(scope.get("route"), "path", "unmatched"), status, elapsed)
             state = scope.get("state") or {}
             # orjson rather than json.dumps: 0.5 against 6.4 µs a line, of the 15 µs the
             # whole line cost (measured). Compact JSON; non-ASCII stays UTF-8, as before.
@@ -70,7 +80,7 @@ class AccessLog:
                 "method": scope["method"],
                 "route": route_template(scope),
                 "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "latency_ms": round(elapsed * 1000, 3),
                 "key_name": state.get(KEY_NAME_STATE) if isinstance(state, dict) else None,
                 "request_id": request_id,
             }).decode())
@@ -84,6 +94,12 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
         if name == REQUEST_ID_HEADER:
             given = value
     return given.decode() if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+
+
+# `ledger serve --workers N` has N processes writing to one stderr: a write to a pipe of at
+# most PIPE_BUF bytes is never interleaved with another process's, a longer one may be, so
+# a turn's lines go out in writes of at most that many bytes, each of whole lines.
+WRITE_BYTES_MAX = select.PIPE_BUF
 
 
 class TurnBufferedHandler(logging.StreamHandler):
@@ -125,9 +141,21 @@ class TurnBufferedHandler(logging.StreamHandler):
 
     def _write(self) -> None:
         lines, self._pending = self._pending, []
-        if lines:
-            self.stream.write("".join(lines))
-            super().flush()
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            n = len(line.encode())
+            if chunk and size + n > WRITE_BYTES_MAX:
+                self._write_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append(line)
+            size += n
+        if chunk:
+            self._write_chunk(chunk)
+
+    def _write_chunk(self, lines: list[str]) -> None:
+        self.stream.write("".join(lines))
+        super().flush()
 
     def flush(self) -> None:
         self.acquire()

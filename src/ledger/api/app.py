@@ -86,11 +86,19 @@ def create_app(
     background: bool = True,
     extra_tasks: list[Background] | None = None,
     close_container: bool | None = None,
+    projections: bool = True,
+    schedulers: bool = True,
+    process: str | None = None,
 ) -> FastAPI:
     """Without `container` the lifespan builds one. The lifespan closes the container
     (and stops an embedded database) if it built it or `close_container` is set: the
     server's shutdown is the last moment the process is sure to reach, since uvicorn
-    re-raises the stopping signal once it has shut down."""
+    re-raises the stopping signal once it has shut down.
+
+    `ledger serve` with several processes runs each projection group and each scheduler
+    in exactly one of them: a process with `projections` or `schedulers` off leaves those
+    to another (its /readyz lists only its own tasks, and names it: `process`). Every
+    process with `background` keeps its rules current (`rules-refresh`)."""
     settings = settings or (container.settings if container else Settings())
 
     @contextlib.asynccontextmanager
@@ -102,10 +110,12 @@ def create_app(
         supervisor = app.state.supervisor = Supervisor()
         if c.embedded is not None:
             supervisor.add("embedded-postgres", functools.partial(keep_running, c.embedded))
-        if background:
+        if background and projections:
             supervisor.add("projections", c.runner.run_forever)
             supervisor.add("projections-reports", c.reports_runner.run_forever)
+        if background:
             supervisor.add("rules-refresh", functools.partial(run_rules_refresh, c))
+        if background and schedulers:
             supervisor.add("expiry", lambda stop: run_expiry_scheduler(
                 c.ledger, c.pool, stop, settings.expiry_interval_s, settings.expiry_batch_members_max, c.clock))
             supervisor.add("hold-expiry", lambda stop: run_hold_scheduler(
@@ -146,7 +156,7 @@ def create_app(
     )
     docs.install(app)
     problems.install(app)
-    metrics.install(app)
+    observe = metrics.install(app, process).observe
     app.include_router(router)
     app.include_router(movements_router)
     app.include_router(rejected_router)
@@ -175,7 +185,7 @@ def create_app(
         supervisor: Supervisor = app.state.supervisor
         body: dict[str, Any] = {"status": "not_ready", "database": "unreachable", "migrations": "unknown",
                                 "head_position": None, "projection_position": None, "projection_lag_events": None,
-                                "kafka": None, "tasks": supervisor.status()}
+                                "kafka": None, "tasks": supervisor.status(), "process": process}
         try:
             async with c.pool.acquire(timeout=2) as conn:
                 body["database"] = "ok"
@@ -210,5 +220,5 @@ def create_app(
         return Response(status_code=(await readyz()).status_code)
 
     app.add_middleware(BodyLimit, limit=settings.request_body_bytes_max)
-    app.add_middleware(AccessLog)  # added last: the outermost, it sees every answer
+    app.add_middleware(AccessLog, observe=observe)  # added last: the outermost, it sees every answer
     return app

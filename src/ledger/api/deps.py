@@ -38,8 +38,7 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `ledger keys create`.")
 
 
-async def _caller(request: Request, container: ContainerDep,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+async def _caller(request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
     if credentials is None:
         raise ApiProblem(401, "Unauthorized", "Send an API key as 'Authorization: Bearer <key>'.",
                          {"WWW-Authenticate": "Bearer"})
@@ -49,7 +48,7 @@ async def _caller(request: Request, container: ContainerDep,
     hit = cache.get(token)
     if hit is not None and now - hit[0] < _KEY_CACHE_S:
         return hit[1]
-    key = await authenticate(container.pool, token)
+    key = await authenticate(request.app.state.container.pool, token)
     if key is None:
         cache.pop(token, None)
         raise ApiProblem(401, "Unauthorized", "The API key is unknown or revoked.", {"WWW-Authenticate": "Bearer"})
@@ -60,7 +59,12 @@ async def _caller(request: Request, container: ContainerDep,
 
 
 def require(permission: Permission):  # type: ignore[no-untyped-def]
-    async def check(request: Request, key: Annotated[ApiKey, Depends(_caller)]) -> ApiKey:
+    # One dependency with the bearer scheme as its only sub-dependency (which puts it in
+    # the OpenAPI document): FastAPI solves each dependency of each request in Python, and
+    # the key check had been three (the scheme, the container, the caller).
+    async def check(request: Request,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> ApiKey:
+        key = await _caller(request, credentials)
         setattr(request.state, KEY_NAME_STATE, key.name)  # for the access log
         if not key.can(permission):
             raise ApiProblem(403, "Forbidden", f"A key with the role {key.role.value!r} may not {WHAT[permission]}.")

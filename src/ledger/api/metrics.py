@@ -4,7 +4,6 @@ process."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,33 +71,29 @@ class Metrics:
         self.reported = Gauge("ledger_reports_projection_position",
                               "Position the reports' and segments' read models include (they may run behind"
                               " under load)", registry=self.registry)
+        # The labelled children, found once per (method, route, status): `labels()` takes a
+        # lock and builds a key on every call, which the access log's layer paid per request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request (called by the access log's middleware, which sees every
+        answer, the other middleware's refusals included)."""
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)), self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
-class MetricsMiddleware:
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
-
-        async def capture(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-
-
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, process: str | None = None) -> Metrics:
+    """The /metrics route; the caller hands `Metrics.observe` to the access log's middleware.
+    With several `ledger serve` processes on one port, a scrape reaches one of them and
+    every figure is that process's: `ledger_process_info{process}` says which."""
     metrics = Metrics()
+    if process is not None:
+        Gauge("ledger_process_info", "Which of ledger serve's processes answered this scrape", ["process"],
+              registry=metrics.registry).labels(process).set(1)
 
     def kafka_status() -> Any:
         container = getattr(app.state, "container", None)  # set when the app starts
@@ -108,7 +103,6 @@ def install(app: FastAPI) -> None:
     metrics.registry.register(TaskCollector(lambda: getattr(app.state, "supervisor", None)))
     metrics.registry.register(WriteCollector(app))
     metrics.registry.register(AnchorCollector(app))
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
@@ -126,3 +120,5 @@ def install(app: FastAPI) -> None:
             metrics.projected.set(row["projected"])
             metrics.reported.set(row["reported"])
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics

@@ -330,6 +330,9 @@ class Readiness(BaseModel):
     reports_lag_events: int | None = None
     kafka: dict[str, Any] | None = None
     tasks: dict[str, TaskState] = Field(default_factory=dict, description="The background tasks by name.")
+    process: str | None = Field(
+        None, max_length=64, description="Which of `ledger serve --workers`'s processes answered (`primary`,"
+                                         " `http-2`, ...); the tasks are that process's. Null: a single process.")
 
 
 class Problem(BaseModel):
