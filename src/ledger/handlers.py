@@ -55,7 +55,7 @@ from ledger.domain import (
     as_book,
     decide,
     decide_streams,
-    evolve,
+    evolve_all,
     fold,
     from_snapshot,
     net_earned,
@@ -457,17 +457,13 @@ class Ledger:
                 events = decide(state, command, rules)
                 if not events:
                     return {}
-                return {state.member_id: (evolve(state, events[0]) if len(events) == 1
-                                          else fold(state.member_id, events, state), events)}
+                return {state.member_id: (evolve_all(state, events), events)}
             read = {m: states[m][0] for m in member_ids}
             staged: dict[str, tuple[MemberState, list[Event]]] = {}
             for stream_id, events in self.decider(read, command, rules).items():
                 if events:
                     state = read[stream_id]  # a stream is only written after it was read
-                    # `fold` for many events (an expiry run): it copies the member's lots
-                    # once, where `evolve` copies them per event.
-                    staged[stream_id] = (evolve(state, events[0]) if len(events) == 1
-                                         else fold(stream_id, events, state), events)
+                    staged[stream_id] = (evolve_all(state, events), events)
             return staged
         except LedgerError as error:
             return Rejected(error)

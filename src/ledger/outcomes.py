@@ -36,6 +36,7 @@ class KafkaSource:
     rejection_id: int | None = None
 
 
+@fast_init  # one per command: see domain/_frozen.py
 @dataclass(frozen=True, slots=True)
 class CommandRequest:
     command: Command

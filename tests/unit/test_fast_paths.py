@@ -24,13 +24,19 @@ from ledger.domain import (
     PointsExpired,
     ProgramRules,
     SortedKeys,
+    TierChanged,
     build_state,
+    evolve,
+    evolve_all,
+    fold,
     from_data,
     tier_status,
     to_data,
 )
 from ledger.domain._frozen import ORIGINAL_INITS
 from ledger.domain.decider import _tier
+from ledger.domain.state import _evolve_in_draft
+from ledger.domain.tierpolicy import points_in_window, recorded_rank, window_start
 from ledger.domain.events import EVENT_TYPES, _from_data_reference, _to_data_reference
 from ledger.domain.rules import DEFAULT_RULES_DICT, PRODUCTS, PROMOTION_DAYS_MAX
 
@@ -71,7 +77,9 @@ def test_fast_init_stores_what_the_dataclass_init_stores(cls: type, data: st.Dat
     assert fast == original and repr(fast) == repr(original)
     by_name = {f.name: a for f, a in zip(fields, args, strict=False)}
     assert _slots(cls(**by_name)) == _slots(original)
-    if all(isinstance(a, (int, str, datetime, tuple, type(None))) for a in args) and cls is not MemberState:
+    # Hashable when every value is (a default factory's dict, as CommandRequest's
+    # metadata, is not).
+    if all(isinstance(v, (int, str, datetime, tuple, type(None))) for v in _slots(original)) and cls is not MemberState:
         assert hash(fast) == hash(original)
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(fast, fields[0].name, None)
@@ -355,3 +363,67 @@ def test_add_months_is_replace_with_the_day_clamped(moment: datetime, months: in
     expected = _add_months_reference(moment, months)
     assert result == expected and result.tzinfo is expected.tzinfo and result.fold == expected.fold
     assert type(result) is type(expected) and result.isoformat() == expected.isoformat()
+
+
+# --- evolve without a draft: tier changes, and a command's two events -------------------------
+
+_changes = st.lists(st.tuples(_moments, st.sampled_from(["silver", "gold", "platinum"])), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_changes, _moments, st.sampled_from(["silver", "gold", "platinum"]))
+def test_evolve_of_a_tier_change_is_the_drafts(changes: list, at: datetime, to_tier: str) -> None:
+    """Dated after every change so far (an upgrade, the usual case) or before some (a
+    change recorded late): the fast path keeps the changes in the draft's order."""
+    state = fold("m", [TierChanged(when, "basic", name, "upgrade", "points", "1", "1", "v1", None)
+                       for when, name in changes])
+    event = TierChanged(at, "basic", to_tier, "upgrade", "points", "1", "1", "v1", None)
+    assert evolve(state, event) == _evolve_in_draft(state, event)
+    assert evolve(state, event).tiers == tuple(sorted((*state.tiers, (at, to_tier)), key=lambda c: c[0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_changes, st.lists(_moments, min_size=1, max_size=4), st.booleans())
+def test_evolve_all_of_an_earn_and_its_upgrade_is_the_fold(changes: list, earns: list, pending: bool) -> None:
+    state = fold("m", [TierChanged(when, "basic", name, "upgrade", "points", "1", "1", "v1", None)
+                       for when, name in changes])
+    for n, at in enumerate(earns):
+        earned = PointsEarned(at, f"L{n}", f"B{n}", "flight", "10.00", "EUR", 10 + n, 10,
+                              "pending" if pending else "active",
+                              None if pending else at + timedelta(days=365), "v1", (("base:flight:EUR", 10 + n),))
+        upgrade = TierChanged(at, "basic", "gold", "upgrade", "points", "1", "1", "v1", None)
+        for events in ([earned], [earned, upgrade], [upgrade, earned], [earned, upgrade, upgrade]):
+            assert evolve_all(state, events) == fold("m", events, state)
+        state = evolve_all(state, [earned, upgrade])
+
+
+# --- the window's points without the window's start -------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(1, 36), _moments, st.lists(st.tuples(st.sampled_from(["start", "shortest", "at"]),
+                                                       st.integers(-2, 2), st.sampled_from([timedelta(microseconds=1),
+                                                                                            timedelta(days=1)]),
+                                                       st.integers(0, 500)), min_size=1, max_size=10),
+       st.sampled_from(["rolling_12m", "calendar_year"]))
+def test_points_in_window_is_the_sum_over_the_window(window: int, at: datetime, entries: list, kind: str) -> None:
+    """Entries on either side of the window's start, of its shortest length (28 days a
+    month) and of its end: the sum without the start's calendar arithmetic is the sum
+    over (start, at]."""
+    rules = ProgramRules.from_dict({**DEFAULT_RULES_DICT, "tier_window_months": window,
+                                    "tier_policy": {"window": kind}})
+    start = window_start(rules, at)
+    anchors = {"start": start, "shortest": at - timedelta(days=28 * window), "at": at}
+    keys = [(anchors[anchor] + step * unit, f"B{n}", points) for n, (anchor, step, unit, points) in enumerate(entries)]
+    state = MemberState("m", 1, qualifying=SortedKeys.of(keys, weighted=True))
+    assert points_in_window(state, rules, at) == sum(p for when, _, p in keys if start < when <= at)
+
+
+def test_recorded_rank_follows_the_state_and_the_instant() -> None:
+    rules = DEFAULT_RULES
+    top = rules.tiers[-1].name
+    state = fold("m", [TierChanged(START, "basic", top, "upgrade", "points", "1", "1", "v1", None)])
+    assert recorded_rank(state, rules, START - timedelta(seconds=1)) == 0
+    assert recorded_rank(state, rules, START) == len(rules.tiers) - 1
+    assert recorded_rank(state, rules, START - timedelta(seconds=1)) == 0  # not the answer kept for START
+    assert recorded_rank(MemberState("m"), rules, START) == 0

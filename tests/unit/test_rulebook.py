@@ -15,6 +15,7 @@ from ledger.domain import (
     DEFAULT_RULES,
     EPOCH,
     CompleteBooking,
+    FxRates,
     ConfirmBooking,
     LedgerError,
     MemberState,
@@ -61,6 +62,24 @@ def test_a_version_starts_at_its_instant_exactly() -> None:
     assert book.at(START - timedelta(microseconds=1)) is DEFAULT_RULES
     assert book.at(START) is later
     assert book.latest.rules is later
+
+
+@given(starts=st.lists(st.integers(0, 1_000), min_size=1, max_size=6, unique=True),
+       fx_starts=st.lists(st.integers(0, 1_000), max_size=6, unique=True),
+       instants=st.lists(st.integers(-50, 1_100), min_size=1, max_size=30))
+def test_at_in_any_order_of_instants_is_the_version_and_the_rates_in_force(
+        starts: list[int], fx_starts: list[int], instants: list[int]) -> None:
+    """`at` keeps its last answer for the instants it holds for: a sequence of instants
+    (repeated, forwards, backwards, on a start exactly) gets what a fresh book gives."""
+    versions = [RuleVersion(_rules(f"v{s}", 1, "1.25", 0), START + timedelta(hours=s)) for s in starts]
+    rates = [FxRates(START + timedelta(hours=s), "EUR", {"USD": Decimal(1 + n)}) for n, s in enumerate(fx_starts)]
+    book = RuleBook(versions, rates)
+    for hours in [*instants, *starts, *fx_starts, *instants]:
+        at = START + timedelta(hours=hours)
+        fresh = RuleBook(versions, rates).at(at)
+        assert book.at(at) == fresh
+        assert book.at(at).version == book.version_at(at).rules.version
+        assert book.at(at).fx == book.fx_at(at)
 
 
 @st.composite

@@ -99,7 +99,7 @@ from .rules import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES, DEFAULT_RUL
 from .rulebook import EPOCH, RuleBook, Rules, RuleVersion, as_book, in_force
 from .sorted_keys import SortedKeys
 from .catalogue import member_tier, miles_for, price_for, unavailable
-from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, RewardState, build_state, evolve, fold, from_snapshot, to_snapshot
+from .state import SNAPSHOT_FORMAT, Hold, Lot, MemberState, Redemption, RewardState, build_state, evolve, evolve_all, fold, from_snapshot, to_snapshot
 from .tiers import TierStatus, tier_in_window, tier_status
 # Members (M1)
 from .events import MemberEnrolled, MemberErased, MemberProfileChanged

@@ -32,6 +32,8 @@ __all__ = ["EPOCH", "FxRates", "RuleBook", "RuleVersion", "Rules", "as_book", "i
 # The first version's start: every booking the schema accepts (years 2000 to 2099) falls
 # after it; `at` of an earlier instant answers the first version too.
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 COMBINED_MAX = 1_024  # (rules version, rate set) pairs remembered, each a ProgramRules
 
 
@@ -61,6 +63,10 @@ class RuleBook:
         self._fx_starts = [f.effective_from for f in self.fx]
         self._by_name = {v.rules.version: v for v in self.versions}
         self._combined: dict[tuple[int, int], ProgramRules] = {}
+        # The last answer of `at` and the instants [low, high) it holds for: a batch of
+        # commands mostly falls between two starts, and each asks (two bisections and a
+        # look-up, about a fifth of a microsecond).
+        self._last: tuple[datetime, datetime, ProgramRules] = (_LATEST, _LATEST, self.versions[0].rules)
 
     @classmethod
     def single(cls, rules: ProgramRules) -> RuleBook:
@@ -78,8 +84,13 @@ class RuleBook:
 
     def at(self, instant: datetime) -> ProgramRules:
         """The rules in force at `instant`, with the exchange rates in force then."""
-        i = max(bisect_right(self._starts, instant) - 1, 0)
-        j = bisect_right(self._fx_starts, instant) - 1
+        low, high, rules = self._last
+        if low <= instant < high:
+            return rules
+        starts, fx_starts = self._starts, self._fx_starts
+        k = bisect_right(starts, instant)
+        f = bisect_right(fx_starts, instant)
+        i, j = max(k - 1, 0), f - 1
         rules = self._combined.get((i, j))
         if rules is None:
             rules = self.versions[i].rules
@@ -88,6 +99,9 @@ class RuleBook:
             if len(self._combined) >= COMBINED_MAX:
                 self._combined.clear()
             self._combined[(i, j)] = rules
+        self._last = (max(starts[k - 1] if k else _EARLIEST, fx_starts[f - 1] if f else _EARLIEST),
+                      min(starts[k] if k < len(starts) else _LATEST, fx_starts[f] if f < len(fx_starts) else _LATEST),
+                      rules)
         return rules
 
     def version(self, name: str) -> RuleVersion | None:

@@ -699,7 +699,27 @@ def evolve(state: MemberState, event: Event) -> MemberState:
         return _earned(state, event)
     if type(event) is PendingPointsActivated:
         return _activated(state, event)
+    if type(event) is TierChanged:
+        return _tier_changed(state, event)
     return _evolve_in_draft(state, event)
+
+
+# Events `evolve` applies without a draft: a command's events that are all of these are
+# evolved one by one rather than folded (see `evolve_all`).
+_DRAFTLESS = frozenset({PointsEarned, PendingPointsActivated, TierChanged})
+
+
+def evolve_all(state: MemberState, events: list[Event]) -> MemberState:
+    """The state after a command's events: `evolve` of each when there are two at most
+    and each has a fast path (an earn and the upgrade it qualifies for: 15% of the Kafka
+    consumer's commands, which folded through a draft at about 9 µs against 4 for the
+    two `evolve`s), else `fold` (an expiry run: one draft copies the member's lots
+    once, where `evolve` would copy them per event)."""
+    if len(events) == 1:
+        return evolve(state, events[0])
+    if len(events) == 2 and type(events[0]) in _DRAFTLESS and type(events[1]) in _DRAFTLESS:
+        return evolve(evolve(state, events[0]), events[1])
+    return fold(state.member_id, events, state)
 
 
 def _evolve_in_draft(state: MemberState, event: Event) -> MemberState:
@@ -747,6 +767,21 @@ def _earned(state: MemberState, event: PointsEarned) -> MemberState:
                        state.household_id, state.household_roster, state.catalogue, state.reward, state.status,
                        state.merged_into, state.tiers, state.tier_warned, tier_facts,
                        seen(state.earn, event.occurred_at))
+
+
+def _tier_changed(state: MemberState, event: TierChanged) -> MemberState:
+    tiers = state.tiers
+    change = (event.occurred_at, event.to_tier)
+    if not tiers or tiers[-1][0] <= event.occurred_at:
+        tiers = (*tiers, change)  # what the draft's stable sort gives for a change dated last
+    else:
+        tiers = tuple(sorted((*tiers, change), key=_first))
+    return MemberState(
+        state.member_id, state.version + 1, state.lots, state.closed, state.bookings, state.expiry, state.qualifying,
+        state.active, state.pending, state.debt, state.held, state.holds, state.holds_closed, state.redemptions,
+        state.transfers, state.household_id, state.household_roster, state.catalogue, state.reward, state.status,
+        state.merged_into, tiers, state.tier_warned, state.tier_facts, state.earn,
+    )
 
 
 def _activated(state: MemberState, event: PendingPointsActivated) -> MemberState:
@@ -814,12 +849,19 @@ def build_state(member_id: str, version: int, lots: Iterable[Lot], bookings: Ite
         if lot.qualified_at is not None:
             qualifying.append((lot.qualified_at, lot.booking_id, lot.qualifying))
     open_holds = {hold.hold_id: hold for hold in holds}
-    return MemberState(member_id, version, Map(open_lots), Map(closed), Map(bookings), SortedKeys.of(expiry),
+    return MemberState(member_id, version, Map(open_lots), _map(closed), Map(bookings), SortedKeys.of(expiry),
                        SortedKeys.of(qualifying, weighted=True), active, pending, debt,
-                       sum(hold.points for hold in open_holds.values()), Map(open_holds), Map(holds_closed),
-                       Map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
-                       household_id, tuple(household_roster), Map(catalogue), reward, status, merged_into,
-                       tuple(sorted(tiers, key=_first)), tier_warned, Map(tier_facts), earn)
+                       sum(hold.points for hold in open_holds.values()), _map(open_holds), _map(holds_closed),
+                       _map({r.redemption_id: r for r in redemptions}), tuple(transfers),  # type: ignore[arg-type]
+                       household_id, tuple(household_roster), _map(catalogue), reward, status, merged_into,
+                       tuple(sorted(tiers, key=_first)), tier_warned, _map(tier_facts), earn)
+
+
+def _map(items: Any) -> Map:
+    """`Map(items)`, the shared empty one when there are none: most members have no
+    holds, redemptions, catalogue movements or closed lots, and a snapshot's load built
+    five empty maps each."""
+    return Map(items) if items else _NO_ENTRIES
 
 
 # Bumped whenever `evolve` (or the state's shape) changes what a history folds to: a
@@ -908,10 +950,15 @@ def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
 
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
-    lots = (Lot(lot_id, booking_id, points, remaining, status, _moment(expires_at), qualifying, spent, expired,
-                _moment(qualified_at), held, charged, amount, _pairs(breakdown), currency)
+    # The dates parsed inline rather than by `_moment`, and the lots built into a list:
+    # a restarted consumer loads one snapshot per member it meets (29 µs for one of 14
+    # lots, of which the per-lot calls took a fifth).
+    parse = datetime.fromisoformat
+    lots = [Lot(lot_id, booking_id, points, remaining, status, None if expires_at is None else parse(expires_at),
+                qualifying, spent, expired, None if qualified_at is None else parse(qualified_at), held, charged,
+                amount, tuple([(a, b) for a, b in breakdown]), currency)
             for (lot_id, booking_id, points, remaining, status, expires_at, qualifying, spent, expired, qualified_at,
-                 held, charged, amount, breakdown, currency) in data["lots"])
+                 held, charged, amount, breakdown, currency) in data["lots"]]
     holds = (Hold(hold_id, points, _pairs(lots), datetime.fromisoformat(expires_at), reward_id, reward_kind)
              for hold_id, points, lots, expires_at, reward_id, reward_kind in data["holds"])
     redemptions = (Redemption(redemption_id, points, _pairs(lots)) for redemption_id, points, lots in data["redemptions"])

@@ -107,18 +107,57 @@ def rank_of(rules: ProgramRules, name: str | None) -> int:
 _last_total: list = [None, None, None, 0]  # [state, rules, at, total]
 
 
+# Each rolling window of N months is at least 28 * N days long (a month has 28 days at
+# least, and clamping a day to a shorter month only moves the start earlier).
+_SHORTEST_WINDOW: dict[int, timedelta] = {}
+
+
 def points_in_window(state: MemberState, rules: ProgramRules, at: datetime) -> int:
     """The tier-qualifying points in the window ending at `at`."""
     last = _last_total
     if last[0] is state and last[1] is rules and last[2] == at:
         return last[3]
-    total = state.qualifying.weight_between(window_start(rules, at), at) if state.qualifying.size else 0
+    keys = state.qualifying
+    if not keys.size:
+        total = 0
+    elif keys.maxes[-1][0] <= at and rules.tier_policy.window != "calendar_year" and keys.chunks[0][0][0] > at - (
+            _SHORTEST_WINDOW.get(rules.tier_window_months) or _shortest(rules.tier_window_months)):
+        # Every entry in the window (a member whose qualifying history is shorter than
+        # the window's shortest length): the sum of the chunks' sums, without the window
+        # start's calendar arithmetic (half a microsecond on every earn).
+        total = sum(keys.sums)  # type: ignore[arg-type]
+    else:
+        total = keys.weight_between(window_start(rules, at), at)
     last[0], last[1], last[2], last[3] = state, rules, at, total
     return total
 
 
+def _shortest(months: int) -> timedelta:
+    return _SHORTEST_WINDOW.setdefault(months, timedelta(days=28 * months))
+
+
+# The last recorded tier's rank asked for, as (state, rules, at, rank): a completed
+# booking of a member with a tier change asks it twice of the same state and instant
+# (for its multiplier, then for its upgrade), each a walk of its changes and the tiers.
+_last_recorded: tuple = (None, None, None, 0)
+
+
+def recorded_rank(state: MemberState, rules: ProgramRules, at: datetime) -> int:
+    """The rank of the tier the member's `TierChanged` events put in force at `at` (0
+    before the first)."""
+    if not state.tiers:
+        return 0
+    global _last_recorded
+    last = _last_recorded
+    if last[0] is state and last[1] is rules and last[2] == at:
+        return last[3]
+    rank = rank_of(rules, state.tier_recorded_at(at))
+    _last_recorded = (state, rules, at, rank)
+    return rank
+
+
 def rank_in_force(state: MemberState, rules: ProgramRules, at: datetime) -> int:
-    recorded = rank_of(rules, state.tier_recorded_at(at)) if state.tiers else 0
+    recorded = recorded_rank(state, rules, at)
     if recorded == len(rules.tiers) - 1:
         return recorded  # the top: nothing to qualify for above it
     if rules.tier_points_only:
@@ -150,7 +189,7 @@ def upgrade(before: MemberState, event: PointsEarned | PendingPointsActivated, r
     rules that qualify on points only, the event's points are added to the window's
     (no state after it is made: every completed booking asks this)."""
     at = event.occurred_at
-    rank = rank_of(rules, before.tier_recorded_at(at)) if before.tiers else 0
+    rank = recorded_rank(before, rules, at)
     if rank == len(rules.tiers) - 1:
         return []
     if rules.tier_points_only:

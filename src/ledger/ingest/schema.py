@@ -219,6 +219,11 @@ class Product(StrEnum):
     car = "car"
 
 
+# Each product's plain name, as the commands carry it: `Product.value` is a property of
+# the enum's, four times the cost of this look-up on every booking message.
+_PRODUCT_NAMES: dict[Product, str] = {product: product.value for product in Product}
+
+
 def _json_integer(value: Any) -> Any:
     """What JSON Schema calls an integer: 3 or 3.0, never true, "3" or null."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -324,14 +329,16 @@ class BookingEvent(BaseModel):
             # The parser's own UTC zone as the standard library's: the same instant and
             # the same text, and the domain compares it with the UTC times of states
             # read from the store without asking either zone for its offset.
-            at = at.replace(tzinfo=UTC)
+            # The constructor rather than `replace(tzinfo=UTC)`, whose keyword argument
+            # costs half as much again (0.58 against 0.38 µs, on every message).
+            at = datetime(at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, UTC, fold=at.fold)
         match self.type:
             case BookingEventType.confirmed:
-                return ConfirmBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency,
-                                      self.nights, self.segments)
+                return ConfirmBooking(self.member_id, at, self.booking_id, _PRODUCT_NAMES[self.product], self.amount,
+                                      self.currency, self.nights, self.segments)
             case BookingEventType.completed:
-                return CompleteBooking(self.member_id, at, self.booking_id, self.product.value, self.amount, self.currency,
-                                       self.nights, self.segments)
+                return CompleteBooking(self.member_id, at, self.booking_id, _PRODUCT_NAMES[self.product], self.amount,
+                                       self.currency, self.nights, self.segments)
             case BookingEventType.cancelled:
                 return CancelBooking(self.member_id, at, self.booking_id)
             case BookingEventType.refunded if self.refund_amount is None:
