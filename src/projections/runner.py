@@ -27,8 +27,7 @@ from ledger.store import EventStore, StoredEvent
 from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
 from . import reports
-from . import reports
-from .models import GROUPS, MEMBERS, TABLES, Group, Models, ReadModels
+from .models import GROUPS, MEMBERS, TABLES, Group, KnownRows, Models, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
 from .tiers import TierCache
 
@@ -89,6 +88,7 @@ class ProjectionRunner:
         self.busy = False  # the last page had events: more may be waiting (see `defer_to`)
         self._caught_up = time.monotonic()  # when a page last found nothing more to take
         self.tiers = TierCache(tier_cache_members_max if group is MEMBERS else 0)
+        self.known = KnownRows(tier_cache_members_max)
         self.pool = pool
         self.store = store
         # Swapped whole by the rules refresh; the tiers use the version in force at each
@@ -114,6 +114,7 @@ class ProjectionRunner:
             return await self._project_page(ahead)
         except BaseException:
             self.tiers.clear()  # it may hold rows of a page that did not commit
+            self.known.clear()
             raise
 
     async def _project_page(self, ahead: asyncio.Future[tuple[int, Page]] | None) -> int:
@@ -124,6 +125,7 @@ class ProjectionRunner:
             position = await checkpoint(conn, group)
             if position != self.position:
                 self.tiers.clear()  # someone else wrote the tables: what it holds may be stale
+                self.known.clear()
             page = await _taken(ahead, position)
             if page is None:
                 page = _applied(group, await self.store.read_all(position, self.page_size, conn=conn, lean=True))
@@ -131,12 +133,13 @@ class ProjectionRunner:
             if events:
                 if len(events) == self.page_size:
                     self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
-                await models.write(conn, self.book, self.tiers)
+                await models.write(conn, self.book, self.tiers, self.known)
                 position = events[-1].position
                 await conn.execute(
                     "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", group.name, position
                 )
         self.position = position
+        self.known.trim()
         self.busy = bool(events)
         if len(events) < self.page_size:
             self._caught_up = time.monotonic()

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from ledger.domain import BookingAmended, EarnReversed, MemberMergedIn, PointsEarned
 from ledger.store import StoredEvent
+
+if TYPE_CHECKING:
+    from .models import KnownRows
 
 BOOKING_COLUMNS = ("member_id", "booking_id", "earned_at", "currency", "amount")
 MEMBER_COLUMNS = ("member_id", "first_at")
@@ -90,7 +94,22 @@ class SegmentBookings:
         self.first_at = first_kept
         return bookings, members
 
-    async def write(self, conn: asyncpg.Connection) -> None:
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None:
+        """Write the page's rows; with `known` (the live runner's), only the members'
+        first events that are earlier than one written before (what is stored is at
+        most what was written, which `known` keeps)."""
+        first_at = self.first_at
+        if known is not None:
+            bounds = known.table(self.members_table)
+            first_at = {}
+            for m, at in self.first_at.items():
+                bound = bounds.get(m)
+                if bound is not None:
+                    bounds.move_to_end(m)
+                    if bound <= at:
+                        continue
+                bounds[m] = at
+                first_at[m] = at
         earned = [(m, b, *row) for (m, b), row in self.bookings.items() if row[0] is not None]
         changed = [(m, b, row[2]) for (m, b), row in self.bookings.items() if row[0] is None]
         if earned:
@@ -106,7 +125,7 @@ class SegmentBookings:
                 " WHERE b.member_id = u.member_id AND b.booking_id = u.booking_id",
                 *zip(*changed, strict=True),
             )
-        if self.first_at:
+        if first_at:
             # A later page's events may have happened earlier (occurred_at is the source's
             # time): the earliest stays; the WHERE leaves the row alone (no new row
             # version) when it is not earlier, as it mostly is not.
@@ -115,7 +134,7 @@ class SegmentBookings:
                 " SELECT * FROM unnest($1::text[], $2::timestamptz[])"
                 " ON CONFLICT (member_id) DO UPDATE SET first_at = EXCLUDED.first_at"
                 " WHERE EXCLUDED.first_at < s.first_at",
-                list(self.first_at), list(self.first_at.values()),
+                list(first_at), list(first_at.values()),
             )
         self.bookings.clear()
         self.first_at.clear()
