@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from ledger.bootstrap import Container
 from projections.models import MEMBERS, REPORTS
 from projections.runner import ProjectionRunner, checkpoint
@@ -54,6 +56,26 @@ async def test_the_reports_runner_waits_while_the_member_runner_is_busy_then_cat
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_the_reports_runner_takes_the_events_the_member_runner_read(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's two runners share the events read lately: the reports' runner, a
+    page behind, neither reads them from the server again nor decodes them again."""
+    await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(30)])
+    await container.runner.run_until_caught_up()
+    reads = []
+    read_all = container.store.read_all
+
+    async def counted(after: int, limit: int, **kwargs: object) -> list:
+        events = await read_all(after, limit, **kwargs)
+        reads.append(len(events))
+        return events
+
+    monkeypatch.setattr(container.store, "read_all", counted)
+    await container.reports_runner.run_until_caught_up()
+    assert await checkpoint(container.pool, REPORTS) == await container.store.head()
+    assert sum(reads) == 0, "the events were read again"
 
 
 async def _at_least(container: Container, position: int) -> bool:
