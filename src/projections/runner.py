@@ -172,9 +172,12 @@ class ProjectionRunner:
         ahead, self._ahead = self._ahead, None
         try:
             return await self._project_page(ahead)
-        except BaseException:
+        except BaseException as exc:
             self.tiers.clear()  # it may hold rows of a page that did not commit
             self.known.clear()
+            if isinstance(exc, asyncpg.UniqueViolationError) and self.known.insert_new:
+                log.warning("projection runner: a row an earn made was stored already (%s); upserts only from now", exc)
+                self.known.insert_new = False
             raise
 
     async def _project_page(self, ahead: asyncio.Future[tuple[int, Page]] | None) -> int:

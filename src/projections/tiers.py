@@ -72,6 +72,8 @@ class TierQualifying:
         # member -> occurred_at of its first event seen / of its latest qualifying change
         self.first: dict[str, datetime] = {}
         self.changed: dict[str, datetime] = {}
+        # The rows an active earn of this page made: not stored yet (a booking earns once).
+        self.made: set[tuple[str, str]] = set()
 
     def apply(self, stored: StoredEvent) -> None:
         e, m = stored.event, stored.stream_id
@@ -79,6 +81,8 @@ class TierQualifying:
             self.first[m] = e.occurred_at
         match e:
             case PointsEarned(status="active") | PendingPointsActivated():
+                if type(e) is PointsEarned and (m, e.booking_id) not in self.rows:
+                    self.made.add((m, e.booking_id))
                 self.rows[(m, e.booking_id)] = (e.occurred_at, e.qualifying_points)
                 self.deltas.pop((m, e.booking_id), None)
             case EarnReversed() if e.qualifying_points:
@@ -182,6 +186,7 @@ class TierQualifying:
                 else:
                     member_entries.append(value)
         self.rows = kept
+        self.made = {key for key in self.made if key[0] == keep}
         return rows, entries
 
     def changes(self) -> dict[str, list[tuple[str, tuple[datetime, int] | None]]]:
@@ -198,9 +203,23 @@ class TierQualifying:
         self.first.clear()
         self.changed.clear()
 
-    async def write(self, conn: asyncpg.Connection) -> None:
+    async def write(self, conn: asyncpg.Connection, insert_new: bool = False) -> None:
+        """Write the page's rows; with `insert_new`, those its earns made are plain
+        inserts (see `KnownRows.insert_new`)."""
         gone = [key for key, value in self.rows.items() if value is None]
-        kept = [(m, b, *v) for (m, b), v in self.rows.items() if v is not None]
+        made = self.made
+        self.made = set()
+        if insert_new and made:
+            new = [(m, b, *v) for (m, b), v in self.rows.items() if v is not None and (m, b) in made]
+            if new:
+                await conn.execute(
+                    f"INSERT INTO {self.table} (member_id, booking_id, earned_at, points)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])",
+                    *zip(*new, strict=True),
+                )
+            kept = [(m, b, *v) for (m, b), v in self.rows.items() if v is not None and (m, b) not in made]
+        else:
+            kept = [(m, b, *v) for (m, b), v in self.rows.items() if v is not None]
         if gone:
             members, bookings = zip(*gone, strict=True)
             await conn.execute(

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import asyncpg
+import pytest
+
 from ledger.bootstrap import Container
 from projections.runner import rebuild
 
@@ -51,3 +54,23 @@ async def test_later_bookings_leave_the_members_first_rows_alone_an_earlier_one_
     await container.project()
     (since, _, _), first_at = await _rows(container, "m1")
     assert since == T0 - timedelta(days=1) and first_at == T0 - timedelta(days=1)
+
+
+async def test_a_lot_an_earn_makes_found_stored_already_turns_the_plain_inserts_off(container: Container) -> None:
+    """The lots and qualifying rows an earn makes go in as plain inserts; should the
+    server ever hold one already, the page fails once and is written with upserts, as
+    every page after it."""
+    await container.ledger.handle_batch([earn("m1", "B1")])
+    await container.pool.execute(
+        "INSERT INTO expiry_lots (member_id, lot_id, status, points, remaining, expires_at)"
+        " VALUES ('m1', 'booking:B1', 'active', 0, 0, NULL)")
+    runner = container.runner
+    assert runner.known.insert_new
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await runner.run_once()
+    assert not runner.known.insert_new
+    assert await runner.run_once() == 1
+    points, remaining = await container.pool.fetchrow(
+        "SELECT points, remaining FROM expiry_lots WHERE member_id = 'm1' AND lot_id = 'booking:B1'")
+    available = await container.pool.fetchval("SELECT available FROM balances WHERE member_id = 'm1'")
+    assert points == remaining == available > 0
