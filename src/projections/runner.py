@@ -144,6 +144,7 @@ class ProjectionRunner:
         self.defer_to = defer_to
         self.defer_max_s = defer_max_s
         self.busy = False  # the last page had events: more may be waiting (see `defer_to`)
+        self.backlogged = False  # the last page was full: a backlog (see `deferring`)
         self._caught_up = time.monotonic()  # when a page last found nothing more to take
         self.tiers = TierCache(tier_cache_members_max if group is MEMBERS else 0)
         self.known = KnownRows(tier_cache_members_max)
@@ -204,6 +205,7 @@ class ProjectionRunner:
         self.position = position
         self.known.trim()
         self.busy = bool(events)
+        self.backlogged = len(events) == self.page_size
         if len(events) < self.page_size:
             self._caught_up = time.monotonic()
         return len(events)
@@ -216,9 +218,17 @@ class ProjectionRunner:
 
     def deferring(self) -> bool:
         """Whether to wait before the next page: the runner deferred to has events to
-        project, and this one was caught up less than `defer_max_s` ago."""
-        return (self.defer_to is not None and self.defer_to.busy
-                and time.monotonic() - self._caught_up < self.defer_max_s)
+        project, and this one was caught up less than `defer_max_s` ago; unless that
+        runner keeps up (its last page was not full: a steady load, not a backlog) and a
+        full page of this one's is waiting, which it then takes. Under a steady load the
+        reports' work so comes a page at a time, evenly, rather than as `defer_max_s` of
+        events at once every `defer_max_s`, which held the member read models up while
+        it lasted (`bench/kafka_bench.py` at 5,000 events/s: p99 1,276 ms, against 423
+        with the reports held off)."""
+        to = self.defer_to
+        if to is None or not to.busy or time.monotonic() - self._caught_up >= self.defer_max_s:
+            return False
+        return to.backlogged or to.position - self.position < self.page_size
 
     async def close(self) -> None:
         """Drop a page read ahead that no run will take."""
