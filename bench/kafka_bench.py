@@ -209,12 +209,21 @@ class Pipeline:
 
 class CpuMeter:
     """CPU time of the pipeline's parts (this machine's processes, by role), so the end
-    to end figure comes with where its CPU went: the budget per event."""
+    to end figure comes with where its CPU went: the budget per event.
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    Only this run's server and broker count (`postmaster`, `broker`: their process ids,
+    children included) when known: on a machine shared with other servers and brokers,
+    counting every `postgres` and Kafka process put theirs in this run's figures."""
+
+    def __init__(self, pipeline: Pipeline, postmaster: int | None = None, broker: int | None = None) -> None:
         self.pipeline = pipeline
+        self.postmaster, self.broker = postmaster, broker
         self.started: dict[int, tuple[str, float]] = {}
         self.t0 = 0.0
+
+    def _ours(self, proc: psutil.Process, root: int | None) -> bool:
+        """Whether `proc` is `root` or a child of it (True when `root` is not known)."""
+        return root is None or proc.pid == root or proc.ppid() == root
 
     def _sample(self) -> dict[int, tuple[str, float]]:
         consumers = {p.pid for p in self.pipeline.procs}
@@ -226,7 +235,8 @@ class CpuMeter:
                 pid, cmdline = proc.info["pid"], " ".join(proc.info["cmdline"] or [])
                 role = ("consumer" if pid in consumers else "projections" if pid == projector
                         else "reports" if pid == reporter
-                        else "PostgreSQL" if proc.info["name"] == "postgres" else "broker" if "kafka.Kafka" in cmdline
+                        else "PostgreSQL" if proc.info["name"] == "postgres" and self._ours(proc, self.postmaster)
+                        else "broker" if "kafka.Kafka" in cmdline and self._ours(proc, self.broker)
                         else "this bench" if pid == os.getpid() else None)
                 if role is not None:
                     t = proc.cpu_times()
@@ -256,14 +266,24 @@ _REPORTS_AT = "SELECT position FROM projection_checkpoints WHERE name = 'reports
 _CONSUMED = "SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets WHERE topic = $1"
 
 
-async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int) -> tuple[float, int]:
+async def postmaster_pid(pool: asyncpg.Pool) -> int | None:
+    """The server's postmaster, from its data directory's `postmaster.pid` (None when
+    the server is not on this machine or not readable)."""
+    try:
+        data_dir = await pool.fetchval("SHOW data_directory")
+        return int((Path(data_dir) / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError, asyncpg.PostgresError):
+        return None
+
+
+async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int, broker: int | None = None) -> tuple[float, int]:
     """From the first stored event to every balance queryable (the projection
     checkpoint at the n-th event): the process start and group join are not ingestion."""
     while not await pool.fetchval("SELECT exists (SELECT 1 FROM events)"):
         pipeline.check()
         await asyncio.sleep(POLL_S)
     started = time.perf_counter()
-    meter = CpuMeter(pipeline)
+    meter = CpuMeter(pipeline, await postmaster_pid(pool), broker)
     meter.start()
     # Every message consumed (the offsets the consumer stores with its writes: the topic
     # is fresh), then the member read models at the head: a booking may append more than
@@ -371,6 +391,7 @@ async def main() -> int:
                     help="the reports' projection group in a process of its own (`--group reports`)")
     ap.add_argument("--rate", type=int, default=5_000, help="steady produce rate for the latency phase")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
+    ap.add_argument("--no-restart", action="store_true", help="leave out the latency phase after a consumer restart")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
     broker = server = None
@@ -407,7 +428,7 @@ async def main() -> int:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         pipeline.start()
         try:
-            e2e_s, stored = await end_to_end(pool, pipeline, n)
+            e2e_s, stored = await end_to_end(pool, pipeline, n, broker.pid if broker is not None else None)
             assert stored >= n, f"{stored} events stored for {n} produced"
             if stored > n:
                 print(f"  ({stored - n:,} events besides the bookings' earns: tier upgrades)", flush=True)
@@ -422,13 +443,14 @@ async def main() -> int:
             _print_latency(f"produce->queryable at {args.rate:,}/s for {args.seconds:.0f} s", lat)
             # A consumer restarted cold (no member state cached) meets the same load: the
             # worst case after a deploy or a crash, until its cache is warm again.
-            pipeline.stop_consumers()
-            pipeline.start_consumers()
-            await settle(pool)
-            await asyncio.sleep(5)  # let it join the group
-            lat = await latency(pool, pipeline, args.rate, args.seconds, args.members, run,
-                                first=n + int(args.rate * args.seconds))
-            _print_latency("the same just after a consumer restart (cold cache)", lat)
+            if not args.no_restart:
+                pipeline.stop_consumers()
+                pipeline.start_consumers()
+                await settle(pool)
+                await asyncio.sleep(5)  # let it join the group
+                lat = await latency(pool, pipeline, args.rate, args.seconds, args.members, run,
+                                    first=n + int(args.rate * args.seconds))
+                _print_latency("the same just after a consumer restart (cold cache)", lat)
         finally:
             pipeline.stop()
             await pool.close()

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
         500, ge=1, le=60_000, description="How long the reports' runner waits, once caught up, before it looks again.")
     projection_reports_defer_max_s: float = Field(
         10.0, ge=0, le=3_600,
-        description="While the member read models have events to project, the reports' runner waits until it has"
-                    " been behind this long, then catches up (0: never waits).")
+        description="While the member read models have a backlog, the reports' runner waits until it has been"
+                    " behind this long, then catches up (0: never waits); under a steady load it takes each full"
+                    " page as it comes.")
     expiry_interval_s: float = Field(60.0, gt=0, le=86_400)
     expiry_batch_members_max: int = Field(500, ge=1, le=10_000)
     hold_expiry_interval_s: float = Field(

@@ -9,12 +9,16 @@ February falling on the 28th)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from ledger.domain.earn import anniversary_at
 from ledger.domain.events import ActivityPointsEarned, AnniversaryBonusGranted, PointsEarned
 from ledger.store import StoredEvent
+
+if TYPE_CHECKING:
+    from .models import KnownRows
 
 COLUMNS = ("member_id", "since", "next_year", "due_at")
 _EVENTS = frozenset((PointsEarned, ActivityPointsEarned, AnniversaryBonusGranted))
@@ -49,10 +53,29 @@ class Anniversaries:
         self.rows = kept
         return out
 
-    async def write(self, conn: asyncpg.Connection) -> None:
-        if not self.rows:
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None:
+        """Upsert the page's rows; with `known` (the live runner's), only those that
+        change a row: once written, the stored start is at most and the year at least
+        what was written, which `known` keeps."""
+        rows = self.rows
+        if known is not None:
+            bounds = known.table(self.table)
+            rows = {}
+            for m, (since, year) in self.rows.items():
+                bound = bounds.get(m)
+                if bound is None:
+                    bounds[m] = (since, year)
+                elif bound[0] <= since and bound[1] >= year:
+                    bounds.move_to_end(m)
+                    continue
+                else:
+                    bounds[m] = (min(bound[0], since), max(bound[1], year))
+                    bounds.move_to_end(m)
+                rows[m] = (since, year)
+        self.rows = {}
+        if not rows:
             return
-        members, since, years = zip(*((m, s, y) for m, (s, y) in self.rows.items()), strict=True)
+        members, since, years = zip(*((m, s, y) for m, (s, y) in rows.items()), strict=True)
         await conn.execute(
             f"INSERT INTO {self.table} AS a (member_id, since, next_year, due_at)"
             " SELECT m, s, y, (s AT TIME ZONE 'UTC' + make_interval(years => y)) AT TIME ZONE 'UTC'"
@@ -62,7 +85,6 @@ class Anniversaries:
             " due_at = (least(a.since, EXCLUDED.since) AT TIME ZONE 'UTC'"
             " + make_interval(years => greatest(a.next_year, EXCLUDED.next_year))) AT TIME ZONE 'UTC'",
             members, since, years)
-        self.rows.clear()
 
 
 def _due(since: datetime, year: int) -> datetime:

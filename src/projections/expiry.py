@@ -51,6 +51,8 @@ class ExpirySchedule:
         self.table = table
         # (member, lot) -> [status, points, remaining delta, expires_at]
         self.rows: dict[tuple[str, str], list] = {}
+        # The lots an earn of this page made: not stored yet (a booking earns once).
+        self.made: set[tuple[str, str]] = set()
 
     def status(self, member: str, lot_id: str) -> str | None:
         """The lot's status as this page's events left it; None if they did not set it."""
@@ -86,6 +88,8 @@ class ExpirySchedule:
         e, m = stored.event, stored.stream_id
         match e:
             case PointsEarned():
+                if (m, e.lot_id) not in self.rows:
+                    self.made.add((m, e.lot_id))
                 row = self._row(m, e.lot_id)
                 row[0], row[1], row[3] = e.status, e.points, e.expires_at
                 row[2] += e.points
@@ -148,13 +152,32 @@ class ExpirySchedule:
                 assert row[0] not in (_KEEP, _REOPEN), "a replay sets the status of every lot when it is made"
                 out.append((key[0], key[1], row[0], row[1], row[2], row[3]))
         self.rows = kept
+        self.made = {key for key in self.made if key[0] == keep}
         return out
 
-    async def write(self, conn: asyncpg.Connection) -> None:
+    async def write(self, conn: asyncpg.Connection, insert_new: bool = False) -> None:
+        """Upsert the page's rows; with `insert_new`, the lots its earns made are plain
+        inserts (see `KnownRows.insert_new`)."""
         if not self.rows:
             return
-        members, lots = zip(*self.rows.keys(), strict=True)
-        status, points, remaining, expires = zip(*self.rows.values(), strict=True)
+        rows = self.rows
+        if insert_new and self.made:
+            made = [(*key, *row) for key, row in rows.items()
+                    if key in self.made and row[0] not in (_KEEP, _REOPEN)]
+            if made:
+                await conn.execute(
+                    f"INSERT INTO {self.table} (member_id, lot_id, status, points, remaining, expires_at)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],"
+                    " $6::timestamptz[])",
+                    *zip(*made, strict=True),
+                )
+                rows = {key: row for key, row in rows.items() if key not in self.made or row[0] in (_KEEP, _REOPEN)}
+        self.made = set()
+        if not rows:
+            self.rows.clear()
+            return
+        members, lots = zip(*rows.keys(), strict=True)
+        status, points, remaining, expires = zip(*rows.values(), strict=True)
         await conn.execute(
             f"INSERT INTO {self.table} AS l (member_id, lot_id, status, points, remaining, expires_at)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[])"

@@ -189,6 +189,8 @@ class ReportLedger:
         self.members: dict[str, dict[str, list]] = {}
         # (member, lot) -> the lot, of the lots made or activated since the last write
         self.made: dict[tuple[str, str], list] = {}
+        # Of those, the ones an earn made: not stored yet (a booking earns once).
+        self.earned: set[tuple[str, str]] = set()
         self.liability_days: dict[tuple, int] = {}
         # The moments' entries in columns (day, at in microseconds, status, expiry month,
         # tier, points), as they come: a moment's figure is the sum of its entries anyway.
@@ -246,6 +248,8 @@ class ReportLedger:
         when = (day, micros(at))
         match e:
             case PointsEarned():
+                if e.lot_id not in lots:
+                    self.earned.add((m, e.lot_id))
                 lot = self._new_lot(m, lots, e.lot_id, e.status == PENDING, e.expires_at, e.product,
                                     e.tier or NO_TIER)
                 self._liability(when, lot, e.points)
@@ -348,6 +352,7 @@ class ReportLedger:
     def _lot_rows(self) -> list[tuple]:
         """The `report_lots` rows of the lots made or activated since the last call."""
         made, self.made = self.made, {}
+        self.earned = set()
         return [(m, lot_id, *lot) for (m, lot_id), lot in made.items()]
 
     def completed(self, keep: str | None = None) -> dict[str, list[tuple]]:
@@ -380,15 +385,26 @@ class ReportLedger:
         return {**lots, **self._aggregate_rows(),
                 "liability_moments": [(day, *lists) for day, lists in by_day.items()]}
 
-    async def write(self, conn: asyncpg.Connection) -> None:
+    async def write(self, conn: asyncpg.Connection, insert_new: bool = False) -> None:
         """Go through the page's events from the lots stored before it, and add its
-        deltas to the tables."""
+        deltas to the tables; with `insert_new`, the lots its earns made are plain
+        inserts (see `KnownRows.insert_new`)."""
         if not self.events:
             return
         await self._load(conn)
         self._run()
         self.members.clear()
+        earned = self.earned
         lots = self._lot_rows()
+        if insert_new and earned:
+            new = [row for row in lots if (row[0], row[1]) in earned]
+            if new:
+                await conn.execute(
+                    f"INSERT INTO report_lots{self.suffix} ({', '.join(LOT_COLUMNS)})"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[])",
+                    *zip(*new, strict=True),
+                )
+                lots = [row for row in lots if (row[0], row[1]) not in earned]
         if lots:
             await conn.execute(
                 f"INSERT INTO report_lots{self.suffix} AS l ({', '.join(LOT_COLUMNS)})"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from ledger.bootstrap import Container
 from projections.models import MEMBERS, REPORTS
 from projections.runner import ProjectionRunner, checkpoint
@@ -29,7 +31,8 @@ async def test_the_reports_runner_waits_while_the_member_runner_is_busy_then_cat
     head = await container.store.head()
     reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
                                group=REPORTS, defer_to=container.runner, defer_max_s=1.0)
-    container.runner.busy = True  # as under load: its last page had events
+    container.runner.busy = True  # as under a backlog: its last page was full
+    container.runner.backlogged = True
     stop = asyncio.Event()
     task = asyncio.create_task(reports.run_forever(stop))
     try:
@@ -40,20 +43,69 @@ async def test_the_reports_runner_waits_while_the_member_runner_is_busy_then_cat
         assert waited < 2.0
         # Caught up, it waits again for the bound before it takes the next events.
         await container.ledger.handle_batch([earn(f"n{i}", f"B{i}") for i in range(12)])
-        await container.runner.run_until_caught_up()
-        container.runner.busy = True
+        # (By another member runner: the one deferred to stays as set, backlogged.)
+        await ProjectionRunner(container.pool, container.store, container.rules).run_until_caught_up()
+        container.runner.busy = container.runner.backlogged = True
         await asyncio.sleep(0.3)
         assert await checkpoint(container.pool, REPORTS) == head
         head = await container.store.head()
         assert await _until(lambda: _at_least(container, head), 5.0) < 2.0
         # The load eased: it takes what comes at once.
-        container.runner.busy = False
+        container.runner.busy = container.runner.backlogged = False
         await container.ledger.handle_batch([earn("late", "B1")])
         head = await container.store.head()
         assert await _until(lambda: _at_least(container, head), 5.0) < 0.5
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_under_a_steady_load_the_reports_runner_takes_each_full_page_as_it_comes(
+        container: Container) -> None:
+    """The member runner keeps up (its pages are not full): the reports' runner takes a
+    page as soon as a full one is waiting, rather than after its bound, and waits while
+    less is."""
+    reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
+                               group=REPORTS, defer_to=container.runner, defer_max_s=60.0)
+    await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(3)])
+    await container.runner.run_until_caught_up()
+    container.runner.busy, container.runner.backlogged = True, False  # as under a steady load
+    stop = asyncio.Event()
+    task = asyncio.create_task(reports.run_forever(stop))
+    try:
+        await asyncio.sleep(0.3)
+        assert await checkpoint(container.pool, REPORTS) == 0  # less than a page waiting
+        await container.ledger.handle_batch([earn(f"n{i}", f"B{i}") for i in range(4)])
+        head = await container.store.head()
+        # (By another member runner: the one deferred to stays as set, keeping up.)
+        await ProjectionRunner(container.pool, container.store, container.rules).run_until_caught_up()
+        container.runner.position = head
+        assert await _until(lambda: _at_least(container, 5), 5.0) < 1.0  # a full page: taken at once
+        await asyncio.sleep(0.3)
+        assert await checkpoint(container.pool, REPORTS) < await container.store.head()  # the rest waits
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_the_reports_runner_takes_the_events_the_member_runner_read(
+        container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's two runners share the events read lately: the reports' runner, a
+    page behind, neither reads them from the server again nor decodes them again."""
+    await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(30)])
+    await container.runner.run_until_caught_up()
+    reads = []
+    read_all = container.store.read_all
+
+    async def counted(after: int, limit: int, **kwargs: object) -> list:
+        events = await read_all(after, limit, **kwargs)
+        reads.append(len(events))
+        return events
+
+    monkeypatch.setattr(container.store, "read_all", counted)
+    await container.reports_runner.run_until_caught_up()
+    assert await checkpoint(container.pool, REPORTS) == await container.store.head()
+    assert sum(reads) == 0, "the events were read again"
 
 
 async def _at_least(container: Container, position: int) -> bool:
