@@ -50,30 +50,30 @@ class SimulationRequest(BaseModel):
                                     " (else 422).")
 
 
-class Sums(BaseModel):
+class SimulatedSums(BaseModel):
     model_config = _examples({"actual": 12000, "simulated": 13500, "difference": 1500})
     actual: int
     simulated: int
     difference: int = Field(description="simulated - actual")
 
 
-class ProductSums(Sums):
+class SimulatedProductSums(SimulatedSums):
     model_config = _examples({"product": "hotel", "actual": 12000, "simulated": 13500, "difference": 1500})
     product: str = Field(description="A booking's product; `activity:<type>` or `anniversary` for earn beyond"
                                      " bookings.")
 
 
-class TierSums(Sums):
+class SimulatedTierSums(SimulatedSums):
     model_config = _examples({"tier": "gold", "actual": 12000, "simulated": 13500, "difference": 1500})
     tier: str = Field(description="The tier the earn recorded; `none` for an earn that records none.")
 
 
-class RuleSums(Sums):
+class SimulatedRuleSums(SimulatedSums):
     model_config = _examples({"rule": "base:hotel:EUR", "actual": 12000, "simulated": 13500, "difference": 1500})
     rule: str = Field(description="A rule's label in the earns' breakdowns.")
 
 
-class Liability(Sums):
+class SimulatedLiability(SimulatedSums):
     model_config = _examples({"actual": 12000, "simulated": 13500, "difference": 1500, "currency": "EUR",
                               "actual_value": "120.00", "simulated_value": "135.00", "difference_value": "15.00"})
     currency: str
@@ -82,7 +82,7 @@ class Liability(Sums):
     difference_value: str
 
 
-class ReplayFigures(BaseModel):
+class SimulationReplayFigures(BaseModel):
     model_config = _examples({"seconds": 1.2, "earns_per_s": 110000, "loop_block_ms_max": 4.1, "page_events": 5000,
                               "events_read": 132000, "read_s": 0.5, "price_s": 0.6})
     seconds: float
@@ -110,18 +110,18 @@ class SimulationResult(BaseModel):
     earns: int = Field(description="Earns replayed: bookings, activities and anniversaries of the window.")
     not_earned: int = Field(description="Bookings the draft earns nothing on (a product or currency it drops).")
     take_backs: int = Field(description="Cancellations, refunds and amendments of the window's bookings.")
-    earned: Sums = Field(description="Points the window's earns issued, and would have under the draft.")
-    taken_back: Sums = Field(description="What the take-backs took back (negative), scaled to the draft's earn.")
-    net: Sums
-    by_product: list[ProductSums] = Field(description="Earned, by product.")
-    by_tier: list[TierSums] = Field(description="Earned, by the tier the earn recorded.")
-    by_rule: list[RuleSums] = Field(description="Earned, by rule of the breakdowns.")
-    liability: Liability = Field(description="What the window's earns leave outstanding at `to` (net of take-backs,"
+    earned: SimulatedSums = Field(description="Points the window's earns issued, and would have under the draft.")
+    taken_back: SimulatedSums = Field(description="What the take-backs took back (negative), scaled to the draft's earn.")
+    net: SimulatedSums
+    by_product: list[SimulatedProductSums] = Field(description="Earned, by product.")
+    by_tier: list[SimulatedTierSums] = Field(description="Earned, by the tier the earn recorded.")
+    by_rule: list[SimulatedRuleSums] = Field(description="Earned, by rule of the breakdowns.")
+    liability: SimulatedLiability = Field(description="What the window's earns leave outstanding at `to` (net of take-backs,"
                                              " expired lots left out; redemptions as they were).")
-    replay: ReplayFigures
+    replay: SimulationReplayFigures
 
 
-class Progress(BaseModel):
+class SimulationProgress(BaseModel):
     model_config = _examples({"position": 5000, "head": 10000, "events_read": 4200, "fraction": 0.5})
     position: int = Field(description="The position of the event log read up to.")
     head: int | None = Field(description="The last position when the run started: it reads up to there.")
@@ -144,7 +144,7 @@ class SimulationView(BaseModel):
     to: datetime
     requested_by: str = Field(description="The name of the API key that asked for it.")
     attempts: int = Field(description="Runs started: a run cut short by a stopped process starts over.")
-    progress: Progress
+    progress: SimulationProgress
     result: SimulationResult | None = Field(description="Once done.")
     error: str | None = Field(description="Once failed: why.")
     created_at: datetime
@@ -179,7 +179,7 @@ def _view(sim: Simulation, cls: type[SimulationView] = SimulationView) -> Any:
     fields: dict[str, Any] = {
         "simulation_id": sim.simulation_id, "status": sim.status, "rules_version": request["rules"]["version"],
         "from": request["from"], "to": request["to"], "requested_by": sim.requested_by, "attempts": sim.attempts,
-        "progress": Progress(position=sim.position, head=sim.head, events_read=sim.events_read,
+        "progress": SimulationProgress(position=sim.position, head=sim.head, events_read=sim.events_read,
                              fraction=round(fraction, 4)),
         "result": sim.result, "error": sim.error, "created_at": sim.created_at, "started_at": sim.started_at,
         "finished_at": sim.finished_at}
