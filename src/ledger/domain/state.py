@@ -712,9 +712,9 @@ _DRAFTLESS = frozenset({PointsEarned, PendingPointsActivated, TierChanged})
 def evolve_all(state: MemberState, events: list[Event]) -> MemberState:
     """The state after a command's events: `evolve` of each when there are two at most
     and each has a fast path (an earn and the upgrade it qualifies for: 15% of the Kafka
-    consumer's commands, which folded through a draft at about 9 µs against 4 for the
-    two `evolve`s), else `fold` (an expiry run: one draft copies the member's lots
-    once, where `evolve` would copy them per event)."""
+    consumer's commands, which went through a draft's copy and finish of the state),
+    else `fold` (an expiry run: one draft copies the member's lots once, where `evolve`
+    would copy them per event)."""
     if len(events) == 1:
         return evolve(state, events[0])
     if len(events) == 2 and type(events[0]) in _DRAFTLESS and type(events[1]) in _DRAFTLESS:
@@ -950,9 +950,10 @@ def _pairs(items: list[list[Any]]) -> tuple[tuple[str, int], ...]:
 
 
 def from_snapshot(member_id: str, version: int, data: dict[str, Any]) -> MemberState:
-    # The dates parsed inline rather than by `_moment`, and the lots built into a list:
-    # a restarted consumer loads one snapshot per member it meets (29 µs for one of 14
-    # lots, of which the per-lot calls took a fifth).
+    # The dates and breakdowns converted inline rather than by `_moment` and `_pairs`: a
+    # restarted consumer loads one snapshot per member it meets, and with the shared
+    # empty maps (`_map`) a member of about ten lots loads in 340,000 instructions
+    # rather than 365,000 (cachegrind).
     parse = datetime.fromisoformat
     lots = [Lot(lot_id, booking_id, points, remaining, status, None if expires_at is None else parse(expires_at),
                 qualifying, spent, expired, None if qualified_at is None else parse(qualified_at), held, charged,
