@@ -196,7 +196,11 @@ class ProjectionRunner:
                 page = _applied(group, await self._read(position, conn))
             events, models = page
             if events:
-                if len(events) == self.page_size:
+                # A runner that defers reads ahead only when a full page more is waiting: under a
+                # steady load it would read a short one, and then take it, a page of its
+                # fixed costs for a few events.
+                if len(events) == self.page_size and (
+                        self.defer_to is None or self.defer_to.position - events[-1].position >= self.page_size):
                     self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
                 await models.write(conn, self.book, self.tiers, self.known)
                 position = events[-1].position
