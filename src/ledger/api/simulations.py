@@ -129,13 +129,16 @@ class SimulationProgress(BaseModel):
     fraction: float
 
 
+_VIEW_EXAMPLE: dict[str, Any] = {
+    "simulation_id": "sim-0b6f1f5e-6d0a-4b8e-9d2f-1f1c9d2a7e11", "status": "queued", "rules_version": "draft-2027",
+    "from": "2026-01-01T00:00:00Z", "to": "2026-07-01T00:00:00Z", "requested_by": "marketing-admin",
+    "attempts": 0, "progress": {"position": 0, "head": None, "events_read": 0, "fraction": 0.0},
+    "result": None, "error": None, "created_at": "2026-11-30T09:00:00Z", "started_at": None,
+    "finished_at": None}
+
+
 class SimulationView(BaseModel):
-    model_config = _examples({
-        "simulation_id": "sim-0b6f1f5e-6d0a-4b8e-9d2f-1f1c9d2a7e11", "status": "queued", "rules_version": "draft-2027",
-        "from": "2026-01-01T00:00:00Z", "to": "2026-07-01T00:00:00Z", "requested_by": "marketing-admin",
-        "attempts": 0, "progress": {"position": 0, "head": None, "events_read": 0, "fraction": 0.0},
-        "result": None, "error": None, "created_at": "2026-11-30T09:00:00Z", "started_at": None,
-        "finished_at": None})
+    model_config = _examples(_VIEW_EXAMPLE)
     model_config["populate_by_name"] = True
     simulation_id: str
     status: str = Field(description="queued, running, done or failed.")
@@ -153,12 +156,7 @@ class SimulationView(BaseModel):
 
 
 class SimulationDetail(SimulationView):
-    model_config = _examples({
-        "simulation_id": "sim-0b6f1f5e-6d0a-4b8e-9d2f-1f1c9d2a7e11", "status": "queued", "rules_version": "draft-2027",
-        "from": "2026-01-01T00:00:00Z", "to": "2026-07-01T00:00:00Z", "requested_by": "marketing-admin",
-        "attempts": 0, "progress": {"position": 0, "head": None, "events_read": 0, "fraction": 0.0},
-        "result": None, "error": None, "created_at": "2026-11-30T09:00:00Z", "started_at": None,
-        "finished_at": None, "rules": _RULES_EXAMPLE})
+    model_config = _examples({**_VIEW_EXAMPLE, "rules": _RULES_EXAMPLE})
     model_config["populate_by_name"] = True
     rules: dict[str, Any] = Field(description="The draft rule set, as asked for.")
 
