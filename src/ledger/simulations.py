@@ -38,6 +38,7 @@ import orjson
 from ledger.domain.rulebook import EPOCH, RuleBook, RuleVersion
 from ledger.domain.rules import ProgramRules
 from ledger.domain.whatif import Replay
+from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +270,12 @@ class SimulationRunner:
         try:
             while not stop.is_set():
                 self.wake.clear()  # before looking: a simulation asked for from now on wakes the wait below
-                await self.requeue_orphans()
-                while len(self.running) < self.running_max and await self._start_one():
-                    pass
+                try:
+                    await self.requeue_orphans()
+                    while len(self.running) < self.running_max and await self._start_one():
+                        pass
+                except DATABASE_ERRORS as exc:  # a database away is waited out, as the other loops do
+                    log.warning("simulations scheduler: %s: %s", type(exc).__name__, exc)
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait()),
                          *self.running.values()]
                 await asyncio.wait(waits, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED)
@@ -280,8 +284,11 @@ class SimulationRunner:
                 for sid, task in list(self.running.items()):
                     if task.done():
                         del self.running[sid]
-                        if not task.cancelled() and task.exception() is not None:
-                            raise task.exception()  # type: ignore[misc]
+                        error = None if task.cancelled() else task.exception()
+                        if isinstance(error, DATABASE_ERRORS):  # left running: requeued once its lock is gone
+                            log.warning("simulation %s stopped: %s: %s", sid, type(error).__name__, error)
+                        elif error is not None:
+                            raise error
         finally:
             for task in self.running.values():
                 task.cancel()
@@ -377,6 +384,8 @@ class SimulationRunner:
                     "UPDATE simulations SET status = 'queued', attempts = attempts - 1 WHERE simulation_id = $1"
                     " AND status = 'running'", sid))
                 raise
+            except UNAVAILABLE:
+                raise  # not the simulation's fault: left running, put back in the queue by the next pass
             except Exception as exc:  # the simulation fails, visibly; the scheduler goes on
                 log.exception("simulation %s failed", sid)
                 await conn.execute("UPDATE simulations SET status = 'failed', finished_at = now(), error = $2"
