@@ -397,8 +397,10 @@ class SimulationRunner:
         finally:
             # The session's lock must not outlive the run in the pool: a connection that
             # cannot say it let go is closed instead, which lets go of it for sure.
+            # (One the server cut is let go of by the pool already: nothing to close.)
             try:
                 await asyncio.shield(conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS, sid))
             except BaseException:
-                conn.terminate()
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
             await self.pool.release(conn)

@@ -201,3 +201,37 @@ async def test_a_clean_stop_puts_a_running_simulation_back_in_the_queue_to_start
     assert stopped is not None and (stopped.status, stopped.attempts, stopped.result) == ("queued", 0, None)
     other = SimulationRunner(container.pool, lambda: container.book, running_max=1, page_events=1_000, poll_s=0.05)
     assert (await _run_all(container, other, [sim.simulation_id]))[-1] == ("done",)  # its lock went with the run
+
+
+async def test_a_simulation_whose_connection_is_cut_goes_back_to_the_queue_and_the_scheduler_goes_on(
+    container: Container,
+) -> None:
+    """A database that goes away under a running simulation is not the simulation's fault:
+    it is neither failed nor does it take the scheduler down (a supervised task shown down
+    in /readyz); the next pass finds it running with no session holding its lock, puts it
+    back in the queue, and it runs again to the end."""
+    from ledger.simulations import LOCK_CLASS
+
+    await _history(container)
+    store = SimulationStore(container.pool)
+    sim, _ = await store.create(_request(RULES, T0, T0 + timedelta(days=366)), "k-cut", "admin-key", 10)
+    runner = SimulationRunner(container.pool, lambda: container.book, running_max=1, page_events=1, poll_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run_forever(stop))
+    try:
+        async with asyncio.timeout(10):
+            while (await store.get(sim.simulation_id)).status != "running" or not (pids := await container.pool.fetch(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int::oid"
+                    " AND objid <> 0 AND objsubid = 2 AND granted", LOCK_CLASS)):  # type: ignore[union-attr]
+                await asyncio.sleep(0.002)
+        assert len(pids) == 1
+        assert await container.pool.fetchval("SELECT pg_terminate_backend($1)", pids[0]["pid"])
+        async with asyncio.timeout(15):
+            while (await store.get(sim.simulation_id)).status != "done":  # type: ignore[union-attr]
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+    done = await store.get(sim.simulation_id)
+    assert done is not None and done.error is None and done.attempts == 2 and done.result is not None
