@@ -201,6 +201,9 @@ class Ledger:
         self.cache = StateCache(cache_members_max)
         self.attempts_max = attempts_max
         self.appended = asyncio.Event()  # set after each append, to wake in-process readers
+        # Called after each append too: `ledger serve --projections-process` tells the
+        # projection process through it (see `ledger.serve`).
+        self.on_appended: Callable[[], None] | None = None
         self.conflicts = 0  # attempts that lost a race and were decided again (a metric)
         self.group = GroupCommit(self.handle_batch, batch_max=group_commands_max)
         # Members (M2): merged member -> the member it was merged into, as far as this
@@ -501,6 +504,8 @@ class Ledger:
         if appends:
             self.appended.set()
             self.appended.clear()
+            if self.on_appended is not None:
+                self.on_appended()
         if draft.merges:
             self._learn({duplicate: survivor for duplicate, survivor, _ in draft.merges})
         # A partial of a module function, not a closure over the outcomes: no reference

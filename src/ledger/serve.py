@@ -6,7 +6,10 @@ keeps one core busy at about half a millisecond of CPU per write request (the fr
 routing, dependencies, validation and responses most of it), which bounded the writes one
 `ledger serve` answered. With `--projections-process` (LEDGER_SERVE_PROJECTIONS_PROCESS)
 both projection groups run in a process of their own rather than on the loop that
-answers HTTP, where a catch-up page of the reports' group held requests up.
+answers HTTP, where a catch-up page of the reports' group held requests up. Each HTTP
+process tells it of each append through a pipe (a byte, never waited for), as an append
+wakes the runner in one process, so that a read with `min_position` waits for the page,
+not for the runner's next poll (`LEDGER_PROJECTION_IDLE_MS`).
 
 Exactly one process runs each projection group and each scheduler: the primary runs the
 schedulers (and the projections unless they have their own process), starts the other
@@ -19,6 +22,7 @@ are: an expected version per stream, retried on a conflict, and advisory locks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -59,11 +63,25 @@ class ChildExited(RuntimeError):
     pass
 
 
-def _child_task(name: str, role: str, url: str, sock: socket.socket | None) -> Callable[..., Awaitable[None]]:
+def _poker(fd: int) -> Callable[[], None]:
+    """What an HTTP process calls after each append: a byte down the wake pipe."""
+
+    def poke() -> None:
+        try:
+            os.write(fd, b"\0")
+        except (BlockingIOError, BrokenPipeError):
+            pass  # a full pipe wakes the reader anyway; none: the primary is ending
+
+    return poke
+
+
+def _child_task(name: str, role: str, url: str, sock: socket.socket | None,
+                wake_fd: int | None = None) -> Callable[..., Awaitable[None]]:
     """A supervised task that runs one child process (`role`: "http" or "projections")
     until the primary stops, and fails (to be restarted with back-off) if the child exits
     before that. The child connects to the primary's database (`url`), runs no
-    migrations, and ends when the primary ends, even killed (see `_die_with_parent`)."""
+    migrations, and ends when the primary ends, even killed (see `_die_with_parent`).
+    `wake_fd`: the wake pipe's end the child writes (http) or reads (projections)."""
 
     async def task(container: Container, stop: asyncio.Event) -> None:
         argv = [sys.executable, "-m", "ledger.serve", role, "--name", name, "--parent", str(os.getpid())]
@@ -71,6 +89,9 @@ def _child_task(name: str, role: str, url: str, sock: socket.socket | None) -> C
         if sock is not None:
             argv += ["--fd", str(sock.fileno())]
             fds = (sock.fileno(),)
+        if wake_fd is not None:
+            argv += ["--wake-fd", str(wake_fd)]
+            fds += (wake_fd,)
         env = {**os.environ, "LEDGER_DATABASE_URL": url}
         # A session of its own: a Ctrl-C in the terminal reaches the primary alone, which
         # stops its children in order, rather than each of them at once (which the
@@ -133,11 +154,18 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
             tasks.append(consumer_task)
         several = settings.serve_workers > 1 or settings.serve_projections_process
         sock = None
+        # The projection process's wake pipe: the primary keeps both ends open (a child
+        # started again gets them again), so a write never fails for want of a reader.
+        wake_r = wake_w = None
+        if settings.serve_projections_process:
+            wake_r, wake_w = os.pipe()
+            os.set_blocking(wake_w, False)
+            container.ledger.on_appended = _poker(wake_w)
+            tasks.append(_child_task("projections", "projections", container.url, None, wake_r))
         if settings.serve_workers > 1:
             sock = _uvicorn_config(None, host, port).bind_socket()  # one socket, shared by every HTTP process
-            tasks += [_child_task(f"http-{n}", "http", container.url, sock) for n in range(2, settings.serve_workers + 1)]
-        if settings.serve_projections_process:
-            tasks.append(_child_task("projections", "projections", container.url, None))
+            tasks += [_child_task(f"http-{n}", "http", container.url, sock, wake_w)
+                      for n in range(2, settings.serve_workers + 1)]
         app = create_app(settings, container=container, extra_tasks=tasks, close_container=True,
                          projections=not settings.serve_projections_process, process=PRIMARY if several else None)
         log_to_stderr()  # one JSON line per request, in place of uvicorn's access log
@@ -151,6 +179,9 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
             await _finish_lifespan(server)
             if sock is not None:
                 sock.close()
+            for fd in (wake_r, wake_w):
+                if fd is not None:
+                    os.close(fd)
     except BaseException:
         await container.close(stop_embedded=True)
         raise
@@ -212,9 +243,11 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(f"ledger serve child: the primary process {parent} has ended")
 
 
-async def _http_child(settings: Settings, name: str, fd: int) -> None:
+async def _http_child(settings: Settings, name: str, fd: int, wake_fd: int | None) -> None:
     sock = socket.socket(fileno=fd)
     container = await build(settings, run_migrations=False)
+    if wake_fd is not None:
+        container.ledger.on_appended = _poker(wake_fd)
     try:
         app = create_app(settings, container=container, close_container=True, projections=False, schedulers=False,
                          process=name)
@@ -226,14 +259,27 @@ async def _http_child(settings: Settings, name: str, fd: int) -> None:
         raise
 
 
-async def _projections_child(settings: Settings) -> None:
+async def _projections_child(settings: Settings, wake_fd: int | None) -> None:
     from ledger.cli import _tasks
     from ledger.supervisor import supervise_until
 
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)
     container = await build(settings, run_migrations=False)
+    if wake_fd is not None:
+        # An append in an HTTP process wakes the member runner as one in this process would.
+        appended = container.ledger.appended
+
+        def woken() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_fd, 65_536)
+            appended.set()
+            appended.clear()
+
+        os.set_blocking(wake_fd, False)
+        loop.add_reader(wake_fd, woken)
     try:
         await supervise_until(stop, _tasks(container, projections=container.runner.run_forever,
                                            **{"projections-reports": container.reports_runner.run_forever}))
@@ -251,6 +297,7 @@ def _child_main(argv: list[str]) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--fd", type=int, default=None)
+    parser.add_argument("--wake-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logs.configure()
     _die_with_parent(args.parent)
@@ -258,9 +305,9 @@ def _child_main(argv: list[str]) -> int:
     try:
         if args.role == "http":
             assert args.fd is not None, "an HTTP child serves the primary's socket"
-            event_loop.run(_http_child(settings, args.name, args.fd))
+            event_loop.run(_http_child(settings, args.name, args.fd, args.wake_fd))
         else:
-            event_loop.run(_projections_child(settings))
+            event_loop.run(_projections_child(settings, args.wake_fd))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return 0

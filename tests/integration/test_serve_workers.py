@@ -1,5 +1,5 @@
 """`ledger serve --workers 2 --projections-process`: two processes answer HTTP on one
-port, the projection groups run in a third; the primary restarts a child that dies,
+port, the projection groups run in a third, woken by the writes of both; the primary restarts a child that dies,
 each process's /readyz says which it is and lists its own tasks, and a SIGTERM to the
 primary stops every child and the embedded PostgreSQL."""
 
@@ -72,7 +72,10 @@ def _until(check, what: str):  # type: ignore[no-untyped-def]
 
 def test_workers_and_projection_process_are_supervised_and_stop_together(tmp_path: Path) -> None:
     port, log = _free_port(), tmp_path / "serve.log"
-    env = dict(os.environ, LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT=str(port))
+    # The projection process polls once in 10 s: each read with `min_position` below
+    # answers within the 5 s it may wait only because the writes wake it.
+    env = dict(os.environ, LEDGER_DATA_DIR=str(tmp_path / "data"), LEDGER_PORT=str(port),
+               LEDGER_PROJECTION_IDLE_MS="10000")
     env.pop("LEDGER_DATABASE_URL", None)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--workers", "2",
