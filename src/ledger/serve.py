@@ -41,6 +41,8 @@ from ledger.api.app import create_app
 from ledger.bootstrap import Container, build
 from ledger.keys import Role, create_key, list_keys
 from ledger.settings import Settings
+from ledger.store.database import UNAVAILABLE, StartupError
+from ledger.supervisor import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ FORCED_REQUESTS_WAIT_S = 2.0  # after a second Ctrl-C, how long requests get to 
 GRACEFUL_SHUTDOWN_S = 10  # how long requests in flight get to finish once a process is asked to stop
 CHILD_STOP_S = 15.0  # then a child process still running is killed (under the supervisor's own stop bound)
 PRIMARY = "primary"
+CHILD_DATABASE_WAIT_S_MAX = 2.0  # a child starting while the database is away tries again at least this often
 
 
 def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
@@ -243,9 +246,31 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(f"ledger serve child: the primary process {parent} has ended")
 
 
+async def _build_child(settings: Settings, stop: asyncio.Event | None = None) -> Container | None:
+    """A child's container, once the database answers: a child (re)started while the
+    primary's watchdog brings the embedded server back (a kill, a restart) waits for it
+    rather than exiting, which the primary would count as a failure. None: stopped."""
+    backoff = Backoff(s_max=CHILD_DATABASE_WAIT_S_MAX)
+    while True:
+        try:
+            return await build(settings, run_migrations=False)
+        except StartupError as exc:
+            if not isinstance(exc.__cause__, UNAVAILABLE):
+                raise
+            delay = backoff.next()
+            log.warning("%s; trying again in %.1f s", exc, delay)
+        if stop is None:
+            await asyncio.sleep(delay)
+        else:
+            await sleep_or_stop(stop, delay)
+            if stop.is_set():
+                return None
+
+
 async def _http_child(settings: Settings, name: str, fd: int, wake_fd: int | None) -> None:
     sock = socket.socket(fileno=fd)
-    container = await build(settings, run_migrations=False)
+    container = await _build_child(settings)
+    assert container is not None
     if wake_fd is not None:
         container.ledger.on_appended = _poker(wake_fd)
     try:
@@ -267,7 +292,9 @@ async def _projections_child(settings: Settings, wake_fd: int | None) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    container = await build(settings, run_migrations=False)
+    container = await _build_child(settings, stop)
+    if container is None:
+        return
     if wake_fd is not None:
         # An append in an HTTP process wakes the member runner as one in this process would.
         appended = container.ledger.appended
