@@ -255,11 +255,11 @@ async def _build_child(settings: Settings, stop: asyncio.Event | None = None) ->
     while True:
         try:
             return await build(settings, run_migrations=False)
-        except StartupError as exc:
-            if not isinstance(exc.__cause__, UNAVAILABLE):
+        except (StartupError, *UNAVAILABLE) as exc:  # refused at connect, or cut once connected
+            if isinstance(exc, StartupError) and not isinstance(exc.__cause__, UNAVAILABLE):
                 raise
             delay = backoff.next()
-            log.warning("%s; trying again in %.1f s", exc, delay)
+            log.warning("the database is away (%s: %s); trying again in %.1f s", type(exc).__name__, exc, delay)
         if stop is None:
             await asyncio.sleep(delay)
         else:
