@@ -164,10 +164,11 @@ class Pipeline:
     topic, as deployed when scaling out; this bench process only produces and polls."""
 
     def __init__(self, url: str, bootstrap: str, topic: str, batch: int, data_dir: Path, consumers: int,
-                 reports_process: bool = False) -> None:
+                 reports_process: bool = False, members_only: bool = False) -> None:
         self.url, self.bootstrap, self.topic, self.batch = url, bootstrap, topic, batch
         self.data_dir, self.consumers = data_dir, consumers
         self.reports_process = reports_process
+        self.members_only = members_only
         self.reporter: subprocess.Popen[bytes] | None = None
         self.group = f"ledger-{uuid.uuid4().hex[:6]}"
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -189,7 +190,9 @@ class Pipeline:
 
     def start(self) -> None:
         self.start_consumers()
-        if self.reports_process:  # the reports' group in a process of its own
+        if self.members_only:  # the reports' group not run at all: what it costs the rest
+            self.projector = projections_process(self.url, self.data_dir, self.data_dir / "projections.log", "members")
+        elif self.reports_process:  # the reports' group in a process of its own
             self.projector = projections_process(self.url, self.data_dir, self.data_dir / "projections.log", "members")
             self.reporter = projections_process(self.url, self.data_dir, self.data_dir / "reports.log", "reports")
         else:
@@ -299,10 +302,13 @@ async def end_to_end(pool: asyncpg.Pool, pipeline: Pipeline, n: int, broker: int
     elapsed = time.perf_counter() - started
     print(meter.report(n), flush=True)
     # The reports' group (where the code has one) runs behind under load, then catches up.
-    while (reported := await pool.fetchval(_REPORTS_AT)) is not None and reported < head:
+    while (not pipeline.members_only and (reported := await pool.fetchval(_REPORTS_AT)) is not None
+           and reported < head):
         pipeline.check()
         await asyncio.sleep(0.1)
-    if reported is not None:
+    if pipeline.members_only:
+        print("  (the reports' group was not run: --members-only)", flush=True)
+    elif reported is not None:
         print(f"  reports caught up {time.perf_counter() - started:.1f} s after the first event"
               f" ({time.perf_counter() - started - elapsed:.1f} s after the member read models)", flush=True)
     return elapsed, int(await pool.fetchval("SELECT count(*) FROM events"))
@@ -387,6 +393,8 @@ async def main() -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch", type=int, default=5_000, help="LEDGER_KAFKA_BATCH_MESSAGES_MAX for the consumer")
     ap.add_argument("--consumers", type=int, default=1, help="`ledger consume` processes in the group")
+    ap.add_argument("--members-only", action="store_true",
+                    help="run only the member projection group (`--group members`): what the reports' group costs")
     ap.add_argument("--reports-process", action="store_true",
                     help="the reports' projection group in a process of its own (`--group reports`)")
     ap.add_argument("--rate", type=int, default=5_000, help="steady produce rate for the latency phase")
@@ -424,7 +432,8 @@ async def main() -> int:
         print(f"  raw aiokafka read  {n / consume_s:>10,.0f} events/s  ({consume_s:.1f} s)", flush=True)
         copy_s = await raw_copy(url, n, args.members, run)
         print(f"  raw COPY           {n / copy_s:>10,.0f} rows/s    ({copy_s:.1f} s)", flush=True)
-        pipeline = Pipeline(url, bootstrap, topic, args.batch, work, args.consumers, args.reports_process)
+        pipeline = Pipeline(url, bootstrap, topic, args.batch, work, args.consumers, args.reports_process,
+                            args.members_only)
         pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         pipeline.start()
         try:
