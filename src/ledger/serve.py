@@ -4,10 +4,9 @@ With `--workers N` (LEDGER_SERVE_WORKERS) the API answers from N processes on on
 socket, which the first (the primary) binds and hands to the others: one CPython process
 keeps one core busy at about half a millisecond of CPU per write request (the framework's
 routing, dependencies, validation and responses most of it), which bounded the writes one
-`ledger serve` answered. By default (`--projections-process`, LEDGER_SERVE_PROJECTIONS_PROCESS) both
-projection groups run in a process of their own rather than on the loop that answers
-HTTP, where a catch-up page of the reports' group held requests up (measured in
-`bench/http_load.py`; `--no-projections-process` keeps them on that loop). Each HTTP
+`ledger serve` answered. With `--projections-process` (LEDGER_SERVE_PROJECTIONS_PROCESS)
+both projection groups run in a process of their own rather than on the loop that
+answers HTTP, where a catch-up page of the reports' group held requests up. Each HTTP
 process tells it of each append through a pipe (a byte, never waited for), as an append
 wakes the runner in one process, so that a read with `min_position` waits for the page,
 not for the runner's next poll (`LEDGER_PROJECTION_IDLE_MS`).
@@ -218,8 +217,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     update: dict[str, object] = {}
     if workers is not None:
         update["serve_workers"] = workers
-    if projections_process is not None:
-        update["serve_projections_process"] = projections_process
+    if projections_process:
+        update["serve_projections_process"] = True
     settings = settings.model_copy(update=update)  # bounded by the command line's own choices
     try:
         interrupted = event_loop.run(_serve(settings, host or settings.host, port or settings.port))
