@@ -160,10 +160,18 @@ async def wait_for_position(container: Container, min_position: int | None, grou
 
 async def _not_merged(request: Request, container: ContainerDep) -> None:
     """A read of a merged member answers 404 with `merged_into`, but a read as of an
-    instant before the merge (`as_of`), which is history the duplicate still has."""
+    instant before the merge (`as_of`), which is history the duplicate still has.
+
+    FastAPI solves a route's own dependencies before its parameters, the key check
+    among them, so this one checks the key first: a caller with no key or an unknown
+    one gets the 401, and a key that may read no member the route's 403, never the
+    survivor's id."""
     member_id = request.path_params.get("member_id")
     if member_id is None:
         return
+    key = await _caller(request, await _bearer(request))
+    if not (key.can(Permission.read_members) or key.can(Permission.audit)):
+        return  # the route's own key check refuses it
     row = await container.pool.fetchrow("SELECT merged_into, merged_at FROM member_redirects WHERE member_id = $1",
                                         member_id)
     if row is None:
