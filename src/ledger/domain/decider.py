@@ -82,6 +82,12 @@ from .timeutil import add_months
 
 
 YEAR_MIN, YEAR_MAX = 1900, 9000
+# The most points a member's open lots (active, pending and held) may hold: the largest
+# integer a JSON number carries exactly (2^53 - 1), far below PostgreSQL's bigint, which
+# the read models sum in. The rules' schema alone allows an earn of 2 x 10^17 points (the
+# largest amount converted at the smallest exchange rate), and balances past the bigint
+# stopped the projections on that event for good; an earn past this bound is refused.
+POINTS_HELD_MAX = 2**53 - 1
 
 
 def booking_lot_id(booking_id: str) -> str:
@@ -257,6 +263,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         first_booking=not state.bookings,
         at=command.occurred_at,
     )
+    _check_points_held(state, points)
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
     # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount, tier,
@@ -281,6 +288,12 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         command.segments,
         None if command.currency == rules.programme_currency else _spend(command.amount, command.currency, fx, rules),
     )
+
+
+def _check_points_held(state: MemberState, points: int) -> None:
+    if state.active + state.pending + state.held + points > POINTS_HELD_MAX:
+        raise InvalidCommand(f"The booking would earn {points} points, which would put the member's points past the"
+                             f" most a member may hold ({POINTS_HELD_MAX}).", field="amount")
 
 
 def _spend(amount: Decimal, currency: str, fx: tuple[Decimal, Decimal] | None, rules: ProgramRules) -> str | None:
@@ -451,6 +464,8 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
             return []
     changes = tuple((label, _scaled(label, points, before, after) - points) for label, points in lot.breakdown)
     delta = sum(change for _, change in changes)
+    if delta > 0:
+        _check_points_held(state, delta)
     qualifying = (floor(lot.qualifying * after / before) if before else lot.qualifying) - lot.qualifying
     takes: tuple[LotTake, ...] = ()
     shortfall = 0
