@@ -182,3 +182,20 @@ def test_without_enrolment_on_first_booking_a_booking_needs_an_enrolled_member()
     state = fold("M-1", decide(MemberState("M-1"), enrol(), rules))
     (earned,) = decide(state, booking, rules)
     assert earned.points > 0
+
+
+def test_without_enrolment_on_first_booking_an_activity_needs_an_enrolled_member() -> None:
+    # An activity (a share, a review, a survey) of an id the ledger never saw started a
+    # member's stream, where a booking of it is refused: the flag let it in by another door.
+    from ledger.domain import decide_streams
+    from ledger.domain.earn import RecordActivity
+
+    rules = ProgramRules.from_dict(RuleSet.model_validate(
+        {**DEFAULT_RULES_DICT, "effective_from": "2026-01-01T00:00:00Z", "enrol_on_first_booking": False}).document())
+    review = RecordActivity("M-1", T0, "rv-1", "review.submitted")
+    with pytest.raises(MemberNotEnrolled, match="not enrolled"):
+        decide_streams({"M-1": MemberState("M-1")}, review, rules)
+    state = fold("M-1", decide(MemberState("M-1"), enrol(), rules))
+    assert decide_streams({"M-1": state}, review, rules)["M-1"]
+    # Enrolling on the first booking, the first activity enrols as well, as it did.
+    assert decide_streams({"M-1": MemberState("M-1")}, review, ProgramRules.from_dict(DEFAULT_RULES_DICT))["M-1"]
