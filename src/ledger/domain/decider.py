@@ -330,6 +330,7 @@ def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules)
     lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
+    _check_currency(lot, command.booking_id, command.currency)
     return _upgraded(state, PendingPointsActivated(
             occurred_at=command.occurred_at,
             lot_id=lot_id,
@@ -435,6 +436,14 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
 FIRST_BOOKING_RULE = "first_booking_bonus"
 
 
+def _check_currency(lot: Lot, booking_id: str, currency: str) -> None:
+    """A later event of a booking (its completion, a partial refund, an amendment) in another
+    currency than the booking's is not about the booking the ledger holds."""
+    if lot.currency is not None and currency != lot.currency:
+        raise BookingStateConflict(f"Booking {booking_id!r} was in {lot.currency}; a change in {currency} cannot"
+                                   " apply to it.")
+
+
 def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> list[Event]:
     """A partial refund or an amendment: each rule of what the booking holds now moves in
     proportion to the amount (rounded down), but the first-booking bonus, which stays
@@ -446,9 +455,8 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
     lot = state.lot(lot_id)
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
-    if command.currency is not None and lot.currency is not None and command.currency != lot.currency:
-        raise BookingStateConflict(f"Booking {command.booking_id!r} was in {lot.currency}; a change in "
-                                   f"{command.currency} cannot apply to it.")
+    if command.currency is not None:
+        _check_currency(lot, command.booking_id, command.currency)
     before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
     if command.reason == "refunded":
         refund = command.refund_amount
