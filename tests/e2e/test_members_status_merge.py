@@ -196,3 +196,23 @@ async def test_a_merge_is_told_only_to_a_caller_who_may_read_the_member(api: Api
                 assert r.status_code == status and "M-A" not in r.text, (path, status, r.text)
         r = await app.get("/v1/members/M-D/balance")
         assert r.status_code == 404 and r.json()["merged_into"] == "M-A", r.text
+
+
+async def test_a_merged_duplicate_s_personal_data_can_be_erased(api: Api) -> None:
+    # The erasure destroyed the duplicate's data key, then its event was refused because
+    # the member was merged: a 404 "Member merged" for an erasure that had happened, and
+    # none on the record.
+    async with api.client("admin") as admin, api.client("support") as support:
+        r = await support.post("/v1/members", json={"member_id": "M-D", "profile": {"email": "dup@example.com"}})
+        assert r.status_code == 201, r.text
+    await _merged(api)
+    async with api.client("admin") as admin, api.client("support") as support:
+        r = await admin.post("/v1/members/M-D/erasure")
+        assert r.status_code == 200 and r.json()["position"] is not None, r.text
+        again = await admin.post("/v1/members/M-D/erasure")
+        assert again.status_code == 200 and again.json() == r.json(), again.text
+        r = await support.get("/v1/members", params={"email": "dup@example.com"})
+        assert r.json()["members"] == [], r.text
+        export = (await support.get("/v1/members/M-D/export")).json()
+        assert export["profile"]["status"] == "erased"
+        assert [e["type"] for e in export["events"]][-2:] == ["MemberMergedAway", "MemberErased"], export["events"]
