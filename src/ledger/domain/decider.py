@@ -130,6 +130,12 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
         return decide_catalogue(states, command, rules)
     if isinstance(command, EARN_COMMANDS):  # P3
         _check_time(command)
+        # A referral reads two streams, neither of which may be a merged duplicate's (its
+        # points went to the survivor, and nothing reads its stream any more).
+        for member_id in command.member_ids:
+            member = states[member_id]
+            if member.merged_into is not None:
+                raise MemberMerged(member_id, member.merged_into)
         return decide_earn(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
