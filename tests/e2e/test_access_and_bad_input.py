@@ -177,6 +177,17 @@ async def test_ids_in_paths_follow_the_same_grammar(api: Api) -> None:
     assert await api.container.pool.fetchval("SELECT count(*) FROM events") == 0
 
 
+async def test_ids_with_a_nul_or_control_character_in_paths_are_a_422(api: Api) -> None:
+    # The merged-member check of the member reads looked such an id up before the route
+    # validated it, and PostgreSQL refuses a NUL in text: a 500.
+    async with api.client("admin") as admin:
+        for raw in ("M-1001%00", "%00", "M%0A1", "M%7F"):
+            for path in ("balance", "tier", "expiry-schedule", "history", "statement", "verification", "segment"):
+                r = await admin.get(f"/v1/members/{raw}/{path}")
+                assert r.status_code == 422, (raw, path, r.text)
+                assert r.json()["errors"][0]["field"] == "member_id", (raw, path, r.text)
+
+
 async def test_reasons_need_a_visible_character_and_no_bidi_controls(api: Api) -> None:
     async with api.client("admin") as admin:
         r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})

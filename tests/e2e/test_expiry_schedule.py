@@ -3,6 +3,8 @@ within the window over all of them."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 from ledger.domain import PointsEarned
@@ -10,6 +12,7 @@ from ledger.store import StreamAppend
 from ledger.store.events import GENESIS_HASH
 
 from .conftest import Api
+from .test_walkthrough import BOOKING
 
 NOW = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
 LOTS = 2_500
@@ -52,3 +55,23 @@ async def test_the_expiry_schedule_pages_through_every_lot_and_sums_all_that_exp
             assert r.json()["title"] == "Cursor not found"
         r = await app.get("/v1/members/M-1/expiry-schedule", params={"limit": 1001})
         assert r.status_code == 422
+
+
+def _cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+async def test_a_well_formed_cursor_the_database_cannot_take_is_not_found(api: Api) -> None:
+    # Cursors that decode to a date and a lot id, but a lot id with a NUL (PostgreSQL
+    # refuses it in text) or a date that leaves Python's range once in UTC: both were 500s.
+    async with api.client("admin") as admin:
+        r = await admin.post("/v1/booking-events", json={**BOOKING, "type": "booking.completed"})
+        assert r.status_code == 201, r.text
+        seen = {"min_position": r.json()["position"]}
+        for value in (["2026-01-01T00:00:00+00:00", "booking:BK\u0000"], ["0001-01-01T00:00:00+01:00", "x"],
+                      ["9999-12-31T23:00:00-05:00", "x"], ["2026-01-01T00:00:00+00:00", "booking:\u0007"]):
+            r = await admin.get("/v1/members/M-1001/expiry-schedule", params={"cursor": _cursor(value), **seen})
+            assert r.status_code == 404 and r.json()["title"] == "Cursor not found", (value, r.text)
+        r = await admin.get("/v1/members/M-1001/expiry-schedule",
+                            params={"cursor": _cursor(["2026-01-01T00:00:00+00:00", "booking:A"]), **seen})
+        assert r.status_code == 200 and r.json()["lots"][0]["lot_id"] == "booking:BK-000123", r.text

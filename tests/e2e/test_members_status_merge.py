@@ -170,3 +170,49 @@ async def test_merges_refused_by_state_change_nothing(api: Api) -> None:
             assert body.get("conflicting") == why or why in body or body.get("member_status") == why, body
         assert await events_count(api) == before
         assert not await api.container.pool.fetchval("SELECT count(*) FROM member_redirects")
+
+
+async def _merged(api: Api) -> None:
+    """M-D merged into M-A."""
+    async with api.client("admin") as admin, api.client("support") as support:
+        for member, booking_id in (("M-A", "BK-A1"), ("M-D", "BK-D1")):
+            assert (await admin.post("/v1/booking-events", json=booking(member, booking_id))).status_code == 201
+        r = await post(support, "/v1/members/M-A/merges", {"member_id": "M-D", "reason": "duplicate_account"})
+        assert r.status_code == 201, r.text
+
+
+MEMBER_READS = ("balance", "tier", "expiry-schedule", "history", "statement", "verification", "segment")
+
+
+async def test_a_merge_is_told_only_to_a_caller_who_may_read_the_member(api: Api) -> None:
+    # The merged check ran before the key check: with no key, a wrong key or a key of
+    # another role, a read of the duplicate answered 404 naming the survivor.
+    await _merged(api)
+    async with api.client(None) as nobody, api.client(None, Authorization="Bearer lk_0.unknown") as unknown, \
+            api.client("ingest") as ingest, api.client("app") as app:
+        for path in MEMBER_READS:
+            for client, status in ((nobody, 401), (unknown, 401), (ingest, 403)):
+                r = await client.get(f"/v1/members/M-D/{path}")
+                assert r.status_code == status and "M-A" not in r.text, (path, status, r.text)
+        r = await app.get("/v1/members/M-D/balance")
+        assert r.status_code == 404 and r.json()["merged_into"] == "M-A", r.text
+
+
+async def test_a_merged_duplicate_s_personal_data_can_be_erased(api: Api) -> None:
+    # The erasure destroyed the duplicate's data key, then its event was refused because
+    # the member was merged: a 404 "Member merged" for an erasure that had happened, and
+    # none on the record.
+    async with api.client("admin") as admin, api.client("support") as support:
+        r = await support.post("/v1/members", json={"member_id": "M-D", "profile": {"email": "dup@example.com"}})
+        assert r.status_code == 201, r.text
+    await _merged(api)
+    async with api.client("admin") as admin, api.client("support") as support:
+        r = await admin.post("/v1/members/M-D/erasure")
+        assert r.status_code == 200 and r.json()["position"] is not None, r.text
+        again = await admin.post("/v1/members/M-D/erasure")
+        assert again.status_code == 200 and again.json() == r.json(), again.text
+        r = await support.get("/v1/members", params={"email": "dup@example.com"})
+        assert r.json()["members"] == [], r.text
+        export = (await support.get("/v1/members/M-D/export")).json()
+        assert export["profile"]["status"] == "erased"
+        assert [e["type"] for e in export["events"]][-2:] == ["MemberMergedAway", "MemberErased"], export["events"]

@@ -144,3 +144,25 @@ async def test_bad_input_is_a_422_naming_the_field(api: Api) -> None:
         assert r.status_code == 200, r.text
         r = await auditor.get("/v1/reports/liability", params={"as_of": "2026-11-20T08:30:00Z", "limit": "x"})
         assert r.status_code == 200  # unknown parameters are ignored, as on every route
+
+
+async def test_the_liability_as_of_an_instant_is_valued_at_the_rules_in_force_then(api: Api) -> None:
+    # It was valued at the rules in force now: a version with another cost per point,
+    # once in force, changed every past liability an auditor had read.
+    from datetime import UTC, datetime, timedelta
+
+    async with api.client("auditor") as auditor, api.client("admin") as admin:
+        position = await _history(admin)
+        before = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0)  # after the redemption
+        rules = (await admin.get("/v1/programme/rules")).json()
+        later = before + timedelta(hours=1)
+        r = await admin.post("/v1/programme/rules", json={**rules, "version": "2026.2", "cost_per_point": "0.02",
+                                                          "effective_from": later.isoformat()})
+        assert r.status_code == 201, r.text
+        api.container.clock = lambda: later + timedelta(hours=1)  # type: ignore[method-assign]
+        then = await auditor.get("/v1/reports/liability", params={"as_of": before.isoformat(),
+                                                                   "min_position": position})
+        assert then.status_code == 200, then.text
+        assert (then.json()["cost_per_point"], then.json()["totals"]["value"]) == ("0.01", "40.00"), then.json()
+        now = (await auditor.get("/v1/reports/liability")).json()
+        assert (now["cost_per_point"], now["totals"]["value"]) == ("0.02", "80.00"), now

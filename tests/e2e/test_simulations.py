@@ -108,3 +108,16 @@ async def test_roles_bad_input_and_unknown_ids(api: Api) -> None:
         r = await admin.get("/v1/programme/simulations/sim-00000000-0000-0000-0000-000000000000")
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
         assert (await admin.get("/v1/programme/simulations/nope")).status_code == 422
+
+
+async def test_a_draft_in_another_programme_currency_is_refused(api: Api) -> None:
+    # The liability values the actual points at the cost per point of the rules in force
+    # at `to` (EUR) and the simulated ones at the draft's: a draft in CNY labelled both
+    # CNY and subtracted euros from yuan.
+    async with api.client("admin") as admin:
+        rules = await _rules(admin)
+        body = {"rules": {**rules, "programme_currency": "CNY"}, "from": FROM, "to": TO}
+        r = await admin.post("/v1/programme/simulations", json=body, headers={"Idempotency-Key": "cny"})
+        assert r.status_code == 409, r.text
+        assert [e["field"] for e in r.json()["errors"]] == ["rules.programme_currency"], r.json()
+        assert await _count(api, "simulations") == 0

@@ -23,7 +23,9 @@ from ledger.domain import (
     CompleteBooking,
     CurrencyNotEarned,
     FxRates,
+    InvalidCommand,
     MemberState,
+    POINTS_HELD_MAX,
     PointsEarned,
     RuleBook,
     RuleVersion,
@@ -102,3 +104,24 @@ def test_earn_events_stored_as_version_1_read_and_verify() -> None:
     stored = StoredEvent(1, "m", 1, read, {}, T, stored_hash, 1)
     assert verify_chain([stored]) is None
     assert verify_chain([StoredEvent(1, "m", 1, read, {}, T, stored_hash)]) == 1  # hashed as version 2: no match
+
+
+def test_points_a_member_could_not_hold_are_refused_not_earned() -> None:
+    # The smallest exchange rate the schema takes (0.000000001) converts the largest
+    # amount (10,000,000) into 10^16 EUR: 2 x 10^17 points an earn, and 46 of them put a
+    # balance past PostgreSQL's bigint, which stopped the projections on that event for good.
+    book = RuleBook([RuleVersion(DEFAULT_RULES, EPOCH)], [FxRates(EPOCH, "EUR", {"CNY": Decimal("0.000000001")})])
+    rules = book.at(T)
+    with pytest.raises(InvalidCommand) as refused:
+        decide(MemberState("m"), CompleteBooking("m", T, "B1", "hotel", Decimal("10000000.00"), "CNY"), rules)
+    assert refused.value.details.get("field") == "amount", refused.value.details
+    # Up to the bound it earns, and a member's open points never pass it.
+    small, *_ = decide(MemberState("m"), CompleteBooking("m", T, "B1", "hotel", Decimal("10.00"), "CNY"), rules)
+    assert isinstance(small, PointsEarned) and small.points == 100_000_000_500
+    state = evolve(MemberState("m"), small)
+    bound = dataclasses.replace(state, active=POINTS_HELD_MAX - 100)
+    with pytest.raises(InvalidCommand):
+        decide(bound, CompleteBooking("m", T, "B2", "hotel", Decimal("10.00"), "EUR"), rules)
+    # An amendment up is an earn too.
+    with pytest.raises(InvalidCommand):
+        decide(state, AmendBooking("m", T, "B1", "amended", amount=Decimal("10000000.00"), currency="CNY"), rules)

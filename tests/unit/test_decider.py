@@ -110,6 +110,17 @@ def test_completing_twice_is_a_conflict() -> None:
         decide(state, complete(), RULES)
 
 
+def test_completing_in_another_currency_than_the_booking_is_a_conflict() -> None:
+    # A refund or an amendment in another currency is refused; a completion in one
+    # activated the points earned in the first currency as if it were the same booking.
+    state, _ = given(confirm())
+    usd = CompleteBooking(M, T0, "B1", "flight", Decimal("100.00"), "USD")
+    with pytest.raises(BookingStateConflict, match="was in EUR"):
+        decide(state, usd, RULES)
+    (event,) = decide(state, complete(), RULES)
+    assert isinstance(event, PendingPointsActivated)
+
+
 def test_confirming_a_known_booking_is_a_conflict() -> None:
     state, _ = given(confirm())
     with pytest.raises(BookingStateConflict):

@@ -182,3 +182,43 @@ def test_without_enrolment_on_first_booking_a_booking_needs_an_enrolled_member()
     state = fold("M-1", decide(MemberState("M-1"), enrol(), rules))
     (earned,) = decide(state, booking, rules)
     assert earned.points > 0
+
+
+def test_without_enrolment_on_first_booking_an_activity_needs_an_enrolled_member() -> None:
+    # An activity (a share, a review, a survey) of an id the ledger never saw started a
+    # member's stream, where a booking of it is refused: the flag let it in by another door.
+    from ledger.domain import decide_streams
+    from ledger.domain.earn import RecordActivity
+
+    rules = ProgramRules.from_dict(RuleSet.model_validate(
+        {**DEFAULT_RULES_DICT, "effective_from": "2026-01-01T00:00:00Z", "enrol_on_first_booking": False}).document())
+    review = RecordActivity("M-1", T0, "rv-1", "review.submitted")
+    with pytest.raises(MemberNotEnrolled, match="not enrolled"):
+        decide_streams({"M-1": MemberState("M-1")}, review, rules)
+    state = fold("M-1", decide(MemberState("M-1"), enrol(), rules))
+    assert decide_streams({"M-1": state}, review, rules)["M-1"]
+    # Enrolling on the first booking, the first activity enrols as well, as it did.
+    assert decide_streams({"M-1": MemberState("M-1")}, review, ProgramRules.from_dict(DEFAULT_RULES_DICT))["M-1"]
+
+
+def test_a_referral_of_or_by_a_merged_member_is_refused_naming_the_survivor() -> None:
+    # A referral reads and writes two streams; unlike the one-member activities it did not
+    # look at merges: a merged duplicate as referrer earned on its closed stream, which no
+    # read shows, and as the referred member it answered "no completed booking yet".
+    import dataclasses
+
+    from ledger.domain import CompleteBooking, MemberMerged, decide_streams
+    from ledger.domain.earn import RecordActivity
+
+    rules = ProgramRules.from_dict(DEFAULT_RULES_DICT)
+    live = fold("M-R", decide(MemberState("M-R"), CompleteBooking("M-R", T0, "BK-R", "flight", Decimal("100"), "EUR"),
+                               rules))
+    gone = dataclasses.replace(fold("M-D", decide(MemberState("M-D"), CompleteBooking(
+        "M-D", T0, "BK-D", "flight", Decimal("100"), "EUR"), rules)), merged_into="M-S", status="closed")
+    by_merged = RecordActivity("M-D", T0, "rf-1", "referral.completed", referred_member_id="M-R")
+    with pytest.raises(MemberMerged) as refused:
+        decide_streams({"M-D": gone, "M-R": live}, by_merged, rules)
+    assert refused.value.details.get("merged_into") == "M-S", refused.value.details
+    of_merged = RecordActivity("M-R", T0, "rf-2", "referral.completed", referred_member_id="M-D")
+    with pytest.raises(MemberMerged):
+        decide_streams({"M-R": live, "M-D": gone}, of_merged, rules)

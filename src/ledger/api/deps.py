@@ -16,7 +16,7 @@ from pydantic import BeforeValidator
 from ledger.bootstrap import Container
 from ledger.domain import MemberMerged
 from ledger.keys import WHAT, ApiKey, Permission, authenticate
-from ledger.ingest.schema import Identifier
+from ledger.ingest.schema import Identifier, id_pattern
 from projections.models import MEMBERS, Group
 
 from .access_log import KEY_NAME_STATE
@@ -157,13 +157,25 @@ async def wait_for_position(container: Container, min_position: int | None, grou
 
 # Members (M2)
 
+_MEMBER_ID = re.compile(id_pattern(64))
+
 
 async def _not_merged(request: Request, container: ContainerDep) -> None:
     """A read of a merged member answers 404 with `merged_into`, but a read as of an
-    instant before the merge (`as_of`), which is history the duplicate still has."""
+    instant before the merge (`as_of`), which is history the duplicate still has.
+
+    FastAPI solves a route's own dependencies before its parameters, the key check
+    among them, so this one checks the key first: a caller with no key or an unknown
+    one gets the 401, and a key that may read no member the route's 403, never the
+    survivor's id."""
     member_id = request.path_params.get("member_id")
-    if member_id is None:
+    # An id outside the grammar is the route's validation's to refuse (422), and never
+    # looked up: PostgreSQL refuses a NUL in text.
+    if member_id is None or _MEMBER_ID.fullmatch(member_id) is None:
         return
+    key = await _caller(request, await _bearer(request))
+    if not (key.can(Permission.read_members) or key.can(Permission.audit)):
+        return  # the route's own key check refuses it
     row = await container.pool.fetchrow("SELECT merged_into, merged_at FROM member_redirects WHERE member_id = $1",
                                         member_id)
     if row is None:

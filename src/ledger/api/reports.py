@@ -148,11 +148,13 @@ async def liability(
     min_position: MinPosition = None,
 ) -> Any:
     """Outstanding points (pending and active, on the lots, held ones included) as of an
-    instant, by expiry month and by tier, valued at the rules' `cost_per_point`. CSV
+    instant, by expiry month and by tier, valued at the `cost_per_point` of the rules in force then. CSV
     columns: status, expiry_month, tier, points, value, currency."""
     await wait_for_position(container, min_position, REPORTS)
     at = as_of or container.clock()
-    rules = container.rules
+    # Valued at the rules in force at the instant, as the what-if liability is at `to`: a
+    # version published since, with another cost per point, does not change a past answer.
+    rules = container.book.at(at)
     report = await report_queries.liability(container.pool, at)
     cost, currency = rules.cost_per_point, rules.programme_currency
     if _wants_csv(request):

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -337,9 +337,13 @@ def _expiry_cursor_value(cursor: str) -> tuple[datetime, str]:
     try:
         expires_at, lot_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         moment = datetime.fromisoformat(expires_at)
-        if moment.tzinfo is None or not isinstance(lot_id, str):
+        # What the route hands out is a lot's date and id as stored: an id with a control
+        # character (PostgreSQL refuses a NUL in text) or a date that leaves Python's
+        # range in UTC (as the driver sends it) is none of them.
+        if moment.tzinfo is None or not isinstance(lot_id, str) or not lot_id.isprintable():
             raise ValueError(cursor)
-    except (ValueError, TypeError) as exc:  # binascii.Error and json's errors are ValueErrors
+        moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error and json's errors are ValueErrors
         # The schema can say what a cursor looks like, not which ones were handed out: a
         # well-formed one that names no page is a page not found (404), like an unknown
         # member, rather than a 422 for a request the published contract allows.

@@ -198,7 +198,8 @@ async def start_simulation(body: SimulationRequest, idempotency_key: Idempotency
                            container: ContainerDep, key: Asker) -> Any:
     """Queue a what-if replay of the window's earns under a draft rule set; 202 with its id and a Location to poll.
     The draft is checked as `publishRules` checks a rule set (422 naming the field; 409 naming each field that does
-    not hold together); `to` is after `from` by at most 366 days (422). A retry with the same Idempotency-Key and
+    not hold together, or a `programme_currency` other than the one in force at `to`); `to` is after `from` by at
+    most 366 days (422). A retry with the same Idempotency-Key and
     body answers the same simulation (200); the key with another body is a 409. 429 when
     LEDGER_SIMULATIONS_QUEUED_MAX wait already."""
     if not body.from_ < body.to:
@@ -215,6 +216,13 @@ async def start_simulation(body: SimulationRequest, idempotency_key: Idempotency
         ProgramRules.from_dict(body.rules.document())  # what the domain checks beyond the schema
     except ValueError as exc:
         raise _wrong("rules", str(exc)) from None
+    # The liability values the actual points in the currency of the rules in force at
+    # `to`, the simulated ones in the draft's, and subtracts the two: only one currency
+    # makes that a difference.
+    currency = container.book.at(body.to).programme_currency
+    if body.rules.programme_currency != currency:
+        raise _wrong("rules.programme_currency", f"must be {currency}, the programme currency in force at `to`: the"
+                     " liability's actual and simulated values are compared in it", 409, "currency")
     request = {"rules": body.rules.model_dump(mode="json"), "from": body.from_.isoformat(),
                "to": body.to.isoformat()}
     settings = container.settings

@@ -34,7 +34,7 @@ from .commands import (
     ChangeMemberStatus,
     MergeMembers,
 )
-from .decider import decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
+from .decider import POINTS_HELD_MAX, decide, decide_streams, grace_lot_id, net_earned, transfer_lot_id
 from .errors import (
     BookingNotFound,
     BookingStateConflict,

@@ -82,6 +82,12 @@ from .timeutil import add_months
 
 
 YEAR_MIN, YEAR_MAX = 1900, 9000
+# The most points a member's open lots (active, pending and held) may hold: the largest
+# integer a JSON number carries exactly (2^53 - 1), far below PostgreSQL's bigint, which
+# the read models sum in. The rules' schema alone allows an earn of 2 x 10^17 points (the
+# largest amount converted at the smallest exchange rate), and balances past the bigint
+# stopped the projections on that event for good; an earn past this bound is refused.
+POINTS_HELD_MAX = 2**53 - 1
 
 
 def booking_lot_id(booking_id: str) -> str:
@@ -124,6 +130,12 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
         return decide_catalogue(states, command, rules)
     if isinstance(command, EARN_COMMANDS):  # P3
         _check_time(command)
+        # A referral reads two streams, neither of which may be a merged duplicate's (its
+        # points went to the survivor, and nothing reads its stream any more).
+        for member_id in command.member_ids:
+            member = states[member_id]
+            if member.merged_into is not None:
+                raise MemberMerged(member_id, member.merged_into)
         return decide_earn(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 
@@ -257,6 +269,7 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         first_booking=not state.bookings,
         at=command.occurred_at,
     )
+    _check_points_held(state, points)
     # Positional, in field order (keyword arguments cost a third more, on every earn):
     # occurred_at, lot_id, booking_id, product, amount, currency, points,
     # qualifying_points, status, expires_at, rules_version, breakdown, fx_rate, converted_amount, tier,
@@ -281,6 +294,12 @@ def _earn(state: MemberState, command: ConfirmBooking | CompleteBooking, rules: 
         command.segments,
         None if command.currency == rules.programme_currency else _spend(command.amount, command.currency, fx, rules),
     )
+
+
+def _check_points_held(state: MemberState, points: int) -> None:
+    if state.active + state.pending + state.held + points > POINTS_HELD_MAX:
+        raise InvalidCommand(f"The booking would earn {points} points, which would put the member's points past the"
+                             f" most a member may hold ({POINTS_HELD_MAX}).", field="amount")
 
 
 def _spend(amount: Decimal, currency: str, fx: tuple[Decimal, Decimal] | None, rules: ProgramRules) -> str | None:
@@ -317,6 +336,7 @@ def _complete(state: MemberState, command: CompleteBooking, rules: ProgramRules)
     lot = state.lot(lot_id)
     if lot.status != "pending":
         raise BookingStateConflict(f"Booking {command.booking_id!r} is already {lot.status}; it cannot complete again.")
+    _check_currency(lot, command.booking_id, command.currency)
     return _upgraded(state, PendingPointsActivated(
             occurred_at=command.occurred_at,
             lot_id=lot_id,
@@ -422,6 +442,14 @@ def _adjust(state: MemberState, command: AdjustPoints, rules: ProgramRules) -> P
 FIRST_BOOKING_RULE = "first_booking_bonus"
 
 
+def _check_currency(lot: Lot, booking_id: str, currency: str) -> None:
+    """A later event of a booking (its completion, a partial refund, an amendment) in another
+    currency than the booking's is not about the booking the ledger holds."""
+    if lot.currency is not None and currency != lot.currency:
+        raise BookingStateConflict(f"Booking {booking_id!r} was in {lot.currency}; a change in {currency} cannot"
+                                   " apply to it.")
+
+
 def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> list[Event]:
     """A partial refund or an amendment: each rule of what the booking holds now moves in
     proportion to the amount (rounded down), but the first-booking bonus, which stays
@@ -433,9 +461,8 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
     lot = state.lot(lot_id)
     if lot.status == "reversed":
         raise BookingStateConflict(f"Booking {command.booking_id!r} was already reversed.")
-    if command.currency is not None and lot.currency is not None and command.currency != lot.currency:
-        raise BookingStateConflict(f"Booking {command.booking_id!r} was in {lot.currency}; a change in "
-                                   f"{command.currency} cannot apply to it.")
+    if command.currency is not None:
+        _check_currency(lot, command.booking_id, command.currency)
     before = Decimal(lot.amount) if lot.amount is not None else Decimal(0)
     if command.reason == "refunded":
         refund = command.refund_amount
@@ -451,6 +478,8 @@ def _amend(state: MemberState, command: AmendBooking, rules: ProgramRules) -> li
             return []
     changes = tuple((label, _scaled(label, points, before, after) - points) for label, points in lot.breakdown)
     delta = sum(change for _, change in changes)
+    if delta > 0:
+        _check_points_held(state, delta)
     qualifying = (floor(lot.qualifying * after / before) if before else lot.qualifying) - lot.qualifying
     takes: tuple[LotTake, ...] = ()
     shortfall = 0

@@ -30,6 +30,7 @@ from .earn_rules import (
     ACTIVITY_TYPES, ANNIVERSARY_SOURCE, ANNIVERSARY_YEARS_MAX, SHARE_CHANNELS, booking_source, month_key,
 )
 from .earn_state import EarnState
+from .enrolment import MemberNotEnrolled
 from .errors import InvalidCommand, MemberNotFound, MovementConflict
 from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted, Event, PointsEarned
 from .rules import ProgramRules
@@ -95,6 +96,8 @@ def decide_earn(states: Mapping[str, MemberState], command: Command, rules: Prog
             return _referral(states, command, rules)
         case RecordActivity():
             state = states[command.member_id]
+            if not state.exists and not rules.enrol_on_first_booking:
+                raise MemberNotEnrolled(command.member_id)  # as a booking is: no stream begins here
             return {command.member_id: [_activity(state, command, rules)]}
         case GrantAnniversary():
             state = states[command.member_id]

@@ -33,8 +33,8 @@ class MemberExists(InvalidCommand):
 
 
 class MemberNotEnrolled(InvalidCommand):
-    """A booking for a member who never enrolled, under rules that do not enrol on the
-    first booking (`enrol_on_first_booking` false) (409, final until it enrols)."""
+    """A booking or an activity for a member who never enrolled, under rules that do not
+    enrol on the first booking (`enrol_on_first_booking` false) (409, final until it enrols)."""
 
     title = "Member not enrolled"
 

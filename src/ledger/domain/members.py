@@ -43,6 +43,7 @@ from .commands import (
     RefundBooking,
     TransferPoints,
 )
+from .enrolment import EraseMember
 from .errors import InvalidCommand, MemberMerged, MemberNotFound, MemberStatusConflict, MovementConflict
 from .events import STATUS_REASONS, Event, MemberMergedAway, MemberMergedIn, MemberStatusChanged, PointsAdjusted
 from .rules import ProgramRules
@@ -68,6 +69,8 @@ def check_member(state: MemberState, command: Command) -> None:
     if state.merged_into is not None:
         if isinstance(command, (ExpirePoints, ExpireHolds)):
             return  # the schedulers: a merged member has nothing left to expire
+        if isinstance(command, EraseMember):
+            return  # the duplicate's personal data is its own, to erase as any member's
         raise MemberMerged(state.member_id, state.merged_into)
     if state.status == "active":
         return
