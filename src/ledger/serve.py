@@ -32,7 +32,9 @@ import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 import uvicorn
 
 from ledger import event_loop
@@ -42,7 +44,7 @@ from ledger.bootstrap import Container, build
 from ledger.keys import Role, create_key, list_keys
 from ledger.settings import Settings
 from ledger.store.database import UNAVAILABLE, StartupError
-from ledger.supervisor import Backoff, sleep_or_stop
+from ledger.supervisor import Backoff, ReportedTasks, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ FORCED_REQUESTS_WAIT_S = 2.0  # after a second Ctrl-C, how long requests get to 
 GRACEFUL_SHUTDOWN_S = 10  # how long requests in flight get to finish once a process is asked to stop
 CHILD_STOP_S = 15.0  # then a child process still running is killed (under the supervisor's own stop bound)
 PRIMARY = "primary"
+REPORT_ERROR_CHARS_MAX = 300  # of each task's last error in a report (a line stays well under PIPE_BUF)
 CHILD_DATABASE_WAIT_S_MAX = 2.0  # a child starting while the database is away tries again at least this often
 
 
@@ -79,12 +82,14 @@ def _poker(fd: int) -> Callable[[], None]:
 
 
 def _child_task(name: str, role: str, url: str, sock: socket.socket | None,
-                wake_fd: int | None = None) -> Callable[..., Awaitable[None]]:
+                wake_fd: int | None = None, reported: ReportedTasks | None = None) -> Callable[..., Awaitable[None]]:
     """A supervised task that runs one child process (`role`: "http" or "projections")
     until the primary stops, and fails (to be restarted with back-off) if the child exits
     before that. The child connects to the primary's database (`url`), runs no
     migrations, and ends when the primary ends, even killed (see `_die_with_parent`).
-    `wake_fd`: the wake pipe's end the child writes (http) or reads (projections)."""
+    `wake_fd`: the wake pipe's end the child writes (http) or reads (projections).
+    `reported`: where the statuses of the child's own tasks go, which it reports through
+    a pipe of its own (a JSON line a second), to show in the primary's /readyz."""
 
     async def task(container: Container, stop: asyncio.Event) -> None:
         argv = [sys.executable, "-m", "ledger.serve", role, "--name", name, "--parent", str(os.getpid())]
@@ -95,18 +100,39 @@ def _child_task(name: str, role: str, url: str, sock: socket.socket | None,
         if wake_fd is not None:
             argv += ["--wake-fd", str(wake_fd)]
             fds += (wake_fd,)
+        status_r = status_w = None
+        if reported is not None:
+            status_r, status_w = os.pipe()
+            argv += ["--status-fd", str(status_w)]
+            fds += (status_w,)
         env = {**os.environ, "LEDGER_DATABASE_URL": url}
         # A session of its own: a Ctrl-C in the terminal reaches the primary alone, which
         # stops its children in order, rather than each of them at once (which the
         # supervisor would take for failures and restart).
-        child = await asyncio.create_subprocess_exec(*argv, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
-                                                     start_new_session=True)
+        try:
+            child = await asyncio.create_subprocess_exec(*argv, env=env, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                                         start_new_session=True)
+        except BaseException:
+            if status_r is not None:
+                os.close(status_r)
+            raise
+        finally:
+            if status_w is not None:
+                os.close(status_w)  # the child's now: its end closes the pipe when it exits
+        following = (asyncio.ensure_future(_follow_reports(status_r, name, reported))
+                     if reported is not None and status_r is not None else None)
         exited = asyncio.ensure_future(child.wait())
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            if following is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
+            if reported is not None:
+                reported.clear(name)  # a child gone: its task shows down, not what it last said
             if child.returncode is None:
                 child.terminate()
                 try:
@@ -120,6 +146,38 @@ def _child_task(name: str, role: str, url: str, sock: socket.socket | None,
 
     task.__name__ = f"{name}_task"  # the supervised task's name (create_app drops the suffix)
     return task
+
+
+async def _follow_reports(fd: int, name: str, reported: ReportedTasks) -> None:
+    """The child's reports, a JSON line each, into `reported` until the pipe closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", 0)
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        while line := await reader.readline():
+            with contextlib.suppress(ValueError):  # a line cut short: the next one will do
+                reported.set(name, orjson.loads(line))
+    finally:
+        transport.close()
+
+
+def _reporter(fd: int) -> Callable[[dict[str, dict[str, Any]]], None]:
+    """What the projection process reports its tasks' statuses with: one line, written
+    whole (well under the pipe's atomic write size) or not at all when the pipe is full."""
+    os.set_blocking(fd, False)
+
+    def report(statuses: dict[str, dict[str, Any]]) -> None:
+        line = orjson.dumps({task: {**s, "last_error": (s["last_error"] or "")[:REPORT_ERROR_CHARS_MAX] or None}
+                             for task, s in statuses.items()}) + b"\n"
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(fd, line)
+
+    return report
 
 
 async def _serve(settings: Settings, host: str, port: int) -> bool:
@@ -160,17 +218,19 @@ async def _serve(settings: Settings, host: str, port: int) -> bool:
         # The projection process's wake pipe: the primary keeps both ends open (a child
         # started again gets them again), so a write never fails for want of a reader.
         wake_r = wake_w = None
+        reported = ReportedTasks() if settings.serve_projections_process else None
         if settings.serve_projections_process:
             wake_r, wake_w = os.pipe()
             os.set_blocking(wake_w, False)
             container.ledger.on_appended = _poker(wake_w)
-            tasks.append(_child_task("projections", "projections", container.url, None, wake_r))
+            tasks.append(_child_task("projections", "projections", container.url, None, wake_r, reported))
         if settings.serve_workers > 1:
             sock = _uvicorn_config(None, host, port).bind_socket()  # one socket, shared by every HTTP process
             tasks += [_child_task(f"http-{n}", "http", container.url, sock, wake_w)
                       for n in range(2, settings.serve_workers + 1)]
         app = create_app(settings, container=container, extra_tasks=tasks, close_container=True,
-                         projections=not settings.serve_projections_process, process=PRIMARY if several else None)
+                         projections=not settings.serve_projections_process, process=PRIMARY if several else None,
+                         reported=reported)
         log_to_stderr()  # one JSON line per request, in place of uvicorn's access log
         # uvicorn installs the SIGINT/SIGTERM handlers: it stops accepting, drains,
         # then runs the lifespan's shutdown, which stops the background tasks, and
@@ -284,7 +344,7 @@ async def _http_child(settings: Settings, name: str, fd: int, wake_fd: int | Non
         raise
 
 
-async def _projections_child(settings: Settings, wake_fd: int | None) -> None:
+async def _projections_child(settings: Settings, wake_fd: int | None, status_fd: int | None) -> None:
     from ledger.cli import _tasks
     from ledger.supervisor import supervise_until
 
@@ -309,7 +369,8 @@ async def _projections_child(settings: Settings, wake_fd: int | None) -> None:
         loop.add_reader(wake_fd, woken)
     try:
         await supervise_until(stop, _tasks(container, projections=container.runner.run_forever,
-                                           **{"projections-reports": container.reports_runner.run_forever}))
+                                           **{"projections-reports": container.reports_runner.run_forever}),
+                              report=_reporter(status_fd) if status_fd is not None else None)
     finally:
         await container.close(stop_embedded=False)
 
@@ -325,6 +386,7 @@ def _child_main(argv: list[str]) -> int:
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--fd", type=int, default=None)
     parser.add_argument("--wake-fd", type=int, default=None)
+    parser.add_argument("--status-fd", type=int, default=None)
     args = parser.parse_args(argv)
     logs.configure()
     _die_with_parent(args.parent)
@@ -334,7 +396,7 @@ def _child_main(argv: list[str]) -> int:
             assert args.fd is not None, "an HTTP child serves the primary's socket"
             event_loop.run(_http_child(settings, args.name, args.fd, args.wake_fd))
         else:
-            event_loop.run(_projections_child(settings, args.wake_fd))
+            event_loop.run(_projections_child(settings, args.wake_fd, args.status_fd))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return 0

@@ -32,6 +32,9 @@ BACKOFF_S_MAX = 30.0
 HEALTHY_S = 30.0  # a run this long resets the back-off to its minimum
 STOP_TIMEOUT_S = 30.0  # then the tasks still running are cancelled
 ERROR_CHARS_MAX = 500
+REPORT_S = 1.0  # how often a process reports its tasks' statuses to the one that shows them
+REPORT_STALE_S = 10.0  # a report older than this shows the reporting process's tasks down
+STOP_WAIT_S = 3600.0  # a wait for the stop event, woken by it
 
 
 class Backoff:
@@ -69,10 +72,38 @@ class TaskStatus:
                 "since": self.since.isoformat()}
 
 
+class ReportedTasks:
+    """The task statuses other processes report (the projection process of `ledger
+    serve`), by source, to show with this process's own as `source/task`: a task of theirs
+    that is down makes this process not ready too, and so does a source whose last report
+    is older than `stale_s` (a process that hangs, or stopped reporting)."""
+
+    def __init__(self, stale_s: float = REPORT_STALE_S) -> None:
+        self.stale_s = stale_s
+        self._sources: dict[str, tuple[float, dict[str, dict[str, Any]]]] = {}
+
+    def set(self, source: str, statuses: dict[str, dict[str, Any]]) -> None:
+        self._sources[source] = (time.monotonic(), statuses)
+
+    def clear(self, source: str) -> None:
+        self._sources.pop(source, None)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        now = time.monotonic()
+        for source, (at, statuses) in self._sources.items():
+            silent = now - at > self.stale_s
+            for task, s in statuses.items():
+                out[f"{source}/{task}"] = ({**s, "up": False, "last_error": f"no report from {source} for {now - at:.0f} s"}
+                                          if silent else s)
+        return out
+
+
 class Supervisor:
     def __init__(self, *, backoff_s_min: float = BACKOFF_S_MIN, backoff_s_max: float = BACKOFF_S_MAX,
-                 healthy_s: float = HEALTHY_S) -> None:
+                 healthy_s: float = HEALTHY_S, reported: ReportedTasks | None = None) -> None:
         self.backoff_s_min, self.backoff_s_max, self.healthy_s = backoff_s_min, backoff_s_max, healthy_s
+        self.reported = reported
         self.stop_event = asyncio.Event()
         self._tasks: dict[str, Task] = {}
         self._status: dict[str, TaskStatus] = {}
@@ -101,11 +132,13 @@ class Supervisor:
         self._running.clear()
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {name: s.as_dict() for name, s in self._status.items()}
+        own = {name: s.as_dict() for name, s in self._status.items()}
+        return own if self.reported is None else {**own, **self.reported.status()}
 
     @property
     def all_up(self) -> bool:
-        return all(s.up for s in self._status.values())
+        return all(s.up for s in self._status.values()) and (
+            self.reported is None or all(s["up"] for s in self.reported.status().values()))
 
     async def _keep(self, name: str, task: Task) -> None:
         status, stop = self._status[name], self.stop_event
@@ -150,15 +183,20 @@ class Supervisor:
         status.up = False
 
 
-async def supervise_until(stop: asyncio.Event, tasks: dict[str, Task]) -> Supervisor:
+async def supervise_until(stop: asyncio.Event, tasks: dict[str, Task],
+                          report: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> Supervisor:
     """Run `tasks` under a supervisor of their own until `stop` is set: what a process
-    with no HTTP server (`ledger consume`, `ledger projections run --follow`) runs."""
+    with no HTTP server (`ledger consume`, `ledger projections run --follow`) runs.
+    `report`: called with the tasks' statuses every `REPORT_S` (see `ReportedTasks`)."""
     supervisor = Supervisor()
     for name, task in tasks.items():
         supervisor.add(name, task)
     supervisor.start()
     try:
-        await stop.wait()
+        while not stop.is_set():
+            if report is not None:
+                report(supervisor.status())
+            await sleep_or_stop(stop, REPORT_S if report is not None else STOP_WAIT_S)
     finally:
         await supervisor.stop()
     return supervisor

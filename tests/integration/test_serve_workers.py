@@ -157,3 +157,66 @@ def test_workers_and_projection_process_are_supervised_and_stop_together(tmp_pat
             proc.kill()
         if (pid := _postmaster(tmp_path / "data")) is not None:
             os.kill(pid, signal.SIGINT)
+
+
+def _sql(data_dir: Path, statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    port = int((data_dir / "postgres" / "postgres.port").read_text())
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/ledger")
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_a_page_the_projection_process_keeps_refusing_shows_in_the_primary_s_readiness(tmp_path: Path) -> None:
+    """The projection process's own tasks show in the primary's /readyz and /metrics as
+    `projections/<task>`: a runner there that keeps failing a page (a constraint its rows
+    break, as a projection bug would) makes the primary not ready, with the error, until
+    the page passes; as it does with the runner on its own loop."""
+    port, log, data_dir = _free_port(), tmp_path / "serve.log", tmp_path / "data"
+    env = dict(os.environ, LEDGER_DATA_DIR=str(data_dir), LEDGER_PORT=str(port))
+    env.pop("LEDGER_DATABASE_URL", None)
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--projections-process"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def admin_key() -> str | None:
+            assert proc.poll() is None, log.read_text()
+            return (m := re.search(r"(lk_\S+)", log.read_text())) and m.group(1)
+
+        token = _until(admin_key, "an admin key")
+        _until(lambda: (lambda r: r[0] == 200 and "projections/projections" in r[1]["tasks"])(_get(port, "/readyz")),
+               "ready, with the projection process's tasks")
+        _sql(data_dir, "ALTER TABLE balances ADD CONSTRAINT refuse_every_row CHECK (member_id = '') NOT VALID")
+        status, written = _get(port, "/v1/booking-events", token, {
+            "event_id": "refused-1", "type": "booking.completed", "member_id": "M-1", "booking_id": "B-1",
+            "product": "hotel", "amount": "180.00", "currency": "EUR", "occurred_at": "2026-01-05T10:00:00Z"})
+        assert status == 201, written
+
+        def refused() -> dict | None:
+            status, body = _get(port, "/readyz")
+            task = body["tasks"]["projections/projections"]
+            return body if status == 503 and task["failures"] >= 1 and not task["up"] else None
+
+        body = _until(refused, "the refused page in the primary's /readyz")
+        assert "CheckViolationError" in body["tasks"]["projections/projections"]["last_error"], body
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert 'ledger_task_failures_total{task="projections/projections"}' in response.read().decode()
+        _sql(data_dir, "ALTER TABLE balances DROP CONSTRAINT refuse_every_row")
+        _until(lambda: (lambda r: r[0] == 200 and r[1]["projection_lag_events"] == 0)(_get(port, "/readyz")),
+               "ready again, the page projected")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STEP_S_MAX)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if (pid := _postmaster(data_dir)) is not None:
+            os.kill(pid, signal.SIGINT)

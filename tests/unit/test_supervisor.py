@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ledger.supervisor import Backoff, Supervisor, TaskCollector
+from ledger.supervisor import Backoff, ReportedTasks, Supervisor, TaskCollector, supervise_until
 
 
 async def _until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -140,3 +140,40 @@ async def test_a_task_that_ignores_stop_is_still_cancelled_by_stop() -> None:
     await asyncio.sleep(0.05)
     await supervisor.stop(timeout_s=0.2)
     assert cancelled.is_set() and supervisor.status()["stubborn"]["up"] is False
+
+
+async def test_tasks_another_process_reports_show_and_count_and_go_down_when_it_falls_silent() -> None:
+    """A process's own tasks and those another reports (`source/task`): one of theirs
+    down, or a source silent past `stale_s`, makes the whole not up; `supervise_until`
+    reports its tasks' statuses as it runs."""
+    reported = ReportedTasks(stale_s=0.2)
+    supervisor = Supervisor(reported=reported)
+
+    async def steady(stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    supervisor.add("own", steady)
+    supervisor.start()
+    try:
+        await _until(lambda: supervisor.all_up)
+        stop, reports = asyncio.Event(), []
+        child = asyncio.create_task(supervise_until(stop, {"runner": steady}, report=reports.append))
+        await _until(lambda: reports and reports[-1]["runner"]["up"])
+        reported.set("child", reports[-1])
+        assert set(supervisor.status()) == {"own", "child/runner"} and supervisor.all_up
+        reported.set("child", {"runner": {**reports[-1]["runner"], "up": False, "failures": 1, "last_error": "boom"}})
+        assert not supervisor.all_up and supervisor.status()["child/runner"]["last_error"] == "boom"
+        registry = CollectorRegistry()
+        registry.register(TaskCollector(lambda: supervisor))
+        assert 'ledger_task_failures_total{task="child/runner"} 1.0' in generate_latest(registry).decode()
+        reported.set("child", reports[-1])
+        assert supervisor.all_up
+        await asyncio.sleep(0.3)  # no report since: silent past stale_s
+        silent = supervisor.status()["child/runner"]
+        assert not silent["up"] and "no report from child" in silent["last_error"] and not supervisor.all_up
+        reported.clear("child")
+        assert supervisor.all_up
+        stop.set()
+        await child
+    finally:
+        await supervisor.stop()

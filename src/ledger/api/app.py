@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.anchor import run_anchor_scheduler
 from ledger.bootstrap import Container, build
 from ledger.embedded import keep_running
-from ledger.supervisor import Supervisor
+from ledger.supervisor import ReportedTasks, Supervisor
 from ledger.settings import Settings
 from ledger.store.database import schema_is_current
 from ledger.anniversaries import run_anniversary_scheduler
@@ -89,6 +89,7 @@ def create_app(
     projections: bool = True,
     schedulers: bool = True,
     process: str | None = None,
+    reported: ReportedTasks | None = None,
 ) -> FastAPI:
     """Without `container` the lifespan builds one. The lifespan closes the container
     (and stops an embedded database) if it built it or `close_container` is set: the
@@ -98,7 +99,9 @@ def create_app(
     `ledger serve` with several processes runs each projection group and each scheduler
     in exactly one of them: a process with `projections` or `schedulers` off leaves those
     to another (its /readyz lists only its own tasks, and names it: `process`). Every
-    process with `background` keeps its rules current (`rules-refresh`)."""
+    process with `background` keeps its rules current (`rules-refresh`). `reported`: the
+    tasks another process reports (the projection process's), shown and counted with
+    this process's own."""
     settings = settings or (container.settings if container else Settings())
 
     @contextlib.asynccontextmanager
@@ -107,7 +110,7 @@ def create_app(
         c = container or await build(settings)
         app.state.container = c
         app.state.key_cache = {}
-        supervisor = app.state.supervisor = Supervisor()
+        supervisor = app.state.supervisor = Supervisor(reported=reported)
         if c.embedded is not None:
             supervisor.add("embedded-postgres", functools.partial(keep_running, c.embedded))
         if background and projections:
