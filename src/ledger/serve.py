@@ -159,9 +159,14 @@ async def _follow_reports(fd: int, name: str, reported: ReportedTasks) -> None:
         pipe.close()
         raise
     try:
-        while line := await reader.readline():
-            with contextlib.suppress(ValueError):  # a line cut short: the next one will do
+        while True:
+            try:
+                line = await reader.readline()
+                if not line:
+                    return  # the child exited
                 reported.set(name, orjson.loads(line))
+            except ValueError:  # a line cut short or past the reader's limit: the next one will do
+                continue
     finally:
         transport.close()
 
