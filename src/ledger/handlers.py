@@ -200,7 +200,9 @@ class Ledger:
         self.decider = decider
         self.cache = StateCache(cache_members_max)
         self.attempts_max = attempts_max
-        self.appended = asyncio.Event()  # set after each append, to wake in-process readers
+        # Set after each append, to wake the projection runner, which clears it before
+        # each page it reads: an append while it reads a page is not missed.
+        self.appended = asyncio.Event()
         # Called after each append too: `ledger serve --projections-process` tells the
         # projection process through it (see `ledger.serve`).
         self.on_appended: Callable[[], None] | None = None
@@ -503,7 +505,6 @@ class Ledger:
                 self.cache.put(state, append.hashes[-1])
         if appends:
             self.appended.set()
-            self.appended.clear()
             if self.on_appended is not None:
                 self.on_appended()
         if draft.merges:

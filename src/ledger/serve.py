@@ -368,7 +368,6 @@ async def _projections_child(settings: Settings, wake_fd: int | None, status_fd:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_fd, 65_536)
             appended.set()
-            appended.clear()
 
         os.set_blocking(wake_fd, False)
         loop.add_reader(wake_fd, woken)

@@ -262,6 +262,8 @@ class ProjectionRunner:
             if self.deferring():
                 await _sleep_or_stop(stop, self.idle_s)
                 continue
+            if self.wake is not None:
+                self.wake.clear()  # before the read: an append from now on wakes the wait below
             try:
                 taken = await self.run_once()
                 backoff, refused = self.idle_s, 0
