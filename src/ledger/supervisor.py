@@ -34,7 +34,6 @@ STOP_TIMEOUT_S = 30.0  # then the tasks still running are cancelled
 ERROR_CHARS_MAX = 500
 REPORT_S = 1.0  # how often a process reports its tasks' statuses to the one that shows them
 REPORT_STALE_S = 10.0  # a report older than this shows the reporting process's tasks down
-STOP_WAIT_S = 3600.0  # a wait for the stop event, woken by it
 
 
 class Backoff:
@@ -193,10 +192,12 @@ async def supervise_until(stop: asyncio.Event, tasks: dict[str, Task],
         supervisor.add(name, task)
     supervisor.start()
     try:
-        while not stop.is_set():
-            if report is not None:
+        if report is None:
+            await stop.wait()
+        else:
+            while not stop.is_set():
                 report(supervisor.status())
-            await sleep_or_stop(stop, REPORT_S if report is not None else STOP_WAIT_S)
+                await sleep_or_stop(stop, REPORT_S)
     finally:
         await supervisor.stop()
     return supervisor
