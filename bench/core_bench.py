@@ -338,7 +338,7 @@ async def stage_rebuild(container: Container, head: int) -> Stage:
     with _progress() as progress:
         task = progress.add_task("rebuild", total=head)
         t = time.perf_counter()
-        position = await rebuild(container.pool, container.store, container.rules, dsn=container.url,
+        position = await rebuild(container.pool, container.store, dsn=container.url,
                                  progress=lambda done, _: progress.update(task, completed=done))
         seconds = time.perf_counter() - t
     assert position == head

@@ -80,7 +80,7 @@ async def run(args: argparse.Namespace, server_url: str) -> None:
 
         await settle(container.pool)
         t = time.perf_counter()
-        head = await rebuild(container.pool, container.store, container.rules, dsn=container.url)
+        head = await rebuild(container.pool, container.store, dsn=container.url)
         print(f"rebuild of {head:,} events: {time.perf_counter() - t:,.1f} s", flush=True)
         expire_at = add_months(T0, container.rules.expiry_months) + timedelta(days=30)
         t = time.perf_counter()

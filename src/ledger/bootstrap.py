@@ -164,10 +164,8 @@ class Container:
         return self.ledger.book.at(self.clock())
 
     def swap_book(self, book: RuleBook) -> None:
-        """Make `book` the one every part of this process decides and projects under."""
+        """Make `book` the one every part of this process decides under."""
         self.ledger.book = book
-        self.runner.book = book
-        self.reports_runner.book = book
 
     async def project(self) -> None:
         """Bring every projection group up to the head (the tests', the CLI's)."""
@@ -257,11 +255,11 @@ async def build(settings: Settings, *, run_migrations: bool = True, url: str | N
         group_commands_max=settings.write_batch_commands_max,
     )
     runner = ProjectionRunner(
-        pool, store, book, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
-        wake=ledger.appended, tier_cache_members_max=settings.projection_tier_cache_members_max,
+        pool, store, page_size=settings.projection_page_size, idle_ms=settings.projection_idle_ms,
+        wake=ledger.appended, known_rows_max=settings.projection_known_rows_max,
     )
     reports_runner = ProjectionRunner(
-        pool, store, book, page_size=settings.projection_reports_page_size, idle_ms=settings.projection_reports_idle_ms,
+        pool, store, page_size=settings.projection_reports_page_size, idle_ms=settings.projection_reports_idle_ms,
         group=REPORTS, defer_to=runner, defer_max_s=settings.projection_reports_defer_max_s,
     )
     tune_gc()

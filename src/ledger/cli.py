@@ -66,7 +66,7 @@ async def _rebuild(args: argparse.Namespace) -> int:
                       TimeElapsedColumn()) as progress:
             task = progress.add_task("replaying events", total=None)
             position = await rebuild(
-                container.pool, container.store, container.rules, dsn=container.url,
+                container.pool, container.store, dsn=container.url,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         print(f"read models rebuilt up to position {position}")

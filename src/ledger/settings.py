@@ -47,9 +47,10 @@ class Settings(BaseSettings):
 
     projection_page_size: int = Field(2_000, ge=1, le=50_000)
     projection_idle_ms: int = Field(50, ge=1, le=10_000)
-    projection_tier_cache_members_max: int = Field(
+    projection_known_rows_max: int = Field(
         100_000, ge=0, le=10_000_000,
-        description="Members whose qualifying rows the projection runner keeps in memory for the tier recompute.")
+        description="Rows per read model whose stored values the projection runner remembers, to write nothing for a"
+                    " change that would leave them as they are (a member's anniversary start, its first event).")
     projection_reports_page_size: int = Field(
         2_000, ge=1, le=50_000, description="Events per page of the reports' and segments' projection runner.")
     projection_reports_idle_ms: int = Field(

@@ -219,27 +219,23 @@ class Balances:
         self.rows = kept
         return out
 
-    async def write(self, conn: asyncpg.Connection) -> list[str]:
-        """Upsert the page's deltas; returns the members that had no row before. Runs
-        before the page's lots are written (`_resolve` reads them as they were)."""
+    async def write(self, conn: asyncpg.Connection) -> None:
+        """Upsert the page's deltas. Runs before the page's lots are written (`_resolve`
+        reads them as they were)."""
         if not self.rows:
-            return []
+            return
         await self._resolve(conn)
         columns = list(zip(*([m, *r] for m, r in self.rows.items()), strict=True))
         sets = ", ".join(f"{c} = b.{c} + EXCLUDED.{c}" for c in COUNTERS)
-        # xmax is 0 on a row version this statement inserted, and set on one it updated.
-        rows = await conn.fetch(
-            f"WITH up AS (INSERT INTO {self.table} AS b (member_id, {', '.join(COUNTERS)}, last_activity, position)"
+        await conn.execute(
+            f"INSERT INTO {self.table} AS b (member_id, {', '.join(COUNTERS)}, last_activity, position)"
             f" SELECT * FROM unnest($1::text[], {', '.join(f'${i + 2}::bigint[]' for i in range(len(COUNTERS)))},"
             f" ${len(COUNTERS) + 2}::timestamptz[], ${len(COUNTERS) + 3}::bigint[])"
             f" ON CONFLICT (member_id) DO UPDATE SET {sets},"
-            " last_activity = greatest(b.last_activity, EXCLUDED.last_activity), position = EXCLUDED.position"
-            " RETURNING member_id, xmax = 0 AS inserted)"
-            " SELECT member_id FROM up WHERE inserted",
+            " last_activity = greatest(b.last_activity, EXCLUDED.last_activity), position = EXCLUDED.position",
             *columns,
         )
         self.rows.clear()
-        return [r[0] for r in rows]
 
 
 def merged_points(e: MemberMergedIn) -> tuple[int, int]:

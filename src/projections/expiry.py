@@ -165,12 +165,7 @@ class ExpirySchedule:
             made = [(*key, *row) for key, row in rows.items()
                     if key in self.made and row[0] not in (_KEEP, _REOPEN)]
             if made:
-                await conn.execute(
-                    f"INSERT INTO {self.table} (member_id, lot_id, status, points, remaining, expires_at)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],"
-                    " $6::timestamptz[])",
-                    *zip(*made, strict=True),
-                )
+                await conn.copy_records_to_table(self.table, records=made, columns=COLUMNS)
                 rows = {key: row for key, row in rows.items() if key not in self.made or row[0] in (_KEEP, _REOPEN)}
         self.made = set()
         if not rows:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX, Rules
+from ledger.domain import HOUSEHOLD_STREAM_PREFIX, REWARD_STREAM_PREFIX
 from ledger.store import StoredEvent
 
 from . import anniversaries, balances, expiry, holds, households, member_tiers, members, reports, rewards, segments, tiers
@@ -33,16 +33,15 @@ from .members import MemberProfiles
 from .reports import ReportLedger
 from .rewards import RewardCatalogue
 from .segments import SegmentBookings
-from .tiers import TierCache, TierQualifying, write_tier_status
+from .tiers import TierQualifying
 
-MEMBER_TABLES = ("balances", "tier_qualifying", "tier_status", "expiry_lots", "holds", "household_members",
+MEMBER_TABLES = ("balances", "tier_qualifying", "expiry_lots", "holds", "household_members",
                  "rewards", "member_tiers", "member_anniversaries", "member_profiles")
 REPORT_TABLES = ("segment_bookings", "segment_members", "report_lots", *reports.AGGREGATES, "liability_moments")
 TABLES = (*MEMBER_TABLES, *REPORT_TABLES)
 COLUMNS = {
     "balances": balances.COLUMNS,
     "tier_qualifying": tiers.QUALIFYING_COLUMNS,
-    "tier_status": tiers.STATUS_COLUMNS,
     "expiry_lots": expiry.COLUMNS,
     "holds": holds.COLUMNS,
     "household_members": households.COLUMNS,
@@ -67,14 +66,16 @@ class KnownRows:
 
     What it holds is true of the tables at the checkpoint the runner last wrote: the
     runner empties it when a page's transaction fails, and whenever it finds the
-    checkpoint elsewhere (another runner or a rebuild wrote since), as `TierCache`."""
+    checkpoint elsewhere (another runner or a rebuild wrote since)."""
 
     def __init__(self, rows_max: int) -> None:
         self.rows_max = rows_max
         self._tables: dict[str, OrderedDict[Any, Any]] = {}
         # A lot or qualifying row an earn makes is not stored yet (a booking earns once):
         # a plain insert, not an upsert, cost the server 4.7 µs a row against 7.0 (three
-        # such rows a booking). Turned off for good by the runner if the server ever
+        # such rows a booking); as a binary COPY rather than an INSERT from arrays, the
+        # client encodes such a row in 0.7 µs rather than 1.6 to 2.4 (`asyncpg`'s array
+        # encoder checks each element against the abstract collection types). Turned off for good by the runner if the server ever
         # finds one stored (a unique violation), the page then retried with upserts.
         self.insert_new = True
 
@@ -96,8 +97,7 @@ class KnownRows:
 class Models(Protocol):
     def apply(self, stored: StoredEvent) -> None: ...
 
-    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None,
-                    known: KnownRows | None = None) -> None: ...
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None: ...
 
 
 class MemberModels:
@@ -134,19 +134,13 @@ class MemberModels:
         self.anniversaries.apply(stored)
         self.profiles.apply(stored)
 
-    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None,
-                    known: KnownRows | None = None) -> None:
-        """Write the page's deltas, and the tier of every member it may have moved: from
-        `tiers`' rows when given (the live runner's; it updates them), else summed by
-        the server. `known`: the live runner's `KnownRows`, which it updates."""
-        if tiers is not None and (tiers.members_max == 0 or self.suffix):
-            tiers = None  # off, or tables being rebuilt: the server adds the rows up
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None:
+        """Write the page's deltas. `known`: the live runner's `KnownRows`, which it updates."""
         if self.suffix:
             known = None
         # Both read what the page's lots and rows were before it: first.
-        new_members = await self.balances.write(conn)
+        await self.balances.write(conn)
         await self.qualifying.resolve(conn)
-        changes = self.qualifying.changes() if tiers is not None else {}
         insert_new = known is not None and known.insert_new
         await self.qualifying.write(conn, insert_new)
         await self.expiry.write(conn, insert_new)
@@ -156,25 +150,14 @@ class MemberModels:
         await self.member_tiers.write(conn)
         await self.anniversaries.write(conn, known)
         await self.profiles.write(conn)
-        as_of = self.qualifying.as_of(new_members)
-        if tiers is not None:
-            await tiers.write(conn, as_of, changes, new_members, rules)
-        else:
-            await write_tier_status(
-                conn, as_of, rules,
-                qualifying_table=f"tier_qualifying{self.suffix}", status_table=f"tier_status{self.suffix}",
-            )
-        self.qualifying.clear_members()
 
-    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
+    def completed(self, keep: str | None = None) -> dict[str, list[tuple]]:
         """The final rows, by table (without the suffix), of the members whose every event
         has been applied: all but `keep`, whose deltas stay for the next page. Only for a
         replay in stream order, where each member's events come together."""
-        qualifying, statuses = self.qualifying.completed(rules, keep)
         return {
             "balances": self.balances.completed(keep),
-            "tier_qualifying": qualifying,
-            "tier_status": statuses,
+            "tier_qualifying": self.qualifying.completed(keep),
             "expiry_lots": self.expiry.completed(keep),
             "holds": self.holds.completed(keep),
             "household_members": self.households.completed(keep),
@@ -200,14 +183,13 @@ class ReportModels:
         self.segments.apply(stored)
         self.reports.apply(stored)
 
-    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None,
-                    known: KnownRows | None = None) -> None:
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None:
         if self.suffix:
             known = None
         await self.reports.write(conn, known is not None and known.insert_new)
         await self.segments.write(conn, known)
 
-    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
+    def completed(self, keep: str | None = None) -> dict[str, list[tuple]]:
         bookings, members = self.segments.completed(keep)
         return {"segment_bookings": bookings, "segment_members": members, **self.reports.completed(keep)}
 
@@ -223,13 +205,12 @@ class ReadModels:
         self.members.apply(stored)
         self.reports.apply(stored)
 
-    async def write(self, conn: asyncpg.Connection, rules: Rules, tiers: TierCache | None = None,
-                    known: KnownRows | None = None) -> None:
-        await self.members.write(conn, rules)
-        await self.reports.write(conn, rules)
+    async def write(self, conn: asyncpg.Connection, known: KnownRows | None = None) -> None:
+        await self.members.write(conn)
+        await self.reports.write(conn)
 
-    def completed(self, rules: Rules, keep: str | None = None) -> dict[str, list[tuple]]:
-        return {**self.members.completed(rules, keep), **self.reports.completed(rules, keep)}
+    def completed(self, keep: str | None = None) -> dict[str, list[tuple]]:
+        return {**self.members.completed(keep), **self.reports.completed(keep)}
 
 
 @dataclass(frozen=True)

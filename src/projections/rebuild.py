@@ -35,7 +35,6 @@ from typing import Any
 
 import asyncpg
 
-from ledger.domain import Rules
 from ledger.gc_pause import gc_paused
 from ledger.store.events import LEAN_COLUMNS, lean_row_to_event
 
@@ -175,7 +174,7 @@ async def _settled(future: asyncio.Future | None) -> None:
 
 
 async def replay_span(
-    read: asyncpg.Connection, write: asyncpg.Connection, rules: Rules, head: int, span: Span,
+    read: asyncpg.Connection, write: asyncpg.Connection, head: int, span: Span,
     page_size: int, done: Done,
 ) -> None:
     """Replay the span's events up to `head` into the rebuild tables.
@@ -193,21 +192,21 @@ async def replay_span(
             rows = await reading
             reading = _read(read, head, span, (rows[-1][1], rows[-1][2]), page_size) if len(rows) == page_size else None
             _apply(models, rows)
-            completed = models.completed(rules, keep=rows[-1][1] if reading is not None else None)
+            completed = models.completed(keep=rows[-1][1] if reading is not None else None)
             if writing is not None:
                 await writing
             writing = asyncio.ensure_future(_copy(write, completed))
             done(len(rows))
         if writing is not None:
             await writing
-        await _copy(write, models.completed(rules))
+        await _copy(write, models.completed())
     finally:
         await _settled(reading)
         await _settled(writing)
 
 
 async def replay(
-    pool: asyncpg.Pool, rules: Rules, head: int, *, page_size: int, workers: int | None, dsn: str | None,
+    pool: asyncpg.Pool, head: int, *, page_size: int, workers: int | None, dsn: str | None,
     progress: Callable[[int, int], None] | None,
 ) -> None:
     """Replay every event up to `head` into the (empty) rebuild tables.
@@ -234,13 +233,13 @@ async def replay(
         # freed by reference counting), and collections walking a page's objects again
         # and again cost about a tenth of its time.
         with gc_paused():
-            await _replay_spans_here(pool, rules, head, parts, page_size, shared, report)
+            await _replay_spans_here(pool, head, parts, page_size, shared, report)
         return
     assert dsn is not None
     with ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_worker_init,
                              initargs=(shared,)) as executor:
         try:
-            await _replay_with(executor, workers - 1, pool, dsn, rules, head, parts, page_size, shared, report)
+            await _replay_with(executor, workers - 1, pool, dsn, head, parts, page_size, shared, report)
         except BaseException:
             shared.stop(len(parts))
             executor.shutdown(wait=False, cancel_futures=True)
@@ -260,16 +259,16 @@ def _workers(workers: int | None, head: int, dsn: str | None) -> int:
 
 
 async def _replay_with(
-    executor: ProcessPoolExecutor, processes: int, pool: asyncpg.Pool, dsn: str, rules: Rules, head: int,
+    executor: ProcessPoolExecutor, processes: int, pool: asyncpg.Pool, dsn: str, head: int,
     parts: list[Span], page_size: int, shared: _Shared, report: Done,
 ) -> None:
     """Replay spans here while `processes` spawned ones do too, then wait for them,
     reporting the progress meanwhile; a worker's exception is raised here."""
     loop = asyncio.get_running_loop()
-    waiting = {loop.run_in_executor(executor, _replay_in_worker, dsn, rules, head, parts, page_size)
+    waiting = {loop.run_in_executor(executor, _replay_in_worker, dsn, head, parts, page_size)
                for _ in range(processes)}
     with gc_paused():  # as in `replay`
-        await _replay_spans_here(pool, rules, head, parts, page_size, shared, report)
+        await _replay_spans_here(pool, head, parts, page_size, shared, report)
     while waiting:
         finished, waiting = await asyncio.wait(waiting, timeout=PROGRESS_S)
         report(0)
@@ -302,19 +301,19 @@ class _Shared:
 
 
 async def _replay_spans(
-    read: asyncpg.Connection, write: asyncpg.Connection, rules: Rules, head: int, parts: list[Span],
+    read: asyncpg.Connection, write: asyncpg.Connection, head: int, parts: list[Span],
     page_size: int, shared: _Shared, done: Done,
 ) -> None:
     while (taken := shared.take()) < len(parts):
-        await replay_span(read, write, rules, head, parts[taken], page_size, done)
+        await replay_span(read, write, head, parts[taken], page_size, done)
 
 
 async def _replay_spans_here(
-    pool: asyncpg.Pool, rules: Rules, head: int, parts: list[Span], page_size: int, shared: _Shared,
+    pool: asyncpg.Pool, head: int, parts: list[Span], page_size: int, shared: _Shared,
     done: Done,
 ) -> None:
     async with pool.acquire() as read, pool.acquire() as write:
-        await _replay_spans(read, write, rules, head, parts, page_size, shared, done)
+        await _replay_spans(read, write, head, parts, page_size, shared, done)
 
 
 _shared: _Shared | None = None  # in a worker process
@@ -326,17 +325,17 @@ def _worker_init(shared: _Shared) -> None:
     gc.disable()  # as `gc_paused` in `replay`: the process ends with the replay
 
 
-def _replay_in_worker(dsn: str, rules: Rules, head: int, parts: list[Span], page_size: int) -> None:
-    asyncio.run(_replay_connected(dsn, rules, head, parts, page_size))
+def _replay_in_worker(dsn: str, head: int, parts: list[Span], page_size: int) -> None:
+    asyncio.run(_replay_connected(dsn, head, parts, page_size))
 
 
-async def _replay_connected(dsn: str, rules: Rules, head: int, parts: list[Span], page_size: int) -> None:
+async def _replay_connected(dsn: str, head: int, parts: list[Span], page_size: int) -> None:
     assert _shared is not None
     read = await asyncpg.connect(dsn)
     try:
         write = await asyncpg.connect(dsn)
         try:
-            await _replay_spans(read, write, rules, head, parts, page_size, _shared, _shared.count)
+            await _replay_spans(read, write, head, parts, page_size, _shared, _shared.count)
         finally:
             await write.close()
     finally:

@@ -399,11 +399,7 @@ class ReportLedger:
         if insert_new and earned:
             new = [row for row in lots if (row[0], row[1]) in earned]
             if new:
-                await conn.execute(
-                    f"INSERT INTO report_lots{self.suffix} ({', '.join(LOT_COLUMNS)})"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[])",
-                    *zip(*new, strict=True),
-                )
+                await conn.copy_records_to_table(f"report_lots{self.suffix}", records=new, columns=LOT_COLUMNS)
                 lots = [row for row in lots if (row[0], row[1]) not in earned]
         if lots:
             await conn.execute(

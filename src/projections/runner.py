@@ -24,14 +24,12 @@ from collections.abc import Callable
 
 import asyncpg
 
-from ledger.domain import Rules, as_book
 from ledger.store import EventStore, StoredEvent
 from ledger.store.database import DATABASE_ERRORS, UNAVAILABLE
 
 from . import reports
 from .models import GROUPS, MEMBERS, TABLES, Group, KnownRows, Models, ReadModels
 from .rebuild import SUFFIX, create_indexes, create_tables, replay
-from .tiers import TierCache
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +128,11 @@ class ProjectionRunner:
         self,
         pool: asyncpg.Pool,
         store: EventStore,
-        rules: Rules,
         *,
         page_size: int = 2_000,
         idle_ms: int = 50,
         wake: asyncio.Event | None = None,
-        tier_cache_members_max: int = 100_000,
+        known_rows_max: int = 100_000,
         group: Group = MEMBERS,
         defer_to: ProjectionRunner | None = None,
         defer_max_s: float = 10.0,
@@ -147,15 +144,11 @@ class ProjectionRunner:
         self.busy = False  # the last page had events: more may be waiting (see `defer_to`)
         self.backlogged = False  # the last page was full: a backlog (see `deferring`)
         self._caught_up = time.monotonic()  # when a page last found nothing more to take
-        self.tiers = TierCache(tier_cache_members_max if group is MEMBERS else 0)
-        self.known = KnownRows(tier_cache_members_max)
+        self.known = KnownRows(known_rows_max)
         self.pool = pool
         self.store = store
         # The events read lately, shared with the runner this one defers to.
         self.pages = defer_to.pages if defer_to is not None else EventPages(store)
-        # Swapped whole by the rules refresh; the tiers use the version in force at each
-        # member's as-of date (see `projections.tiers.status_row`).
-        self.book = as_book(rules)
         self.page_size = page_size
         self.idle_s = idle_ms / 1000
         self.wake = wake
@@ -175,8 +168,7 @@ class ProjectionRunner:
         try:
             return await self._project_page(ahead)
         except BaseException as exc:
-            self.tiers.clear()  # it may hold rows of a page that did not commit
-            self.known.clear()
+            self.known.clear()  # it may hold rows of a page that did not commit
             if isinstance(exc, asyncpg.UniqueViolationError) and self.known.insert_new:
                 log.warning("projection runner: a row an earn made was stored already (%s); upserts only from now", exc)
                 self.known.insert_new = False
@@ -189,8 +181,7 @@ class ProjectionRunner:
             # Read inside the lock: a rebuild may have moved the checkpoint.
             position = await checkpoint(conn, group)
             if position != self.position:
-                self.tiers.clear()  # someone else wrote the tables: what it holds may be stale
-                self.known.clear()
+                self.known.clear()  # someone else wrote the tables: what it holds may be stale
             page = await _taken(ahead, position)
             if page is None:
                 page = _applied(group, await self._read(position, conn))
@@ -202,7 +193,7 @@ class ProjectionRunner:
                 if len(events) == self.page_size and (
                         self.defer_to is None or self.defer_to.position - events[-1].position >= self.page_size):
                     self._ahead = asyncio.ensure_future(self._read_ahead(events[-1].position))
-                await models.write(conn, self.book, self.tiers, self.known)
+                await models.write(conn, self.known)
                 position = events[-1].position
                 await conn.execute(
                     "UPDATE projection_checkpoints SET position = $2 WHERE name = $1", group.name, position
@@ -300,7 +291,6 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float, wake: asyncio.Even
 async def rebuild(
     pool: asyncpg.Pool,
     store: EventStore,
-    rules: Rules,
     *,
     page_size: int = 5_000,
     progress: Callable[[int, int], None] | None = None,
@@ -326,7 +316,7 @@ async def rebuild(
     async with pool.acquire() as conn:
         indexes = await create_tables(conn)
     head = await store.head()
-    await replay(pool, rules, head, page_size=page_size, workers=workers, dsn=dsn, progress=progress)
+    await replay(pool, head, page_size=page_size, workers=workers, dsn=dsn, progress=progress)
     await reports.compact(pool, SUFFIX)  # the reports' deltas, copied page by page, into one row per key
     await create_indexes(pool, indexes)
     position = head
@@ -339,7 +329,7 @@ async def rebuild(
             models = ReadModels(SUFFIX)
             for stored in events:
                 models.apply(stored)
-            await models.write(conn, rules)
+            await models.write(conn)
             position = events[-1].position
         for table in TABLES:
             await conn.execute(f"DROP TABLE {table}")

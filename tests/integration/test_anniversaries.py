@@ -58,7 +58,7 @@ async def test_two_runners_grant_each_anniversary_once_under_the_version_in_forc
     assert {r[0] for r in balances} == {1000 + 100 + 600}  # the booking (with its first booking bonus), years 1 and 2
 
     live = [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")]
-    await rebuild(container.pool, container.store, book)
+    await rebuild(container.pool, container.store)
     assert [tuple(r) for r in await container.pool.fetch("SELECT * FROM member_anniversaries ORDER BY 1")] == live
 
 
@@ -107,7 +107,7 @@ async def test_live_read_models_of_earn_beyond_bookings_equal_the_fold_and_a_reb
         assert lots == {lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
     m0 = await container.ledger.member_state("m0")
     assert m0.earn.counted("social.shared", "2026-05") == 80  # 50, then 30 of 50: the month's cap
-    await rebuild(container.pool, container.store, container.rules, page_size=7)
+    await rebuild(container.pool, container.store, page_size=7)
     assert await _tables(container) == live
 
 

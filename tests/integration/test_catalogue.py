@@ -79,7 +79,7 @@ async def test_the_rewards_read_model_follows_the_stock_and_a_rebuild_equals_liv
     page, more = await rewards_page(container.pool, "", 1)
     assert [r.reward_id for r in page] == [R] and more and page[0].remaining == 4
     assert page[0] == (await ledger.member_state(S)).reward
-    await rebuild(container.pool, container.store, container.rules, page_size=3)
+    await rebuild(container.pool, container.store, page_size=3)
     assert await _tables(container) == live
 
 

@@ -43,7 +43,7 @@ async def test_demo_then_a_rebuild_equals_the_live_read_models(db_url: str, cont
     await container.project()
     live = await _tables(container)
     assert len(live["balances"]) == 200
-    assert await rebuild(pool, container.store, container.rules, page_size=500) == await container.store.head()
+    assert await rebuild(pool, container.store, page_size=500) == await container.store.head()
     assert await _tables(container) == live
 
     again = _demo(db_url, "--members", "200", "--seed", "5", "--until", "2026-06-30")

@@ -47,7 +47,7 @@ async def test_later_bookings_leave_the_members_first_rows_alone_an_earlier_one_
     (since, _, _), first_at = await _rows(container, "m1")
     assert since == T0 and first_at == T0
     live = await _rows(container, "m1")
-    await rebuild(container.pool, container.store, container.rules, workers=1)
+    await rebuild(container.pool, container.store, workers=1)
     assert await _rows(container, "m1") == live
     # After the rebuild (another writer), what the runners knew is dropped, not trusted.
     await container.ledger.handle_batch([earn("m1", "B9", at=T0 - timedelta(days=1))])

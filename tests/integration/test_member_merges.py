@@ -147,7 +147,7 @@ async def test_a_merge_racing_bookings_over_kafka_loses_and_doubles_nothing(
         assert await container.pool.fetchval("SELECT merged_into FROM member_redirects WHERE member_id = $1",
                                              duplicate) == survivor
 
-        await rebuild(container.pool, container.store, container.rules, page_size=7, workers=1)
+        await rebuild(container.pool, container.store, page_size=7, workers=1)
         assert await _tables(container) == live
         assert await _liability(container) == _liability_by_fold(streams, datetime.now(UTC))
     finally:

@@ -133,7 +133,7 @@ async def test_an_erasure_keeps_chains_balances_and_rebuild_and_nothing_personal
     # A rebuild reproduces the live read models, the erased profile included.
     live = await _tables(container)
     assert next(r for r in live["member_profiles"] if r["member_id"] == "M-1")["fields"] == "{}"
-    await rebuild(container.pool, container.store, container.rules, workers=1)
+    await rebuild(container.pool, container.store, workers=1)
     assert await _tables(container) == live
     assert await _reports(container) == reports
 

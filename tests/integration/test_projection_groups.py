@@ -29,7 +29,7 @@ async def test_the_reports_runner_waits_while_the_member_runner_is_busy_then_cat
     await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(30)])
     await container.runner.run_until_caught_up()  # the member group only
     head = await container.store.head()
-    reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
+    reports = ProjectionRunner(container.pool, container.store, page_size=5, idle_ms=10,
                                group=REPORTS, defer_to=container.runner, defer_max_s=1.0)
     container.runner.busy = True  # as under a backlog: its last page was full
     container.runner.backlogged = True
@@ -44,7 +44,7 @@ async def test_the_reports_runner_waits_while_the_member_runner_is_busy_then_cat
         # Caught up, it waits again for the bound before it takes the next events.
         await container.ledger.handle_batch([earn(f"n{i}", f"B{i}") for i in range(12)])
         # (By another member runner: the one deferred to stays as set, backlogged.)
-        await ProjectionRunner(container.pool, container.store, container.rules).run_until_caught_up()
+        await ProjectionRunner(container.pool, container.store).run_until_caught_up()
         container.runner.busy = container.runner.backlogged = True
         await asyncio.sleep(0.3)
         assert await checkpoint(container.pool, REPORTS) == head
@@ -65,7 +65,7 @@ async def test_under_a_steady_load_the_reports_runner_takes_each_full_page_as_it
     """The member runner keeps up (its pages are not full): the reports' runner takes a
     page as soon as a full one is waiting, rather than after its bound, and waits while
     less is."""
-    reports = ProjectionRunner(container.pool, container.store, container.rules, page_size=5, idle_ms=10,
+    reports = ProjectionRunner(container.pool, container.store, page_size=5, idle_ms=10,
                                group=REPORTS, defer_to=container.runner, defer_max_s=60.0)
     await container.ledger.handle_batch([earn(f"m{i}", f"B{i}") for i in range(3)])
     await container.runner.run_until_caught_up()
@@ -78,7 +78,7 @@ async def test_under_a_steady_load_the_reports_runner_takes_each_full_page_as_it
         await container.ledger.handle_batch([earn(f"n{i}", f"B{i}") for i in range(4)])
         head = await container.store.head()
         # (By another member runner: the one deferred to stays as set, keeping up.)
-        await ProjectionRunner(container.pool, container.store, container.rules).run_until_caught_up()
+        await ProjectionRunner(container.pool, container.store).run_until_caught_up()
         container.runner.position = head
         assert await _until(lambda: _at_least(container, 5), 5.0) < 1.0  # a full page: taken at once
         await asyncio.sleep(0.3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -23,10 +23,7 @@ from ledger.domain import (
     ExpirePoints,
     HoldCaptured,
     HoldReleased,
-    MemberState,
-    PendingPointsActivated,
     PlaceHold,
-    PointsEarned,
     PointsHeld,
     PointsTransferredIn,
     PointsTransferredOut,
@@ -37,8 +34,6 @@ from ledger.domain import (
     ReleaseHold,
     ReverseRedemption,
     TransferPoints,
-    evolve,
-    tier_status,
 )
 from ledger.domain.decider import booking_lot_id
 from ledger.domain.rules import DEFAULT_RULES_DICT
@@ -223,21 +218,6 @@ async def _movement_cases(container: Container) -> None:
 
 
 
-def _as_of(member: str, stream: list) -> datetime:
-    """The member's last qualifying change (or its first event), as the tier is shown as
-    of: an earn or activation, a reversal that withdrew qualifying points, an amendment
-    that changed them while the booking was active."""
-    state, at = MemberState(member), stream[0].occurred_at
-    for e in stream:
-        if (isinstance(e, PointsEarned) and e.status == "active" or isinstance(e, PendingPointsActivated)
-                or isinstance(e, EarnReversed) and e.qualifying_points
-                or isinstance(e, BookingAmended) and e.qualifying_points
-                and state.lot(booking_lot_id(e.booking_id)).status == "active"):
-            at = max(at, e.occurred_at)
-        state = evolve(state, e)
-    return at
-
-
 def _balances_identity(row: dict, stream: list) -> None:
     """The identity `projections.balances` states, over the row and the member's events."""
     reversed_pending = sum(e.pending_points for e in stream if isinstance(e, EarnReversed | BookingAmended))
@@ -281,12 +261,9 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
             state.balance, state.pending, state.held, state.debt)
         stream = [s.event for s in await container.store.read_stream(member)]
         _balances_identity(row, stream)
-        # The tier is shown as of the member's last qualifying change (or first event).
-        as_of = _as_of(member, stream)
-        status = tier_status(state.qualifying_entries(), as_of, container.rules)
-        tier_row = next(t for t in live["tier_status"] if t["member_id"] == member)
-        assert tier_row["as_of"] == as_of
-        assert (tier_row["tier"], tier_row["qualifying_points"]) == (status.tier, status.qualifying_points)
+        # The qualifying rows the balance route works the tier out from are the state's.
+        assert sorted((r["earned_at"], r["points"]) for r in live["tier_qualifying"] if r["member_id"] == member) == (
+            sorted(state.qualifying_entries()))
         lots = {r["lot_id"]: r for r in live["expiry_lots"] if r["member_id"] == member}
         assert {lot_id: r["remaining"] for lot_id, r in lots.items()} == {
             lot_id: lot.remaining for lot_id, lot in state.all_lots().items()}
@@ -303,7 +280,7 @@ async def test_live_projections_equal_the_fold_and_a_rebuild(container: Containe
     before = dict(await container.pool.fetch(parameters, TABLES))
     assert before["balances"] == ["fillfactor=70"]
     await container.pool.execute("ALTER TABLE expiry_lots SET (autovacuum_enabled = true)")
-    position = await rebuild(container.pool, container.store, container.rules, page_size=97)
+    position = await rebuild(container.pool, container.store, page_size=97)
     assert position == await container.store.head()
     assert await _tables(container) == live
     # The rebuilt tables have the live ones' storage parameters (HOT updates stay HOT).
@@ -320,10 +297,10 @@ async def test_page_size_does_not_change_the_read_models(container: Container) -
     await _history(container, members=15, seed=3)
     await container.project()
     live = await _tables(container)
-    await rebuild(container.pool, container.store, container.rules, page_size=1)
+    await rebuild(container.pool, container.store, page_size=1)
     assert await _tables(container) == live
     # Every member spans several pages, and the members are shared out among processes.
-    await rebuild(container.pool, container.store, container.rules, page_size=1, workers=2, dsn=container.url)
+    await rebuild(container.pool, container.store, page_size=1, workers=2, dsn=container.url)
     assert await _tables(container) == live
 
 
@@ -341,7 +318,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
     live, indexes = await _tables(container), await _indexes(container)
     head = await container.store.head()
     reported: list[tuple[int, int]] = []
-    position = await rebuild(container.pool, container.store, container.rules, page_size=7, workers=2,
+    position = await rebuild(container.pool, container.store, page_size=7, workers=2,
                              dsn=container.url, progress=lambda done, total: reported.append((done, total)))
     assert position == head
     assert await _tables(container) == live
@@ -350,7 +327,7 @@ async def test_a_rebuild_in_worker_processes_equals_the_live_projections(contain
     # are the live tables' (migration 0006).
     assert dict(await container.pool.fetch(
         "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
-    )) == {"balances": ["fillfactor=70"], "tier_status": ["fillfactor=70"], "tier_qualifying": None,
+    )) == {"balances": ["fillfactor=70"], "tier_qualifying": None,
            "expiry_lots": None, "holds": None, "household_members": None, "segment_bookings": None,
            "segment_members": None, "rewards": None, "member_tiers": None, "report_lots": None, "liability_days": ["fillfactor=70"],
            "liability_moments": None,
@@ -365,7 +342,7 @@ async def test_a_failed_worker_fails_the_rebuild_and_leaves_the_read_models_alon
     live = await _tables(container)
     position = await checkpoint(container.pool)
     with pytest.raises(OSError):  # the spawned process cannot connect
-        await rebuild(container.pool, container.store, container.rules, workers=2,
+        await rebuild(container.pool, container.store, workers=2,
                       dsn="postgresql://nobody@127.0.0.1:1/nowhere")
     assert await _tables(container) == live
     assert await checkpoint(container.pool) == position
@@ -385,7 +362,7 @@ async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(contai
             )))
 
     # Small pages: the replay yields often, so the appends commit while it runs.
-    position = await rebuild(container.pool, container.store, container.rules, page_size=5, workers=1,
+    position = await rebuild(container.pool, container.store, page_size=5, workers=1,
                              progress=append_while_replaying)
     await asyncio.gather(*appending)
     assert head < position == await container.store.head()  # what was appended was caught up on
@@ -393,9 +370,9 @@ async def test_events_appended_during_a_rebuild_are_in_the_rebuilt_tables(contai
     rebuilt = await _tables(container)
     for row in rebuilt["balances"]:
         assert row["available"] == (await container.ledger.member_state(row["member_id"])).balance
-    assert any(row["member_id"] == "new-member" for row in rebuilt["tier_status"])
+    assert any(row["member_id"] == "new-member" for row in rebuilt["balances"])
     # The same tables as a rebuild with nothing appended meanwhile.
-    await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
+    await rebuild(container.pool, container.store, page_size=97, workers=1)
     assert await _tables(container) == rebuilt
     await container.project()
     assert await _tables(container) == rebuilt
@@ -417,21 +394,18 @@ async def test_expiry_scheduler_expires_what_is_left_once(container: Container) 
     assert [(r["available"], r["lifetime_expired"]) for r in rows] == [(0, 600)] + [(0, 1000)] * 4
 
 
-@pytest.mark.parametrize("cached_members", [100_000, 3, 0])
-async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
-        container: Container, cached_members: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The live runner's tier recompute works from its cached qualifying rows: across
-    small pages, over two years (rows leave the window and the cache), with pending
-    bookings completed, cancelled and refunded, bookings dated before the member's
-    latest, partial refunds and amendments of bookings pending and active (of this
-    page or an earlier one), a page that fails, a cache that evicts (3) or is off (0),
-    and a second runner writing some pages, after which the first must not trust what
-    it holds."""
+@pytest.mark.parametrize("known_rows", [100_000, 3, 0])
+async def test_runners_taking_turns_equal_a_rebuild(
+        container: Container, known_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two live runners taking turns write what a rebuild writes: across small pages,
+    over two years, with pending bookings completed, cancelled and refunded, bookings
+    dated before the member's latest, partial refunds and amendments of bookings
+    pending and active (of this page or an earlier one), a page that fails, rows the
+    runner knows of evicted (3) or none known (0), and a second runner writing some
+    pages, after which the first must not trust what it knows."""
     rnd = random.Random(5)
-    first, second = (ProjectionRunner(container.pool, container.store, container.rules, page_size=size,
-                                      tier_cache_members_max=cached_members) for size in (7, 3))
-    for runner in (first, second):
-        runner.tiers.PRUNE_ABOVE = 2  # drop rows out of the window as soon as there are three
+    first, second = (ProjectionRunner(container.pool, container.store, page_size=size,
+                                      known_rows_max=known_rows) for size in (7, 3))
     taken = []
     for step in range(9):
         at = T0 + timedelta(days=90 * step)
@@ -459,16 +433,15 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
                 follow.append(CommandRequest(command))
         results = await container.ledger.handle_batch(follow)
         assert any(r.status == "applied" for r in results), [(r.status, r.error) for r in results]
-        if step == 4:  # a page that fails leaves nothing behind, in the tables or the cache
-            def failing(*args: object, **kwargs: object) -> None:
+        if step == 4:  # a page that fails leaves nothing behind, in the tables or in what the runner knows
+            async def failing(*args: object, **kwargs: object) -> None:
                 raise OSError("connection lost")
 
             with monkeypatch.context() as patch:
-                patch.setattr("projections.tiers._upsert_status", failing)
-                patch.setattr("projections.models.write_tier_status", failing)
+                patch.setattr("projections.members.MemberProfiles.write", failing)  # the page's last write
                 with pytest.raises(OSError):
                     await first.run_once()
-            assert len(first.tiers) == 0
+            assert first.known.table("member_anniversaries") == {}
         # Pages from either runner, in turns that shift with the step.
         for turn in range(rnd.randint(2, 6)):
             runner = first if (turn + step) % 3 else second
@@ -484,12 +457,9 @@ async def test_runners_taking_turns_with_cached_tier_rows_equal_a_rebuild(
     assert sum(taken) > 0
     amended = [s.event for s in await container.store.read_all(0, 100_000) if isinstance(s.event, BookingAmended)]
     assert any(e.qualifying_points > 0 for e in amended) and any(e.qualifying_points < 0 for e in amended)
-    assert 0 < len(first.tiers) <= cached_members if cached_members else len(first.tiers) == 0
-    leap = await container.pool.fetchrow("SELECT qualifying_points, as_of FROM tier_status WHERE member_id = 'leap'")
-    every_row = await container.pool.fetchval("SELECT sum(points) FROM tier_qualifying WHERE member_id = 'leap'")
-    assert leap["as_of"] == datetime(2028, 2, 29, 1, tzinfo=UTC) and leap["qualifying_points"] == every_row
+    anniversaries = len(first.known.table("member_anniversaries"))
+    assert 0 < anniversaries <= known_rows if known_rows else anniversaries == 0
     await container.reports_runner.run_until_caught_up()
     live = await _tables(container)
-    assert any(row["tier"] != "member" for row in live["tier_status"])  # some reached a tier
-    await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
+    await rebuild(container.pool, container.store, page_size=97, workers=1)
     assert await _tables(container) == live

@@ -209,7 +209,7 @@ async def test_reports_equal_a_recomputation_from_the_events_live_and_after_a_re
     live = await report_queries.liability(container.pool, instants[-1])
     assert {r[2] for r in live.rows} > {"member"}  # some points came in above the first tier
 
-    await rebuild(container.pool, container.store, container.rules, page_size=53, workers=2, dsn=container.url)
+    await rebuild(container.pool, container.store, page_size=53, workers=2, dsn=container.url)
     await _check(container, streams, instants)
     assert await report_queries.liability(container.pool, instants[-1]) == live
 
@@ -229,7 +229,7 @@ async def test_earns_recorded_without_their_tier_count_under_no_tier(container: 
         await container.store.append([StreamAppend(f"old-{member}", 0, GENESIS_HASH, old)])
     for rebuilt in (False, True):
         if rebuilt:
-            await rebuild(container.pool, container.store, container.rules, page_size=41, workers=2,
+            await rebuild(container.pool, container.store, page_size=41, workers=2,
                           dsn=container.url)
         else:
             await container.project()
@@ -268,7 +268,7 @@ async def test_reports_after_a_kafka_load_and_expiries_equal_a_recomputation(
         streams, instants = await _streams_and_instants(container)
         assert any(isinstance(e, BookingAmended) for events in streams.values() for e in events)
         await _check(container, streams, instants)
-        await rebuild(container.pool, container.store, container.rules, page_size=31, workers=1)
+        await rebuild(container.pool, container.store, page_size=31, workers=1)
         await _check(container, streams, instants)
     finally:
         await container.close()

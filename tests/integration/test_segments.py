@@ -80,9 +80,9 @@ async def test_segments_equal_a_recomputation_from_the_events_live_and_rebuilt(c
     live = await _segment_tables(container)
     assert next(r for r in live["segment_members"] if r["member_id"] == "late")["first_at"] == T0 + timedelta(days=10)
 
-    await rebuild(container.pool, container.store, container.rules, page_size=13, workers=2, dsn=container.url)
+    await rebuild(container.pool, container.store, page_size=13, workers=2, dsn=container.url)
     assert await _segment_tables(container) == live
-    await rebuild(container.pool, container.store, container.rules, page_size=97, workers=1)
+    await rebuild(container.pool, container.store, page_size=97, workers=1)
     assert await _segment_tables(container) == live
 
     events = await container.store.read_all(0, 50_000)

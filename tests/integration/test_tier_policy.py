@@ -66,5 +66,5 @@ async def test_two_schedulers_downgrade_once_one_tier_at_a_time_and_a_rebuild_eq
 
     await container.project()  # the reports' group too, for the comparison with a rebuild
     live = await _tables(container)
-    await rebuild(container.pool, container.store, container.rules, page_size=3)
+    await rebuild(container.pool, container.store, page_size=3)
     assert await _tables(container) == live
