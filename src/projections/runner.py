@@ -5,12 +5,13 @@ Each page's read-model rows and the group's checkpoint are written in one transa
 so a crash never applies an event twice nor skips one. An advisory lock per group makes
 runners in several processes take turns, and lets a rebuild swap its tables in safely.
 A group's runner may defer to another's (`defer_to`): the reports' runner waits while
-the member runner has a backlog, until it has been behind for `defer_max_s`; then it
-catches up, page by page, and waits again. While the member runner keeps up (a steady
-load), it takes each full page of its own as one is waiting. Under load the members'
-reads stay fresh, the reports are at most about `defer_max_s` behind, and their work
-comes in full pages (of events that come together, which costs less per event) with the
-member runner's pages in between. The two share the events read lately (`EventPages`).
+the member runner has a backlog, until it has been behind for `defer_max_s` or by half
+the events the two share (`EventPages`); then it catches up, page by page, and waits
+again. While the member runner keeps up (a steady load), it takes each full page of its
+own as one is waiting. Under load the members' reads stay fresh, the reports are at
+most about `defer_max_s` behind, and their work comes in full pages (of events that
+come together, which costs less per event) with the member runner's pages in between,
+taken from the events it read and decoded.
 """
 
 from __future__ import annotations
@@ -216,7 +217,10 @@ class ProjectionRunner:
         """Whether to wait before the next page: the runner deferred to has events to
         project, and this one was caught up less than `defer_max_s` ago; unless that
         runner keeps up (its last page was not full: a steady load, not a backlog) and a
-        full page of this one's is waiting, which it then takes. Under a steady load the
+        full page of this one's is waiting, which it then takes; or this one is half the
+        events held (`EventPages`) behind, and takes its pages from there while they are:
+        read again from the table and decoded again, under a backlog of 1,000,000 events
+        four in five of them were (`bench/kafka_bench.py`). Under a steady load the
         reports' work so comes a page at a time, evenly, rather than as `defer_max_s` of
         events at once every `defer_max_s`, which held the member read models up while
         it lasted (`bench/kafka_bench.py` at 5,000 events/s: p99 1,276 ms, against 423
@@ -224,7 +228,10 @@ class ProjectionRunner:
         to = self.defer_to
         if to is None or not to.busy or time.monotonic() - self._caught_up >= self.defer_max_s:
             return False
-        return to.backlogged or to.position - self.position < self.page_size
+        behind = to.position - self.position
+        if behind >= self.pages.events_max // 2:
+            return False  # its next pages are leaving the events held: take them from there, not the table
+        return to.backlogged or behind < self.page_size
 
     async def close(self) -> None:
         """Drop a page read ahead that no run will take."""
