@@ -18,7 +18,6 @@ import asyncpg
 
 from ledger.domain import DEFAULT_FX_BASE, DEFAULT_FX_RATES, DEFAULT_RULES_DICT, EPOCH, ProgramRules, RuleBook
 from ledger.embedded import EmbeddedPostgres
-from ledger.gc_pause import gc_paused
 from ledger.crypto import MasterKey, MasterKeyError, development_master_key, parse_master_key
 from ledger.handlers import Ledger
 from ledger.members import MemberVault
@@ -69,6 +68,8 @@ class GcPacer:
     def __init__(self, full_every_s: float = 600.0) -> None:
         self.full_every_s = full_every_s
         self._next_full = time.monotonic() + full_every_s
+        self._paused = 0  # batches under way (the consumer's lanes apply theirs at once)
+        self._enabled = True  # whether the collector was on when the first of them began
 
     def after_batch(self) -> None:
         if time.monotonic() >= self._next_full:
@@ -93,12 +94,22 @@ class GcPacer:
         the first allocation after it walks all of them (the young generation's count
         is far past its threshold by then), before `after_batch` would have frozen them.
         For a consumer restarted cold, whose batches load thousands of member states
-        each, that walk was a fifth of its CPU (py-spy) and held up every batch."""
-        with gc_paused():
-            try:
-                yield
-            finally:
+        each, that walk was a fifth of its CPU (py-spy) and held up every batch.
+
+        Batches applied at once (the consumer's lanes) pause it from the first one's start
+        to the last one's end."""
+        if self._paused == 0:
+            self._enabled = gc.isenabled()
+            gc.disable()
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            if self._paused == 0:
                 gc.freeze()
+                if self._enabled:
+                    gc.enable()
 
 
 def first_version(settings: Settings) -> dict[str, Any]:

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
                           " development, no in production (where `ledger kafka init` or the platform creates them).")
     kafka_batch_messages_max: int = Field(500, ge=1, le=10_000)
     kafka_batch_ms_max: int = Field(100, ge=1, le=10_000)
+    kafka_apply_lanes: int = Field(
+        2, ge=1, le=16,
+        description="A batch's partitions are applied in this many transactions at once (partition modulo lanes):"
+                    " one decides while another's transaction is in the database.")
     kafka_message_bytes_max: int = Field(65_536, ge=1024, le=1_048_576)
     kafka_batch_bytes_max: int = Field(8_388_608, ge=1_048_576, le=268_435_456,
                                        description="Bytes of message values held in one batch.")

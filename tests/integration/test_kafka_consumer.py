@@ -364,3 +364,43 @@ async def test_a_consumer_that_lost_its_partition_cannot_write_for_it(db_url: st
         await check_exact(container.pool, events, expected_balances(events), container.runner)
     finally:
         await container.close()
+
+
+async def test_two_lanes_apply_at_once_and_a_fenced_lane_takes_back_only_its_own_partitions(
+        db_url: str, tmp_path: Path) -> None:
+    """Two lanes, partitions 0 and 2 in one and 1 and 3 in the other, each applying its
+    batch in a transaction of its own, at the same moment, on one ledger. When another
+    consumer moved partition 1 meanwhile, its lane rolls back whole (the events and
+    offsets of partitions 1 and 3) and the other lane's stay; once the lane has read the
+    stored offsets again, every event is in exactly once."""
+    from aiokafka import TopicPartition
+
+    topic, group = _names()
+    settings = kafka_settings(db_url, "127.0.0.1:1", topic, group, tmp_path, kafka_apply_lanes=2)
+    container = await build(settings, run_migrations=False, url=db_url)
+    try:
+        events = booking_events(80, 8, seed=5)
+        parts = {p: [e for e in events if int(e["member_id"].rsplit("-", 1)[1]) % 4 == p] for p in range(4)}
+        assert all(parts.values())
+        lanes = [{TopicPartition(topic, p): _records(topic, parts[p], 0, p) for p in range(lane, 4, 2)} for lane in (0, 1)]
+        a = BookingConsumer(container.ledger, container.pool, settings)
+        a._parts = {p: _Partition(0, stored=False) for p in range(4)}
+        # Another consumer took partition 1 and stored an offset for it first.
+        await container.pool.execute(
+            "INSERT INTO kafka_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 1, 0)",
+            group, topic)
+        outcomes = await asyncio.gather(a._apply_locked(0, lanes[0]), a._apply_locked(1, lanes[1]),
+                                        return_exceptions=True)
+        assert isinstance(outcomes[1], Fenced), outcomes
+        assert outcomes[0].applied == len(parts[0]) + len(parts[2]), outcomes  # type: ignore[union-attr]
+        offsets = dict(await container.pool.fetch("SELECT partition, next_offset FROM kafka_offsets"))
+        assert offsets == {0: len(parts[0]), 1: 0, 2: len(parts[2])}
+        in_store = {r[0] for r in await container.pool.fetch("SELECT DISTINCT stream_id FROM events")}
+        assert in_store == {e["member_id"] for p in (0, 2) for e in parts[p]}
+        # The lane's reload: partitions 1 and 3 from what is stored.
+        a._parts[1], a._parts[3] = _Partition(0, True), _Partition(0, False)
+        outcome = await a._apply_locked(1, lanes[1])
+        assert (outcome.messages, outcome.applied) == (len(parts[1]) + len(parts[3]),) * 2
+        await check_exact(container.pool, events, expected_balances(events), container.runner)
+    finally:
+        await container.close()

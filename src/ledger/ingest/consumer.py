@@ -17,6 +17,12 @@ Why it holds together:
 - Everything is bounded: a batch has at most N messages, B bytes and T ms of waiting;
   fetches are bounded in bytes; a batch is applied before the next one is fetched,
   which is the backpressure.
+- The partitions are shared out among `kafka_apply_lanes` lanes (partition modulo
+  lanes), each a loop of its own: fetch a batch of its partitions, apply it in its own
+  transaction, again. A partition is only ever in one lane, so its batches go in order
+  and the fence above holds as it is; the lanes only overlap in time, one deciding
+  while another's transaction is in the database (one lane: the consumer waited for a
+  third of the time it applied, `bench/kafka_bench.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +108,9 @@ class BookingConsumer:
         self.bootstrap, self.client_id = bootstrap, client_id
         self.topic, self.group = settings.kafka_topic, settings.kafka_group_id
         self._parts: dict[int, _Partition] = {}
-        # Held while a batch is applied; a rebalance waits for it, so a partition is
-        # never handed over in the middle of one of our transactions.
-        self._lock = asyncio.Lock()
+        # A lane's, held while it applies a batch; a rebalance takes them all, so a
+        # partition is never handed over in the middle of one of our transactions.
+        self._locks = [asyncio.Lock() for _ in range(settings.kafka_apply_lanes)]
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_due = True
         self._dlq_next_try = 0.0
@@ -116,15 +122,23 @@ class BookingConsumer:
 
     # -- the group ---------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _all_lanes(self) -> AsyncIterator[None]:
+        """Every lane's lock, in order (no batch under way while held)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for lock in self._locks:
+                await stack.enter_async_context(lock)
+            yield
+
     async def revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._lock:
+        async with self._all_lanes():
             for tp in revoked:
                 self._parts.pop(tp.partition, None)
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def assigned(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
         """Seek every new partition to the offset stored in PostgreSQL."""
-        async with self._lock:
+        async with self._all_lanes():
             mine = [tp for tp in assigned if tp.topic == self.topic]
             stored = await self._stored_offsets([tp.partition for tp in mine])
             missing = [tp for tp in mine if tp.partition not in stored]
@@ -215,38 +229,18 @@ class BookingConsumer:
             consumer.subscribe([self.topic], listener=_Listener(self, consumer))
             self.state = "running"
             backoff.reset()
-            while not stop.is_set():
-                batch = await self._collect(consumer, stop)
-                if stop.is_set():
-                    break  # abandoned before it was applied: nothing of it is stored
-                if batch:
-                    try:
-                        # Shielded: a stop during the transaction lets it finish.
-                        with self._gc.paused():
-                            outcome = await asyncio.shield(self._apply_locked(consumer, batch))
-                    except Fenced as exc:
-                        self.totals["fenced"] += 1
-                        log.warning("%s", exc)
-                        await self._rewind(consumer, batch, reload=True)
-                        continue
-                    except Exception as exc:
-                        log.warning("batch failed (%s: %s); it will be read again", type(exc).__name__, exc)
-                        await self._rewind(consumer, batch)
-                        await _sleep_or_stop(stop, backoff.next())
-                        continue
-                    backoff.reset()
-                    if outcome.messages:
-                        self._gc.after_batch()
-                        await self._commit_kafka(consumer)
-                await self._save_snapshots()
-                await self._publish_dlq(producer)
-                self._log_lag()
+            try:
+                async with asyncio.TaskGroup() as lanes:  # one lane failing ends the session
+                    for lane in range(len(self._locks)):
+                        lanes.create_task(self._lane(consumer, producer, stop, lane))
+            except ExceptionGroup as group:
+                raise group.exceptions[0] from None
         finally:
             self.state = "stopping"
-            # Waits for a batch still under way (bounded), then leaves the group.
+            # Waits for the batches still under way (bounded), then leaves the group.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_BATCH_S_MAX):
-                    async with self._lock:
+                    async with self._all_lanes():
                         pass
             with contextlib.suppress(Exception):
                 await self._commit_kafka(consumer)
@@ -259,8 +253,48 @@ class BookingConsumer:
                 async with asyncio.timeout(KAFKA_CALL_TIMEOUT_S):
                     await producer.stop()
 
-    async def _collect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """Up to N messages (and B bytes), waiting at most T ms after the first one."""
+    async def _lane(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event,
+                    lane: int) -> None:
+        """Fetch and apply batches of this lane's partitions until `stop`. The first lane
+        also saves snapshots, publishes the dead letters and logs the lag."""
+        lanes, backoff = len(self._locks), _backoff()
+        while not stop.is_set():
+            mine = [tp for tp in consumer.assignment() if tp.topic == self.topic and tp.partition % lanes == lane]
+            if mine:
+                batch = await self._collect(consumer, stop, mine)
+            else:
+                batch = {}
+                await _sleep_or_stop(stop, IDLE_POLL_MS / 1000)
+            if stop.is_set():
+                break  # abandoned before it was applied: nothing of it is stored
+            if batch:
+                try:
+                    # Shielded: a stop during the transaction lets it finish.
+                    with self._gc.paused():
+                        outcome = await asyncio.shield(self._apply_locked(lane, batch))
+                except Fenced as exc:
+                    self.totals["fenced"] += 1
+                    log.warning("%s", exc)
+                    await self._rewind(consumer, batch, reload=True)
+                    continue
+                except Exception as exc:
+                    log.warning("batch failed (%s: %s); it will be read again", type(exc).__name__, exc)
+                    await self._rewind(consumer, batch)
+                    await _sleep_or_stop(stop, backoff.next())
+                    continue
+                backoff.reset()
+                if outcome.messages:
+                    self._gc.after_batch()
+                    await self._commit_kafka(consumer)
+            if lane == 0:
+                await self._save_snapshots()
+                await self._publish_dlq(producer)
+                self._log_lag()
+
+    async def _collect(self, consumer: AIOKafkaConsumer, stop: asyncio.Event,
+                       partitions: Sequence[TopicPartition]) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Up to N messages (and B bytes) of `partitions`, waiting at most T ms after the
+        first one."""
         s = self.settings
         batch: dict[TopicPartition, list[ConsumerRecord]] = {}
         count = size = 0
@@ -272,7 +306,7 @@ class BookingConsumer:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 if wait_ms <= 0:
                     break
-            got = await consumer.getmany(timeout_ms=wait_ms, max_records=s.kafka_batch_messages_max - count)
+            got = await consumer.getmany(*partitions, timeout_ms=wait_ms, max_records=s.kafka_batch_messages_max - count)
             if not got:
                 if deadline is None:
                     break  # idle: let the caller look at stop, the DLQ and the lag
@@ -285,8 +319,8 @@ class BookingConsumer:
                 size += sum(r.serialized_value_size for r in records)
         return batch
 
-    async def _apply_locked(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
-        async with self._lock:
+    async def _apply_locked(self, lane: int, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
+        async with self._locks[lane]:
             return await self.apply_batch(batch)
 
     async def apply_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchOutcome:
@@ -343,7 +377,7 @@ class BookingConsumer:
                       reload: bool = False) -> None:
         """After a failed batch, fetch its partitions again from the stored offsets
         (read afresh when `reload`: someone else moved them)."""
-        async with self._lock:
+        async with self._all_lanes():
             held = [tp for tp in batch if tp.partition in self._parts and tp in consumer.assignment()]
             if reload and held:
                 with contextlib.suppress(Exception):
