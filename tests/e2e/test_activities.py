@@ -85,6 +85,29 @@ async def test_activities_earn_per_the_rules_once_per_id_and_capped(api: Api) ->
         assert (await app.post("/v1/members/M-30/activities", json=_share("s9", "BK-9"))).status_code == 403
 
 
+async def test_a_closed_member_earns_on_no_activity_and_is_referred_by_nobody(api: Api) -> None:
+    api.container.clock = lambda: NOW
+    async with api.client("admin") as admin, api.client("ingest") as ingest, api.client("support") as support:
+        await _publish(admin)
+        for member in ("M-60", "M-61"):
+            r = await ingest.post("/v1/booking-events", json={
+                **BOOKING, "event_id": f"ev-{member}", "member_id": member, "booking_id": f"BK-{member}",
+                "occurred_at": AT})
+            assert r.status_code == 201, r.text
+        r = await support.post("/v1/members/M-60/status", json={"status": "closed", "reason": "customer_request"},
+                               headers={"Idempotency-Key": "close-M-60"})
+        assert r.status_code == 201, r.text
+        before = await api.container.pool.fetchval("SELECT count(*) FROM events")
+        r = await ingest.post("/v1/members/M-60/activities", json=_share("c1", "BK-M-60"))
+        assert r.status_code == 409 and r.json()["member_status"] == "closed", r.text
+        for referrer, referred in (("M-61", "M-60"), ("M-60", "M-61")):
+            r = await ingest.post(f"/v1/members/{referrer}/activities", json={
+                "type": "referral.completed", "activity_id": f"ref-{referrer}", "occurred_at": AT,
+                "referred_member_id": referred})
+            assert r.status_code == 409 and r.json()["member_id"] == "M-60", r.text
+        assert await api.container.pool.fetchval("SELECT count(*) FROM events") == before
+
+
 async def test_referral_earns_both_once_after_the_first_completed_booking(api: Api) -> None:
     api.container.clock = lambda: NOW
     async with api.client("admin") as admin, api.client("ingest") as ingest:

@@ -291,3 +291,38 @@ def test_a_household_redemption_drawing_on_a_suspended_member_is_refused() -> No
     # What the head alone pays (soonest expiry first, the head's lot first on equal dates) goes through.
     paid = world.run(RedeemForHousehold(household, START, "F", "R2", each, "r", "hotel", ("h", "s")))
     assert isinstance(paid, dict) and set(paid) == {"h", household}, paid
+
+
+def test_a_closed_member_earns_on_no_activity_or_referral_and_its_anniversary_passes_with_nothing() -> None:
+    from ledger.domain.earn import GrantAnniversary, RecordActivity, anniversary_at
+    from ledger.domain.events import AnniversaryBonusGranted
+    from ledger.domain.whatif import price_anniversary
+
+    programme = ProgramRules.from_dict({
+        **DEFAULT_RULES_DICT, "anniversary": {"per_year": 100},
+        "activities": {"review.submitted": {"points": 30}, "referral.completed": {"points": 500, "referred_points": 200}}})
+    world = World(programme, ("c", "o"))
+    for member in ("c", "o"):
+        world.run(CompleteBooking(member, START, f"{member}-1", "hotel", Decimal(300), "EUR"))
+    world.run(ChangeMemberStatus("c", START, "closed", "customer_request", "agent"))
+    at = START + timedelta(days=1)
+    review = world.run(RecordActivity("c", at, "A1", "review.submitted"))
+    assert isinstance(review, MemberStatusConflict) and review.member_id == "c", review
+    for referrer, referred in (("c", "o"), ("o", "c")):
+        referral = world.run(RecordActivity(referrer, at, f"R-{referrer}", "referral.completed", referred_member_id=referred))
+        assert isinstance(referral, MemberStatusConflict) and referral.member_id == "c", referral
+    assert isinstance(world.run(RecordActivity("o", at, "A2", "review.submitted")), dict)  # the open member earns
+    # The first anniversary passes: recorded (the scheduler does not find it due again), nothing earned.
+    due = anniversary_at(world.states["c"].earn.since, 1)
+    balance = world.states["c"].balance
+    (granted,) = world.run(GrantAnniversary("c", due, 1))["c"]  # type: ignore[index]
+    assert isinstance(granted, AnniversaryBonusGranted)
+    assert (granted.points, granted.lot_id, granted.breakdown) == (0, None, (("anniversary:1", 100), ("member_closed", -100)))
+    assert world.states["c"].balance == balance and 1 in world.states["c"].earn.anniversaries
+    assert world.run(GrantAnniversary("c", due, 1)) == {"c": []}  # once
+    # A what-if of any draft prices it as nothing too.
+    assert sum(p for _, p in price_anniversary(programme, year=1, actual=granted.breakdown)) == 0
+    # Reopened, the next year earns again.
+    world.run(ChangeMemberStatus("c", due, "active", "customer_request", "agent"))
+    (second,) = world.run(GrantAnniversary("c", anniversary_at(world.states["c"].earn.since, 2), 2))["c"]  # type: ignore[index]
+    assert second.points == 200  # 100 a year

@@ -27,11 +27,11 @@ from datetime import datetime, timezone
 from ._frozen import fast_init
 from .commands import Command
 from .earn_rules import (
-    ACTIVITY_TYPES, ANNIVERSARY_SOURCE, ANNIVERSARY_YEARS_MAX, SHARE_CHANNELS, booking_source, month_key,
+    ACTIVITY_TYPES, ANNIVERSARY_SOURCE, ANNIVERSARY_YEARS_MAX, CLOSED, SHARE_CHANNELS, booking_source, month_key,
 )
 from .earn_state import EarnState
 from .enrolment import MemberNotEnrolled
-from .errors import InvalidCommand, MemberNotFound, MovementConflict
+from .errors import InvalidCommand, MemberNotFound, MemberStatusConflict, MovementConflict
 from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted, Event, PointsEarned
 from .rules import ProgramRules
 from .state import MemberState
@@ -98,6 +98,7 @@ def decide_earn(states: Mapping[str, MemberState], command: Command, rules: Prog
             state = states[command.member_id]
             if not state.exists and not rules.enrol_on_first_booking:
                 raise MemberNotEnrolled(command.member_id)  # as a booking is: no stream begins here
+            _check_open(state)
             return {command.member_id: [_activity(state, command, rules)]}
         case GrantAnniversary():
             state = states[command.member_id]
@@ -122,6 +123,14 @@ def capped(earn: EarnState, source: str, points: int, at: datetime,
             entries.append((cap.label, room - granted))
             granted = room
     return granted, tuple(entries)
+
+
+def _check_open(state: MemberState) -> None:
+    """A closed member earns nothing new: no activity or referral of its is taken (as
+    no new booking is, see `ledger.domain.members`)."""
+    if state.status == "closed":
+        raise MemberStatusConflict(f"Member {state.member_id!r} is closed: it earns on no new activity.",
+                                   state.member_id, state.status)
 
 
 def _lot(state: MemberState, lot_id: str, points: int, at: datetime,
@@ -179,6 +188,8 @@ def _referral(states: Mapping[str, MemberState], command: RecordActivity,
     referrer, referred = states[command.member_id], states[referred_id]
     if not referred.exists:
         raise MemberNotFound(referred_id)
+    _check_open(referrer)
+    _check_open(referred)
     if referred.earn.referred_by is not None:
         raise MovementConflict(f"Member {referred_id!r} was referred already, by {referred.earn.referred_by!r}; a "
                                "member earns a referral once.", referred_member_id=referred_id)
@@ -215,6 +226,10 @@ def _anniversary(state: MemberState, command: GrantAnniversary, rules: ProgramRu
         raise InvalidCommand(f"The anniversary {command.year} of member {state.member_id!r} is not due before {due}.")
     earned = rules.anniversary.points(command.year) if rules.anniversary is not None else 0
     at = command.occurred_at
+    if state.status == "closed" and earned:
+        # The year passes with nothing earned, so the scheduler does not find it due again.
+        return [AnniversaryBonusGranted(at, command.year, since, 0, None, None, rules.version,
+                                        ((f"anniversary:{command.year}", earned), (CLOSED, -earned)))]
     points, caps = capped(state.earn, ANNIVERSARY_SOURCE, earned, at, rules)
     lot_id, expires_at = _lot(state, anniversary_lot_id(command.year), points, at, rules)
     return [AnniversaryBonusGranted(at, command.year, since, points, lot_id, expires_at, rules.version,

@@ -15,6 +15,7 @@ SHARE_CHANNELS = ("wechat", "weibo", "xiaohongshu", "douyin", "facebook", "insta
 # `tier:...`, `promotion:...`, `first_booking_bonus`).
 BOOKING_SOURCES = ("base", "tier", "promotion", "first_booking_bonus")
 ANNIVERSARY_SOURCE = "anniversary"
+CLOSED = "member_closed"  # a breakdown entry: what a closed member's anniversary did not earn
 CAP_SOURCES = (*BOOKING_SOURCES, *ACTIVITY_TYPES, ANNIVERSARY_SOURCE)
 CAP_PERIODS = ("month", "year")
 ANNIVERSARY_YEARS_MAX = 100

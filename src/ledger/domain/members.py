@@ -3,8 +3,8 @@ as the decider.
 
 Status. `active` spends and earns; `suspended` (a fraud review) earns, but redeems,
 holds, captures and transfers nothing, in or out, and pays no share of a household
-redemption; `closed` earns nothing new (a booking it never earned on is refused) and
-spends nothing either; what it has is kept or forfeited per the rules' `on_close`.
+redemption; `closed` earns nothing new (a booking it never earned on, an activity and a
+referral are refused; its anniversaries pass with nothing earned) and spends nothing either; what it has is kept or forfeited per the rules' `on_close`.
 Cancellations, refunds, amendments and completions of bookings it earned on apply in
 every status (they are the booking system's facts, and take points back). Suspended
 and closed go back to active; a closed member cannot be suspended. A merged member is

@@ -13,7 +13,8 @@ is the same whenever it runs:
 - an activity (`ActivityPointsEarned`): the draft's points for its type (and role, for
   a referral), nothing when the event's breakdown says the booking had earned its bonus
   already (`once_per_booking:...`);
-- an anniversary (`AnniversaryBonusGranted`): the draft's bonus for its year.
+- an anniversary (`AnniversaryBonusGranted`): the draft's bonus for its year (nothing for
+  a member closed then: the `member_closed` entry).
 
 Caps count what a member was granted in a period: state the event does not carry. What
 a cap withheld from an earn (its negative `cap:<source>:<period>` entries) is withheld
@@ -37,7 +38,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .earn_rules import booking_source
+from .earn_rules import CLOSED, booking_source
 from .errors import CurrencyNotEarned, InvalidCommand
 from .rulebook import RuleBook
 from .rules import ProgramRules
@@ -103,6 +104,8 @@ def price_activity(rules: ProgramRules, *, kind: str, role: str, actual: Sequenc
 
 def price_anniversary(rules: ProgramRules, *, year: int, actual: Sequence[Sequence[Any]]) -> Breakdown:
     earned = rules.anniversary.points(year) if rules.anniversary is not None else 0
+    if any(label == CLOSED for label, _ in actual):  # the member was closed: it earned nothing, whatever the rules
+        return ((f"anniversary:{year}", earned), (CLOSED, -earned))
     return _with_caps([(f"anniversary:{year}", earned)], actual, lambda label: label.split(":", 1)[0])
 
 
