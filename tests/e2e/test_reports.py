@@ -119,6 +119,7 @@ async def test_bad_input_is_a_422_naming_the_field(api: Api) -> None:
         ("/v1/reports/liability", {"as_of": "2026-11-20T08:30:00"}, "as_of"),  # no offset
         ("/v1/reports/liability", {"as_of": "20 November 2026"}, "as_of"),
         ("/v1/reports/liability", {"as_of": "1700000000"}, "as_of"),
+        ("/v1/reports/liability", {"as_of": "2999-01-01T00:00:00Z"}, "as_of"),  # later than now
         ("/v1/reports/activity", {"from": "2026-11-01T00:00:00", "to": "2026-11-02T00:00:00Z"}, "from"),
         ("/v1/reports/activity", {"from": "2026-11-02T00:00:00Z", "to": "2026-11-02T00:00:00Z"}, "to"),
         ("/v1/reports/activity", {"from": "2026-11-03T00:00:00Z", "to": "2026-11-02T00:00:00Z"}, "to"),

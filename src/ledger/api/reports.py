@@ -21,6 +21,7 @@ from projections.reports import KINDS
 from projections.models import REPORTS
 
 from .deps import ContainerDep, MinPosition, SingleQueryValues, require, wait_for_position
+from .instants import in_the_past
 from .problems import ApiProblem
 from .routes import _errors
 
@@ -151,7 +152,8 @@ async def liability(
     instant, by expiry month and by tier, valued at the `cost_per_point` of the rules in force then. CSV
     columns: status, expiry_month, tier, points, value, currency."""
     await wait_for_position(container, min_position, REPORTS)
-    at = as_of or container.clock()
+    # A later instant is refused (422), as for a balance: its answer would change as events come in.
+    at = container.clock() if as_of is None else in_the_past(container, "as_of", as_of)
     # Valued at the rules in force at the instant, as the what-if liability is at `to`: a
     # version published since, with another cost per point, does not change a past answer.
     rules = container.book.at(at)
