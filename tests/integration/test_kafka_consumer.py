@@ -404,3 +404,36 @@ async def test_two_lanes_apply_at_once_and_a_fenced_lane_takes_back_only_its_own
         await check_exact(container.pool, events, expected_balances(events), container.runner)
     finally:
         await container.close()
+
+
+async def test_a_rejection_committed_by_another_lane_while_dead_letters_are_published_is_not_forgotten(
+        db_url: str, kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lane 0 publishes the dead letters while lane 1 commits a batch with a rejection:
+    the publish must leave the rejection due, or it waits for the next rejection to go
+    out (the poison-message test's dead-letter topic came up short now and then)."""
+    import ledger.ingest.consumer as consumer_module
+
+    topic, group = _names()
+    await create_topics(kafka_bootstrap, topic, partitions=1)
+    settings = kafka_settings(db_url, kafka_bootstrap, topic, group, tmp_path)
+    container = await build(settings, run_migrations=False, url=db_url)
+    consumer = BookingConsumer(container.ledger, container.pool, settings)
+    producer = consumer._producer()
+    await producer.start()
+    try:
+        publish = consumer_module.publish_pending
+
+        async def while_another_lane_commits(*args: object) -> int:
+            consumer._dlq_due = True  # what apply_batch sets once a batch with a rejection committed
+            return await publish(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(consumer_module, "publish_pending", while_another_lane_commits)
+        consumer._dlq_due = True
+        await consumer._publish_dlq(producer)
+        assert consumer._dlq_due  # the next pass publishes it
+        monkeypatch.setattr(consumer_module, "publish_pending", publish)
+        await consumer._publish_dlq(producer)
+        assert not consumer._dlq_due
+    finally:
+        await producer.stop()
+        await container.close()

@@ -420,12 +420,15 @@ class BookingConsumer:
     async def _publish_dlq(self, producer: AIOKafkaProducer) -> None:
         if not self._dlq_due or time.monotonic() < self._dlq_next_try:
             return
+        # Cleared before, not after: another lane's batch that commits a rejection while
+        # this publishes sets it again, and the next pass publishes that one.
+        self._dlq_due = False
         try:
             published = await publish_pending(self.pool, producer, self.settings.kafka_dlq_topic, self.topic)
-            self._dlq_due = False
             if published:
                 log.info("%d rejected messages published to %s", published, self.settings.kafka_dlq_topic)
         except Exception as exc:
+            self._dlq_due = True
             self._dlq_next_try = time.monotonic() + DLQ_RETRY_S
             log.warning("publishing to the dead-letter topic failed (%s); retrying in %.0f s", exc, DLQ_RETRY_S)
 
