@@ -75,7 +75,8 @@ class KnownRows:
         # a plain insert, not an upsert, cost the server 4.7 µs a row against 7.0 (three
         # such rows a booking); as a binary COPY rather than an INSERT from arrays, the
         # client encodes such a row in 0.7 µs rather than 1.6 to 2.4 (`asyncpg`'s array
-        # encoder checks each element against the abstract collection types). Turned off for good by the runner if the server ever
+        # encoder checks each element against the abstract collection types). Turned
+        # off for good by the runner if the server ever
         # finds one stored (a unique violation), the page then retried with upserts.
         self.insert_new = True
 

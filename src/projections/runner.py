@@ -7,8 +7,9 @@ runners in several processes take turns, and lets a rebuild swap its tables in s
 A group's runner may defer to another's (`defer_to`): the reports' runner waits while
 the member runner has a backlog, until it has been behind for `defer_max_s` (then it
 catches up, page by page, and waits again) or by half the events the two share
-(`EventPages`: then it takes pages from them until it is less behind). While the member runner keeps up (a steady load), it takes each full page of its
-own as one is waiting. Under load the members' reads stay fresh, the reports are at
+(`EventPages`: then it takes pages from them until it is less behind). While the
+member runner keeps up (a steady load), it takes each full page of its own as one is
+waiting. Under load the members' reads stay fresh, the reports are at
 most about `defer_max_s` behind, and their work comes in full pages (of events that
 come together, which costs less per event) with the member runner's pages in between,
 taken from the events it read and decoded.

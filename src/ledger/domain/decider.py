@@ -131,11 +131,10 @@ def decide_streams(states: Mapping[str, MemberState], command: Command, rules: P
     if isinstance(command, EARN_COMMANDS):  # P3
         _check_time(command)
         # A referral reads two streams, neither of which may be a merged duplicate's (its
-        # points went to the survivor, and nothing reads its stream any more).
+        # points went to the survivor, and nothing reads its stream any more) or a closed
+        # member's (see `check_member`).
         for member_id in command.member_ids:
-            member = states[member_id]
-            if member.merged_into is not None:
-                raise MemberMerged(member_id, member.merged_into)
+            check_member(states[member_id], command)
         return decide_earn(states, command, rules)
     return {command.member_id: decide(states[command.member_id], command, rules)}
 

@@ -31,7 +31,7 @@ from .earn_rules import (
 )
 from .earn_state import EarnState
 from .enrolment import MemberNotEnrolled
-from .errors import InvalidCommand, MemberNotFound, MemberStatusConflict, MovementConflict
+from .errors import InvalidCommand, MemberNotFound, MovementConflict
 from .events import ActivityPointsEarned, AnniversaryBonusGranted, BookingEarnCounted, Event, PointsEarned
 from .rules import ProgramRules
 from .state import MemberState
@@ -98,7 +98,6 @@ def decide_earn(states: Mapping[str, MemberState], command: Command, rules: Prog
             state = states[command.member_id]
             if not state.exists and not rules.enrol_on_first_booking:
                 raise MemberNotEnrolled(command.member_id)  # as a booking is: no stream begins here
-            _check_open(state)
             return {command.member_id: [_activity(state, command, rules)]}
         case GrantAnniversary():
             state = states[command.member_id]
@@ -123,14 +122,6 @@ def capped(earn: EarnState, source: str, points: int, at: datetime,
             entries.append((cap.label, room - granted))
             granted = room
     return granted, tuple(entries)
-
-
-def _check_open(state: MemberState) -> None:
-    """A closed member earns nothing new: no activity or referral of its is taken (as
-    no new booking is, see `ledger.domain.members`)."""
-    if state.status == "closed":
-        raise MemberStatusConflict(f"Member {state.member_id!r} is closed: it earns on no new activity.",
-                                   state.member_id, state.status)
 
 
 def _lot(state: MemberState, lot_id: str, points: int, at: datetime,
@@ -188,8 +179,6 @@ def _referral(states: Mapping[str, MemberState], command: RecordActivity,
     referrer, referred = states[command.member_id], states[referred_id]
     if not referred.exists:
         raise MemberNotFound(referred_id)
-    _check_open(referrer)
-    _check_open(referred)
     if referred.earn.referred_by is not None:
         raise MovementConflict(f"Member {referred_id!r} was referred already, by {referred.earn.referred_by!r}; a "
                                "member earns a referral once.", referred_member_id=referred_id)

@@ -4,7 +4,8 @@ as the decider.
 Status. `active` spends and earns; `suspended` (a fraud review) earns, but redeems,
 holds, captures and transfers nothing, in or out, and pays no share of a household
 redemption; `closed` earns nothing new (a booking it never earned on, an activity and a
-referral are refused; its anniversaries pass with nothing earned) and spends nothing either; what it has is kept or forfeited per the rules' `on_close`.
+referral are refused; its anniversaries pass with nothing earned) and spends nothing
+either; what it has is kept or forfeited per the rules' `on_close`.
 Cancellations, refunds, amendments and completions of bookings it earned on apply in
 every status (they are the booking system's facts, and take points back). Suspended
 and closed go back to active; a closed member cannot be suspended. A merged member is
@@ -43,6 +44,7 @@ from .commands import (
     RefundBooking,
     TransferPoints,
 )
+from .earn import RecordActivity
 from .enrolment import EraseMember
 from .errors import InvalidCommand, MemberMerged, MemberNotFound, MemberStatusConflict, MovementConflict
 from .events import STATUS_REASONS, Event, MemberMergedAway, MemberMergedIn, MemberStatusChanged, PointsAdjusted
@@ -80,6 +82,9 @@ def check_member(state: MemberState, command: Command) -> None:
     if state.status == "closed" and isinstance(command, (ConfirmBooking, CompleteBooking)) and (
             command.booking_id not in state.bookings):
         raise MemberStatusConflict(f"Member {state.member_id!r} is closed: it earns on no new booking.",
+                                   state.member_id, state.status)
+    if state.status == "closed" and isinstance(command, RecordActivity):  # the referrer's or the referred's
+        raise MemberStatusConflict(f"Member {state.member_id!r} is closed: it earns on no new activity.",
                                    state.member_id, state.status)
 
 

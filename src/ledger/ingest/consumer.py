@@ -306,7 +306,8 @@ class BookingConsumer:
                 wait_ms = int((deadline - time.monotonic()) * 1000)
                 if wait_ms <= 0:
                     break
-            got = await consumer.getmany(*partitions, timeout_ms=wait_ms, max_records=s.kafka_batch_messages_max - count)
+            got = await consumer.getmany(*partitions, timeout_ms=wait_ms,
+                                         max_records=s.kafka_batch_messages_max - count)
             if not got:
                 if deadline is None:
                     break  # idle: let the caller look at stop, the DLQ and the lag
