@@ -12,7 +12,9 @@ member runner keeps up (a steady load), it takes each full page of its own as on
 waiting. Under load the members' reads stay fresh, the reports are at
 most about `defer_max_s` behind, and their work comes in full pages (of events that
 come together, which costs less per event) with the member runner's pages in between,
-taken from the events it read and decoded.
+taken from the events it read and decoded. The member runner in turn waits before it
+would let go of events the reports' runner has yet to take (`holding_back`), so that
+under a backlog each event is read and decoded once.
 """
 
 from __future__ import annotations
