@@ -60,7 +60,12 @@ def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> 
     query = case.query
     if not isinstance(query, dict):
         return
-    latest = datetime.now(UTC) - timedelta(days=2)  # the server's clock reads "now" a little after this one
+    # Now: the server reads its clock after this, so the instant is not later than its
+    # "now". Not further back: an instant moved here must stay after a resource created
+    # just before (a member's enrolment, a few milliseconds ago), or the read as of it
+    # rightly finds no member (404), which the resource-availability check of a stateful
+    # step takes for a lost resource (it did with two days back).
+    latest = datetime.now(UTC)
     for name in ("as_of", "from", "to"):
         at = _instant(query.get(name))
         if at is not None and at > latest:
