@@ -74,8 +74,11 @@ def before_call(context: schemathesis.HookContext, case: Any, **kwargs: Any) -> 
     if start is not None and end is not None and not start < end <= start + timedelta(days=STATEMENT_DAYS_MAX):
         if end >= EARLIEST + timedelta(days=2):
             query["from"] = _text(end - timedelta(days=1))
-        else:  # the schema's least instants: move `to` on instead
-            query["to"] = _text(start + timedelta(days=1))
+        else:  # the schema's least instants: move `to` on instead, to now at most
+            end = min(start + timedelta(days=1), latest)
+            query["to"] = _text(end)
+            if not start < end:
+                query["from"] = _text(end - timedelta(days=1))
 
 
 @schemathesis.hook
