@@ -453,8 +453,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, choices=range(1, 33), metavar="1..32",
                        help="processes answering HTTP on the port (default 1, LEDGER_SERVE_WORKERS); the first runs"
                             " the schedulers and restarts the others")
-    serve.add_argument("--projections-process", action="store_true", default=None,
-                       help="run the projection groups in a process of their own (LEDGER_SERVE_PROJECTIONS_PROCESS)")
+    serve.add_argument("--projections-process", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the projection groups in a process of their own (the default,"
+                            " LEDGER_SERVE_PROJECTIONS_PROCESS), or on the loop that answers HTTP")
     serve.set_defaults(func=_serve, sync=True)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_migrate)
     sub.add_parser("consume", help="consume booking events from Kafka until SIGTERM/SIGINT",

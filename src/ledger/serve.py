@@ -282,8 +282,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     update: dict[str, object] = {}
     if workers is not None:
         update["serve_workers"] = workers
-    if projections_process:
-        update["serve_projections_process"] = True
+    if projections_process is not None:
+        update["serve_projections_process"] = projections_process
     settings = settings.model_copy(update=update)  # bounded by the command line's own choices
     try:
         interrupted = event_loop.run(_serve(settings, host or settings.host, port or settings.port))

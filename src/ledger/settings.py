@@ -41,8 +41,10 @@ class Settings(BaseSettings):
         description="Processes `ledger serve` answers HTTP from, on one listening socket (`--workers`); the first"
                     " also runs the schedulers, starts the others and restarts any that exits.")
     serve_projections_process: bool = Field(
-        False, description="`ledger serve` runs the projection groups in a process of their own, which it starts and"
-                           " restarts (`--projections-process`), rather than in the process that answers HTTP.")
+        True, description="`ledger serve` runs the projection groups in a process of their own, which it starts and"
+                          " restarts (`--projections-process`), rather than in the process that answers HTTP"
+                          " (`--no-projections-process`): their pages then take nothing from the HTTP loop, and"
+                          " they have the second core.")
     read_wait_s_max: float = Field(5.0, gt=0, le=30, description="How long a read with min_position waits.")
 
     projection_page_size: int = Field(2_000, ge=1, le=50_000)

@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from .test_serve_interrupt import _postmaster
 
 STEP_S_MAX = 45.0  # each wait below is bounded
@@ -176,16 +178,20 @@ def _sql(data_dir: Path, statement: str) -> None:
     asyncio.run(run())
 
 
-def test_a_page_the_projection_process_keeps_refusing_shows_in_the_primary_s_readiness(tmp_path: Path) -> None:
-    """The projection process's own tasks show in the primary's /readyz and /metrics as
-    `projections/<task>`: a runner there that keeps failing a page (a constraint its rows
-    break, as a projection bug would) makes the primary not ready, with the error, until
-    the page passes; as it does with the runner on its own loop."""
+@pytest.mark.parametrize(("flags", "task"), [([], "projections/projections"),
+                                              (["--no-projections-process"], "projections")])
+def test_a_page_the_projection_process_keeps_refusing_shows_in_the_primary_s_readiness(
+        tmp_path: Path, flags: list[str], task: str) -> None:
+    """The projection process's own tasks (the default) show in the primary's /readyz and
+    /metrics as `projections/<task>`: a runner there that keeps failing a page (a
+    constraint its rows break, as a projection bug would) makes the primary not ready,
+    with the error, until the page passes; as it does with the runner on the API's own
+    loop (`--no-projections-process`)."""
     port, log, data_dir = _free_port(), tmp_path / "serve.log", tmp_path / "data"
     env = dict(os.environ, LEDGER_DATA_DIR=str(data_dir), LEDGER_PORT=str(port))
     env.pop("LEDGER_DATABASE_URL", None)
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", "--projections-process"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "serve", *flags], env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def admin_key() -> str | None:
@@ -193,8 +199,12 @@ def test_a_page_the_projection_process_keeps_refusing_shows_in_the_primary_s_rea
             return (m := re.search(r"(lk_\S+)", log.read_text())) and m.group(1)
 
         token = _until(admin_key, "an admin key")
-        _until(lambda: (lambda r: r[0] == 200 and "projections/projections" in r[1]["tasks"])(_get(port, "/readyz")),
-               "ready, with the projection process's tasks")
+        _until(lambda: (lambda r: r[0] == 200 and task in r[1]["tasks"])(_get(port, "/readyz")),
+               "ready, with the projection runner's task")
+        if not flags:
+            assert "projections-reports" not in _get(port, "/readyz")[1]["tasks"]  # in the projection process
+        else:
+            assert not [c for c in _children(proc.pid).values() if "ledger.serve" in c], "no process of its own"
         _sql(data_dir, "ALTER TABLE balances ADD CONSTRAINT refuse_every_row CHECK (member_id = '') NOT VALID")
         status, written = _get(port, "/v1/booking-events", token, {
             "event_id": "refused-1", "type": "booking.completed", "member_id": "M-1", "booking_id": "B-1",
@@ -203,13 +213,13 @@ def test_a_page_the_projection_process_keeps_refusing_shows_in_the_primary_s_rea
 
         def refused() -> dict | None:
             status, body = _get(port, "/readyz")
-            task = body["tasks"]["projections/projections"]
-            return body if status == 503 and task["failures"] >= 1 and not task["up"] else None
+            runner = body["tasks"][task]
+            return body if status == 503 and runner["failures"] >= 1 and not runner["up"] else None
 
         body = _until(refused, "the refused page in the primary's /readyz")
-        assert "CheckViolationError" in body["tasks"]["projections/projections"]["last_error"], body
+        assert "CheckViolationError" in body["tasks"][task]["last_error"], body
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            assert 'ledger_task_failures_total{task="projections/projections"}' in response.read().decode()
+            assert f'ledger_task_failures_total{{task="{task}"}}' in response.read().decode()
         _sql(data_dir, "ALTER TABLE balances DROP CONSTRAINT refuse_every_row")
         _until(lambda: (lambda r: r[0] == 200 and r[1]["projection_lag_events"] == 0)(_get(port, "/readyz")),
                "ready again, the page projected")
